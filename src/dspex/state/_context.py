@@ -1,0 +1,115 @@
+"""Layer 2: SessionContext, a view of any StateProvider bound to one session id.
+
+Workers, the CLI and :class:`dspex.Session` all use these verbs; there is no second client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dspex._model import VariableRecord, make_spec
+from dspex.errors import BatchUpdateError
+from dspex.state._provider import StateProvider, UpdateResults
+from dspex.state._watch import VariableWatch
+
+__all__ = ["SessionContext"]
+
+
+class SessionContext:
+    """The session verbs (``register``, ``get``, ``set`` ...) for one session of one provider.
+
+    Args:
+        provider: where the session lives.
+        session_id: the session to bind to (it must exist).
+    """
+
+    def __init__(self, provider: StateProvider, session_id: str) -> None:
+        self.provider = provider
+        self.session_id = session_id
+
+    def register(
+        self,
+        name: str,
+        type: Any,
+        value: Any,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        **constraints: Any,
+    ) -> VariableRecord:
+        """Register a typed variable; the same spec again returns the existing record.
+
+        Examples:
+            >>> session.register("temperature", float, 0.7, min=0.0, max=2.0)  # doctest: +SKIP
+        """
+        spec = make_spec(type, **constraints)
+        return self.provider.register_variable(
+            self.session_id, name, spec, value, metadata=metadata
+        )
+
+    def get(self, name: str) -> Any:
+        """Return the current value of ``name``."""
+        return self.provider.get_variable(self.session_id, name).value
+
+    def variable(self, name: str) -> VariableRecord:
+        """Return the full current record of ``name`` (value, version, revision, writer...)."""
+        return self.provider.get_variable(self.session_id, name)
+
+    def set(self, name: str, value: Any, *, expected_version: int | None = None) -> VariableRecord:
+        """Validate and store a new value; returns the new record."""
+        return self.provider.set_variable(
+            self.session_id, name, value, expected_version=expected_version
+        )
+
+    def update(
+        self,
+        values: Mapping[str, Any],
+        *,
+        atomic: bool = True,
+        expected_versions: Mapping[str, int] | None = None,
+    ) -> UpdateResults:
+        """Set several variables at once; returns the new record per name.
+
+        Raises:
+            BatchUpdateError: some names failed; ``err.results`` holds the outcome per name.
+                With ``atomic=True`` (the default) nothing was applied.
+        """
+        results = self.provider.update_variables(
+            self.session_id, values, atomic=atomic, expected_versions=expected_versions
+        )
+        failed = {name: str(r) for name, r in results.items() if isinstance(r, Exception)}
+        if failed:
+            applied = "nothing was applied" if atomic else "the other names were applied"
+            raise BatchUpdateError(
+                f"batch update failed for {sorted(failed)} ({applied}): {failed}",
+                results=results,
+                session_id=self.session_id,
+            )
+        return results
+
+    def list(self, pattern: str = "*") -> list[VariableRecord]:
+        """Return the records whose names match the glob ``pattern``."""
+        return self.provider.list_variables(self.session_id, pattern)
+
+    def delete(self, name: str) -> None:
+        """Remove ``name`` and its history."""
+        self.provider.delete_variable(self.session_id, name)
+
+    def history(self, name: str, limit: int | None = None) -> list[VariableRecord]:
+        """Return the kept versions of ``name``, oldest first."""
+        return self.provider.get_history(self.session_id, name, limit)
+
+    def rollback(self, name: str, version: int) -> VariableRecord:
+        """Write the value of an earlier ``version`` as a new version."""
+        return self.provider.rollback_variable(self.session_id, name, version)
+
+    def watch(
+        self, *names: str, after_revision: int | None = None, initial: bool = False
+    ) -> VariableWatch:
+        """Watch changes to ``names`` (every variable when none are given).
+
+        Use as a context manager; leaving it cancels the watch.
+        """
+        return self.provider.watch_variables(
+            self.session_id, names, after_revision=after_revision, include_initial=initial
+        )

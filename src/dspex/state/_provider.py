@@ -1,0 +1,203 @@
+"""Layer 2: the StateProvider contract every backend (local, session store, ...) fulfils.
+
+This module is mostly documentation: the Protocol's docstrings are the contract, and the
+shared contract test suite (``tests/contract``) asserts every ``Raises:`` against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol
+
+from dspex._model import SessionInfo, VariableRecord, VariableSpec
+from dspex.errors import DspexError
+from dspex.state._watch import VariableWatch
+
+__all__ = ["StateProvider", "UpdateResults"]
+
+UpdateResults = dict[str, VariableRecord | DspexError]
+"""Per-name outcome of a batch update: the new record, or the error for that name."""
+
+
+class StateProvider(Protocol):
+    """Stores sessions and their typed, versioned variables.
+
+    Every implementation guarantees:
+      * Thread safety: one instance may be shared by many threads.
+      * Snapshots: returned records are immutable and never change after being returned.
+      * Ordering: each variable's version grows by one per change; the session revision grows
+        by one per change to any variable; watches deliver updates in revision order.
+      * Atomicity: a call that raises changed nothing.
+      * Errors: only exceptions from :mod:`dspex.errors` escape.
+    """
+
+    def create_session(self, session_id: str | None = None, *, ttl: float | None = None) -> str:
+        """Create a session and return its id (a random id when ``session_id`` is None).
+
+        Creating an id that already exists returns it unchanged (joining is idempotent).
+
+        Raises:
+            LimitExceededError: the store holds its maximum number of sessions.
+        """
+        ...
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        """Return a summary of the session.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionClosedError: the session was closed.
+        """
+        ...
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """Return a summary of every open session."""
+        ...
+
+    def heartbeat(self, session_id: str) -> None:
+        """Mark the session alive, postponing TTL expiry.
+
+        Raises:
+            SessionNotFoundError: no such session (or it expired).
+        """
+        ...
+
+    def close_session(self, session_id: str) -> None:
+        """Remove the session and its variables; its watches end normally.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        ...
+
+    def register_variable(
+        self,
+        session_id: str,
+        name: str,
+        spec: VariableSpec,
+        value: Any,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> VariableRecord:
+        """Register ``name`` with ``spec`` and an initial ``value`` (version 1).
+
+        Registering the same name with an equal spec returns the existing record unchanged.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableExistsError: ``name`` exists with a different spec.
+            VariableTypeError, VariableValueError: ``value`` does not fit ``spec``.
+        """
+        ...
+
+    def get_variable(self, session_id: str, name: str) -> VariableRecord:
+        """Return the current record of ``name``.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: no variable ``name``.
+        """
+        ...
+
+    def get_variables(self, session_id: str, names: Collection[str]) -> dict[str, VariableRecord]:
+        """Return the current records of ``names`` (all of them, read at one revision).
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: one of ``names`` is not registered.
+        """
+        ...
+
+    def set_variable(
+        self, session_id: str, name: str, value: Any, *, expected_version: int | None = None
+    ) -> VariableRecord:
+        """Validate and store ``value`` as the next version of ``name``.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: no variable ``name``.
+            VariableTypeError, VariableValueError: ``value`` does not fit the spec.
+            VersionConflictError: ``expected_version`` is not the current version.
+        """
+        ...
+
+    def update_variables(
+        self,
+        session_id: str,
+        values: Mapping[str, Any],
+        *,
+        atomic: bool = False,
+        expected_versions: Mapping[str, int] | None = None,
+    ) -> UpdateResults:
+        """Set several variables; return the outcome per name.
+
+        With ``atomic=True`` either every name is applied or none is: on any failure, the
+        failing names map to their errors and the others to a ``BatchUpdateError`` saying they
+        were not applied. With ``atomic=False`` each name is applied independently.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+        """
+        ...
+
+    def list_variables(self, session_id: str, pattern: str = "*") -> list[VariableRecord]:
+        """Return the records whose names match the glob ``pattern``, sorted by name.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+        """
+        ...
+
+    def delete_variable(self, session_id: str, name: str) -> None:
+        """Remove ``name`` and its history; watchers get a ``"delete"`` update.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: no variable ``name``.
+        """
+        ...
+
+    def get_history(
+        self, session_id: str, name: str, limit: int | None = None
+    ) -> list[VariableRecord]:
+        """Return the kept versions of ``name``, oldest first (the last ``limit`` if given).
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: no variable ``name``.
+        """
+        ...
+
+    def rollback_variable(self, session_id: str, name: str, version: int) -> VariableRecord:
+        """Write the value of an earlier ``version`` of ``name`` as a new version.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: no variable ``name``.
+            VersionNotFoundError: ``version`` is not kept in the history.
+        """
+        ...
+
+    def watch_variables(
+        self,
+        session_id: str,
+        names: Collection[str] = (),
+        *,
+        after_revision: int | None = None,
+        include_initial: bool = False,
+    ) -> VariableWatch:
+        """Watch changes to ``names`` (all variables when empty), in revision order.
+
+        ``include_initial`` first delivers the current records as ``"initial"`` updates.
+        ``after_revision`` first replays every kept change after that revision, so a
+        reconnecting watcher sees no gap and no duplicate.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            WatchLaggedError: ``after_revision`` is older than the kept change log.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the provider's resources (channels, threads). Idempotent."""
+        ...

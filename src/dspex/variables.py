@@ -1,0 +1,78 @@
+"""Layer 3: dspex.Variable, a frozen declaration of a tunable that resolves in the session."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dspex._model import VariableRecord, VariableSpec, make_spec, validate
+from dspex.session import current_session
+
+__all__ = ["Variable"]
+
+
+@dataclass(frozen=True, eq=True)
+class Variable:
+    """A declared, typed tunable: its name, type, default and constraints (no live state).
+
+    Declare it as a class attribute of a :class:`dspex.Program`; the name is taken from the
+    attribute. It holds no channel or lock, so ``deepcopy``, ``save``/``load`` and cloudpickle
+    work. Values live in the current session.
+
+    Args:
+        type: ``float``, ``int``, ``str``, ``bool``, ``dspex.Choice(...)``, a type name
+            (``"module"``, ``"embedding"``, ``"tensor"``, ``"json"``), ``dict`` or ``list``.
+        default: the value registered when the variable is first seen in a session.
+        name: explicit name (otherwise the attribute name).
+        description: free text kept in the record's metadata.
+        **constraints: ``min``, ``max``, ``min_length``, ``max_length``, ``pattern``,
+            ``choices``, ``dimensions``, ``shape``, ``dtype``.
+
+    Raises:
+        ConstraintError: the type or constraints are invalid.
+        VariableValueError: ``default`` breaks them.
+    """
+
+    type: Any
+    default: Any
+    name: str = ""
+    description: str = ""
+    constraints: Mapping[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self, type: Any, default: Any, *, name: str = "", description: str = "", **constraints: Any
+    ) -> None:
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "description", description)
+        object.__setattr__(self, "constraints", dict(constraints))
+        object.__setattr__(self, "default", validate(self.spec, default, name or "<default>"))
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", name)
+
+    def __hash__(self) -> int:
+        return hash((self.name, repr(self.type)))
+
+    @property
+    def spec(self) -> VariableSpec:
+        """The validated spec (type name plus constraints)."""
+        return make_spec(self.type, **self.constraints)
+
+    def register(self) -> VariableRecord:
+        """Register in the current session (keeps an existing value)."""
+        metadata = {"description": self.description} if self.description else None
+        session = current_session()
+        return session.provider.register_variable(
+            session.session_id, self.name, self.spec, self.default, metadata=metadata
+        )
+
+    def get(self) -> Any:
+        """The current value in the current session."""
+        return current_session().get(self.name)
+
+    def set(self, value: Any, *, expected_version: int | None = None) -> VariableRecord:
+        """Set the value in the current session."""
+        return current_session().set(self.name, value, expected_version=expected_version)
