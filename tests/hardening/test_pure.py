@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def test_graph_stays_acyclic_and_orders_dependents(edges: list[tuple[str, str]])
             assert cycle[0] == cycle[-1] == up
             assert cycle[1] == down
             existing = set(graph.edges())
-            assert all(step in existing for step in zip(cycle[1:-1], cycle[2:]))
+            assert all(step in existing for step in itertools.pairwise(cycle[1:]))
     for name in "abcdefg":
         order = graph.dependents(name)
         assert name not in order
