@@ -1,0 +1,235 @@
+"""Layer 2: MemoryEngine, dicts in this process (the default and the embedded store's engine).
+
+Also the in-memory image that :class:`SQLiteEngine` keeps and persists on every commit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from dspex._model import VariableRecord, VariableUpdate
+from dspex.state._engines._base import (
+    EngineConflict,
+    EngineListener,
+    LogCompacted,
+    SessionMeta,
+    UnknownSession,
+    Write,
+)
+
+__all__ = ["MemoryEngine"]
+
+
+class _Space:
+    """One session's data."""
+
+    __slots__ = (
+        "created_at",
+        "edges",
+        "history",
+        "last_heartbeat",
+        "lock",
+        "log",
+        "owner",
+        "revision",
+        "ttl",
+        "variables",
+    )
+
+    def __init__(self, ttl: float | None, owner: str, log_size: int) -> None:
+        self.created_at = self.last_heartbeat = time.time()
+        self.ttl = ttl
+        self.owner = owner
+        self.revision = 0
+        self.lock = threading.RLock()
+        self.variables: dict[str, VariableRecord] = {}
+        self.history: dict[str, deque[VariableRecord]] = {}
+        self.log: deque[VariableUpdate] = deque(maxlen=log_size)
+        self.edges: list[tuple[str, str]] = []
+
+
+class MemoryEngine:
+    """Sessions and records in dicts; commits are atomic under a per-session lock.
+
+    Args:
+        history_size: versions kept per variable.
+        log_size: updates kept per session for resuming watches.
+    """
+
+    def __init__(self, *, history_size: int = 100, log_size: int = 10_000) -> None:
+        self.history_size = history_size
+        self.log_size = log_size
+        self._spaces: dict[str, _Space] = {}
+        self._lock = threading.Lock()
+        self._listeners: list[EngineListener] = []
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def create_session(self, session_id: str, *, ttl: float | None, owner: str) -> bool:
+        with self._lock:
+            if session_id in self._spaces:
+                return False
+            self._spaces[session_id] = _Space(ttl, owner, self.log_size)
+        self._created(session_id)
+        return True
+
+    def session(self, session_id: str) -> SessionMeta | None:
+        space = self._spaces.get(session_id)
+        return None if space is None else _meta(session_id, space)
+
+    def sessions(self) -> list[SessionMeta]:
+        with self._lock:
+            items = list(self._spaces.items())
+        return [_meta(session_id, space) for session_id, space in items]
+
+    def touch(self, session_id: str, now: float) -> bool:
+        space = self._spaces.get(session_id)
+        if space is None:
+            return False
+        space.last_heartbeat = now
+        self._touched(session_id, now)
+        return True
+
+    def drop_session(self, session_id: str) -> bool:
+        with self._lock:
+            space = self._spaces.pop(session_id, None)
+        if space is None:
+            return False
+        with space.lock:
+            self._dropped(session_id)
+            for listener in self._listeners:
+                listener(session_id, (), True)
+        return True
+
+    # -- records --------------------------------------------------------------------------
+
+    def get(self, session_id: str, name: str) -> VariableRecord | None:
+        try:
+            return self._spaces[session_id].variables.get(name)
+        except KeyError:
+            raise UnknownSession(session_id) from None
+
+    def records(self, session_id: str) -> list[VariableRecord]:
+        return list(self._space(session_id).variables.values())
+
+    def history(self, session_id: str, name: str) -> list[VariableRecord]:
+        space = self._space(session_id)
+        with space.lock:
+            return list(space.history.get(name, ()))
+
+    def commit(self, session_id: str, writes: Sequence[Write]) -> list[VariableUpdate]:
+        space = self._space(session_id)
+        with space.lock:
+            if session_id not in self._spaces:
+                raise UnknownSession(session_id)
+            for write in writes:
+                current = space.variables.get(write.name)
+                held = None if current is None else current.revision
+                if held != write.expect_revision:
+                    raise EngineConflict(write.name)
+            updates = self._plan(space, writes)
+            self._persist(session_id, updates)  # may raise: memory is untouched until it passes
+            for update in updates:
+                self._install(space, update)
+            for listener in self._listeners:
+                listener(session_id, updates, False)
+            return updates
+
+    def changes(self, session_id: str, after_revision: int) -> list[VariableUpdate]:
+        space = self._space(session_id)
+        with space.lock:
+            if after_revision >= space.revision:
+                return []
+            oldest = space.log[0].revision if space.log else space.revision + 1
+            if after_revision + 1 < oldest:
+                raise LogCompacted(oldest)
+            return [update for update in space.log if update.revision > after_revision]
+
+    def edges(self, session_id: str) -> list[tuple[str, str]]:
+        return list(self._space(session_id).edges)
+
+    def put_edges(
+        self, session_id: str, expect: Sequence[tuple[str, str]], edges: Sequence[tuple[str, str]]
+    ) -> None:
+        space = self._space(session_id)
+        with space.lock:
+            if space.edges != list(expect):
+                raise EngineConflict("edges")
+            space.edges = list(edges)
+            self._edges_changed(session_id, space.edges)
+
+    def listen(self, listener: EngineListener) -> None:
+        self._listeners.append(listener)
+
+    def close(self) -> None:
+        self._listeners.clear()
+
+    # -- internals (SQLiteEngine overrides the persistence hooks) --------------------------
+
+    def _space(self, session_id: str) -> _Space:
+        space = self._spaces.get(session_id)
+        if space is None:
+            raise UnknownSession(session_id)
+        return space
+
+    def _plan(self, space: _Space, writes: Sequence[Write]) -> list[VariableUpdate]:
+        now = time.time()
+        updates = []
+        for offset, write in enumerate(writes, start=1):
+            revision = space.revision + offset
+            if write.kind == "delete":
+                record = space.variables[write.name]
+            else:
+                record = VariableRecord(
+                    write.name, write.spec, write.value, write.version, revision, now,
+                    write.writer, write.metadata, write.stale, write.lock,
+                )  # fmt: skip
+            updates.append(VariableUpdate(revision, write.kind, write.name, record))
+        return updates
+
+    def _install(self, space: _Space, update: VariableUpdate) -> None:
+        space.revision = update.revision
+        name, record = update.name, update.record
+        if update.kind == "delete":
+            del space.variables[name]
+            del space.history[name]
+        else:
+            space.variables[name] = record
+            kept = space.history.get(name)
+            if kept is None or update.kind == "register":
+                space.history[name] = deque((record,), maxlen=self.history_size)
+            elif kept[-1].version == record.version:
+                kept[-1] = record  # stale/lock changes annotate the version, not add one
+            else:
+                kept.append(record)
+        space.log.append(update)
+
+    def _created(self, session_id: str) -> None:
+        """Persistence hook: a session was created."""
+
+    def _touched(self, session_id: str, now: float) -> None:
+        """Persistence hook: a heartbeat was recorded."""
+
+    def _dropped(self, session_id: str) -> None:
+        """Persistence hook: a session was deleted."""
+
+    def _persist(self, session_id: str, updates: list[VariableUpdate]) -> None:
+        """Persistence hook: make ``updates`` durable before they are installed (may raise)."""
+
+    def _edges_changed(self, session_id: str, edges: list[tuple[str, str]]) -> None:
+        """Persistence hook: the dependency edges changed."""
+
+
+def _meta(session_id: str, space: _Space) -> SessionMeta:
+    return SessionMeta(
+        session_id,
+        space.created_at,
+        space.last_heartbeat,
+        space.ttl,
+        space.revision,
+        space.owner,
+        len(space.variables),
+    )
