@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, NoReturn
 
-import dspex.errors as errors
+from dspex import errors
 
 __all__ = [
+    "EMPTY",
     "TYPES",
     "Choice",
+    "FrozenDict",
+    "FrozenList",
     "SessionInfo",
     "VariableRecord",
     "VariableSpec",
     "VariableUpdate",
+    "freeze",
     "make_spec",
     "normalize_type",
     "validate",
@@ -51,6 +57,11 @@ _ALLOWED: Final[dict[str, frozenset[str]]] = {
     "json": frozenset({"max_length"}),
 }
 
+_MAX_FLOAT: Final = sys.float_info.max
+
+_NUMERIC_KINDS: Final = "biufc"
+"""numpy dtype kinds a tensor may have: arrays travel as raw bytes, so no objects/strings."""
+
 _PY_TYPES: Final[dict[Any, str]] = {
     float: "float",
     int: "integer",
@@ -59,6 +70,57 @@ _PY_TYPES: Final[dict[Any, str]] = {
     dict: "json",
     list: "json",
 }
+
+
+def _read_only(self: Any, *args: Any, **kwargs: Any) -> NoReturn:
+    raise TypeError(
+        f"{type(self).__name__} is read-only: variable values are immutable snapshots; "
+        "copy it (e.g. dict(value) or list(value)), change the copy and set that"
+    )
+
+
+class FrozenDict(dict[str, Any]):
+    """A read-only ``dict``: JSON objects, constraints and metadata inside records.
+
+    It is a real ``dict`` (``json.dumps``, ``==`` and ``isinstance`` work), but every mutating
+    method raises ``TypeError``, so a record handed to one reader can never change under another.
+    ``dict(value)`` or ``value.copy()`` gives a mutable copy.
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+
+class FrozenList(list[Any]):
+    """A read-only ``list``: JSON arrays inside records (see :class:`FrozenDict`)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenList, (list(self),))
+
+
+# One shared refusal for every mutating method (assigned, not written out twenty times).
+for _method in ("__setitem__", "__delitem__", "__ior__", "clear", "pop", "popitem", "setdefault",
+                "update"):  # fmt: skip
+    setattr(FrozenDict, _method, _read_only)
+for _method in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
+                "insert", "pop", "remove", "clear", "sort", "reverse"):  # fmt: skip
+    setattr(FrozenList, _method, _read_only)
+
+EMPTY: Final = FrozenDict()
+"""The shared empty metadata/constraints mapping."""
+
+
+def freeze(value: Any) -> Any:
+    """Return a copy of ``value`` with every ``dict``/``list`` inside made read-only."""
+    if isinstance(value, dict):
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return FrozenList([freeze(v) for v in value])
+    return value
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -83,7 +145,7 @@ def normalize_type(type_: Any) -> str:
         aliases = {"int": "integer", "str": "string", "bool": "boolean", "ndarray": "tensor"}
         if type_ in aliases:
             return aliases[type_]
-    elif type_ in _PY_TYPES:
+    elif isinstance(type_, type) and type_ in _PY_TYPES:
         return _PY_TYPES[type_]
     elif getattr(type_, "__name__", "") == "ndarray":
         return "tensor"
@@ -99,7 +161,17 @@ class VariableSpec:
     """A variable's type plus its checked constraints. Build with :func:`make_spec`."""
 
     type: str
-    constraints: Mapping[str, Any] = field(default_factory=dict)
+    constraints: Mapping[str, Any] = field(default_factory=FrozenDict)
+    float_bounds: tuple[float, float] = field(init=False, repr=False, compare=False)
+    """``(min, max)`` clamped to finite floats: one chained comparison checks a float value."""
+
+    def __post_init__(self) -> None:
+        # Records share their spec; a read-only mapping keeps every snapshot's rules fixed.
+        if type(self.constraints) is not FrozenDict:
+            object.__setattr__(self, "constraints", FrozenDict(self.constraints))
+        low = max(float(self.constraints.get("min", -_MAX_FLOAT)), -_MAX_FLOAT)
+        high = min(float(self.constraints.get("max", _MAX_FLOAT)), _MAX_FLOAT)
+        object.__setattr__(self, "float_bounds", (low, high))
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form (constraints with tuples as lists) used on the wire and in files."""
@@ -138,7 +210,7 @@ def make_spec(type_: Any, **constraints: Any) -> VariableSpec:
         raise errors.ConstraintError("type 'choice' needs choices=[...]", type=type_name)
     if type_name == "embedding" and "dimensions" not in checked:
         raise errors.ConstraintError("type 'embedding' needs dimensions=N", type=type_name)
-    return VariableSpec(type_name, checked)
+    return VariableSpec(type_name, FrozenDict(checked))
 
 
 def _check_constraint(type_name: str, key: str, value: Any) -> Any:
@@ -175,9 +247,7 @@ def _check_pattern(type_name: str, value: Any) -> str:
 
 def _check_choices(type_name: str, value: Any) -> tuple[Any, ...]:
     if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
-        raise errors.ConstraintError(
-            f"choices={value!r} must be a non-empty list", type=type_name
-        )
+        raise errors.ConstraintError(f"choices={value!r} must be a non-empty list", type=type_name)
     for choice in value:
         if not isinstance(choice, str | int | float | bool):
             raise errors.ConstraintError(
@@ -202,11 +272,17 @@ def _check_dtype(type_name: str, value: Any) -> str:
     import numpy as np
 
     try:
-        return str(np.dtype(value))
-    except TypeError as exc:
+        dtype = np.dtype(value)
+    except (TypeError, ValueError) as exc:
         raise errors.ConstraintError(
             f"dtype={value!r} is not a numpy dtype", type=type_name
         ) from exc
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise errors.ConstraintError(
+            f"dtype={value!r} is not numeric; tensors hold bool, int, uint, float or complex",
+            type=type_name,
+        )
+    return str(dtype)
 
 
 def _check_bounds(type_name: str, checked: dict[str, Any], low: str, high: str) -> None:
@@ -265,25 +341,45 @@ def _check_range(spec: VariableSpec, value: float, name: str) -> None:
 
 
 def _validate_float(spec: VariableSpec, value: Any, name: str) -> float:
-    if value.__class__ is not float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _type_error(name, value, "float")
-        value = float(value)
-    if value != value:  # NaN compares unequal to itself; refuse it explicitly
-        raise _value_error(name, value, "not NaN")
-    if spec.constraints:
-        _check_range(spec, value, name)
-    return value
+    result: float = value if value.__class__ is float else _to_float(value, name)
+    low, high = spec.float_bounds
+    # Bounds are finite, so this one comparison also refuses NaN (never compares true) and
+    # +-inf: non-finite floats are refused because values travel as strict JSON.
+    if not low <= result <= high:
+        if result - result != 0.0:
+            raise _value_error(name, value, "finite (not NaN or infinity)")
+        _check_range(spec, result, name)
+    return result
+
+
+def _to_float(value: Any, name: str) -> float:
+    # numbers.Real admits int, numpy scalars and Fraction; bool is a number to Python, not to us.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _type_error(name, value, "float")
+    try:
+        return float(value)
+    except OverflowError:
+        raise _value_error(name, value, "finite (not NaN or infinity)") from None
 
 
 def _validate_integer(spec: VariableSpec, value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise _type_error(name, value, "integer")
-    _check_range(spec, value, name)
-    return int(value)
+    result: int
+    if value.__class__ is int:
+        result = value
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        result = int(value)
+    elif (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and float(value).is_integer()
+    ):
+        result = int(float(value))  # 3.0 -> 3: an integral float is an integer value
+    else:
+        raise _type_error(name, value, "integer")
+    if spec.constraints:
+        _check_range(spec, result, name)
+    return result
 
 
 def _validate_string(spec: VariableSpec, value: Any, name: str) -> str:
@@ -318,11 +414,14 @@ def _validate_boolean(spec: VariableSpec, value: Any, name: str) -> bool:
 
 def _validate_choice(spec: VariableSpec, value: Any, name: str) -> Any:
     choices = spec.constraints["choices"]
-    if value not in choices or isinstance(value, bool) != any(
-        isinstance(c, bool) and c == value for c in choices
-    ):
-        raise _value_error(name, value, f"choices={list(choices)!r}")
-    return value
+    if not isinstance(value, str | numbers.Real):
+        raise _type_error(name, value, f"one of {list(choices)!r}")
+    is_bool = isinstance(value, bool)
+    for choice in choices:
+        # True == 1 in Python; a boolean only matches a boolean choice and a number a number.
+        if choice == value and isinstance(choice, bool) is is_bool:
+            return choice  # canonical: the declared choice itself (1.0 -> 1 if 1 was declared)
+    raise _value_error(name, value, f"choices={list(choices)!r}")
 
 
 def _validate_module(spec: VariableSpec, value: Any, name: str) -> str:
@@ -352,13 +451,18 @@ def _validate_tensor(spec: VariableSpec, value: Any, name: str) -> Any:
     if not isinstance(value, np.ndarray):
         if not isinstance(value, list | tuple):
             raise _type_error(name, value, "tensor (numpy array or nested list)")
-        value = np.asarray(value, dtype=spec.constraints.get("dtype"))
+        try:
+            value = np.asarray(value, dtype=spec.constraints.get("dtype"))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _type_error(name, value, f"rectangular numeric nested list ({exc})") from exc
+    if value.dtype.kind not in _NUMERIC_KINDS:
+        raise _type_error(name, value, f"numeric tensor (got dtype {value.dtype})")
     _check_tensor(spec, value, name)
-    if value.dtype == object:
-        raise _type_error(name, value, "numeric tensor (object arrays are refused)")
     out = np.array(value, copy=True)
     out.flags.writeable = False
-    return out
+    # Hand out a view: numpy lets an array that owns its memory be made writeable again,
+    # but refuses that for a view of a read-only base, so the snapshot stays immutable.
+    return out.view()
 
 
 def _check_tensor(spec: VariableSpec, value: Any, name: str) -> None:
@@ -377,11 +481,14 @@ def _check_tensor(spec: VariableSpec, value: Any, name: str) -> None:
 def _validate_json(spec: VariableSpec, value: Any, name: str) -> Any:
     try:
         text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        # The JSON round trip is the canonical form (tuples -> lists, keys -> str); freezing it
+        # keeps the stored snapshot and its history safe from callers mutating what they read.
+        canonical = freeze(json.loads(text))
+    except (TypeError, ValueError, RecursionError) as exc:
         raise _type_error(name, value, f"JSON-serializable value ({exc})") from exc
     if "max_length" in spec.constraints and len(text) > spec.constraints["max_length"]:
         raise _value_error(name, value, f"max_length={spec.constraints['max_length']} (JSON)")
-    return json.loads(text)
+    return canonical
 
 
 _VALIDATORS: Final = {
@@ -419,7 +526,7 @@ class VariableRecord(NamedTuple):
     revision: int
     updated_at: float
     writer: str = ""
-    metadata: Mapping[str, Any] = {}  # noqa: RUF012 - never mutated; records are snapshots
+    metadata: Mapping[str, Any] = EMPTY
     stale: bool = False
     lock: Mapping[str, Any] | None = None
 

@@ -87,10 +87,15 @@ class Session(SessionContext):
         provider, self.backend = _open_store(store)
         self._owns_provider = store is None or isinstance(store, str)
         self._owns_session = session_id is None
-        if session_id is None:
-            session_id = provider.create_session(ttl=ttl)
-        else:
-            provider.get_session(session_id)  # joining: fail early if it does not exist
+        try:
+            if session_id is None:
+                session_id = provider.create_session(ttl=ttl)
+            else:
+                provider.get_session(session_id)  # joining: fail early if it does not exist
+        except BaseException:
+            if self._owns_provider:  # do not leak a channel we opened for a failed join
+                provider.close()
+            raise
         super().__init__(provider, session_id)
         self._tokens: list[tuple[Token[Session | None], Any]] = []
         self.closed = False

@@ -6,19 +6,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dspex._model import VariableRecord, VariableSpec, make_spec, validate
+from dspex._model import FrozenDict, VariableRecord, VariableSpec, make_spec, validate
 from dspex.session import current_session
 
 __all__ = ["Variable"]
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=False)
 class Variable:
     """A declared, typed tunable: its name, type, default and constraints (no live state).
 
     Declare it as a class attribute of a :class:`dspex.Program`; the name is taken from the
-    attribute. It holds no channel or lock, so ``deepcopy``, ``save``/``load`` and cloudpickle
-    work. Values live in the current session.
+    attribute. It holds no channel or lock and is deeply immutable, so ``deepcopy`` (which
+    returns the same object), ``save``/``load``, pickle and cloudpickle work. Values live in
+    the current session.
 
     Args:
         type: ``float``, ``int``, ``str``, ``bool``, ``dspex.Choice(...)``, a type name
@@ -31,14 +32,22 @@ class Variable:
 
     Raises:
         ConstraintError: the type or constraints are invalid.
-        VariableValueError: ``default`` breaks them.
+        PatternError: ``pattern`` is not a valid regular expression.
+        VariableTypeError: ``default`` has the wrong type.
+        VariableValueError: ``default`` breaks the constraints.
+
+    Examples:
+        >>> import dspex
+        >>> temperature = dspex.Variable(float, 0.7, name="temperature", min=0.0, max=2.0)
+        >>> temperature.spec.type
+        'float'
     """
 
     type: Any
     default: Any
     name: str = ""
     description: str = ""
-    constraints: Mapping[str, Any] = field(default_factory=dict)
+    constraints: Mapping[str, Any] = field(default_factory=FrozenDict)
 
     def __init__(
         self, type: Any, default: Any, *, name: str = "", description: str = "", **constraints: Any
@@ -46,15 +55,38 @@ class Variable:
         object.__setattr__(self, "type", type)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "description", description)
-        object.__setattr__(self, "constraints", dict(constraints))
+        object.__setattr__(self, "constraints", FrozenDict(constraints))
         object.__setattr__(self, "default", validate(self.spec, default, name or "<default>"))
 
     def __set_name__(self, owner: type, name: str) -> None:
         if not self.name:
             object.__setattr__(self, "name", name)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Variable):
+            return NotImplemented
+        return (
+            self.name == other.name
+            and self.description == other.description
+            and self.spec == other.spec
+            and _same_value(self.default, other.default)
+        )
+
     def __hash__(self) -> int:
         return hash((self.name, repr(self.type)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild through __init__ so the default is re-validated into its immutable form.
+        return (
+            _rebuild,
+            (self.type, self.default, self.name, self.description, dict(self.constraints)),
+        )
+
+    def __copy__(self) -> Variable:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Variable:
+        return self  # deeply immutable, like a tuple of immutables: a copy would be identical
 
     @property
     def spec(self) -> VariableSpec:
@@ -76,3 +108,20 @@ class Variable:
     def set(self, value: Any, *, expected_version: int | None = None) -> VariableRecord:
         """Set the value in the current session."""
         return current_session().set(self.name, value, expected_version=expected_version)
+
+
+def _rebuild(
+    type_: Any, default: Any, name: str, description: str, constraints: dict[str, Any]
+) -> Variable:
+    return Variable(type_, default, name=name, description=description, **constraints)
+
+
+def _same_value(left: Any, right: Any) -> bool:
+    # numpy arrays compare element-wise; compare tensors by dtype, shape and bytes instead.
+    if hasattr(left, "tobytes") or hasattr(right, "tobytes"):
+        return (
+            getattr(left, "dtype", None) == getattr(right, "dtype", None)
+            and getattr(left, "shape", None) == getattr(right, "shape", None)
+            and left.tobytes() == right.tobytes()
+        )
+    return bool(left == right)

@@ -5,6 +5,7 @@ Workers, the CLI and :class:`dspex.Session` all use these verbs; there is no sec
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,7 +96,8 @@ class SessionContext:
         """Remove ``name`` and its history."""
         self.provider.delete_variable(self.session_id, name)
 
-    def history(self, name: str, limit: int | None = None) -> list[VariableRecord]:
+    # `builtins.list`: inside the class body `list` is the verb defined above.
+    def history(self, name: str, limit: int | None = None) -> builtins.list[VariableRecord]:
         """Return the kept versions of ``name``, oldest first."""
         return self.provider.get_history(self.session_id, name, limit)
 

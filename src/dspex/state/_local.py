@@ -21,11 +21,23 @@ from contextvars import ContextVar
 from typing import Any
 
 import dspex.errors as errors
-from dspex._model import SessionInfo, VariableRecord, VariableSpec, VariableUpdate, validate
+from dspex._model import (
+    EMPTY,
+    SessionInfo,
+    VariableRecord,
+    VariableSpec,
+    VariableUpdate,
+    freeze,
+    validate,
+)
 from dspex.state._provider import UpdateResults
 from dspex.state._watch import END, VariableWatch
 
 __all__ = ["LocalProvider", "current_writer"]
+
+_CLOSED_IDS_KEPT = 10_000
+
+_new_tuple: Any = tuple.__new__
 
 current_writer: ContextVar[str] = ContextVar(
     "dspex_writer", default=f"{socket.gethostname()}:{os.getpid()}"
@@ -127,7 +139,9 @@ class LocalProvider:
         self.log_size = log_size
         self.watch_queue_size = watch_queue_size
         self._sessions: dict[str, _Session] = {}
-        self._closed_ids: deque[str] = deque(maxlen=10_000)
+        # Ids of closed sessions (an insertion-ordered set, oldest first) so a late call says
+        # "closed" rather than "not found"; bounded so a long-lived store does not grow.
+        self._closed_ids: dict[str, None] = {}
         self._lock = threading.Lock()
 
     # -- sessions -------------------------------------------------------------------------
@@ -137,8 +151,7 @@ class LocalProvider:
         with self._lock:
             if session_id not in self._sessions:
                 self._sessions[session_id] = _Session(session_id, ttl, self.log_size)
-            if session_id in self._closed_ids:
-                self._closed_ids.remove(session_id)
+            self._closed_ids.pop(session_id, None)
         return session_id
 
     def get_session(self, session_id: str) -> SessionInfo:
@@ -157,7 +170,9 @@ class LocalProvider:
             state = self._sessions.pop(session_id, None)
             if state is None:
                 raise self._missing_session(session_id)
-            self._closed_ids.append(session_id)
+            self._closed_ids[session_id] = None
+            if len(self._closed_ids) > _CLOSED_IDS_KEPT:
+                del self._closed_ids[next(iter(self._closed_ids))]
         with state.lock:
             for watcher in state.watchers:
                 watcher.items.put(END)
@@ -191,7 +206,7 @@ class LocalProvider:
             state.revision += 1
             record = VariableRecord(
                 name, spec, value, 1, state.revision, time.time(), current_writer.get(),
-                dict(metadata or {}),
+                freeze(metadata) if metadata else EMPTY,
             )  # fmt: skip
             state.history[name] = deque((record,), maxlen=self.history_size)
             self._publish(state, record, "register")
@@ -245,7 +260,8 @@ class LocalProvider:
 
     def list_variables(self, session_id: str, pattern: str = "*") -> list[VariableRecord]:
         state = self._session(session_id)
-        records = list(state.variables.values())
+        with state.lock:  # one consistent revision, and no dict resize mid-iteration
+            records = list(state.variables.values())
         return sorted(
             (r for r in records if fnmatch.fnmatchcase(r.name, pattern)), key=lambda r: r.name
         )
@@ -269,7 +285,9 @@ class LocalProvider:
         with state.lock:
             self._variable(state, name)
             kept = list(state.history[name])
-        return kept[-limit:] if limit else kept
+        if limit is None:
+            return kept
+        return kept[-limit:] if limit > 0 else []
 
     def rollback_variable(self, session_id: str, name: str, version: int) -> VariableRecord:
         state = self._session(session_id)
@@ -300,9 +318,12 @@ class LocalProvider:
             start = state.revision if after_revision is None else after_revision
             watcher = _Watcher(frozenset(names), self.watch_queue_size, start)
             if include_initial:
+                # Put directly: the current state is delivered whole, whatever the queue bound.
                 for record in sorted(state.variables.values(), key=lambda r: r.revision):
-                    watcher.offer(VariableUpdate(record.revision, "initial", record.name, record))
-                watcher.last_put = start
+                    if not names or record.name in watcher.names:
+                        watcher.items.put(
+                            VariableUpdate(record.revision, "initial", record.name, record)
+                        )
             if after_revision is not None:
                 self._replay(state, watcher, after_revision)
             state.watchers.append(watcher)
@@ -329,13 +350,17 @@ class LocalProvider:
         self, state: _Session, old: VariableRecord, value: Any, kind: str
     ) -> VariableRecord:
         state.revision += 1
-        record = VariableRecord(
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (about 120 ns each); this
+        # is the validated-set hot path and every field is given explicitly.
+        record: VariableRecord = _new_tuple(VariableRecord, (
             old.name, old.spec, value, old.version + 1, state.revision, time.time(),
             current_writer.get(), old.metadata, False, old.lock,
-        )  # fmt: skip
+        ))  # fmt: skip
         state.variables[old.name] = record
         state.history[old.name].append(record)
-        update = VariableUpdate(state.revision, kind, old.name, record)
+        update: VariableUpdate = _new_tuple(
+            VariableUpdate, (state.revision, kind, old.name, record)
+        )
         state.log.append(update)
         for watcher in state.watchers:
             watcher.offer(update)
@@ -349,7 +374,17 @@ class LocalProvider:
             watcher.offer(update)
 
     def _replay(self, state: _Session, watcher: _Watcher, after_revision: int) -> None:
-        if after_revision >= state.revision:
+        if after_revision > state.revision:
+            # A revision this session never reached: the watcher saw another history (e.g. a
+            # store that restarted empty). Resuming would silently mix the two.
+            raise errors.WatchLaggedError(
+                f"cannot resume session {state.session_id!r} after revision {after_revision}: "
+                f"the session is only at revision {state.revision}; "
+                "watch again with include_initial=True",
+                resume_from=after_revision,
+                session_id=state.session_id,
+            )
+        if after_revision == state.revision:
             return
         oldest = state.log[0].revision if state.log else state.revision + 1
         if after_revision + 1 < oldest:

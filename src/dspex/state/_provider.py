@@ -59,14 +59,18 @@ class StateProvider(Protocol):
 
         Raises:
             SessionNotFoundError: no such session (or it expired).
+            SessionClosedError: the session was closed.
         """
         ...
 
     def close_session(self, session_id: str) -> None:
         """Remove the session and its variables; its watches end normally.
 
+        Later calls naming the session raise ``SessionClosedError``.
+
         Raises:
             SessionNotFoundError: no such session.
+            SessionClosedError: the session was already closed.
         """
         ...
 
@@ -129,7 +133,7 @@ class StateProvider(Protocol):
         atomic: bool = False,
         expected_versions: Mapping[str, int] | None = None,
     ) -> UpdateResults:
-        """Set several variables; return the outcome per name.
+        """Set several variables; return the outcome per name (in the order of ``values``).
 
         With ``atomic=True`` either every name is applied or none is: on any failure, the
         failing names map to their errors and the others to a ``BatchUpdateError`` saying they
@@ -162,6 +166,9 @@ class StateProvider(Protocol):
     ) -> list[VariableRecord]:
         """Return the kept versions of ``name``, oldest first (the last ``limit`` if given).
 
+        At most ``history_size`` versions are kept (a provider setting); older ones are dropped.
+        ``limit=0`` returns an empty list.
+
         Raises:
             SessionNotFoundError, SessionClosedError: the session is not open.
             VariableNotFoundError: no variable ``name``.
@@ -192,9 +199,15 @@ class StateProvider(Protocol):
         ``after_revision`` first replays every kept change after that revision, so a
         reconnecting watcher sees no gap and no duplicate.
 
+        A watcher whose bounded queue fills up is never silently skipped: iteration raises
+        ``WatchLaggedError`` whose ``resume_from`` is the revision of the last update it was
+        given; watching again with ``after_revision=resume_from`` loses nothing. Leaving the
+        ``with`` block (or ``cancel()``) ends the watch; closing the session ends it normally.
+
         Raises:
             SessionNotFoundError, SessionClosedError: the session is not open.
-            WatchLaggedError: ``after_revision`` is older than the kept change log.
+            WatchLaggedError: ``after_revision`` is older than the kept change log, or newer
+                than the session's revision; watch again with ``include_initial=True``.
         """
         ...
 

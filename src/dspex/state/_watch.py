@@ -55,7 +55,7 @@ class VariableWatch:
         if self._done:
             return None
         try:
-            item = self._items.get(timeout=timeout)
+            item = self._items.get(timeout=None if timeout is None else max(timeout, 0.0))
         except queue.Empty:
             return None
         if item is END:
@@ -65,8 +65,7 @@ class VariableWatch:
             self._done = True
             self._cancel()
             raise item
-        if item.revision > self.last_revision:
-            self.last_revision = item.revision
+        self.last_revision = max(self.last_revision, item.revision)
         return item  # type: ignore[no-any-return]
 
     @property
@@ -75,10 +74,14 @@ class VariableWatch:
         return self._done
 
     def cancel(self) -> None:
-        """Stop the watch; a blocked iterator returns. Safe to call more than once."""
+        """Stop the watch; a blocked iterator returns. Safe to call more than once.
+
+        Updates still queued are dropped: after ``cancel`` the watch delivers nothing more.
+        """
         if not self._done:
+            self._done = True
             self._cancel()
-            self._items.put(END)
+            self._items.put(END)  # wakes a thread blocked in poll()/iteration
 
     def __iter__(self) -> Iterator[VariableUpdate]:
         return self
