@@ -31,6 +31,7 @@ DspexError
 ├── ToolError                                           a remote tool raised; carries traceback
 └── WorkerError
     ├── WorkerCrashedError
+    ├── WorkerSetupError                               target unpicklable or worker setup failed
     └── WorkerTimeoutError        (also TimeoutError)
 ```
 
@@ -73,6 +74,7 @@ __all__ = [
     "WatchLaggedError",
     "WorkerCrashedError",
     "WorkerError",
+    "WorkerSetupError",
     "WorkerTimeoutError",
     "error_class_for_code",
 ]
@@ -283,6 +285,12 @@ class WorkerCrashedError(WorkerError):
     """The worker process died while running the call."""
 
     code = "worker_crashed"
+
+
+class WorkerSetupError(WorkerError):
+    """The worker target cannot be pickled, or worker setup keeps failing; no call can run."""
+
+    code = "worker_setup"
 
 
 class WorkerTimeoutError(WorkerError, TimeoutError):

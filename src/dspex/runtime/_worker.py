@@ -1,0 +1,125 @@
+"""Layer 1 runtime: the worker process entry point.
+
+A worker is started by :class:`dspex.runtime.WorkerPool` with the ``spawn`` start method. It
+unpickles the setup callable once, calls it to get a handler, reports ``READY``, then loops:
+receive a pickled ``(call_id, payload)``, run ``handler(payload)``, send back the result or the
+exception with its traceback text. An empty message (or the parent going away) ends the loop.
+
+The wire messages (all cloudpickled tuples, one per ``send_bytes``):
+
+- worker -> parent: ``(READY, pid)``, ``(SETUP_FAILED, text)``, ``(RESULT, call_id, value)``,
+  ``(RAISED, call_id, exception_bytes_or_None, traceback_text, summary)``;
+- parent -> worker: ``(call_id, payload)``, or ``STOP`` (empty bytes).
+
+This module imports only the standard library and cloudpickle so workers start fast; whatever
+the handler needs is imported by the setup callable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from dspex.runtime._pickling import dumps, explain_unpicklable, loads
+
+READY = "ready"
+SETUP_FAILED = "setup_failed"
+RESULT = "result"
+RAISED = "raised"
+STOP = b""
+
+Handler = Callable[[Any], Any]
+
+
+def main(conn: Connection, setup_blob: bytes) -> None:
+    """Run one worker: set up once, then serve calls until told to stop.
+
+    Args:
+        conn: this worker's end of its duplex pipe to the pool.
+        setup_blob: the cloudpickled setup callable; called once, it returns the handler.
+    """
+    _detach_stdin()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's decision
+    handler = _set_up(conn, setup_blob)
+    if handler is None:
+        return
+    _serve(conn, handler)
+
+
+def _detach_stdin() -> None:
+    """Point fd 0 at the null device so the worker never reads the parent's stdin."""
+    try:
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(null_fd, 0)
+    except OSError:
+        pass
+    finally:
+        os.close(null_fd)
+
+
+def _set_up(conn: Connection, setup_blob: bytes) -> Handler | None:
+    try:
+        setup = loads(setup_blob)
+        handler = setup()
+        if not callable(handler):
+            raise TypeError(f"setup returned {type(handler).__qualname__}, not a callable handler")
+    except BaseException:  # report everything, including SystemExit from setup
+        text = traceback.format_exc()
+        try:
+            conn.send_bytes(dumps((SETUP_FAILED, text)))
+        except OSError:  # the parent went away; nobody is left to tell
+            pass
+        return None
+    conn.send_bytes(dumps((READY, os.getpid())))
+    return handler  # type: ignore[no-any-return]
+
+
+def _serve(conn: Connection, handler: Handler) -> None:
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):  # the parent went away: nothing left to serve
+            return
+        if message == STOP:
+            return
+        reply = _run_call(message, handler)
+        try:
+            conn.send_bytes(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _run_call(message: bytes, handler: Handler) -> bytes:
+    call_id = -1
+    try:
+        call_id, payload = loads(message)
+        value = handler(payload)
+    except Exception as exc:
+        return _raised_reply(call_id, exc)
+    except BaseException as exc:  # SystemExit/KeyboardInterrupt must not re-raise in the parent
+        return _raised_reply(call_id, exc, send_exception=False)
+    try:
+        return dumps((RESULT, call_id, value))
+    except Exception:
+        reason = explain_unpicklable(value, "result")
+        summary = f"the handler's result cannot be pickled back to the parent: {reason}"
+        return dumps((RAISED, call_id, None, "", summary))
+
+
+def _raised_reply(call_id: int, exc: BaseException, *, send_exception: bool = True) -> bytes:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    blob = None
+    if send_exception:
+        try:
+            blob = dumps(exc)
+        except Exception:
+            summary += f" (the exception cannot be pickled: {explain_unpicklable(exc, 'exc')})"
+    return dumps((RAISED, call_id, blob, text, summary))
