@@ -26,7 +26,8 @@ DspexError
 ├── LimitExceededError                                 a configured store limit was reached
 ├── StoreError
 │   ├── StoreUnavailableError     (also ConnectionError)   store cannot be reached
-│   └── StoreProtocolError                              unknown status, version skew
+│   ├── StoreProtocolError                              unknown status, version skew
+│   └── StoreDataError                                  data dir unwritable/full/locked/newer
 ├── BindingError                  (also TypeError)      a variable bound to the wrong DSPy hook
 ├── ToolError                                           a remote tool raised; carries traceback
 └── WorkerError
@@ -58,6 +59,7 @@ __all__ = [
     "SessionError",
     "SessionExpiredError",
     "SessionNotFoundError",
+    "StoreDataError",
     "StoreError",
     "StoreProtocolError",
     "StoreUnavailableError",
@@ -261,6 +263,15 @@ class StoreProtocolError(StoreError):
     """The store answered with something this client does not understand."""
 
     code = "store_protocol"
+
+
+class StoreDataError(StoreError):
+    """The store's data cannot be used: unwritable, full, locked by another server, or newer.
+
+    Nothing was changed: the write that met the problem was not applied.
+    """
+
+    code = "store_data"
 
 
 class BindingError(DspexError, TypeError):

@@ -43,7 +43,8 @@ class Write(NamedTuple):
     """One change to apply, computed by the semantics layer from the record it read.
 
     ``expect_revision`` is the revision of that record (``None``: the name must be absent).
-    ``kind`` is the VariableUpdate kind; ``"delete"`` removes the variable and its history.
+    ``kind`` is the VariableUpdate kind; ``"delete"`` removes the variable and its history
+    (a delete of an absent name is a conflict). A commit names each variable at most once.
     The engine assigns the session revision and the time.
     """
 
@@ -136,7 +137,12 @@ class Engine(Protocol):
         ...
 
     def listen(self, listener: EngineListener) -> None:
-        """Deliver every committed update (from any server sharing the engine) to ``listener``."""
+        """Deliver every committed update (from any server sharing the engine) to ``listener``.
+
+        Each session's updates arrive in revision order, never twice; a dropped session ends
+        with one ``closed=True`` call. A listener of a shared engine that fell further behind
+        than the change log keeps sees a jump in revisions (and can tell from them).
+        """
         ...
 
     def close(self) -> None:

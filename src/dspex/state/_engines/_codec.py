@@ -10,7 +10,7 @@ import base64
 import json
 from typing import Any
 
-from dspex._model import VariableRecord, VariableSpec, VariableUpdate
+from dspex._model import VariableRecord, VariableSpec, VariableUpdate, freeze
 
 __all__ = [
     "decode_record",
@@ -50,6 +50,8 @@ def decode_value(spec: VariableSpec, data: Any) -> Any:
         return array
     if spec.type == "embedding":
         return tuple(data)
+    if spec.type == "json":
+        return freeze(data)  # records are immutable snapshots, as validate() makes them
     return data
 
 
@@ -85,9 +87,9 @@ def record_from_dict(data: dict[str, Any]) -> VariableRecord:
         data["revision"],
         data["updated_at"],
         data["writer"],
-        data["metadata"],
+        freeze(data["metadata"]),
         data["stale"],
-        data["lock"],
+        None if data["lock"] is None else freeze(data["lock"]),
     )
 
 

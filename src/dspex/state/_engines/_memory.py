@@ -72,8 +72,9 @@ class MemoryEngine:
         with self._lock:
             if session_id in self._spaces:
                 return False
-            self._spaces[session_id] = _Space(ttl, owner, self.log_size)
-        self._created(session_id)
+            space = _Space(ttl, owner, self.log_size)
+            self._created(session_id, _meta(session_id, space))  # may raise: nothing added yet
+            self._spaces[session_id] = space
         return True
 
     def session(self, session_id: str) -> SessionMeta | None:
@@ -89,17 +90,20 @@ class MemoryEngine:
         space = self._spaces.get(session_id)
         if space is None:
             return False
-        space.last_heartbeat = now
         self._touched(session_id, now)
+        space.last_heartbeat = now
         return True
 
     def drop_session(self, session_id: str) -> bool:
-        with self._lock:
-            space = self._spaces.pop(session_id, None)
+        space = self._spaces.get(session_id)
         if space is None:
             return False
-        with space.lock:
-            self._dropped(session_id)
+        with space.lock:  # lock order: session, then engine (commit holds only the session's)
+            with self._lock:
+                if self._spaces.get(session_id) is not space:
+                    return False
+                self._dropped(session_id)  # may raise: the session is still there
+                del self._spaces[session_id]
             for listener in self._listeners:
                 listener(session_id, (), True)
         return True
@@ -123,12 +127,13 @@ class MemoryEngine:
     def commit(self, session_id: str, writes: Sequence[Write]) -> list[VariableUpdate]:
         space = self._space(session_id)
         with space.lock:
-            if session_id not in self._spaces:
+            if self._spaces.get(session_id) is not space:
                 raise UnknownSession(session_id)
+            _check_names(writes)
             for write in writes:
                 current = space.variables.get(write.name)
                 held = None if current is None else current.revision
-                if held != write.expect_revision:
+                if held != write.expect_revision or (current is None and write.kind == "delete"):
                     raise EngineConflict(write.name)
             updates = self._plan(space, writes)
             self._persist(session_id, updates)  # may raise: memory is untouched until it passes
@@ -156,10 +161,13 @@ class MemoryEngine:
     ) -> None:
         space = self._space(session_id)
         with space.lock:
+            if self._spaces.get(session_id) is not space:
+                raise UnknownSession(session_id)
             if space.edges != list(expect):
                 raise EngineConflict("edges")
-            space.edges = list(edges)
-            self._edges_changed(session_id, space.edges)
+            new = list(edges)
+            self._edges_changed(session_id, new)  # may raise: the old edges stay
+            space.edges = new
 
     def listen(self, listener: EngineListener) -> None:
         self._listeners.append(listener)
@@ -207,20 +215,28 @@ class MemoryEngine:
                 kept.append(record)
         space.log.append(update)
 
-    def _created(self, session_id: str) -> None:
-        """Persistence hook: a session was created."""
+    def _created(self, session_id: str, meta: SessionMeta) -> None:
+        """Persistence hook: a session is being created (may raise: it is not added then)."""
 
     def _touched(self, session_id: str, now: float) -> None:
-        """Persistence hook: a heartbeat was recorded."""
+        """Persistence hook: a heartbeat is being recorded (may raise)."""
 
     def _dropped(self, session_id: str) -> None:
-        """Persistence hook: a session was deleted."""
+        """Persistence hook: a session is being deleted (may raise: it stays then)."""
 
     def _persist(self, session_id: str, updates: list[VariableUpdate]) -> None:
         """Persistence hook: make ``updates`` durable before they are installed (may raise)."""
 
     def _edges_changed(self, session_id: str, edges: list[tuple[str, str]]) -> None:
-        """Persistence hook: the dependency edges changed."""
+        """Persistence hook: the dependency edges are changing (may raise: they stay)."""
+
+
+def _check_names(writes: Sequence[Write]) -> None:
+    names = {write.name for write in writes}
+    if len(names) != len(writes):
+        raise ValueError(
+            f"a commit names each variable at most once; got {[w.name for w in writes]}"
+        )
 
 
 def _meta(session_id: str, space: _Space) -> SessionMeta:
