@@ -128,7 +128,6 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "ignore_term": _ignore_sigterm_and_sleep,
     "stdin": _stdin_target,
     "setup_calls": _setup_calls,
-    "pid": os.getpid,
 }
 
 

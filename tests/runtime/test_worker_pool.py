@@ -81,10 +81,22 @@ def test_two_workers_run_two_calls_at_the_same_time(pool: WorkerPool) -> None:
     assert max(start1, start2) < min(end1, end2), "the two calls did not overlap"
 
 
-def test_workers_do_not_read_the_parent_stdin(pool: WorkerPool) -> None:
+@pytest.mark.slow
+def test_workers_do_not_read_the_parent_stdin() -> None:
     if not Path("/proc/self/fd/0").exists():
         pytest.skip("needs /proc")
-    target, data = pool.call(("stdin",))
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"secret")
+    saved_stdin = os.dup(0)
+    os.dup2(read_end, 0)  # the parent's stdin is now a pipe holding data
+    try:
+        single = WorkerPool(pool_targets.echo_setup, workers=1)
+    finally:
+        os.dup2(saved_stdin, 0)
+        for fd in (saved_stdin, read_end, write_end):
+            os.close(fd)
+    with single:
+        target, data = single.call(("stdin",))
     assert target == os.devnull
     assert data == ""
 
@@ -99,6 +111,25 @@ def test_map_raises_the_first_failure(pool: WorkerPool) -> None:
     with pytest.raises(ValueError, match="item 2 is bad"):
         pool.map([1, ("value_error", "item 2 is bad"), 3])
     assert pool.call(4) == 4
+
+
+def test_large_payloads_and_results_cross_intact(pool: WorkerPool) -> None:
+    blob = os.urandom(4_000_000)
+    assert pool.map([blob, ("sleep", 0, blob[::-1])]) == [blob, blob[::-1]]
+
+
+def test_many_threads_submitting_at_once_get_their_own_results(pool: WorkerPool) -> None:
+    results: dict[int, list[Any]] = {}
+
+    def client(n: int) -> None:
+        results[n] = [pool.call([n, i]) for i in range(15)]
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == {n: [[n, i] for i in range(15)] for n in range(6)}
 
 
 def test_done_callbacks_may_call_back_into_the_pool(pool: WorkerPool) -> None:
@@ -227,6 +258,21 @@ def test_kill_9_of_a_busy_worker(tmp_path: Path, retries: int) -> None:
         pair.wait_ready(60)
         assert victim not in pair.pids and _gone(victim)
         assert pair.map([1, 2, 3]) == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_an_idle_worker_killed_from_outside_is_replaced() -> None:
+    with WorkerPool(pool_targets.echo_setup, workers=2) as pair:
+        victim = pair.pids[0]
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while pair.status()[0].starts < 2:
+            assert time.monotonic() < deadline, "the killed worker was never replaced"
+            time.sleep(0.02)
+        pair.wait_ready(60)
+        assert victim not in pair.pids and _gone(victim)
+        assert pair.map(list(range(6))) == list(range(6))
 
 
 @pytest.mark.slow

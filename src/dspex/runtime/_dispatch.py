@@ -19,9 +19,14 @@ from multiprocessing.connection import wait
 from multiprocessing.context import SpawnContext
 from typing import Any
 
-from dspex.errors import WorkerCrashedError, WorkerError, WorkerSetupError, WorkerTimeoutError
+from dspex.errors import WorkerError, WorkerSetupError, WorkerTimeoutError
 from dspex.runtime import _worker
-from dspex.runtime._outcome import describe_exit, rebuild_exception
+from dspex.runtime._outcome import (
+    crashed_error,
+    describe_exit,
+    rebuild_exception,
+    timeout_error,
+)
 from dspex.runtime._pickling import loads
 from dspex.runtime._slot import CallJob, ExitingProcess, SlotState, WorkerSlot
 
@@ -274,15 +279,7 @@ class DispatchCore:
         if job.crashes <= self._retries and not self._closing and self._broken is None:
             self._queue.appendleft(job)
             return
-        tries = "it was not retried" if job.crashes == 1 else f"it was tried {job.crashes} times"
-        error = WorkerCrashedError(
-            f"worker {index} (pid {pid}) {describe_exit(exitcode)} while running a call; "
-            f"{tries} (retries={self._retries}). A replacement worker is started; look for code "
-            "in the handler that can kill the process (segfault, os._exit, out of memory).",
-            pid=pid,
-            exitcode=exitcode,
-            worker=index,
-        )
+        error = crashed_error(index, pid, exitcode, job.crashes, self._retries)
         settled.append((job.future, False, error))
 
     def _setup_failed_locked(self, detail: str, settled: Settled) -> None:
@@ -309,13 +306,7 @@ class DispatchCore:
                 detail = f"worker pid {pid} did not finish setup within {self._setup_timeout}s"
                 self._setup_failed_locked(detail, settled)
             else:
-                error = WorkerTimeoutError(
-                    f"the call did not finish within its timeout of {job.timeout}s on worker "
-                    f"{slot.index} (pid {pid}); the worker was killed and is being replaced. "
-                    "Raise the timeout or make the call faster.",
-                    pid=pid,
-                    timeout=job.timeout,
-                )
+                error = timeout_error(slot.index, pid, job.timeout)
                 settled.append((job.future, False, error))
         for exiting in self._exiting:
             if exiting.kill_at is not None and exiting.kill_at <= now:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 
-from dspex.errors import WorkerError
+from dspex.errors import WorkerCrashedError, WorkerError, WorkerTimeoutError
 from dspex.runtime._pickling import loads
 
 
@@ -66,3 +66,29 @@ def describe_exit(exitcode: int | None) -> str:
             name = f"signal {-exitcode}"
         return f"was killed by signal {name} (exit code {exitcode})"
     return f"exited with code {exitcode}"
+
+
+def crashed_error(
+    worker: int, pid: int | None, exitcode: int | None, crashes: int, retries: int
+) -> WorkerCrashedError:
+    """The error for a call whose worker died ``crashes`` times (no retry left)."""
+    tries = "it was not retried" if crashes == 1 else f"it was tried {crashes} times"
+    return WorkerCrashedError(
+        f"worker {worker} (pid {pid}) {describe_exit(exitcode)} while running a call; {tries} "
+        f"(retries={retries}). A replacement worker is started; look for code in the handler "
+        "that can kill the process (segfault, os._exit, out of memory).",
+        pid=pid,
+        exitcode=exitcode,
+        worker=worker,
+    )
+
+
+def timeout_error(worker: int, pid: int | None, timeout: float | None) -> WorkerTimeoutError:
+    """The error for a call that ran past its ``timeout`` (its worker was killed)."""
+    return WorkerTimeoutError(
+        f"the call did not finish within its timeout of {timeout}s on worker {worker} "
+        f"(pid {pid}); the worker was killed and is being replaced. Raise the timeout or make "
+        "the call faster.",
+        pid=pid,
+        timeout=timeout,
+    )

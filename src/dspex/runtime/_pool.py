@@ -48,6 +48,11 @@ class WorkerPool:
     ``handler``, then runs ``handler(payload)`` for every call it is given. Workers are started
     once and reused. A call goes to an idle worker and queues while all are busy.
 
+    Workers use the ``spawn`` start method only (never ``fork``: the parent may hold live gRPC
+    channels), so, as with any spawn pool, a script that creates a pool at import time needs an
+    ``if __name__ == "__main__":`` guard. Workers never read the parent's stdin and ignore
+    Ctrl-C; an unclosed pool is closed at interpreter exit.
+
     Failures never lose a call silently:
 
     - the handler raises: the exception re-raises in the caller with its own type, its worker
@@ -161,7 +166,8 @@ class WorkerPool:
             payload: any cloudpickle-able value, passed to the handler.
             timeout: seconds the call may *run* on a worker (queueing time is not counted);
                 past it the future fails with :class:`~dspex.errors.WorkerTimeoutError` and the
-                worker is replaced. None means no limit.
+                worker is replaced. A call retried after a crash gets its full timeout again.
+                None means no limit.
 
         Raises:
             WorkerError: the payload cannot be pickled (the message names the failing part),

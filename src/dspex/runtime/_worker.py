@@ -11,8 +11,10 @@ The wire messages (all cloudpickled tuples, one per ``send_bytes``):
   ``(RAISED, call_id, exception_bytes_or_None, traceback_text, summary)``;
 - parent -> worker: ``(call_id, payload)``, or ``STOP`` (empty bytes).
 
-This module imports only the standard library and cloudpickle so workers start fast; whatever
-the handler needs is imported by the setup callable.
+The entry point adds only the standard library and cloudpickle to what ``import dspex`` loads,
+so workers start fast; whatever the handler needs is imported by the setup callable. Fd 0 is
+pointed at the null device (``multiprocessing`` only swaps the ``sys.stdin`` object), and SIGINT
+is ignored: Ctrl-C belongs to the parent, which then closes the pool.
 """
 
 from __future__ import annotations
