@@ -169,13 +169,20 @@ class VariableSpec:
         # Records share their spec; a read-only mapping keeps every snapshot's rules fixed.
         if type(self.constraints) is not FrozenDict:
             object.__setattr__(self, "constraints", FrozenDict(self.constraints))
-        low = max(float(self.constraints.get("min", -_MAX_FLOAT)), -_MAX_FLOAT)
-        high = min(float(self.constraints.get("max", _MAX_FLOAT)), _MAX_FLOAT)
-        object.__setattr__(self, "float_bounds", (low, high))
+        low, high = self.constraints.get("min"), self.constraints.get("max")
+        bounds = (
+            max(float(low), -_MAX_FLOAT) if _is_number(low) else -_MAX_FLOAT,
+            min(float(high), _MAX_FLOAT) if _is_number(high) else _MAX_FLOAT,
+        )
+        object.__setattr__(self, "float_bounds", bounds)
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form (constraints with tuples as lists) used on the wire and in files."""
         return {"type": self.type, "constraints": _jsonable(dict(self.constraints))}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,6 +28,7 @@ from dspex._model import (
     VariableSpec,
     VariableUpdate,
     freeze,
+    make_spec,
     validate,
 )
 from dspex.state._provider import UpdateResults
@@ -70,6 +71,14 @@ class _Watcher:
             return
         self.last_put = update.revision
         self.items.put(update)
+
+    def preload(self, update: VariableUpdate) -> None:
+        # The backlog handed over at subscription (initial records, replayed changes) is
+        # bounded by the variable count and log_size; it does not count against the queue
+        # bound, so a resuming watcher is not told to resume again at once.
+        if not self.names or update.name in self.names:
+            self.items.put(update)
+            self.last_put = max(self.last_put, update.revision)
 
 
 class _Session:
@@ -191,6 +200,9 @@ class LocalProvider:
     ) -> VariableRecord:
         _check_name(name)
         state = self._session(session_id)
+        # Re-check the spec: it may come from the wire or be built by hand, not by make_spec.
+        # The canonical form also makes equal specs compare equal (choices list vs tuple).
+        spec = make_spec(spec.type, **spec.constraints)
         with state.lock:
             existing = state.variables.get(name)
             if existing is not None:
@@ -318,14 +330,13 @@ class LocalProvider:
             start = state.revision if after_revision is None else after_revision
             watcher = _Watcher(frozenset(names), self.watch_queue_size, start)
             if include_initial:
-                # Put directly: the current state is delivered whole, whatever the queue bound.
                 for record in sorted(state.variables.values(), key=lambda r: r.revision):
-                    if not names or record.name in watcher.names:
-                        watcher.items.put(
-                            VariableUpdate(record.revision, "initial", record.name, record)
-                        )
+                    watcher.preload(
+                        VariableUpdate(record.revision, "initial", record.name, record)
+                    )
             if after_revision is not None:
                 self._replay(state, watcher, after_revision)
+            watcher.max_queue += watcher.items.qsize()  # live updates only count from here
             state.watchers.append(watcher)
 
         def cancel() -> None:
@@ -396,7 +407,7 @@ class LocalProvider:
                 session_id=state.session_id,
             )
         for update in _since(state.log, after_revision):
-            watcher.offer(update)
+            watcher.preload(update)
 
     def _session(self, session_id: str) -> _Session:
         state = self._sessions.get(session_id)

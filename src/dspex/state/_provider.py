@@ -86,11 +86,16 @@ class StateProvider(Protocol):
         """Register ``name`` with ``spec`` and an initial ``value`` (version 1).
 
         Registering the same name with an equal spec returns the existing record unchanged.
+        The provider re-checks ``spec`` (it may not come from ``make_spec``).
 
         Raises:
             SessionNotFoundError, SessionClosedError: the session is not open.
             VariableExistsError: ``name`` exists with a different spec.
-            VariableTypeError, VariableValueError: ``value`` does not fit ``spec``.
+            VariableTypeError, VariableValueError: ``value`` does not fit ``spec``, or
+                ``name`` is not a printable string of 1-256 characters.
+            ConstraintError: ``spec`` has an unknown type, an unknown constraint or
+                inconsistent bounds.
+            PatternError: ``spec``'s ``pattern`` is not a valid regular expression.
         """
         ...
 
