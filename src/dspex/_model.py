@@ -169,10 +169,9 @@ class VariableSpec:
         # Records share their spec; a read-only mapping keeps every snapshot's rules fixed.
         if type(self.constraints) is not FrozenDict:
             object.__setattr__(self, "constraints", FrozenDict(self.constraints))
-        low, high = self.constraints.get("min"), self.constraints.get("max")
         bounds = (
-            max(float(low), -_MAX_FLOAT) if _is_number(low) else -_MAX_FLOAT,
-            min(float(high), _MAX_FLOAT) if _is_number(high) else _MAX_FLOAT,
+            _finite_bound(self.constraints.get("min"), -_MAX_FLOAT),
+            _finite_bound(self.constraints.get("max"), _MAX_FLOAT),
         )
         object.__setattr__(self, "float_bounds", bounds)
 
@@ -181,8 +180,11 @@ class VariableSpec:
         return {"type": self.type, "constraints": _jsonable(dict(self.constraints))}
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+def _finite_bound(value: Any, default: float) -> float:
+    # A missing or non-numeric bound (make_spec refuses those anyway) means "no bound".
+    if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
+        return max(-_MAX_FLOAT, min(float(value), _MAX_FLOAT))
+    return default
 
 
 def _jsonable(value: Any) -> Any:
