@@ -287,10 +287,10 @@ class GetHistoryRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class GetHistoryResponse(_message.Message):
-    __slots__ = ("versions",)
-    VERSIONS_FIELD_NUMBER: _ClassVar[int]
-    versions: _containers.RepeatedCompositeFieldContainer[Variable]
-    def __init__(self, versions: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ...) -> None: ...
+    __slots__ = ("variables",)
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    variables: _containers.RepeatedCompositeFieldContainer[Variable]
+    def __init__(self, variables: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ...) -> None: ...
 
 class RollbackVariableRequest(_message.Message):
     __slots__ = ("session_id", "name", "version")

@@ -1,0 +1,275 @@
+"""Layer 2, gRPC adapter: running the store server in a background thread or in the foreground.
+
+:class:`StoreServer` runs the ``grpc.aio`` server on its own event loop in a daemon thread (tests,
+and promoting a local session). :func:`serve` runs it in the foreground until SIGTERM or SIGINT
+(``dspex serve``). Both add grpc health checking and server reflection, and shut down
+gracefully: health turns NOT_SERVING, watch streams end with "resume from revision N", and
+in-flight calls get ``grace`` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dspex._proto.bridge.v1 import store_pb2, store_pb2_grpc
+from dspex.errors import DspexError, StoreError, UnauthenticatedError
+from dspex.state._grpc._channel import StoreAddress, parse_address, server_options
+from dspex.state._grpc._status import abort
+from dspex.state._grpc.server import SessionStoreServicer, StoreLimits
+from dspex.state._local import LocalProvider
+from dspex.state._provider import StateProvider
+
+__all__ = ["SERVICE_NAME", "StoreServer", "serve"]
+
+SERVICE_NAME: Final[str] = store_pb2.DESCRIPTOR.services_by_name["SessionStore"].full_name
+
+
+class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuses store calls without ``authorization: Bearer <token>`` (health stays open)."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}"
+        self._deny_unary = grpc.unary_unary_rpc_method_handler(self._deny)
+        self._deny_stream = grpc.unary_stream_rpc_method_handler(self._deny)
+
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        if not details.method.startswith(f"/{SERVICE_NAME}/"):
+            return await continuation(details)
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization" and hmac.compare_digest(str(value), self._expected):
+                return await continuation(details)
+        return (
+            self._deny_stream if details.method.endswith("/WatchVariables") else self._deny_unary
+        )
+
+    @staticmethod
+    async def _deny(request: Any, context: Any) -> None:
+        await abort(
+            context,
+            UnauthenticatedError(
+                "the session store needs a token: pass token=... (or --token) matching the "
+                "server's; nothing was done"
+            ),
+        )
+
+
+class _Running:
+    """One started aio server with its servicer and health state."""
+
+    def __init__(
+        self, server: Any, servicer: SessionStoreServicer, health_servicer: Any, url: str
+    ) -> None:
+        self.server = server
+        self.servicer = servicer
+        self.health = health_servicer
+        self.url = url
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        self.servicer.begin_shutdown()
+        await self.server.stop(grace)
+        self.servicer.close()
+        if self.url.startswith("unix://"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.url[len("unix://") :])
+
+
+async def _start(
+    provider: StateProvider, address: StoreAddress, limits: StoreLimits, token: str | None
+) -> _Running:
+    server = grpc.aio.server(
+        options=server_options(limits.max_message_bytes),
+        interceptors=[_BearerAuth(token)] if token else None,
+    )
+    servicer = SessionStoreServicer(provider, limits)
+    store_pb2_grpc.add_SessionStoreServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    url = _bind(server, address)
+    await server.start()
+    return _Running(server, servicer, health_servicer, url)
+
+
+def _bind(server: Any, address: StoreAddress) -> str:
+    cause: Exception | None = None
+    try:
+        port = server.add_insecure_port(address.target)
+    except RuntimeError as exc:
+        port, cause = 0, exc
+    if not port:
+        raise StoreError(
+            f"cannot listen on {address.url}: the address is in use or not permitted ({cause}); "
+            "choose another address or port 0",
+            address=address.url,
+        )
+    if address.is_unix:
+        return address.url
+    host = address.target.rpartition(":")[0]
+    return f"grpc://{host}:{port}"
+
+
+class StoreServer:
+    """A session-store server running in a background thread with its own event loop.
+
+    Args:
+        provider: the provider to serve (a new :class:`LocalProvider` when None).
+        address: where to listen; port 0 picks a free port (read it back from ``address``).
+        token: if given, every store call must carry this bearer token.
+        limits: input limits and the watch heartbeat interval.
+
+    Examples:
+        >>> with StoreServer.start(address="127.0.0.1:0") as server:  # doctest: +SKIP
+        ...     SessionStoreProvider(server.address).create_session()
+    """
+
+    def __init__(
+        self,
+        provider: StateProvider | None = None,
+        address: str = "127.0.0.1:0",
+        *,
+        token: str | None = None,
+        limits: StoreLimits | None = None,
+    ) -> None:
+        self.provider: StateProvider = provider if provider is not None else LocalProvider()
+        self._address = parse_address(address)
+        self._token = token
+        self._limits = limits or StoreLimits()
+        self._loop = asyncio.new_event_loop()
+        self._running: _Running | None = None
+        self._failure: BaseException | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="dspex-store-server", daemon=True)
+
+    @classmethod
+    def start(
+        cls,
+        provider: StateProvider | None = None,
+        address: str = "127.0.0.1:0",
+        *,
+        token: str | None = None,
+        limits: StoreLimits | None = None,
+        timeout: float = 10.0,
+    ) -> StoreServer:
+        """Start a server and return once it listens.
+
+        Raises:
+            StoreError: it could not listen on ``address`` within ``timeout`` seconds.
+        """
+        server = cls(provider, address, token=token, limits=limits)
+        server._thread.start()
+        if not server._ready.wait(timeout):
+            raise StoreError(f"the store server did not start within {timeout:g} s")
+        if server._failure is not None:
+            server._thread.join(timeout)
+            raise server._failure
+        return server
+
+    @property
+    def address(self) -> str:
+        """The address clients connect to (``grpc://host:port`` or ``unix:///path``)."""
+        if self._running is None:
+            raise StoreError("the store server is not running")
+        return self._running.url
+
+    @property
+    def watch_count(self) -> int:
+        """Number of open watch streams."""
+        return 0 if self._running is None else self._running.servicer.watch_count
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            self._running = await _start(self.provider, self._address, self._limits, self._token)
+        except BaseException as exc:
+            self._failure = exc if isinstance(exc, DspexError) else StoreError(str(exc))
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stop.wait()
+        await self._running.stop(self._grace)
+
+    _grace: float = 1.0
+
+    def stop(self, grace: float = 1.0, timeout: float = 10.0) -> None:
+        """Stop listening; in-flight calls get ``grace`` seconds. Idempotent."""
+        if not self._thread.is_alive() or self._stop is None:
+            return
+        self._grace = grace
+        with contextlib.suppress(RuntimeError):  # the loop already closed
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout + grace)
+
+    def __enter__(self) -> StoreServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve(
+    address: str = "127.0.0.1:50051",
+    *,
+    provider: StateProvider | None = None,
+    token: str | None = None,
+    limits: StoreLimits | None = None,
+    grace: float = 5.0,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run a store server in the foreground until SIGTERM or SIGINT, then stop gracefully.
+
+    Args:
+        address: where to listen (``host:port``, ``grpc://host:port`` or ``unix:PATH``).
+        provider: the provider to serve (a new :class:`LocalProvider` when None).
+        token: if given, every store call must carry this bearer token.
+        limits: input limits and the watch heartbeat interval.
+        grace: seconds in-flight calls get to finish on shutdown.
+        on_ready: called with the listening address once the server accepts calls.
+
+    Raises:
+        StoreError: the address cannot be used.
+    """
+    parsed = parse_address(address)
+    served = provider if provider is not None else LocalProvider()
+
+    async def main() -> None:
+        running = await _start(served, parsed, limits or StoreLimits(), token)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if on_ready is not None:
+            on_ready(running.url)
+        await stop.wait()
+        await running.stop(grace)
+
+    asyncio.run(main())

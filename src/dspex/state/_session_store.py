@@ -1,0 +1,312 @@
+"""Layer 2: SessionStoreProvider, the sync gRPC client of a session store (a StateProvider).
+
+Every method is one call: convert the arguments, call the store, convert the answer; errors come
+back as the same dspex error classes the store raised (``grpc.RpcError`` never escapes). A watch
+is the server stream read by a background thread into the same bounded queue, with the same lag
+rule, as a local watch. The provider pickles: the channel is dropped and rebuilt lazily in the
+new process (create it after a worker process starts; never fork with a live channel).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from dspex._model import SessionInfo, VariableRecord, VariableSpec
+from dspex.errors import DspexError, StoreUnavailableError
+from dspex.state._grpc import _convert as convert
+from dspex.state._grpc._channel import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    WRITER_KEY,
+    connect,
+    parse_address,
+    wait_ready,
+)
+from dspex.state._grpc._status import translate_rpc_errors
+from dspex.state._local import _Watcher, current_writer
+from dspex.state._provider import UpdateResults
+from dspex.state._watch import END, VariableWatch
+
+__all__ = ["SessionStoreProvider"]
+
+_DEFAULT_QUEUE = 1024
+
+
+class SessionStoreProvider:
+    """A StateProvider whose sessions live in a session store reached over gRPC.
+
+    Args:
+        address: ``grpc://host:port``, ``host:port``, ``unix:///abs/path`` or ``unix:rel/path``.
+        token: bearer token, if the store requires one.
+        timeout: seconds each call may take before it fails with ``StoreUnavailableError``.
+        max_message_bytes: largest message sent or received.
+
+    Raises:
+        StoreError: the address is not understood (nothing is connected yet: the first call
+            reports an unreachable store as ``StoreUnavailableError``).
+
+    Examples:
+        >>> store = SessionStoreProvider("grpc://127.0.0.1:50051")  # doctest: +SKIP
+        >>> sid = store.create_session()                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._parsed = parse_address(address)
+        self.address = self._parsed.url
+        self.token = token
+        self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        self._auth: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._errors = translate_rpc_errors(self.address)
+        self._lock = threading.Lock()
+        self._channel: Any = None
+        self._stub: Any = None
+        self._streams: set[_StreamReader] = set()
+
+    # -- connection and pickling ------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._stub is None:
+                self._channel, self._stub = connect(self._parsed, self.max_message_bytes)
+            return self._stub
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the store is reachable.
+
+        Raises:
+            StoreUnavailableError: not reachable within ``timeout`` (default: the call timeout).
+        """
+        self._connect()
+        wait_ready(self._channel, self._parsed, self.timeout if timeout is None else timeout)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "token": self.token,
+            "timeout": self.timeout,
+            "max_message_bytes": self.max_message_bytes,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["address"],
+            token=state["token"],
+            timeout=state["timeout"],
+            max_message_bytes=state["max_message_bytes"],
+        )
+
+    def __repr__(self) -> str:
+        return f"SessionStoreProvider({self.address!r})"
+
+    def _call(self, method: str, request: Any, *, writes: bool = False) -> Any:
+        stub = self._stub or self._connect()
+        metadata = ((WRITER_KEY, current_writer.get()), *self._auth) if writes else self._auth
+        with self._errors:
+            return getattr(stub, method)(request, timeout=self.timeout, metadata=metadata or None)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def ping(self, message: str = "") -> str:
+        """Round-trip ``message`` through the store (liveness check)."""
+        return convert.ping_result(self._call("Ping", convert.ping_request(message)))
+
+    def create_session(self, session_id: str | None = None, *, ttl: float | None = None) -> str:
+        request = convert.create_session_request(session_id, ttl)
+        return convert.session_id_result(self._call("CreateSession", request))
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        request = convert.session_request("GetSession", session_id)
+        return convert.session_result(self._call("GetSession", request))
+
+    def list_sessions(self) -> list[SessionInfo]:
+        response = self._call("ListSessions", convert.list_sessions_request())
+        return convert.sessions_result(response)
+
+    def heartbeat(self, session_id: str) -> None:
+        self._call("Heartbeat", convert.session_request("Heartbeat", session_id))
+
+    def close_session(self, session_id: str) -> None:
+        self._call("CloseSession", convert.session_request("CloseSession", session_id))
+
+    # -- variables ------------------------------------------------------------------------
+
+    def register_variable(
+        self,
+        session_id: str,
+        name: str,
+        spec: VariableSpec,
+        value: Any,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> VariableRecord:
+        request = convert.register_variable_request(session_id, name, spec, value, metadata)
+        return convert.record_result(self._call("RegisterVariable", request, writes=True))
+
+    def get_variable(self, session_id: str, name: str) -> VariableRecord:
+        request = convert.variable_request("GetVariable", session_id, name)
+        return convert.record_result(self._call("GetVariable", request))
+
+    def get_variables(self, session_id: str, names: Collection[str]) -> dict[str, VariableRecord]:
+        request = convert.get_variables_request(session_id, names)
+        records = convert.records_result(self._call("GetVariables", request))
+        return {record.name: record for record in records}
+
+    def set_variable(
+        self, session_id: str, name: str, value: Any, *, expected_version: int | None = None
+    ) -> VariableRecord:
+        request = convert.set_variable_request(session_id, name, value, expected_version)
+        return convert.record_result(self._call("SetVariable", request, writes=True))
+
+    def update_variables(
+        self,
+        session_id: str,
+        values: Mapping[str, Any],
+        *,
+        atomic: bool = False,
+        expected_versions: Mapping[str, int] | None = None,
+    ) -> UpdateResults:
+        request = convert.update_variables_request(session_id, values, atomic, expected_versions)
+        return convert.update_results(self._call("UpdateVariables", request, writes=True))
+
+    def list_variables(self, session_id: str, pattern: str = "*") -> list[VariableRecord]:
+        request = convert.list_variables_request(session_id, pattern)
+        return convert.records_result(self._call("ListVariables", request))
+
+    def delete_variable(self, session_id: str, name: str) -> None:
+        request = convert.variable_request("DeleteVariable", session_id, name)
+        self._call("DeleteVariable", request, writes=True)
+
+    def get_history(
+        self, session_id: str, name: str, limit: int | None = None
+    ) -> list[VariableRecord]:
+        request = convert.get_history_request(session_id, name, limit)
+        return convert.records_result(self._call("GetHistory", request))
+
+    def rollback_variable(self, session_id: str, name: str, version: int) -> VariableRecord:
+        request = convert.rollback_variable_request(session_id, name, version)
+        return convert.record_result(self._call("RollbackVariable", request, writes=True))
+
+    def watch_variables(
+        self,
+        session_id: str,
+        names: Collection[str] = (),
+        *,
+        after_revision: int | None = None,
+        include_initial: bool = False,
+    ) -> VariableWatch:
+        request = convert.watch_variables_request(
+            session_id, names, after_revision, include_initial
+        )
+        stub = self._stub or self._connect()
+        with self._errors:
+            call = stub.WatchVariables(request, metadata=self._auth or None)
+        reader = _StreamReader(call, self)
+        with self._lock:
+            self._streams.add(reader)
+        return reader.start(self.timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            streams, self._streams = list(self._streams), set()
+            channel, self._channel, self._stub = self._channel, None, None
+        for reader in streams:
+            reader.cancel()
+        if channel is not None:
+            channel.close()
+
+    def _forget(self, reader: _StreamReader) -> None:
+        with self._lock:
+            self._streams.discard(reader)
+
+
+class _StreamReader:
+    """Reads one WatchVariables stream into a bounded watch queue (a background thread)."""
+
+    def __init__(self, call: Any, owner: SessionStoreProvider) -> None:
+        self._call = call
+        self._owner = owner
+        self._started = threading.Event()
+        self._failure: DspexError | None = None
+        self._cancelled = False
+        self._watcher: _Watcher | None = None
+
+    def start(self, timeout: float) -> VariableWatch:
+        """Return the watch once the store confirmed it is registered.
+
+        Raises:
+            DspexError: the store refused the watch (unknown session, resume too old ...).
+            StoreUnavailableError: no confirmation within ``timeout`` seconds.
+        """
+        threading.Thread(target=self._run, name="dspex-watch-reader", daemon=True).start()
+        if not self._started.wait(timeout):
+            self.cancel()
+            raise StoreUnavailableError(
+                f"session store {self._owner.address} did not confirm the watch within "
+                f"{timeout:g} s",
+                address=self._owner.address,
+            )
+        if self._failure is not None or self._watcher is None:
+            raise self._failure or StoreUnavailableError("watch stream ended before it started")
+        return VariableWatch(self._watcher.items, self.cancel, self._watcher.last_put)
+
+    def cancel(self) -> None:
+        """Stop reading and cancel the call (idempotent)."""
+        self._cancelled = True
+        self._call.cancel()
+        self._owner._forget(self)
+
+    def _run(self) -> None:
+        try:
+            with self._owner._errors:
+                for message in self._call:
+                    if not self._handle(*convert.watch_event(message)):
+                        return
+            if self._watcher is not None:
+                self._watcher.items.put(END)  # the session was closed: a normal end
+        except DspexError as exc:
+            self._fail(exc)
+        finally:
+            self._started.set()
+            self._owner._forget(self)
+
+    def _handle(self, kind: str, payload: Any) -> bool:
+        """Apply one stream event; False to stop reading."""
+        watcher = self._watcher
+        if kind == "update" and watcher is not None:
+            watcher.offer(payload)
+            if watcher.lagged:  # this process fell behind: the error is queued; stop the call
+                self._cancelled = True
+                self._call.cancel()
+                return False
+        elif kind == "started":
+            revision, _head, queue_size = payload
+            self._watcher = _Watcher(frozenset(), queue_size or _DEFAULT_QUEUE, revision)
+            self._started.set()
+        return True
+
+    def _fail(self, exc: DspexError) -> None:
+        if self._cancelled:
+            return
+        watcher = self._watcher
+        if watcher is None:
+            self._failure = exc
+            return
+        if isinstance(exc, StoreUnavailableError) and "resume_from" not in exc.details:
+            exc = StoreUnavailableError(
+                f"{exc.message}; the watch stream was lost: watch again with "
+                f"after_revision={watcher.last_put}",
+                address=self._owner.address,
+                resume_from=watcher.last_put,
+            )
+        watcher.items.put(exc)
