@@ -78,11 +78,16 @@ class SessionContext:
         results = self.provider.update_variables(
             self.session_id, values, atomic=atomic, expected_versions=expected_versions
         )
-        failed = {name: str(r) for name, r in results.items() if isinstance(r, Exception)}
-        if failed:
+        # Name the real failures; in an atomic batch the other names only say "not applied".
+        causes = [
+            f"{name}: {result}"
+            for name, result in results.items()
+            if isinstance(result, Exception) and type(result) is not BatchUpdateError
+        ]
+        if causes or any(isinstance(r, Exception) for r in results.values()):
             applied = "nothing was applied" if atomic else "the other names were applied"
             raise BatchUpdateError(
-                f"batch update failed for {sorted(failed)} ({applied}): {failed}",
+                f"batch update failed ({applied}); " + "; ".join(causes),
                 results=results,
                 session_id=self.session_id,
             )
