@@ -1,0 +1,45 @@
+"""Fixtures for the engine tests: one engine of each kind on real storage.
+
+Kinds: ``memory``; ``sqlite`` (a tmp directory); ``redis`` (a real redis-server started once
+per test session on a free loopback port, each test under its own key prefix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from engine_support import ENGINE_KINDS, EngineMaker
+from redis_server import RedisServer
+
+from dspex.state._engines import Engine
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server for the whole test session (no persistence)."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(name="engine_kind", params=ENGINE_KINDS)
+def _engine_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(name="engines")
+def _engines(
+    engine_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[EngineMaker]:
+    url = request.getfixturevalue("redis_server").url if engine_kind == "redis" else None
+    maker = EngineMaker(engine_kind, tmp_path, url)
+    try:
+        yield maker
+    finally:
+        maker.close_all()
+
+
+@pytest.fixture(name="engine")
+def _engine(engines: EngineMaker) -> Engine:
+    return engines.new()
