@@ -10,6 +10,7 @@ import json
 import math
 import numbers
 import re
+import reprlib
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -337,8 +338,13 @@ def _value_error(name: str, value: Any, rule: str) -> errors.VariableValueError:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    # reprlib bounds the work for huge or deeply nested values (plain repr would recurse).
+    text = _REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+_REPR: Final = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
 
 
 def _check_range(spec: VariableSpec, value: float, name: str) -> None:
