@@ -6,6 +6,8 @@ session needs one.
 
 from __future__ import annotations
 
+import typing
+
 from dspex import errors
 from dspex._model import Choice, SessionInfo, VariableRecord, VariableSpec, VariableUpdate
 from dspex.errors import DspexError
@@ -13,21 +15,46 @@ from dspex.session import Session, current_session
 from dspex.state import LocalProvider, SessionContext, StateProvider, VariableWatch
 from dspex.variables import Variable
 
+if typing.TYPE_CHECKING:
+    from dspex.binding import bind
+    from dspex.program import Program
+    from dspex.sim import SimLM
+
 __version__ = "0.1.0"
+
+# Names whose modules subclass dspy classes. They load on first access (PEP 562) so that
+# `import dspex` stays light: importing dspy costs about a second and is not needed by
+# sessions, variables, the store server or the CLI.
+_DSPY_NAMES = {"Program": "dspex.program", "SimLM": "dspex.sim", "bind": "dspex.binding"}
+
+
+def __getattr__(name: str) -> typing.Any:
+    module_name = _DSPY_NAMES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'dspex' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Choice",
     "DspexError",
     "LocalProvider",
+    "Program",
     "Session",
     "SessionContext",
     "SessionInfo",
+    "SimLM",
     "StateProvider",
     "Variable",
     "VariableRecord",
     "VariableSpec",
     "VariableUpdate",
     "VariableWatch",
+    "bind",
     "current_session",
     "errors",
 ]

@@ -1,0 +1,155 @@
+"""Layer 3: the ``dspex_variables`` section that ``save``/``load`` add to DSPy's program state.
+
+DSPy's ``dump_state`` keeps signatures and demos but drops ``Predict.config`` (temperature,
+max_tokens ...). Bound values live in the session, so :class:`~dspex.Program` and
+:class:`~dspex.binding.BoundModule` write each bound or declared variable's spec and current
+value into one extra section, and loading it sets them in the current session.
+
+Section format (plain JSON)::
+
+    "dspex_variables": {
+        "temperature": {"type": "float", "constraints": {"min": 0.0, "max": 2.0},
+                        "value": 0.2, "version": 3},
+        ...
+    }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from dspex._model import VariableRecord, VariableSpec, make_spec, validate
+from dspex.errors import (
+    DspexError,
+    SessionError,
+    VariableError,
+    VariableExistsError,
+    VariableNotFoundError,
+)
+from dspex.session import Session, current_session
+from dspex.variables import Variable
+
+__all__ = ["SECTION", "dump_variables", "prepare_load"]
+
+SECTION = "dspex_variables"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy: arrays -> nested lists, tuples -> lists, frozen containers -> plain."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _active_session() -> Session | None:
+    try:
+        return current_session()
+    except SessionError:
+        return None
+
+
+def dump_variables(named: Sequence[tuple[str, Variable | None]]) -> dict[str, Any]:
+    """Return the section for ``named`` variables (name, declaration or None).
+
+    Values come from the current session; without one, declared variables are written with
+    their defaults (``"version": null``) and name-only bindings, whose spec lives only in a
+    session, are left out.
+    """
+    session = _active_session()
+    section: dict[str, Any] = {}
+    for name, declared in named:
+        record = _record(session, name)
+        if record is not None:
+            spec, value, version = record.spec, record.value, record.version
+        elif declared is not None:
+            spec, value, version = declared.spec, declared.default, None
+        else:
+            continue
+        section[name] = {**spec.to_json(), "value": _plain(value), "version": version}
+    return section
+
+
+def _record(session: Session | None, name: str) -> VariableRecord | None:
+    if session is None:
+        return None
+    try:
+        return session.variable(name)
+    except VariableNotFoundError:
+        return None
+
+
+def _parse_entry(name: str, entry: Any) -> tuple[VariableSpec, Any]:
+    if not isinstance(entry, Mapping) or "type" not in entry or "value" not in entry:
+        raise VariableError(
+            f"saved variable {name!r} is malformed: expected an object with 'type', "
+            f"'constraints' and 'value', got {entry!r}",
+            name=name,
+        )
+    spec = make_spec(entry["type"], **dict(entry.get("constraints") or {}))
+    return spec, validate(spec, entry["value"], name)
+
+
+def prepare_load(
+    section: Mapping[str, Any], declared: Mapping[str, Variable]
+) -> Callable[[], None]:
+    """Check a saved section against the session and the program; return the commit step.
+
+    Everything is validated first (specs, values, conflicts with the program's declarations and
+    with variables already in the session), so a bad file changes nothing. The returned function
+    registers missing variables and sets changed values in one atomic batch.
+
+    Raises:
+        SessionError: no session is active (load inside ``with dspex.Session(): ...``).
+        VariableExistsError: a saved spec differs from the declaration or the session's spec.
+        ConstraintError, VariableValueError: the saved spec or value is invalid.
+    """
+    try:
+        session = current_session()
+    except SessionError as exc:
+        raise SessionError(
+            "loading saved dspex variables needs an active session; call load() inside "
+            "`with dspex.Session(): ...`"
+        ) from exc
+    plan: list[tuple[str, VariableSpec, Any, VariableRecord | None]] = []
+    for name, entry in section.items():
+        spec, value = _parse_entry(name, entry)
+        if name in declared and declared[name].spec != spec:
+            raise VariableExistsError(
+                f"saved variable {name!r} has spec {spec.to_json()} but the program declares "
+                f"{declared[name].spec.to_json()}; nothing was loaded",
+                name=name,
+            )
+        existing = _record(session, name)
+        if existing is not None and existing.spec != spec:
+            raise VariableExistsError(
+                f"saved variable {name!r} has spec {spec.to_json()} but session "
+                f"{session.session_id!r} holds it as {existing.spec.to_json()}; "
+                "nothing was loaded",
+                name=name,
+            )
+        plan.append((name, spec, value, existing))
+
+    def commit() -> None:
+        changed: dict[str, Any] = {}
+        for name, spec, value, existing in plan:
+            record = existing or session.provider.register_variable(
+                session.session_id, name, spec, value
+            )
+            if not _same(record.value, value):
+                changed[name] = value
+        if changed:
+            session.update(changed, atomic=True)
+
+    return commit
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except (ValueError, TypeError, DspexError):  # arrays compare element-wise
+        return False

@@ -1,0 +1,169 @@
+"""Layer 3: dspex.Program, a ``dspy.Module`` whose declared Variables live in the session.
+
+Declare variables as class attributes and bind them onto DSPy modules in ``__init__``::
+
+    class Support(dspex.Program):
+        temperature = dspex.Variable(float, 0.7, min=0.0, max=2.0)
+
+        def __init__(self):
+            super().__init__()
+            self.answer = dspex.bind(dspy.Predict("question -> answer"),
+                                     temperature=Support.temperature)
+
+A Program registers its declared variables in the current session when it is built inside one,
+and otherwise on its first call inside a session (registration is idempotent and keeps existing
+values). ``save``/``load`` also keep the variables' specs and values, which DSPy alone drops.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any, ClassVar
+
+import dspy
+
+from dspex._model import VariableRecord
+from dspex.binding import SECTION, BoundModule, dump_variables, prepare_load
+from dspex.errors import SessionError, VariableExistsError
+from dspex.session import current_session
+from dspex.variables import Variable
+
+__all__ = ["Program"]
+
+# Which Program classes have registered their declarations in which session (weak: sessions
+# come and go). Registration is idempotent; this only keeps the per-call cost to one lookup.
+_registered: weakref.WeakKeyDictionary[Any, set[type]] = weakref.WeakKeyDictionary()
+_registered_lock = threading.Lock()
+
+
+def _declarations(cls: type) -> dict[str, Variable]:
+    found: dict[str, Variable] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            if not isinstance(value, Variable):
+                continue
+            name = value.name or attr
+            other = found.get(name)
+            if other is not None and other.spec != value.spec:
+                raise VariableExistsError(
+                    f"{cls.__name__} declares variable {name!r} twice with different specs "
+                    f"({other.spec.to_json()} and {value.spec.to_json()}); rename one",
+                    name=name,
+                )
+            found[name] = value
+    return found
+
+
+class Program(dspy.Module):  # type: ignore[misc]
+    """A DSPy module with declared, session-scoped variables.
+
+    Subclass it, declare :class:`dspex.Variable` class attributes, and bind them to DSPy hooks
+    with :func:`dspex.bind`. Call it like any ``dspy.Module`` inside ``with dspex.Session():``.
+
+    Args:
+        callbacks: DSPy callbacks, as for ``dspy.Module``.
+
+    Examples:
+        >>> import dspy, dspex
+        >>> class Support(dspex.Program):
+        ...     temperature = dspex.Variable(float, 0.7, min=0.0, max=2.0)
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.answer = dspex.bind(dspy.Predict("question -> answer"),
+        ...                                  temperature=Support.temperature)
+        ...     def forward(self, question):
+        ...         return self.answer(question=question)
+        >>> with dspex.Session() as session:
+        ...     program = Support()
+        ...     session.get("temperature")
+        0.7
+    """
+
+    declared_variables: ClassVar[dict[str, Variable]] = {}
+    """Name -> declaration, collected from the class and its bases when the class is made."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.declared_variables = _declarations(cls)
+
+    def __init__(self, callbacks: list[Any] | None = None) -> None:
+        super().__init__(callbacks=callbacks)
+        try:
+            session = current_session()
+        except SessionError:
+            return  # built outside a session: registered on the first call inside one
+        self._register_declared(session)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._ensure_registered()
+        return super().__call__(*args, **kwargs)
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """Async call (``await program.acall(...)``), registering variables first if needed."""
+        self._ensure_registered()
+        return await super().acall(*args, **kwargs)
+
+    def named_variables(self) -> list[tuple[str, Variable | None]]:
+        """Declared variables, then variables bound in sub-modules (name, declaration or None).
+
+        A variable bound by name only (``bind(m, temperature="temperature")``) has no
+        declaration; its spec lives in the session.
+        """
+        found: dict[str, Variable | None] = dict(type(self).declared_variables)
+        for _, module in self.named_sub_modules(type_=BoundModule):
+            for name, declared in module.named_variables():
+                if found.get(name) is None:
+                    found[name] = declared
+        return list(found.items())
+
+    def register_variables(self) -> list[VariableRecord]:
+        """Register every declared and bound declaration in the current session.
+
+        Idempotent: a variable that already exists keeps its value.
+
+        Raises:
+            SessionError: no session is active.
+            VariableExistsError: a variable exists in the session with a different spec.
+        """
+        current_session()
+        return [v.register() for _, v in self.named_variables() if v is not None]
+
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
+        """DSPy's state plus the ``dspex_variables`` section (specs and current values)."""
+        state: dict[str, Any] = super().dump_state(json_mode=json_mode)
+        state[SECTION] = dump_variables(self.named_variables())
+        return state
+
+    def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:
+        """Load DSPy's state, then set the saved variables in the current session.
+
+        The variables are checked before anything is applied; a bad section changes nothing.
+
+        Raises:
+            SessionError: the state has variables and no session is active.
+            VariableExistsError: a saved spec conflicts with a declaration or the session.
+        """
+        section = state.get(SECTION)
+        declared = {name: v for name, v in self.named_variables() if v is not None}
+        commit = prepare_load(section, declared) if section is not None else None
+        super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
+        if commit is not None:
+            commit()
+        return self
+
+    def _ensure_registered(self) -> None:
+        try:
+            session = current_session()
+        except SessionError:
+            return  # the bound calls inside will say that no session is active
+        done = _registered.get(session)
+        if done is None or type(self) not in done:
+            self._register_declared(session)
+
+    def _register_declared(self, session: Any) -> None:
+        cls = type(self)
+        for variable in cls.declared_variables.values():
+            variable.register()
+        with _registered_lock:
+            _registered.setdefault(session, set()).add(cls)

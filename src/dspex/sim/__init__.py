@@ -1,0 +1,52 @@
+"""Layer 3 (simulation): the offline simulation LM, its bundled dev set and metric.
+
+``dspex/sim`` model names resolve to :class:`SimLM`, a deterministic simulation (not a model)
+that answers the bundled dev set with a probability driven by instructions, temperature, demos
+and model size, so a variable sweep visibly moves :func:`answer_match` scores offline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from dspex.sim._lm import SIM_PREFIX, AsyncSimEngine, SimEngine, SimLM, burn_cpu, is_sim_model
+from dspex.sim._oracle import correct_probability, knowledge
+
+__all__ = [
+    "SIM_PREFIX",
+    "AsyncSimEngine",
+    "SimEngine",
+    "SimLM",
+    "answer_match",
+    "burn_cpu",
+    "correct_probability",
+    "is_sim_model",
+    "load_devset",
+]
+
+
+def load_devset(task: str | None = None) -> list[Any]:
+    """Return the bundled dev set as ``dspy.Example`` objects with input ``question``.
+
+    Args:
+        task: ``"arithmetic"``, ``"capital"`` or ``"sentiment"`` to keep one task (all by default).
+    """
+    examples = knowledge().examples
+    return [
+        dspy.Example(question=ex["question"], answer=ex["answer"], task=ex["task"]).with_inputs(
+            "question"
+        )
+        for ex in examples
+        if task is None or ex["task"] == task
+    ]
+
+
+def _norm(value: Any) -> str:
+    return " ".join(str(value).lower().split()).strip(" .\"'")
+
+
+def answer_match(example: Any, prediction: Any, trace: Any = None) -> bool:
+    """``dspy.Evaluate`` metric: the prediction's ``answer`` equals the example's, normalized."""
+    return _norm(getattr(prediction, "answer", "")) == _norm(example.answer)
