@@ -90,7 +90,7 @@ def version_conflict(run: DemoRun) -> None:
     try:
         session.set("temperature", 1.2, expected_version=seen_by_b.version)
     except errors.VersionConflictError as exc:
-        run.say(f"[yellow]conflict[/yellow] B: {exc}")
+        run.say(f"[yellow]conflict[/yellow] B: {type(exc).__name__}: {exc}")
     fresh = session.variable("temperature")
     record = run.changed(session.set("temperature", 1.2, expected_version=fresh.version))
     run.say(f"B re-reads version {fresh.version} and retries -> version {record.version}")
