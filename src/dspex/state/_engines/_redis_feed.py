@@ -56,8 +56,9 @@ class FeedReader(threading.Thread):
         self.listeners.append(listener)
 
     def stop(self) -> None:
-        """End the thread (within one read's block time) and close its connection."""
+        """End the thread and close its connection (which interrupts a blocked read)."""
         self._stop_event.set()
+        self.client.connection_pool.disconnect()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=_BLOCK_MS / 1000 + 6.0)
         self.client.close()
@@ -72,6 +73,8 @@ class FeedReader(threading.Thread):
                     resync, backoff = False, 0.05
                 self._read_once()
             except Exception as exc:  # the thread must outlive anything; it resyncs instead
+                if self._stop_event.is_set():
+                    return
                 if not isinstance(exc, redis.RedisError | errors.StoreError):
                     _log.exception("Redis feed reader failed; resyncing")
                 elif not resync:
