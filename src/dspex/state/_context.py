@@ -120,3 +120,32 @@ class SessionContext:
         return self.provider.watch_variables(
             self.session_id, names, after_revision=after_revision, include_initial=initial
         )
+
+    @classmethod
+    def connect(cls, address: str, session_id: str, *, token: str | None = None) -> SessionContext:
+        """Bind to ``session_id`` in the session store at ``address`` (for worker processes).
+
+        Reads are served from a cache that a watch stream keeps coherent: your own writes are
+        seen at once, others' within the watch delivery time; after a dropped stream or store
+        restart the cache resumes from the last revision it saw. The store client is imported
+        here, so local mode never loads grpc.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open in that store.
+            StoreUnavailableError: the store cannot be reached.
+
+        Examples:
+            >>> ctx = SessionContext.connect("grpc://127.0.0.1:50051", sid)  # doctest: +SKIP
+            >>> ctx.get("temperature")  # doctest: +SKIP
+            0.7
+        """
+        from dspex.state._cached import CachedProvider
+        from dspex.state._session_store import SessionStoreProvider
+
+        provider = CachedProvider(SessionStoreProvider(address, token=token))
+        try:
+            provider.follow(session_id)
+        except BaseException:
+            provider.close()
+            raise
+        return cls(provider, session_id)

@@ -290,8 +290,9 @@ class _StreamReader:
                 self._call.cancel()
                 return False
         elif kind == "started":
-            revision, _head, queue_size = payload
-            self._watcher = _Watcher(frozenset(), queue_size or _DEFAULT_QUEUE, revision)
+            revision, _head, queue_size, backlog = payload
+            bound = (queue_size or _DEFAULT_QUEUE) + backlog  # the backlog is not held against it
+            self._watcher = _Watcher(frozenset(), bound, revision)
             self._started.set()
         return True
 

@@ -73,9 +73,7 @@ def encode_value(value: Any, name: str = "?") -> Any:
 
 
 def _encode_array(value: Any) -> Any:
-    import numpy as np
-
-    array = np.ascontiguousarray(value)
+    array = value  # tobytes() writes C order whatever the layout (and keeps 0-d arrays 0-d)
     if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
         array = array.astype(array.dtype.newbyteorder("<"))
     return pb.Array(dtype=array.dtype.str, shape=array.shape, data=array.tobytes())
@@ -431,7 +429,7 @@ def watch_variables_request(
 
 
 def watch_event(message: Any) -> tuple[str, Any]:
-    """Classify one stream message: ("started", (revision, head, queue_size)),
+    """Classify one stream message: ("started", (revision, head, queue_size, backlog)),
     ("update", VariableUpdate) or ("heartbeat", server_time)."""
     event = message.WhichOneof("event")
     if event == "update":
@@ -441,7 +439,12 @@ def watch_event(message: Any) -> tuple[str, Any]:
         )
     if event == "started":
         started = message.started
-        return "started", (started.revision, started.head_revision, started.queue_size)
+        return "started", (
+            started.revision,
+            started.head_revision,
+            started.queue_size,
+            started.backlog,
+        )
     return "heartbeat", message.heartbeat.server_time
 
 
@@ -585,9 +588,9 @@ def update_response(results: Mapping[str, VariableRecord | errors.DspexError]) -
     return pb.UpdateVariablesResponse(results=out)
 
 
-def watch_started(revision: int, head_revision: int, queue_size: int) -> Any:
+def watch_started(revision: int, head_revision: int, queue_size: int, backlog: int) -> Any:
     started = pb.WatchStarted(
-        revision=revision, head_revision=head_revision, queue_size=queue_size
+        revision=revision, head_revision=head_revision, queue_size=queue_size, backlog=backlog
     )
     return pb.WatchVariablesResponse(started=started)
 

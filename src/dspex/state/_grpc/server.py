@@ -80,6 +80,17 @@ def _unary(*, writes: bool = False) -> Callable[[_Handler], _AsyncHandler]:
     return decorate
 
 
+def _drain(watch: VariableWatch, limit: int | None) -> tuple[list[Any], DspexError | None]:
+    """Take what is queued without blocking (at most ``limit``), and how the watch ended."""
+    batch: list[Any] = []
+    try:
+        while (limit is None or len(batch) < limit) and (update := watch.poll(0)) is not None:
+            batch.append(update)
+    except DspexError as exc:
+        return batch, exc
+    return batch, None
+
+
 class SessionStoreServicer:
     """The ``dspex.bridge.v1.SessionStore`` service over one provider.
 
@@ -212,50 +223,47 @@ class SessionStoreServicer:
             await abort(context, exc)
 
     async def _stream(self, session_id: str, watch: VariableWatch, context: Any) -> None:
-        """Send the watch's updates until it ends, the client leaves or the server stops."""
+        """Send the watch's updates until it ends, the client leaves or the server stops.
+
+        Raises:
+            DspexError: the watch ended abnormally (lagged) or the server is stopping.
+        """
         event = asyncio.Event()
         try:
             self.hub.join(session_id, event)
             head = self.provider.get_session(session_id).revision
             queue_size = getattr(self.provider, "watch_queue_size", 0)
-            await context.write(convert.watch_started(watch.last_revision, head, queue_size))
-            while await self._send_pending(watch, event, context):
-                pass
+            start = watch.last_revision
+            batch, ended = _drain(watch, None)  # the backlog: initial records, replayed changes
+            await context.write(convert.watch_started(start, head, queue_size, len(batch)))
+            while await self._send(watch, batch, ended, context):
+                self._check_stopping(watch)
+                event.clear()  # before draining, so a change queued meanwhile re-sets it
+                batch, ended = _drain(watch, _BATCH)
+                if not batch and ended is None and not watch.closed:
+                    await self._wait(event, context)
         finally:  # also on client disconnect (the task is cancelled) and on abort
             watch.cancel()
             self.hub.leave(session_id, event)
 
-    async def _send_pending(
-        self, watch: VariableWatch, event: asyncio.Event, context: Any
+    @staticmethod
+    async def _send(
+        watch: VariableWatch, batch: list[Any], ended: DspexError | None, context: Any
     ) -> bool:
-        """Send what is queued, or wait (with heartbeats); False once the watch ended normally.
-
-        Raises:
-            DspexError: the watch ended abnormally (lagged) or the server is stopping.
-        """
-        event.clear()  # before draining, so a change queued during the drain re-sets it
-        batch: list[Any] = []
-        ended: DspexError | None = None
-        try:
-            while len(batch) < _BATCH and (update := watch.poll(0)) is not None:
-                batch.append(update)
-        except DspexError as exc:
-            ended = exc
+        """Write ``batch``; False once the watch ended normally; raise how it ended otherwise."""
         for update in batch:
             await context.write(convert.watch_update(update))
         if ended is not None:
             raise ended
-        if watch.closed:
-            return False
+        return not watch.closed
+
+    def _check_stopping(self, watch: VariableWatch) -> None:
         if self.stopping:
             raise StoreUnavailableError(
                 "the session store is shutting down; watch again with "
                 f"after_revision={watch.last_revision} once it is back",
                 resume_from=watch.last_revision,
             )
-        if not batch:
-            await self._wait(event, context)
-        return True
 
     async def _wait(self, event: asyncio.Event, context: Any) -> None:
         try:

@@ -321,14 +321,16 @@ class WatchVariablesRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., after_revision: _Optional[int] = ..., include_initial: _Optional[bool] = ...) -> None: ...
 
 class WatchStarted(_message.Message):
-    __slots__ = ("revision", "head_revision", "queue_size")
+    __slots__ = ("revision", "head_revision", "queue_size", "backlog")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     HEAD_REVISION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
     revision: int
     head_revision: int
     queue_size: int
-    def __init__(self, revision: _Optional[int] = ..., head_revision: _Optional[int] = ..., queue_size: _Optional[int] = ...) -> None: ...
+    backlog: int
+    def __init__(self, revision: _Optional[int] = ..., head_revision: _Optional[int] = ..., queue_size: _Optional[int] = ..., backlog: _Optional[int] = ...) -> None: ...
 
 class VariableUpdate(_message.Message):
     __slots__ = ("revision", "kind", "name", "variable")

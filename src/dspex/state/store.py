@@ -1,0 +1,27 @@
+"""Layer 2: the session-store bridge, the one module Layer 3 imports to serve or reach a store.
+
+Importing it loads ``grpc`` (``import dspex`` and ``import dspex.state`` never do), so import it
+only where a store is needed: promoting a session, ``dspex serve``, workers, the CLI.
+
+* :class:`StoreServer` runs a store in a background thread (``StoreServer.start(provider)``);
+  :func:`serve` runs one in the foreground until SIGTERM/SIGINT.
+* :class:`SessionStoreProvider` is the sync client (a StateProvider); :class:`CachedProvider`
+  wraps it with a watch-coherent read cache. ``SessionContext.connect(address, session_id)``
+  combines both for worker processes.
+"""
+
+from __future__ import annotations
+
+from dspex.state._cached import CachedProvider
+from dspex.state._grpc._runner import SERVICE_NAME, StoreServer, serve
+from dspex.state._grpc.server import StoreLimits
+from dspex.state._session_store import SessionStoreProvider
+
+__all__ = [
+    "SERVICE_NAME",
+    "CachedProvider",
+    "SessionStoreProvider",
+    "StoreLimits",
+    "StoreServer",
+    "serve",
+]
