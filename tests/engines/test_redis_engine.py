@@ -272,3 +272,23 @@ def test_data_from_a_newer_format_is_refused_untouched(redis_server: RedisServer
         if keys:
             admin.delete(*keys)
         admin.close()
+
+
+def test_a_full_redis_refuses_the_write_and_changes_nothing(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis") as server:
+        engine = RedisEngine(server.url)
+        engine.create_session("s", ttl=None, owner="")
+        register(engine, "s", "n")
+        admin = redis.Redis.from_url(server.url)
+        admin.config_set("maxmemory", str(admin.info("memory")["used_memory"] // 2))
+        record = engine.get("s", "n")
+        assert record is not None
+        with pytest.raises(errors.StoreDataError, match="out of memory") as full:
+            engine.commit("s", [next_write(record)])
+        assert "not applied" in str(full.value)
+        assert engine.get("s", "n") == record and engine.changes("s", 1) == []
+        admin.config_set("maxmemory", "0")
+        engine.commit("s", [next_write(record)])
+        assert engine.get("s", "n").value == 1  # type: ignore[union-attr]
+        admin.close()
+        engine.close()

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import OutOfMemoryError
 from redis.retry import Retry
 
 import dspex.errors as errors
@@ -120,10 +121,22 @@ class RedisEngine:
         """Turn any Redis error inside the block into a clear dspex error."""
         try:
             yield
+        except redis.AuthenticationError as exc:
+            raise errors.StoreUnavailableError(
+                f"cannot {action}: Redis at {self._safe_url} refused the credentials ({exc}); "
+                "put the right user and password in the URL",
+                url=self._safe_url,
+            ) from exc
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise errors.StoreUnavailableError(
                 f"cannot {action}: Redis at {self._safe_url} is unreachable ({exc}); "
                 "check that redis-server is running and the URL is right",
+                url=self._safe_url,
+            ) from exc
+        except OutOfMemoryError as exc:
+            raise errors.StoreDataError(
+                f"cannot {action}: Redis at {self._safe_url} is out of memory ({exc}); raise "
+                "its maxmemory or free space; the change was not applied",
                 url=self._safe_url,
             ) from exc
         except redis.RedisError as exc:

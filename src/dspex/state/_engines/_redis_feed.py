@@ -105,9 +105,9 @@ class FeedReader(threading.Thread):
             if session_id in self._sessions:  # a drop we never saw: the old one is gone
                 self._deliver(session_id, (), closed=True)
             self._sessions[session_id] = (0, fields["c"])
-        elif event == "drop":
-            if self._sessions.pop(session_id, None) is not None:
-                self._deliver(session_id, (), closed=True)
+        elif event == "drop":  # delivered even if untracked (its create may have been trimmed)
+            self._sessions.pop(session_id, None)
+            self._deliver(session_id, (), closed=True)
         else:
             updates = [_update(data) for data in json.loads(fields["u"])]
             self._offer(session_id, updates)

@@ -91,7 +91,7 @@ for i = 0, n - 1 do
     if kind == 'register' or not last then
       redis.call('DEL', history)
       redis.call('RPUSH', history, record)
-    elseif last == version then
+    elseif last == version and redis.call('EXISTS', history) == 1 then
       redis.call('LSET', history, -1, record)
     else
       redis.call('RPUSH', history, record)

@@ -42,17 +42,20 @@ FORMAT_VERSION: Final = 1
 DB_NAME: Final = "dspex.sqlite3"
 LOCK_NAME: Final = "dspex.lock"
 
+# WITHOUT ROWID: one b-tree per table, so a commit dirties fewer pages. A session's revision
+# is the newest revision in its log (the log always keeps the last update), not a column that
+# every commit would have to rewrite.
 _SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY, created_at REAL NOT NULL, last_heartbeat REAL NOT NULL,
-    ttl REAL, owner TEXT NOT NULL, revision INTEGER NOT NULL, edges TEXT NOT NULL);
+    ttl REAL, owner TEXT NOT NULL, edges TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     session_id TEXT NOT NULL, name TEXT NOT NULL, pos INTEGER NOT NULL, record TEXT NOT NULL,
-    PRIMARY KEY (session_id, name, pos));
+    PRIMARY KEY (session_id, name, pos)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log (
     session_id TEXT NOT NULL, revision INTEGER NOT NULL, kind TEXT NOT NULL,
-    name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (session_id, revision));
+    name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (session_id, revision)) WITHOUT ROWID;
 """
 
 _CLEAR_HISTORY: Final = "DELETE FROM history WHERE session_id = ?1 AND name = ?2"
@@ -67,7 +70,6 @@ _TRIM_HISTORY: Final = (
 )
 _APPEND_LOG: Final = "INSERT INTO log VALUES (?1, ?2, ?3, ?4, ?5)"
 _TRIM_LOG: Final = "DELETE FROM log WHERE session_id = ?1 AND revision <= ?2"
-_SET_REVISION: Final = "UPDATE sessions SET revision = ?2 WHERE session_id = ?1"
 
 _Statement = tuple[str, tuple[Any, ...]]
 
@@ -117,8 +119,8 @@ class SQLiteEngine(MemoryEngine):
     # -- persistence hooks (called before memory changes; raising keeps memory as it was) --
 
     def _created(self, session_id: str, meta: SessionMeta) -> None:
-        row = (session_id, meta.created_at, meta.last_heartbeat, meta.ttl, meta.owner, 0, "[]")
-        self._write([("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)", row)])
+        row = (session_id, meta.created_at, meta.last_heartbeat, meta.ttl, meta.owner, "[]")
+        self._write([("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", row)])
 
     def _touched(self, session_id: str, now: float) -> None:
         sql = "UPDATE sessions SET last_heartbeat = ?2 WHERE session_id = ?1"
@@ -149,7 +151,6 @@ class SQLiteEngine(MemoryEngine):
                 kept[name] = (history[-1].version, len(history)) if history else (None, 0)
             kept[name] = self._history_statements(session_id, update, *kept[name], statements)
         last = updates[-1].revision
-        statements.append((_SET_REVISION, (session_id, last)))
         if last > self.log_size:
             statements.append((_TRIM_LOG, (session_id, last - self.log_size)))
         self._write(statements)
@@ -213,15 +214,16 @@ class SQLiteEngine(MemoryEngine):
 
     def _load_sessions(self) -> None:
         rows = self._db.execute(
-            "SELECT session_id, created_at, last_heartbeat, ttl, owner, revision, edges "
-            "FROM sessions"
+            "SELECT session_id, created_at, last_heartbeat, ttl, owner, edges FROM sessions"
         )
-        for session_id, created_at, heartbeat, ttl, owner, revision, edges in rows:
+        for session_id, created_at, heartbeat, ttl, owner, edges in rows:
             space = _Space(ttl, owner, self.log_size)
             space.created_at, space.last_heartbeat = created_at, heartbeat
-            space.revision = revision
             space.edges = [(a, b) for a, b in json.loads(edges)]
             self._spaces[session_id] = space
+        revisions = "SELECT session_id, MAX(revision) FROM log GROUP BY session_id"
+        for session_id, revision in self._db.execute(revisions):
+            self._spaces[session_id].revision = revision
 
     def _load_history(self) -> dict[tuple[str, str, int], VariableRecord]:
         """Load kept versions; returns them by (session, name, revision) to share with the log."""
