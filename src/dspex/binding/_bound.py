@@ -12,7 +12,7 @@ from dspex._model import VariableRecord, VariableSpec
 from dspex.binding._adapter import HookAdapter, Overrides, resolve_lm
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
 from dspex.binding._state import SECTION, dump_variables, prepare_load
-from dspex.errors import BindingError, DspexError, VariableNotFoundError
+from dspex.errors import BindingError, SessionError, VariableNotFoundError
 from dspex.session import current_session
 from dspex.variables import Variable
 
@@ -218,6 +218,8 @@ def bind(module: Any, /, **bindings: Any) -> BoundModule:
 
     Returns:
         A :class:`BoundModule` that resolves the values from the current session on every call.
+        Declared variables are registered now when a session is active (existing values are
+        kept), otherwise on the first call inside one.
 
     Raises:
         BindingError: ``module`` is not a ``dspy.Module``; a hook does not exist; a value is not
@@ -244,6 +246,10 @@ def bind(module: Any, /, **bindings: Any) -> BoundModule:
             pairs.extend(_config_bindings(module, target))
         else:
             pairs.append(_make_binding(module, check_hook(module, hook), hook, target))
+    if _active_session() is not None:
+        for pair in pairs:
+            if pair.declared is not None:
+                pair.declared.register()
     return BoundModule(module, tuple(pairs))
 
 
@@ -291,10 +297,19 @@ def _make_binding(module: Any, kind: str, hook: str, target: Any) -> _Binding:
     )
 
 
+def _active_session() -> Any:
+    try:
+        return current_session()
+    except SessionError:
+        return None
+
+
 def _registered_spec(name: str) -> VariableSpec | None:
     """The spec of ``name`` in the current session, when there is one (checked early)."""
+    session = _active_session()
+    if session is None:
+        return None
     try:
-        session = current_session()
         return session.provider.get_variable(session.session_id, name).spec
-    except DspexError:  # no session or not registered yet: checked at call time instead
+    except VariableNotFoundError:  # not registered yet: checked at call time instead
         return None
