@@ -16,7 +16,13 @@ from dspex.errors import DspexError
 __all__ = ["main"]
 
 # Order is the order in `dspex --help`.
-_COMMANDS = ("dspex.cli._demo", "dspex.cli._bench")
+_COMMANDS = (
+    "dspex.cli._demo",
+    "dspex.cli._serve",
+    "dspex.cli._sessions",
+    "dspex.cli._vars",
+    "dspex.cli._bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
