@@ -232,6 +232,8 @@ class LocalProvider:
 
     def get_variables(self, session_id: str, names: Collection[str]) -> dict[str, VariableRecord]:
         state = self._session(session_id)
+        if isinstance(names, str):  # one name, not its characters
+            names = (names,)
         with state.lock:
             return {name: self._variable(state, name) for name in names}
 
@@ -326,6 +328,8 @@ class LocalProvider:
         include_initial: bool = False,
     ) -> VariableWatch:
         state = self._session(session_id)
+        if isinstance(names, str):  # one name, not its characters
+            names = (names,)
         with state.lock:
             start = state.revision if after_revision is None else after_revision
             watcher = _Watcher(frozenset(names), self.watch_queue_size, start)

@@ -1,0 +1,246 @@
+"""Pure value model, part 2: ``validate``, the one validation function every backend uses.
+
+A value is accepted or refused with the same message whether the session is local or remote.
+Messages name the variable, the value and the rule. Re-exported by :mod:`dspex._model`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+import reprlib
+from typing import Any, Final
+
+from dspex import errors
+from dspex._spec import NUMERIC_KINDS, VariableSpec, freeze, normalize_type
+
+__all__ = ["validate"]
+
+
+def validate(spec: VariableSpec, value: Any, name: str = "?") -> Any:
+    """Check ``value`` against ``spec`` and return its canonical (immutable where possible) form.
+
+    Canonical forms: float -> float, integer -> int, string -> str, embedding -> tuple of
+    floats, tensor -> read-only numpy array copy, json -> a read-only copy of the JSON round
+    trip (:class:`FrozenDict` / :class:`FrozenList`, which are ``dict`` / ``list``).
+
+    Raises:
+        VariableTypeError: the value has the wrong type.
+        VariableValueError: the value breaks a constraint.
+        ConstraintError: ``spec`` names an unknown type (build specs with :func:`make_spec`).
+    """
+    try:
+        validator = _VALIDATORS[spec.type]
+    except KeyError:
+        normalize_type(spec.type)  # raises ConstraintError naming the known types
+        raise  # pragma: no cover - normalize_type accepts only names _VALIDATORS has
+    return validator(spec, value, name)
+
+
+def _type_error(name: str, value: Any, expected: str) -> errors.VariableTypeError:
+    return errors.VariableTypeError(
+        f"variable {name!r}: value {_short(value)} has type {type(value).__name__}, "
+        f"expected {expected}",
+        name=name,
+        value=_short(value),
+    )
+
+
+def _value_error(name: str, value: Any, rule: str) -> errors.VariableValueError:
+    return errors.VariableValueError(
+        f"variable {name!r}: value {_short(value)} breaks rule {rule}",
+        name=name,
+        value=_short(value),
+        rule=rule,
+    )
+
+
+def _short(value: Any) -> str:
+    # reprlib bounds the work for huge or deeply nested values (plain repr would recurse).
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_REPR: Final = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
+def _check_range(spec: VariableSpec, value: float, name: str) -> None:
+    constraints = spec.constraints
+    if "min" in constraints and value < constraints["min"]:
+        raise _value_error(name, value, f"min={constraints['min']!r}")
+    if "max" in constraints and value > constraints["max"]:
+        raise _value_error(name, value, f"max={constraints['max']!r}")
+
+
+def _validate_float(spec: VariableSpec, value: Any, name: str) -> float:
+    result: float = value if value.__class__ is float else _to_float(value, name)
+    low, high = spec.float_bounds
+    # Bounds are finite, so this one comparison also refuses NaN (never compares true) and
+    # +-inf: non-finite floats are refused because values travel as strict JSON.
+    if not low <= result <= high:
+        if result - result != 0.0:
+            raise _value_error(name, value, "finite (not NaN or infinity)")
+        _check_range(spec, result, name)
+    return result
+
+
+def _to_float(value: Any, name: str) -> float:
+    # numbers.Real admits int, numpy scalars and Fraction; bool is a number to Python, not to us.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _type_error(name, value, "float")
+    try:
+        return float(value)
+    except OverflowError:
+        raise _value_error(name, value, "finite (not NaN or infinity)") from None
+
+
+def _validate_integer(spec: VariableSpec, value: Any, name: str) -> int:
+    result: int
+    if value.__class__ is int:
+        result = value
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        result = int(value)
+    elif (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and float(value).is_integer()
+    ):
+        result = int(float(value))  # 3.0 -> 3: an integral float is an integer value
+    else:
+        raise _type_error(name, value, "integer")
+    if spec.constraints:
+        _check_range(spec, result, name)
+    return result
+
+
+def _validate_string(spec: VariableSpec, value: Any, name: str) -> str:
+    text: str = value if value.__class__ is str else _to_str(value, name, "string")
+    _check_length(spec, text, name)
+    _check_pattern_match(spec, text, name)
+    if "choices" in spec.constraints and text not in spec.constraints["choices"]:
+        raise _value_error(name, text, f"choices={list(spec.constraints['choices'])!r}")
+    return text
+
+
+def _to_str(value: Any, name: str, expected: str) -> str:
+    if not isinstance(value, str):
+        raise _type_error(name, value, expected)
+    return str(value)  # a str subclass (numpy.str_ ...) is stored as a plain str
+
+
+def _check_length(spec: VariableSpec, value: Any, name: str) -> None:
+    constraints = spec.constraints
+    if "min_length" in constraints and len(value) < constraints["min_length"]:
+        raise _value_error(name, value, f"min_length={constraints['min_length']}")
+    if "max_length" in constraints and len(value) > constraints["max_length"]:
+        raise _value_error(name, value, f"max_length={constraints['max_length']}")
+
+
+def _check_pattern_match(spec: VariableSpec, value: str, name: str) -> None:
+    pattern = spec.constraints.get("pattern")
+    if pattern is not None and re.fullmatch(pattern, value) is None:
+        raise _value_error(name, value, f"pattern={pattern!r} (full match)")
+
+
+def _validate_boolean(spec: VariableSpec, value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise _type_error(name, value, "boolean")
+    return value
+
+
+def _validate_choice(spec: VariableSpec, value: Any, name: str) -> Any:
+    choices = spec.constraints["choices"]
+    if not isinstance(value, str | numbers.Real):
+        raise _type_error(name, value, f"one of {list(choices)!r}")
+    is_bool = isinstance(value, bool)
+    for choice in choices:
+        # True == 1 in Python; a boolean only matches a boolean choice and a number a number.
+        if choice == value and isinstance(choice, bool) is is_bool:
+            return choice  # canonical: the declared choice itself (1.0 -> 1 if 1 was declared)
+    raise _value_error(name, value, f"choices={list(choices)!r}")
+
+
+def _validate_module(spec: VariableSpec, value: Any, name: str) -> str:
+    expected = "module or signature name (non-empty string)"
+    text = _to_str(value, name, expected)
+    if not text:
+        raise _type_error(name, value, expected)
+    _check_pattern_match(spec, text, name)
+    if "choices" in spec.constraints and text not in spec.constraints["choices"]:
+        raise _value_error(name, text, f"choices={list(spec.constraints['choices'])!r}")
+    return text
+
+
+def _validate_embedding(spec: VariableSpec, value: Any, name: str) -> tuple[float, ...]:
+    if hasattr(value, "tolist") and getattr(value, "ndim", 1) == 1:
+        value = value.tolist()
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise _type_error(name, value, "embedding (list of floats or 1-D array)")
+    dims = spec.constraints["dimensions"]
+    if len(value) != dims:
+        raise _value_error(name, value, f"dimensions={dims} (got {len(value)})")
+    out = tuple(_validate_float(spec, v, name) for v in value)
+    return out
+
+
+def _validate_tensor(spec: VariableSpec, value: Any, name: str) -> Any:
+    import numpy as np
+
+    if not isinstance(value, np.ndarray):
+        if not isinstance(value, list | tuple):
+            raise _type_error(name, value, "tensor (numpy array or nested list)")
+        try:
+            value = np.asarray(value, dtype=spec.constraints.get("dtype"))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _type_error(name, value, f"rectangular numeric nested list ({exc})") from exc
+    if value.dtype.kind not in NUMERIC_KINDS:
+        raise _type_error(name, value, f"numeric tensor (got dtype {value.dtype})")
+    _check_tensor(spec, value, name)
+    out = np.array(value, copy=True)
+    out.flags.writeable = False
+    # Hand out a view: numpy lets an array that owns its memory be made writeable again,
+    # but refuses that for a view of a read-only base, so the snapshot stays immutable.
+    return out.view()
+
+
+def _check_tensor(spec: VariableSpec, value: Any, name: str) -> None:
+    dtype = spec.constraints.get("dtype")
+    if dtype is not None and str(value.dtype) != dtype:
+        raise _value_error(name, value, f"dtype={dtype} (got {value.dtype})")
+    shape = spec.constraints.get("shape")
+    if shape is not None:
+        fits = len(shape) == value.ndim and all(
+            want is None or want == got for want, got in zip(shape, value.shape, strict=True)
+        )
+        if not fits:
+            raise _value_error(name, value, f"shape={list(shape)} (got {list(value.shape)})")
+
+
+def _validate_json(spec: VariableSpec, value: Any, name: str) -> Any:
+    try:
+        text = json.dumps(value, allow_nan=False)
+        # The JSON round trip is the canonical form (tuples -> lists, keys -> str); freezing it
+        # keeps the stored snapshot and its history safe from callers mutating what they read.
+        canonical = freeze(json.loads(text))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _type_error(name, value, f"JSON-serializable value ({exc})") from exc
+    if "max_length" in spec.constraints and len(text) > spec.constraints["max_length"]:
+        raise _value_error(name, value, f"max_length={spec.constraints['max_length']} (JSON)")
+    return canonical
+
+
+_VALIDATORS: Final = {
+    "float": _validate_float,
+    "integer": _validate_integer,
+    "string": _validate_string,
+    "boolean": _validate_boolean,
+    "choice": _validate_choice,
+    "module": _validate_module,
+    "embedding": _validate_embedding,
+    "tensor": _validate_tensor,
+    "json": _validate_json,
+}
