@@ -12,6 +12,7 @@ __all__ = ["SUITES", "run_suites"]
 
 SUITES: dict[str, str] = {
     "local": "dspex.bench._local",
+    "dspy": "dspex.bench._dspy",
 }
 """Suite name -> module implementing it."""
 

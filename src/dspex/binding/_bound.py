@@ -13,7 +13,7 @@ from dspex.binding._adapter import HookAdapter, Overrides, resolve_lm
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
 from dspex.binding._state import SECTION, dump_variables, prepare_load
 from dspex.errors import BindingError, SessionError, VariableNotFoundError
-from dspex.session import current_session
+from dspex.session import Session, current_session
 from dspex.variables import Variable
 
 __all__ = ["BoundModule", "bind"]
@@ -297,7 +297,7 @@ def _make_binding(module: Any, kind: str, hook: str, target: Any) -> _Binding:
     )
 
 
-def _active_session() -> Any:
+def _active_session() -> Session | None:
     try:
         return current_session()
     except SessionError:
