@@ -142,9 +142,7 @@ class FeedReader(threading.Thread):
                 except LogCompacted:
                     return  # compacted again meanwhile: the next entry fills from there
         except UnknownSession:
-            if self._sessions.pop(session_id, None) is not None:
-                self._deliver(session_id, (), closed=True)
-            return
+            return  # dropped meanwhile: its drop entry (or the next resync) closes it
         if updates:
             self._sessions[session_id] = (updates[-1].revision, created)
             self._deliver(session_id, updates, closed=False)
