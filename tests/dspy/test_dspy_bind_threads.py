@@ -149,3 +149,47 @@ def test_plain_threads_need_a_copied_context(session: dspex.Session) -> None:
         copied.start()
         copied.join(30)
     assert outcome == {"answer": "4"}
+
+
+SESSION_BEFORE_DSPY = """
+import dspex                                     # dspy is not imported yet
+assert "dspy" not in __import__("sys").modules
+with dspex.Session() as session:                 # so the session is only in dspex's ContextVar
+    import dspy
+    from dspy.utils import DummyLM
+
+    temperature = dspex.Variable(float, 0.3, name="temperature")
+    inner = dspex.bind(dspy.Predict("question -> answer"), temperature=temperature)
+
+    class FanOut(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, questions):
+            pairs = [(self.inner, {"question": q}) for q in questions]
+            return dspy.Parallel(num_threads=3, disable_progress_bar=True)(pairs)
+
+    outer = dspex.bind(FanOut(), max_tokens=dspex.Variable(int, 9, name="max_tokens"))
+    lm = DummyLM({"": {"answer": "a"}})
+    with dspy.context(lm=lm):
+        outer(questions=["q1", "q2", "q3", "q4", "q5", "q6"])
+    kwargs = [h["kwargs"] for h in lm.history]
+    assert kwargs == [{"max_tokens": 9, "temperature": 0.3}] * 6, kwargs
+print("ok")
+"""
+
+
+def test_threads_started_inside_a_bound_call_resolve_in_its_session() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", SESSION_BEFORE_DSPY],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"

@@ -49,8 +49,14 @@ class _Plan:
         self.__init__(state)  # type: ignore[misc]
 
     def hooks(self, module: Any) -> dict[str, Any]:
-        """The ``dspy.context`` settings for one call: the hook adapter (and the bound LM)."""
-        overrides = self.resolve(module)
+        """The ``dspy.context`` settings for one call.
+
+        The hook adapter, the bound LM (so predictors run even with no LM configured), and the
+        session itself, so that thread pools started inside the call (``dspy.Parallel`` in a
+        custom module) resolve in the same session.
+        """
+        session = current_session()
+        overrides = self.resolve(module, session)
         current = dspy.settings.adapter
         if type(current) is HookAdapter:  # nested bind: inner values win per hook
             adapter = HookAdapter(current.inner, overrides.over(current.overrides))
@@ -58,12 +64,14 @@ class _Plan:
             adapter = HookAdapter(
                 current if current is not None else dspy.ChatAdapter(), overrides
             )
-        lm = adapter.overrides.lm
-        return {"adapter": adapter} if lm is None else {"adapter": adapter, "lm": lm}
+        settings = {"adapter": adapter, "dspex_session": session}
+        if adapter.overrides.lm is not None:
+            settings["lm"] = adapter.overrides.lm
+        return settings
 
-    def resolve(self, module: Any) -> Overrides:
+    def resolve(self, module: Any, session: Session) -> Overrides:
         """Read the bound variables once (one snapshot) and turn them into overrides."""
-        records = self._records(module)
+        records = self._records(module, session)
         config: dict[str, Any] = {}
         instructions: str | None = None
         demos: list[Any] | None = None
@@ -88,8 +96,7 @@ class _Plan:
                 task = None
         return Overrides(config, instructions, task, demos, lm)
 
-    def _records(self, module: Any) -> dict[str, VariableRecord]:
-        session = current_session()
+    def _records(self, module: Any, session: Session) -> dict[str, VariableRecord]:
         try:
             return session.provider.get_variables(session.session_id, self.names)
         except VariableNotFoundError:
