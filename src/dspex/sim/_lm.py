@@ -37,7 +37,7 @@ def is_sim_model(name: str) -> bool:
 
 
 def burn_cpu(rounds: int, seed: bytes = b"dspex") -> bytes:
-    """Spend deterministic CPU time: ``rounds`` chained SHA-256 hashes (about 1 us each)."""
+    """Spend deterministic CPU time: ``rounds`` chained SHA-256 hashes (~0.3-1 us each)."""
     digest = seed
     for _ in range(rounds):
         digest = hashlib.sha256(digest).digest()
