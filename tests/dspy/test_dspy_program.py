@@ -230,3 +230,37 @@ def test_program_survives_deepcopy_and_cloudpickle() -> None:
             with dspy.context(callbacks=[recorder := CallRecorder()]):
                 twin(question="q")
             assert recorder.calls[0].kwargs["temperature"] == 0.4
+
+
+def test_optimizer_compiles_a_program_with_bound_modules() -> None:
+    from dspex.sim import answer_match, load_devset
+
+    class QA(dspex.Program):
+        temperature = dspex.Variable(float, 0.2, min=0.0, max=2.0)
+        instructions = dspex.Variable(str, "Calculate step by step; answer with a number.")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.answer = dspex.bind(
+                dspy.Predict("question -> answer"),
+                temperature=QA.temperature,
+                instructions=QA.instructions,
+            )
+
+        def forward(self, question: str) -> dspy.Prediction:
+            return self.answer(question=question)
+
+    recorder = CallRecorder()
+    with dspex.Session() as session, dspy.context(lm=dspex.SimLM("dspex/sim-large")):
+        student = QA()
+        optimizer = dspy.BootstrapFewShot(
+            metric=answer_match, max_bootstrapped_demos=2, max_labeled_demos=2
+        )
+        compiled = optimizer.compile(student, trainset=load_devset("arithmetic")[:8])
+        assert [len(p.demos) for _, p in compiled.named_predictors()] == [2]
+        assert student.answer.module.demos == []  # the optimizer worked on a copy
+        session.set("temperature", 0.05)
+        with dspy.context(callbacks=[recorder]):
+            compiled(question="What is 23 * 4?")
+    assert recorder.calls[0].kwargs["temperature"] == 0.05
+    assert objective(recorder.calls[0].system) == "Calculate step by step; answer with a number."
