@@ -207,6 +207,19 @@ class StateProviderContract:
         assert provider.get_variable(session_id, "x").value == 0.5
         assert provider.get_session(session_id).revision == 1
 
+    def test_create_session_beyond_max_sessions_raises_limit_exceeded(
+        self, make_provider: MakeProvider
+    ) -> None:
+        with make_provider(max_sessions=2) as provider:
+            first = provider.create_session()
+            provider.create_session()
+            with pytest.raises(errors.LimitExceededError, match="limit 2"):
+                provider.create_session()
+            assert provider.create_session(first) == first  # joining is not a new session
+            assert len(provider.list_sessions()) == 2
+            provider.close_session(first)
+            provider.create_session()  # closing one frees its place
+
     def test_get_session_reports_revision_and_variable_count(
         self, provider: StateProvider, session_id: str
     ) -> None:

@@ -128,6 +128,7 @@ class LocalProvider:
         history_size: versions kept per variable for ``history``/``rollback``.
         log_size: changes kept per session for resuming watches with ``after_revision``.
         watch_queue_size: updates a watcher may have pending before it is ended as lagged.
+        max_sessions: open sessions this provider holds at most (None: unbounded).
 
     Examples:
         >>> from dspex._model import make_spec
@@ -138,7 +139,12 @@ class LocalProvider:
     """
 
     def __init__(
-        self, *, history_size: int = 100, log_size: int = 10_000, watch_queue_size: int = 1024
+        self,
+        *,
+        history_size: int = 100,
+        log_size: int = 10_000,
+        watch_queue_size: int = 1024,
+        max_sessions: int | None = None,
     ) -> None:
         if history_size < 1 or log_size < 1 or watch_queue_size < 1:
             raise errors.ConstraintError(
@@ -147,6 +153,7 @@ class LocalProvider:
         self.history_size = history_size
         self.log_size = log_size
         self.watch_queue_size = watch_queue_size
+        self.max_sessions = max_sessions
         self._sessions: dict[str, _Session] = {}
         # Ids of closed sessions (an insertion-ordered set, oldest first) so a late call says
         # "closed" rather than "not found"; bounded so a long-lived store does not grow.
@@ -159,6 +166,13 @@ class LocalProvider:
         session_id = session_id or uuid.uuid4().hex
         with self._lock:
             if session_id not in self._sessions:
+                if self.max_sessions is not None and len(self._sessions) >= self.max_sessions:
+                    raise errors.LimitExceededError(
+                        f"limit reached: open sessions (limit {self.max_sessions}); "
+                        "close sessions you no longer need, or join an existing one by id",
+                        limit=self.max_sessions,
+                        what="open sessions",
+                    )
                 self._sessions[session_id] = _Session(session_id, ttl, self.log_size)
             self._closed_ids.pop(session_id, None)
         return session_id
