@@ -42,7 +42,7 @@ def resolve_lm(name: str) -> Any:
         if lm is None:
             try:
                 lm = SimLM(name) if is_sim_model(name) else dspy.LM(name)
-            except (ValueError, TypeError) as exc:
+            except Exception as exc:  # dspy.LM raises several kinds; one clear error here
                 raise BindingError(
                     f"model name {name!r} cannot be turned into an LM: {exc}", model=name
                 ) from exc

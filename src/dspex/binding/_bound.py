@@ -39,14 +39,14 @@ class _Plan:
     __slots__ = ("bindings", "names")
 
     def __init__(self, bindings: tuple[_Binding, ...]) -> None:
-        self.bindings = bindings
-        self.names = tuple(dict.fromkeys(b.name for b in bindings))
+        self.__setstate__(bindings)
 
     def __getstate__(self) -> tuple[_Binding, ...]:
         return self.bindings
 
-    def __setstate__(self, state: tuple[_Binding, ...]) -> None:
-        self.__init__(state)  # type: ignore[misc]
+    def __setstate__(self, bindings: tuple[_Binding, ...]) -> None:
+        self.bindings = bindings
+        self.names = tuple(dict.fromkeys(b.name for b in bindings))
 
     def hooks(self, module: Any) -> dict[str, Any]:
         """The ``dspy.context`` settings for one call.
