@@ -220,6 +220,12 @@ class StateProviderContract:
             provider.close_session(first)
             provider.create_session()  # closing one frees its place
 
+    def test_close_is_idempotent(self, make_provider: MakeProvider) -> None:
+        with make_provider() as provider:
+            provider.create_session()
+            provider.close()
+            provider.close()
+
     def test_get_session_reports_revision_and_variable_count(
         self, provider: StateProvider, session_id: str
     ) -> None:
