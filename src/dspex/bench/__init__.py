@@ -13,6 +13,7 @@ __all__ = ["SUITES", "run_suites"]
 SUITES: dict[str, str] = {
     "local": "dspex.bench._local",
     "dspy": "dspex.bench._dspy",
+    "bridge": "dspex.bench._bridge",
 }
 """Suite name -> module implementing it."""
 

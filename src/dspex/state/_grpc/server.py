@@ -20,7 +20,7 @@ from typing import Any, Final
 from dspex.errors import DspexError, StoreUnavailableError
 from dspex.state._grpc import _convert as convert
 from dspex.state._grpc._channel import WRITER_KEY
-from dspex.state._grpc._hub import WatchHub
+from dspex.state._grpc._hub import HEARTBEAT, StreamWaiter, WatchHub
 from dspex.state._grpc._status import abort, internal_error
 from dspex.state._local import current_writer
 from dspex.state._provider import StateProvider
@@ -111,7 +111,8 @@ class SessionStoreServicer:
     def hub(self) -> WatchHub:
         """Wake-ups for watch streams (created on the server's event loop)."""
         if self._hub is None:
-            self._hub = WatchHub(self.provider, asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
+            self._hub = WatchHub(self.provider, loop, self.limits.heartbeat_interval)
         return self._hub
 
     @property
@@ -228,31 +229,39 @@ class SessionStoreServicer:
         Raises:
             DspexError: the watch ended abnormally (lagged) or the server is stopping.
         """
-        event = asyncio.Event()
+        waiter = StreamWaiter(asyncio.get_running_loop())
         try:
-            self.hub.join(session_id, event)
+            self.hub.join(session_id, waiter)
             head = self.provider.get_session(session_id).revision
             queue_size = getattr(self.provider, "watch_queue_size", 0)
             start = watch.last_revision
             batch, ended = _drain(watch, None)  # the backlog: initial records, replayed changes
             await context.write(convert.watch_started(start, head, queue_size, len(batch)))
-            while await self._send(watch, batch, ended, context):
+            while await self._send(watch, waiter, batch, ended, context):
                 self._check_stopping(watch)
-                event.clear()  # before draining, so a change queued meanwhile re-sets it
+                waiter.arm()  # before draining, so a change queued meanwhile wakes it
                 batch, ended = _drain(watch, _BATCH)
-                if not batch and ended is None and not watch.closed:
-                    await self._wait(event, context)
+                idle = not batch and ended is None and not watch.closed
+                if idle and await waiter.wait() is HEARTBEAT:
+                    await context.write(convert.watch_heartbeat(time.time()))
+                    waiter.last_sent = time.monotonic()
         finally:  # also on client disconnect (the task is cancelled) and on abort
             watch.cancel()
-            self.hub.leave(session_id, event)
+            self.hub.leave(session_id, waiter)
 
     @staticmethod
     async def _send(
-        watch: VariableWatch, batch: list[Any], ended: DspexError | None, context: Any
+        watch: VariableWatch,
+        waiter: StreamWaiter,
+        batch: list[Any],
+        ended: DspexError | None,
+        context: Any,
     ) -> bool:
         """Write ``batch``; False once the watch ended normally; raise how it ended otherwise."""
         for update in batch:
             await context.write(convert.watch_update(update))
+        if batch:
+            waiter.last_sent = time.monotonic()
         if ended is not None:
             raise ended
         return not watch.closed
@@ -264,12 +273,6 @@ class SessionStoreServicer:
                 f"after_revision={watch.last_revision} once it is back",
                 resume_from=watch.last_revision,
             )
-
-    async def _wait(self, event: asyncio.Event, context: Any) -> None:
-        try:
-            await asyncio.wait_for(event.wait(), self.limits.heartbeat_interval)
-        except asyncio.TimeoutError:
-            await context.write(convert.watch_heartbeat(time.time()))
 
     def begin_shutdown(self) -> None:
         """End every watch stream with a "resume from revision N" error."""
