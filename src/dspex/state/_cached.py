@@ -207,6 +207,11 @@ class CachedProvider:
         view = self._views.get(session_id)
         return view is not None and view.live
 
+    def revision(self, session_id: str) -> int | None:
+        """The session revision the cache has caught up to (None when not following it)."""
+        view = self._views.get(session_id)
+        return None if view is None else view.revision
+
     def _view(self, session_id: str, *, strict: bool = False) -> _SessionView | None:
         view = self._views.get(session_id)
         if view is not None:
