@@ -183,9 +183,9 @@ def test_bytes_that_are_not_a_message(small: StoreServer, sid: str) -> None:
     try:
         with pytest.raises(grpc.RpcError) as caught:
             garbage(b"\xff\xff\xff\xff", timeout=10)
-        # grpc refuses it before our code runs, naming the message it could not parse.
-        assert caught.value.code() == grpc.StatusCode.UNKNOWN
-        assert "SetVariableRequest" in str(caught.value.details())
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert dict(caught.value.trailing_metadata())[_status.CODE_KEY] == "store_protocol"
+        assert "not a SetVariableRequest" in str(caught.value.details())
         unknown = channel.unary_unary("/dspex.bridge.v1.SessionStore/NoSuchMethod")
         with pytest.raises(grpc.RpcError) as missing:
             unknown(b"", timeout=10)

@@ -2,9 +2,10 @@
 
 Every method is one call: convert the arguments, call the store, convert the answer; errors come
 back as the same dspex error classes the store raised (``grpc.RpcError`` never escapes). A watch
-is the server stream read by a background thread into the same bounded queue, with the same lag
-rule, as a local watch. The provider pickles: the channel is dropped and rebuilt lazily in the
-new process (create it after a worker process starts; never fork with a live channel).
+is the server stream, read on the client's one background stream loop into the same bounded
+queue, with the same lag rule, as a local watch. The provider pickles: the channel is dropped
+and rebuilt lazily in the new process (create it after a worker process starts; never fork with
+a live channel).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec
 from dspex.errors import DspexError, StoreUnavailableError
-from dspex.state._grpc import _convert as convert
+from dspex.state import current_writer
 from dspex.state._grpc._channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     WRITER_KEY,
@@ -23,8 +24,10 @@ from dspex.state._grpc._channel import (
     parse_address,
     wait_ready,
 )
+from dspex.state._grpc._convert import client as convert
 from dspex.state._grpc._status import translate_rpc_errors
-from dspex.state._local import _Watcher, current_writer
+from dspex.state._grpc._streams import StreamLoop
+from dspex.state._hub import Watcher
 from dspex.state._provider import UpdateResults
 from dspex.state._watch import END, VariableWatch
 
@@ -72,6 +75,7 @@ class SessionStoreProvider:
         self._channel: Any = None
         self._stub: Any = None
         self._streams: set[_StreamReader] = set()
+        self._stream_loop: StreamLoop | None = None
 
     # -- connection and pickling ------------------------------------------------------------
 
@@ -80,6 +84,12 @@ class SessionStoreProvider:
             if self._stub is None:
                 self._channel, self._stub = connect(self._parsed, self.max_message_bytes)
             return self._stub
+
+    def _streams_loop(self) -> StreamLoop:
+        with self._lock:
+            if self._stream_loop is None:
+                self._stream_loop = StreamLoop(self._parsed, self.max_message_bytes)
+            return self._stream_loop
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until the store is reachable.
@@ -208,20 +218,20 @@ class SessionStoreProvider:
         request = convert.watch_variables_request(
             session_id, names, after_revision, include_initial
         )
-        stub = self._stub or self._connect()
-        with self._errors:
-            call = stub.WatchVariables(request, metadata=self._auth or None)
-        reader = _StreamReader(call, self)
+        reader = _StreamReader(self)
         with self._lock:
             self._streams.add(reader)
-        return reader.start(self.timeout)
+        return reader.start(request, self.timeout)
 
     def close(self) -> None:
         with self._lock:
             streams, self._streams = list(self._streams), set()
             channel, self._channel, self._stub = self._channel, None, None
+            stream_loop, self._stream_loop = self._stream_loop, None
         for reader in streams:
             reader.cancel()
+        if stream_loop is not None:
+            stream_loop.close()
         if channel is not None:
             channel.close()
 
@@ -231,24 +241,26 @@ class SessionStoreProvider:
 
 
 class _StreamReader:
-    """Reads one WatchVariables stream into a bounded watch queue (a background thread)."""
+    """Feeds one WatchVariables stream (read on the client's stream loop) into a watch queue."""
 
-    def __init__(self, call: Any, owner: SessionStoreProvider) -> None:
-        self._call = call
+    def __init__(self, owner: SessionStoreProvider) -> None:
         self._owner = owner
         self._started = threading.Event()
         self._failure: DspexError | None = None
         self._cancelled = False
-        self._watcher: _Watcher | None = None
+        self._watcher: Watcher | None = None
+        self._backlog = 0
+        self._stop: Any = None
 
-    def start(self, timeout: float) -> VariableWatch:
+    def start(self, request: Any, timeout: float) -> VariableWatch:
         """Return the watch once the store confirmed it is registered.
 
         Raises:
             DspexError: the store refused the watch (unknown session, resume too old ...).
             StoreUnavailableError: no confirmation within ``timeout`` seconds.
         """
-        threading.Thread(target=self._run, name="dspex-watch-reader", daemon=True).start()
+        loop = self._owner._streams_loop()
+        self._stop = loop.follow(request, self._owner._auth, self._handle, self._end)
         if not self._started.wait(timeout):
             self.cancel()
             raise StoreUnavailableError(
@@ -263,38 +275,43 @@ class _StreamReader:
     def cancel(self) -> None:
         """Stop reading and cancel the call (idempotent)."""
         self._cancelled = True
-        self._call.cancel()
+        if self._stop is not None:
+            self._stop()
         self._owner._forget(self)
 
-    def _run(self) -> None:
-        try:
-            with self._owner._errors:
-                for message in self._call:
-                    if not self._handle(*convert.watch_event(message)):
-                        return
-            if self._watcher is not None:
-                self._watcher.items.put(END)  # the session was closed: a normal end
-        except DspexError as exc:
-            self._fail(exc)
-        finally:
-            self._started.set()
-            self._owner._forget(self)
-
     def _handle(self, kind: str, payload: Any) -> bool:
-        """Apply one stream event; False to stop reading."""
+        """Apply one stream event (on the stream loop); False to stop reading."""
         watcher = self._watcher
         if kind == "update" and watcher is not None:
+            if self._backlog:  # initial records and replayed changes: not held against the bound
+                watcher.preload((payload,))
+                self._backlog -= 1
+                if not self._backlog:
+                    watcher.go_live()
+                return True
             watcher.offer(payload)
             if watcher.lagged:  # this process fell behind: the error is queued; stop the call
                 self._cancelled = True
-                self._call.cancel()
                 return False
         elif kind == "started":
-            revision, _head, queue_size, backlog = payload
-            bound = (queue_size or _DEFAULT_QUEUE) + backlog  # the backlog is not held against it
-            self._watcher = _Watcher(frozenset(), bound, revision)
+            revision, _head, queue_size, self._backlog = payload
+            self._watcher = watcher = Watcher(frozenset(), queue_size or _DEFAULT_QUEUE)
+            watcher.last_put = revision
+            if not self._backlog:
+                watcher.go_live()
             self._started.set()
         return True
+
+    def _end(self, error: DspexError | None) -> None:
+        """The stream is over (on the stream loop): queue how it ended."""
+        try:
+            if error is not None:
+                self._fail(error)
+            elif self._watcher is not None and not self._cancelled:
+                self._watcher.items.put(END)  # the session was closed: a normal end
+        finally:
+            self._started.set()
+            self._owner._forget(self)
 
     def _fail(self, exc: DspexError) -> None:
         if self._cancelled:

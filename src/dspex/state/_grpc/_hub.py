@@ -190,7 +190,10 @@ class WatchHub:
                 fresh.streams |= pump.streams
             pump = self._pumps[session_id] = fresh
         else:
-            pump.resubscribe()
+            try:
+                pump.resubscribe()
+            except DspexError:  # e.g. a watcher limit: keep the old order (the ticker covers)
+                pass
         pump.streams.add(stream)
         if self._ticker is None:
             self._ticker = self._loop.create_task(self._tick())

@@ -23,9 +23,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dspex._proto.bridge.v1 import store_pb2, store_pb2_grpc
+from dspex._proto.bridge.v1 import store_pb2
 from dspex.errors import DspexError, StoreError, UnauthenticatedError
 from dspex.state._grpc._channel import StoreAddress, parse_address, server_options
+from dspex.state._grpc._convert import server as server_convert
 from dspex.state._grpc._status import abort
 from dspex.state._grpc.server import SessionStoreServicer, StoreLimits
 from dspex.state._local import LocalProvider
@@ -86,6 +87,25 @@ class _Running:
                 os.unlink(self.url[len("unix://") :])
 
 
+def _register(servicer: SessionStoreServicer, server: Any) -> None:
+    """Add every RPC of ``servicer`` (what the generated ``add_..._to_server`` does, but with
+    request parsing that reports malformed bytes as INVALID_ARGUMENT)."""
+    handlers = {}
+    for name, streaming, parse, serialize in server_convert.method_table():
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[name] = make(
+            getattr(servicer, name), request_deserializer=parse, response_serializer=serialize
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+    )
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 async def _start(
     provider: StateProvider, address: StoreAddress, limits: StoreLimits, token: str | None
 ) -> _Running:
@@ -94,7 +114,7 @@ async def _start(
         interceptors=[_BearerAuth(token)] if token else None,
     )
     servicer = SessionStoreServicer(provider, limits)
-    store_pb2_grpc.add_SessionStoreServicer_to_server(servicer, server)
+    _register(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):

@@ -19,8 +19,8 @@ import grpc
 
 from dspex._proto.bridge.v1 import store_pb2_grpc
 from dspex.errors import DspexError
-from dspex.state._grpc import _convert as convert
 from dspex.state._grpc._channel import StoreAddress, client_options
+from dspex.state._grpc._convert import client as convert
 from dspex.state._grpc._status import translate_rpc_errors
 
 __all__ = ["StreamLoop"]

@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dspex.errors import DspexError, StoreUnavailableError
-from dspex.state._grpc import _convert as convert
+from dspex.errors import DspexError, StoreProtocolError, StoreUnavailableError
+from dspex.state import current_writer
 from dspex.state._grpc._channel import WRITER_KEY
+from dspex.state._grpc._convert import server as convert
 from dspex.state._grpc._hub import HEARTBEAT, StreamWaiter, WatchHub
 from dspex.state._grpc._status import abort, internal_error
-from dspex.state._local import current_writer
 from dspex.state._provider import StateProvider
 from dspex.state._watch import VariableWatch
 
@@ -58,6 +58,17 @@ def _writer_of(context: Any) -> str:
     return str(context.peer())
 
 
+def _checked(request: Any) -> Any:
+    """The request, unless its bytes could not be parsed.
+
+    Raises:
+        StoreProtocolError: the request is malformed.
+    """
+    if isinstance(request, convert.Malformed):
+        raise StoreProtocolError(f"malformed request: {request.reason}")
+    return request
+
+
 def _unary(*, writes: bool = False) -> Callable[[_Handler], _AsyncHandler]:
     """Run a sync servicer method as an aio handler; any error ends the call with its status."""
 
@@ -66,7 +77,7 @@ def _unary(*, writes: bool = False) -> Callable[[_Handler], _AsyncHandler]:
         async def handler(self: Any, request: Any, context: Any) -> Any:
             token = current_writer.set(_writer_of(context)) if writes else None
             try:
-                return method(self, request, context)
+                return method(self, _checked(request), context)
             except DspexError as exc:
                 await abort(context, exc)
             except Exception as exc:
@@ -212,7 +223,7 @@ class SessionStoreServicer:
 
     async def WatchVariables(self, request: Any, context: Any) -> None:
         try:
-            sid, names, after, initial = convert.read_watch(request)
+            sid, names, after, initial = convert.read_watch(_checked(request))
             watch = self.provider.watch_variables(
                 sid, names, after_revision=after, include_initial=initial
             )

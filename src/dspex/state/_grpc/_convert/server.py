@@ -1,0 +1,232 @@
+"""Layer 2, gRPC adapter, server side: requests in, responses out (the servicer)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from google.protobuf.message import DecodeError
+
+import dspex.errors as errors
+from dspex._model import SessionInfo, VariableRecord, VariableSpec, VariableUpdate
+from dspex._proto.bridge.v1 import store_pb2 as pb
+from dspex.state._grpc._convert.core import (
+    decode_value,
+    json_object,
+    record_to_proto,
+    session_to_proto,
+    spec_from_json,
+)
+from dspex.state._grpc._status import details_json
+
+_CACHE_LIMIT: Final = 4096
+
+
+def read_ping(request: Any) -> str:
+    return str(request.message)
+
+
+def read_create_session(request: Any) -> tuple[str | None, float | None]:
+    return request.session_id or None, request.ttl if request.HasField("ttl") else None
+
+
+def read_session_id(request: Any) -> str:
+    return str(request.session_id)
+
+
+def read_variable(request: Any) -> tuple[str, str]:
+    """(session_id, name) of a request naming one variable."""
+    return request.session_id, request.name
+
+
+def read_register(
+    request: Any, max_bytes: int | None
+) -> tuple[str, str, VariableSpec, Any, dict[str, Any]]:
+    spec = spec_from_json(request.type, request.constraints_json)
+    value = decode_value(request.value, request.name, max_bytes)
+    metadata = json_object(request.metadata_json, "metadata_json", errors.VariableValueError)
+    return request.session_id, request.name, spec, value, metadata
+
+
+def read_get_variables(request: Any) -> tuple[str, list[str]]:
+    return request.session_id, list(request.names)
+
+
+def read_set(request: Any, max_bytes: int | None) -> tuple[str, str, Any, int | None]:
+    value = decode_value(request.value, request.name, max_bytes)
+    expected = request.expected_version if request.HasField("expected_version") else None
+    return request.session_id, request.name, value, expected
+
+
+def read_update(
+    request: Any, max_bytes: int | None
+) -> tuple[str, dict[str, Any], bool, dict[str, int]]:
+    """Raises StoreProtocolError for a name given twice; value errors as decode_value."""
+    values: dict[str, Any] = {}
+    expected: dict[str, int] = {}
+    for entry in request.values:
+        if entry.name in values:
+            raise errors.StoreProtocolError(
+                f"malformed request: variable {entry.name!r} appears twice in one batch",
+                name=entry.name,
+            )
+        values[entry.name] = decode_value(entry.value, entry.name, max_bytes)
+        if entry.HasField("expected_version"):
+            expected[entry.name] = entry.expected_version
+    return request.session_id, values, request.atomic, expected
+
+
+def read_list(request: Any) -> tuple[str, str]:
+    return request.session_id, request.pattern or "*"
+
+
+def read_history(request: Any) -> tuple[str, str, int | None]:
+    limit = request.limit if request.HasField("limit") else None
+    return request.session_id, request.name, limit
+
+
+def read_rollback(request: Any) -> tuple[str, str, int]:
+    return request.session_id, request.name, request.version
+
+
+def read_watch(request: Any) -> tuple[str, list[str], int | None, bool]:
+    after = request.after_revision if request.HasField("after_revision") else None
+    return request.session_id, list(request.names), after, request.include_initial
+
+
+def ping_response(message: str, server_time: float) -> Any:
+    return pb.PingResponse(message=message, server_time=server_time)
+
+
+def create_session_response(session_id: str) -> Any:
+    return pb.CreateSessionResponse(session_id=session_id)
+
+
+def session_response(info: SessionInfo) -> Any:
+    return pb.GetSessionResponse(session=session_to_proto(info))
+
+
+def sessions_response(infos: Iterable[SessionInfo]) -> Any:
+    return pb.ListSessionsResponse(sessions=[session_to_proto(i) for i in infos])
+
+
+def empty_response(kind: str) -> Any:
+    """Response of Heartbeat, CloseSession or DeleteVariable."""
+    return _EMPTY_RESPONSES[kind]()
+
+
+_EMPTY_RESPONSES: Final = {
+    "Heartbeat": pb.HeartbeatResponse,
+    "CloseSession": pb.CloseSessionResponse,
+    "DeleteVariable": pb.DeleteVariableResponse,
+}
+
+
+def record_response(kind: str, record: VariableRecord) -> Any:
+    """Response of RegisterVariable, GetVariable, SetVariable or RollbackVariable."""
+    return _RECORD_RESPONSES[kind](variable=record_to_proto(record))
+
+
+_RECORD_RESPONSES: Final = {
+    "RegisterVariable": pb.RegisterVariableResponse,
+    "GetVariable": pb.GetVariableResponse,
+    "SetVariable": pb.SetVariableResponse,
+    "RollbackVariable": pb.RollbackVariableResponse,
+}
+
+
+def records_response(kind: str, records: Iterable[VariableRecord]) -> Any:
+    """Response of GetVariables, ListVariables or GetHistory."""
+    return _RECORDS_RESPONSES[kind](variables=[record_to_proto(r) for r in records])
+
+
+_RECORDS_RESPONSES: Final = {
+    "GetVariables": pb.GetVariablesResponse,
+    "ListVariables": pb.ListVariablesResponse,
+    "GetHistory": pb.GetHistoryResponse,
+}
+
+
+def update_response(results: Mapping[str, VariableRecord | errors.DspexError]) -> Any:
+    out = []
+    for name, result in results.items():
+        if isinstance(result, errors.DspexError):
+            error = pb.Error(code=result.code, message=result.message)
+            error.details_json = details_json(result)
+            out.append(pb.UpdateResult(name=name, error=error))
+        else:
+            out.append(pb.UpdateResult(name=name, variable=record_to_proto(result)))
+    return pb.UpdateVariablesResponse(results=out)
+
+
+def watch_started(revision: int, head_revision: int, queue_size: int, backlog: int) -> Any:
+    started = pb.WatchStarted(
+        revision=revision, head_revision=head_revision, queue_size=queue_size, backlog=backlog
+    )
+    return pb.WatchVariablesResponse(started=started)
+
+
+def watch_heartbeat(server_time: float) -> Any:
+    return pb.WatchVariablesResponse(heartbeat=pb.WatchHeartbeat(server_time=server_time))
+
+
+_update_cache: dict[int, tuple[VariableUpdate, Any]] = {}
+
+
+def watch_update(update: VariableUpdate) -> Any:
+    """The stream message for ``update``, converted once for all watchers it fans out to."""
+    cached = _update_cache.get(id(update))
+    if cached is not None and cached[0] is update:
+        return cached[1]
+    message = pb.WatchVariablesResponse(
+        update=pb.VariableUpdate(
+            revision=update.revision,
+            kind=update.kind,
+            name=update.name,
+            variable=record_to_proto(update.record),
+        )
+    )
+    if len(_update_cache) >= _CACHE_LIMIT:
+        _update_cache.clear()
+    _update_cache[id(update)] = (update, message)
+    return message
+
+
+class Malformed:
+    """Stands in for a request whose bytes are not a valid message (the servicer refuses it)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(message_class: Any) -> Any:
+    parse = message_class.FromString
+    type_name = message_class.DESCRIPTOR.name
+
+    def parse_or_mark(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Malformed(f"the bytes are not a {type_name} ({exc})")
+
+    return parse_or_mark
+
+
+def method_table() -> list[tuple[str, bool, Any, Any]]:
+    """``(name, server_streaming, parse, serialize)`` for every ``SessionStore`` RPC.
+
+    Parsing never raises: undecodable bytes become :class:`Malformed`, so the servicer can
+    answer INVALID_ARGUMENT with its usual error code instead of grpc's bare UNKNOWN.
+    """
+    service = pb.DESCRIPTOR.services_by_name["SessionStore"]
+    return [
+        (
+            method.name,
+            method.server_streaming,
+            _tolerant(getattr(pb, method.input_type.name)),
+            getattr(pb, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    ]
