@@ -95,9 +95,14 @@ class _SessionView:
         if resume:
             try:
                 watch = inner.watch_variables(self.session_id, after_revision=self.revision)
-                self._target = inner.get_session(self.session_id).revision
             except WatchLaggedError:  # the store cannot replay from there: rebuild
                 resume = False
+            else:
+                try:  # every revision up to the head is replayed or live on this stream
+                    self._target = inner.get_session(self.session_id).revision
+                except BaseException:
+                    watch.cancel()
+                    raise
         if not resume:
             watch = inner.watch_variables(self.session_id, include_initial=True)
             with self.lock:
