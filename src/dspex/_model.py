@@ -99,3 +99,4 @@ class SessionInfo:
     variable_count: int
     last_heartbeat: float
     ttl: float | None = None
+    owner: str = ""

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dspex import errors
+from dspex.state import _locks
 from dspex.state._access import AccessPolicy
 from dspex.state._deps import DependencyGraph
-from dspex.state._locks import LockTable
 
 NAMES = st.sampled_from(list("abcdefg"))
 
@@ -61,27 +61,35 @@ def test_dependents_are_topological() -> None:
 
 
 def test_lock_owner_only_and_lease_expiry() -> None:
-    table = LockTable()
-    table.acquire("t", owner="o1", optimizer_id="grid", lease=10, now=0)
+    lock = _locks.acquire(None, "t", owner="o1", optimizer_id="grid", lease=10, now=0)
+    assert lock["owner"] == _locks.owner_digest("o1") and "o1" not in lock.values()
     with pytest.raises(errors.LockedError, match="grid"):
-        table.check_write("t", "o2", now=1)
+        _locks.check_write(lock, "t", "o2", now=1)
+    with pytest.raises(errors.LockedError, match="grid"):
+        _locks.check_write(lock, "t", None, now=1)
     with pytest.raises(errors.LockedError, match="only its holder"):
-        table.release("t", "o2", now=1)
+        _locks.release(lock, "t", "o2", now=1)
     with pytest.raises(errors.LockedError):
-        table.acquire("t", owner="o2", optimizer_id="rand", lease=10, now=2)
-    table.check_write("t", "o1", now=2)
-    table.check_write("t", "o2", now=11)  # lease ran out
-    assert table.holder("t", now=11) is None
+        _locks.acquire(lock, "t", owner="o2", optimizer_id="rand", lease=10, now=2)
+    _locks.check_write(lock, "t", "o1", now=2)
+    _locks.check_write(lock, "t", "o2", now=11)  # lease ran out
+    assert _locks.holder(lock, now=11) is None
+    with pytest.raises(errors.LockedError, match="not locked"):
+        _locks.renew(lock, "t", "o1", now=11, progress=None)
 
 
-def test_lock_preempt_progress_and_owner_release() -> None:
-    table = LockTable()
-    table.acquire("t", owner="o1", optimizer_id="grid", lease=10, now=0)
-    table.report("t", "o1", {"iteration": 3, "best_score": 0.5}, now=1)
-    state = table.acquire("t", owner="o2", optimizer_id="rand", lease=10, now=2, preempt=True)
-    assert state.optimizer_id == "rand" and state.progress == {}
-    assert table.release_owner("o2") == ["t"]
-    assert table.holder("t", now=3) is None
+def test_lock_preempt_renew_and_progress() -> None:
+    lock = _locks.acquire(None, "t", owner="o1", optimizer_id="grid", lease=10, now=0)
+    lock = _locks.renew(lock, "t", "o1", now=5, progress={"iteration": 3, "best_score": 0.5})
+    assert lock["expires_at"] == 15 and lock["progress"]["iteration"] == 3
+    again = _locks.acquire(lock, "t", owner="o1", optimizer_id="grid", lease=10, now=6)
+    assert again["progress"]["best_score"] == 0.5 and again["acquired_at"] == 0
+    taken = _locks.acquire(
+        lock, "t", owner="o2", optimizer_id="rand", lease=10, now=7, preempt=True
+    )
+    assert taken["optimizer_id"] == "rand" and taken["progress"] == {}
+    with pytest.raises(errors.VariableValueError, match="positive"):
+        _locks.acquire(None, "t", owner="o1", optimizer_id="grid", lease=0, now=0)
 
 
 def _policy(tmp_path: Path) -> AccessPolicy:

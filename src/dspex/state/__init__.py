@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dspex.state._context import SessionContext
-from dspex.state._local import LocalProvider, current_writer
+from dspex.state._identity import current_lock_owner, current_principal, current_writer
+from dspex.state._local import LocalProvider
 from dspex.state._provider import StateProvider, UpdateResults
 from dspex.state._watch import VariableWatch
 
@@ -13,5 +14,7 @@ __all__ = [
     "StateProvider",
     "UpdateResults",
     "VariableWatch",
+    "current_lock_owner",
+    "current_principal",
     "current_writer",
 ]

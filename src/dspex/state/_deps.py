@@ -21,6 +21,15 @@ class DependencyGraph:
         self._down: dict[str, set[str]] = {}
         self._up: dict[str, set[str]] = {}
 
+    @classmethod
+    def from_edges(cls, edges: list[tuple[str, str]]) -> DependencyGraph:
+        """A graph holding ``edges`` (assumed acyclic, as stored)."""
+        graph = cls()
+        for upstream, downstream in edges:
+            graph._down.setdefault(upstream, set()).add(downstream)
+            graph._up.setdefault(downstream, set()).add(upstream)
+        return graph
+
     def add(self, upstream: str, downstream: str) -> None:
         """Add ``upstream -> downstream``; adding an existing edge is a no-op.
 
@@ -47,8 +56,12 @@ class DependencyGraph:
         """Drop ``name`` and every edge touching it (used when a variable is deleted)."""
         for down in self._down.pop(name, set()):
             self._up[down].discard(name)
+            if not self._up[down]:
+                del self._up[down]
         for up in self._up.pop(name, set()):
             self._down[up].discard(name)
+            if not self._down[up]:
+                del self._down[up]
 
     def upstreams(self, name: str) -> list[str]:
         """Direct upstreams of ``name``, sorted."""
@@ -60,7 +73,13 @@ class DependencyGraph:
 
     def dependents(self, name: str) -> list[str]:
         """Every transitive dependent of ``name`` in topological order (ties by name)."""
-        reachable = self._reachable(name)
+        return self.dependents_of([name])
+
+    def dependents_of(self, names: list[str]) -> list[str]:
+        """Every transitive dependent of any of ``names``, in topological order."""
+        reachable: set[str] = set()
+        for name in names:
+            reachable |= self._reachable(name)
         indegree = {n: len(self._up.get(n, set()) & reachable) for n in reachable}
         ready = sorted(n for n, d in indegree.items() if d == 0)
         order: list[str] = []

@@ -1,33 +1,16 @@
-"""Layer 2: configurable store limits and the one function that reports hitting one."""
+"""Layer 2: configurable store limits and the checks that enforce them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from typing import Any
 
 import dspex.errors as errors
+from dspex._model import VariableSpec
 
-__all__ = ["StoreLimits", "exceeded"]
+__all__ = ["LimitChecker", "exceeded", "value_size"]
 
-
-@dataclass(frozen=True)
-class StoreLimits:
-    """Upper bounds a store enforces; ``None`` means unbounded.
-
-    Attributes:
-        max_sessions: open sessions in the store.
-        max_variables: variables per session.
-        max_value_bytes: encoded size of one value (JSON text or array bytes).
-        history_size: versions kept per variable.
-        max_watchers: concurrent watches per session.
-        max_request_bytes: size of one request message (enforced by the gRPC server).
-    """
-
-    max_sessions: int | None = 10_000
-    max_variables: int | None = 10_000
-    max_value_bytes: int | None = 4 * 1024 * 1024
-    history_size: int = 100
-    max_watchers: int | None = 10_000
-    max_request_bytes: int = 16 * 1024 * 1024
+_SIZED_TYPES = frozenset({"string", "module", "json", "tensor", "embedding"})
 
 
 def exceeded(what: str, limit: int, hint: str) -> errors.LimitExceededError:
@@ -35,3 +18,74 @@ def exceeded(what: str, limit: int, hint: str) -> errors.LimitExceededError:
     return errors.LimitExceededError(
         f"limit reached: {what} (limit {limit}); {hint}", limit=limit, what=what
     )
+
+
+def value_size(spec: VariableSpec, value: Any) -> int:
+    """Encoded size in bytes of a canonical value (JSON text, or raw array bytes)."""
+    if spec.type == "tensor":
+        return int(value.nbytes)
+    if spec.type in ("string", "module"):
+        return len(value.encode())
+    if spec.type == "embedding":
+        return 8 * len(value)
+    return len(json.dumps(value, separators=(",", ":")).encode())
+
+
+class LimitChecker:
+    """Upper bounds a store enforces; ``None`` means unbounded."""
+
+    def __init__(
+        self,
+        max_sessions: int | None = None,
+        max_variables: int | None = None,
+        max_value_bytes: int | None = None,
+        max_watchers: int | None = None,
+    ) -> None:
+        for name, limit in (
+            ("max_sessions", max_sessions),
+            ("max_variables", max_variables),
+            ("max_value_bytes", max_value_bytes),
+            ("max_watchers", max_watchers),
+        ):
+            if limit is not None and limit < 1:
+                raise errors.ConstraintError(f"{name} must be at least 1 (or None), got {limit}")
+        self.max_sessions = max_sessions
+        self.max_variables = max_variables
+        self.max_value_bytes = max_value_bytes
+        self.max_watchers = max_watchers
+
+    def check_sessions(self, count: int) -> None:
+        """Raise if one more session would pass ``max_sessions``."""
+        if self.max_sessions is not None and count >= self.max_sessions:
+            raise exceeded(
+                "open sessions",
+                self.max_sessions,
+                "close sessions you no longer need, or join an existing one by id",
+            )
+
+    def check_variables(self, count: int) -> None:
+        """Raise if one more variable would pass ``max_variables``."""
+        if self.max_variables is not None and count >= self.max_variables:
+            raise exceeded(
+                "variables per session", self.max_variables, "delete variables you no longer need"
+            )
+
+    def check_watchers(self, count: int) -> None:
+        """Raise if one more watch would pass ``max_watchers``."""
+        if self.max_watchers is not None and count >= self.max_watchers:
+            raise exceeded(
+                "watchers per session", self.max_watchers, "share one watch between consumers"
+            )
+
+    def check_value(self, spec: VariableSpec, value: Any, name: str) -> Any:
+        """Return ``value`` if its encoded size is within ``max_value_bytes``."""
+        if self.max_value_bytes is None or spec.type not in _SIZED_TYPES:
+            return value
+        size = value_size(spec, value)
+        if size > self.max_value_bytes:
+            raise exceeded(
+                f"value size of {name!r} ({size} bytes)",
+                self.max_value_bytes,
+                "store large data elsewhere and keep a reference in the variable",
+            )
+        return value

@@ -1,134 +1,86 @@
 """Layer 2: LocalProvider, the in-process StateProvider and the one home of store semantics.
 
-Sessions are dicts of immutable records guarded by a per-session lock. Reads take no lock
-(a dict lookup of an immutable record is atomic in CPython), so a hot read costs a few hundred
-nanoseconds. The gRPC store server wraps this class, so versions, revisions, history and watch
-behave identically local and remote.
+Validation, versions, optimistic concurrency, history, rollback, watch, dependencies,
+optimization locks, session expiry and limits are written here once. Storage is an
+:class:`~dspex.state._engines.Engine` (memory by default; SQLite or Redis under a store
+server), which applies each computed write with compare-and-set, so several servers sharing one
+engine stay consistent: a write that lost a race is recomputed from the fresh record.
+
+Reads take no lock (a dict lookup of an immutable record on the memory engine), so a hot read
+costs about a hundred nanoseconds.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
-import queue
-import socket
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Collection, Iterable, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import dspex.errors as errors
-from dspex._model import (
-    EMPTY,
-    SessionInfo,
-    VariableRecord,
-    VariableSpec,
-    VariableUpdate,
-    freeze,
-    make_spec,
-    validate,
+from dspex._model import EMPTY, SessionInfo, VariableRecord, VariableSpec, freeze, make_spec
+from dspex._model import validate as _validate
+from dspex.state import _locks
+from dspex.state._deps import DependencyGraph
+from dspex.state._engines import (
+    Engine,
+    EngineConflict,
+    LogCompacted,
+    MemoryEngine,
+    SessionMeta,
+    UnknownSession,
+    Write,
+    open_engine,
 )
+from dspex.state._hub import Watcher, WatchHub
+from dspex.state._identity import current_lock_owner, current_principal, current_writer
+from dspex.state._limits import LimitChecker
 from dspex.state._provider import UpdateResults
-from dspex.state._watch import END, VariableWatch
+from dspex.state._sweeper import Sweeper
+from dspex.state._watch import VariableWatch
+from dspex.state._writes import (
+    END,
+    VALUE_KINDS,
+    abort_batch,
+    annotated,
+    cannot_resume,
+    check_name,
+    conflict,
+    contention,
+    info,
+    initial_updates,
+    mark_stale,
+    missing_variable,
+    new_value,
+    remember,
+    same_spec,
+)
 
 __all__ = ["LocalProvider", "current_writer"]
 
+_CAS_ATTEMPTS = 64
 _CLOSED_IDS_KEPT = 10_000
+_LOCK_POLL = 0.02
 
 _new_tuple: Any = tuple.__new__
 
-current_writer: ContextVar[str] = ContextVar(
-    "dspex_writer", default=f"{socket.gethostname()}:{os.getpid()}"
-)
-"""Who is writing: recorded as ``writer`` on each record. The store server sets it per call."""
-
-
-class _Watcher:
-    __slots__ = ("items", "lagged", "last_put", "max_queue", "names")
-
-    def __init__(self, names: frozenset[str], max_queue: int, after: int) -> None:
-        self.items: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.names = names
-        self.max_queue = max_queue
-        self.lagged = False
-        self.last_put = after
-
-    def offer(self, update: VariableUpdate) -> None:
-        if self.lagged or (self.names and update.name not in self.names):
-            return
-        if self.items.qsize() >= self.max_queue:
-            self.lagged = True
-            self.items.put(
-                errors.WatchLaggedError(
-                    f"watcher fell behind (queue of {self.max_queue} full); "
-                    f"resume with after_revision={self.last_put}",
-                    resume_from=self.last_put,
-                )
-            )
-            return
-        self.last_put = update.revision
-        self.items.put(update)
-
-    def preload(self, update: VariableUpdate) -> None:
-        # The backlog handed over at subscription (initial records, replayed changes) is
-        # bounded by the variable count and log_size; it does not count against the queue
-        # bound, so a resuming watcher is not told to resume again at once.
-        if not self.names or update.name in self.names:
-            self.items.put(update)
-            self.last_put = max(self.last_put, update.revision)
-
-
-class _Session:
-    __slots__ = (
-        "created_at",
-        "history",
-        "last_heartbeat",
-        "lock",
-        "log",
-        "revision",
-        "session_id",
-        "ttl",
-        "variables",
-        "watchers",
-    )
-
-    def __init__(self, session_id: str, ttl: float | None, log_size: int) -> None:
-        self.session_id = session_id
-        self.ttl = ttl
-        self.created_at = self.last_heartbeat = time.time()
-        self.lock = threading.RLock()
-        self.revision = 0
-        self.variables: dict[str, VariableRecord] = {}
-        self.history: dict[str, deque[VariableRecord]] = {}
-        self.log: deque[VariableUpdate] = deque(maxlen=log_size)
-        self.watchers: list[_Watcher] = []
-
-    def info(self) -> SessionInfo:
-        return SessionInfo(
-            self.session_id,
-            self.created_at,
-            self.revision,
-            len(self.variables),
-            self.last_heartbeat,
-            self.ttl,
-        )
-
 
 class LocalProvider:
-    """In-process, thread-safe StateProvider: no server, no serialization.
+    """Thread-safe StateProvider running the store semantics in this process.
 
-    Choose it for programs that run in one process; a :class:`dspex.Session` created without a
-    ``store`` uses it and promotes to a session store only when an out-of-process component
-    needs one.
+    With the default memory engine it is the in-process backend: no server, no serialization.
+    A :class:`dspex.Session` without a ``store`` uses it, and ``dspex serve`` wraps it with a
+    durable or shared engine.
 
     Args:
-        history_size: versions kept per variable for ``history``/``rollback``.
-        log_size: changes kept per session for resuming watches with ``after_revision``.
+        engine: an Engine, an engine spec for ``open_engine`` (``"memory"``,
+            ``"sqlite:///DIR"``, ``"redis://HOST:PORT/N"``), or None for memory.
+        history_size: versions kept per variable (for engines this provider opens).
+        log_size: changes kept per session for resuming watches (engines it opens).
         watch_queue_size: updates a watcher may have pending before it is ended as lagged.
-        max_sessions: open sessions this provider holds at most (None: unbounded).
+        max_sessions, max_variables, max_value_bytes, max_watchers: limits (None: unbounded).
+        sweep_interval: seconds between checks for expired sessions and lock leases.
 
     Examples:
         >>> from dspex._model import make_spec
@@ -140,66 +92,86 @@ class LocalProvider:
 
     def __init__(
         self,
+        engine: Engine | str | None = None,
         *,
         history_size: int = 100,
         log_size: int = 10_000,
         watch_queue_size: int = 1024,
         max_sessions: int | None = None,
+        max_variables: int | None = None,
+        max_value_bytes: int | None = None,
+        max_watchers: int | None = None,
+        sweep_interval: float = 0.5,
     ) -> None:
         if history_size < 1 or log_size < 1 or watch_queue_size < 1:
             raise errors.ConstraintError(
                 "history_size, log_size and watch_queue_size must each be at least 1"
             )
-        self.history_size = history_size
-        self.log_size = log_size
+        self._owns_engine = engine is None or isinstance(engine, str)
+        if engine is None:
+            engine = MemoryEngine(history_size=history_size, log_size=log_size)
+        elif isinstance(engine, str):
+            engine = open_engine(engine, history_size=history_size, log_size=log_size)
+        self.engine: Engine = engine
+        self.history_size = engine.history_size
         self.watch_queue_size = watch_queue_size
-        self.max_sessions = max_sessions
-        self._sessions: dict[str, _Session] = {}
-        # Ids of closed sessions (an insertion-ordered set, oldest first) so a late call says
-        # "closed" rather than "not found"; bounded so a long-lived store does not grow.
+        self.limits = LimitChecker(max_sessions, max_variables, max_value_bytes, max_watchers)
+        self._hub = WatchHub()
+        self.engine.listen(self._hub.publish)
+        self._sweeper = Sweeper(self, sweep_interval)
+        # Ids of closed/expired sessions (insertion-ordered sets, oldest first) so a late call
+        # says "closed"/"expired" rather than "not found"; bounded for long-lived stores.
         self._closed_ids: dict[str, None] = {}
-        self._lock = threading.Lock()
+        self._expired_ids: dict[str, None] = {}
+        self._get = engine.get
+        self._commit = engine.commit
+        # Optional single-set fast path of memory images; the generic commit otherwise.
+        self._commit_set = getattr(engine, "commit_set", None) or (
+            lambda session_id, write: engine.commit(session_id, (write,))[0]
+        )
+        # Engines with an in-memory image (memory, SQLite) are read directly: no call, no lock.
+        self._spaces: Mapping[str, Any] = getattr(engine, "spaces", {})
 
     # -- sessions -------------------------------------------------------------------------
 
     def create_session(self, session_id: str | None = None, *, ttl: float | None = None) -> str:
         session_id = session_id or uuid.uuid4().hex
-        with self._lock:
-            if session_id not in self._sessions:
-                if self.max_sessions is not None and len(self._sessions) >= self.max_sessions:
-                    raise errors.LimitExceededError(
-                        f"limit reached: open sessions (limit {self.max_sessions}); "
-                        "close sessions you no longer need, or join an existing one by id",
-                        limit=self.max_sessions,
-                        what="open sessions",
-                    )
-                self._sessions[session_id] = _Session(session_id, ttl, self.log_size)
-            self._closed_ids.pop(session_id, None)
+        if ttl is not None and not ttl > 0:
+            raise errors.ConstraintError(f"session ttl must be positive seconds, got {ttl!r}")
+        if self.engine.session(session_id) is None:
+            self.limits.check_sessions(len(self.engine.sessions()))
+            self.engine.create_session(session_id, ttl=ttl, owner=current_principal.get())
+        self._closed_ids.pop(session_id, None)
+        self._expired_ids.pop(session_id, None)
+        if ttl is not None:
+            self._sweeper.ensure_running()
         return session_id
 
     def get_session(self, session_id: str) -> SessionInfo:
-        return self._session(session_id).info()
+        return info(self._meta(session_id))
 
     def list_sessions(self) -> list[SessionInfo]:
-        with self._lock:
-            sessions = list(self._sessions.values())
-        return sorted((s.info() for s in sessions), key=lambda info: info.created_at)
+        return sorted((info(m) for m in self.engine.sessions()), key=lambda i: i.created_at)
 
     def heartbeat(self, session_id: str) -> None:
-        self._session(session_id).last_heartbeat = time.time()
+        if not self.engine.touch(session_id, time.time()):
+            raise self._missing_session(session_id)
 
     def close_session(self, session_id: str) -> None:
-        with self._lock:
-            state = self._sessions.pop(session_id, None)
-            if state is None:
-                raise self._missing_session(session_id)
-            self._closed_ids[session_id] = None
-            if len(self._closed_ids) > _CLOSED_IDS_KEPT:
-                del self._closed_ids[next(iter(self._closed_ids))]
-        with state.lock:
-            for watcher in state.watchers:
-                watcher.items.put(END)
-            state.watchers.clear()
+        if not self.engine.drop_session(session_id):
+            raise self._missing_session(session_id)
+        remember(self._closed_ids, session_id)
+        self._hub.end_session(session_id, END)
+
+    def expire_session(self, session_id: str) -> bool:
+        """Remove a session whose TTL ran out; its watchers end with SessionExpiredError."""
+        reason = errors.SessionExpiredError(
+            f"session {session_id!r} expired: no heartbeat within its TTL; start a new session",
+            session_id=session_id,
+        )
+        self._hub.end_session(session_id, reason)
+        remember(self._expired_ids, session_id)
+        return self.engine.drop_session(session_id)
 
     # -- variables ------------------------------------------------------------------------
 
@@ -212,53 +184,74 @@ class LocalProvider:
         *,
         metadata: Mapping[str, Any] | None = None,
     ) -> VariableRecord:
-        _check_name(name)
-        state = self._session(session_id)
+        check_name(name)
         # Re-check the spec: it may come from the wire or be built by hand, not by make_spec.
         # The canonical form also makes equal specs compare equal (choices list vs tuple).
         spec = make_spec(spec.type, **spec.constraints)
-        with state.lock:
-            existing = state.variables.get(name)
+        for _ in range(_CAS_ATTEMPTS):
+            existing = self._lookup(session_id, name)
             if existing is not None:
-                if existing.spec != spec:
-                    raise errors.VariableExistsError(
-                        f"variable {name!r} is already registered as {existing.spec.to_json()}; "
-                        f"cannot re-register it as {spec.to_json()} (delete it first)",
-                        name=name,
-                        session_id=session_id,
-                    )
-                return existing
-            value = validate(spec, value, name)
-            state.revision += 1
-            record = VariableRecord(
-                name, spec, value, 1, state.revision, time.time(), current_writer.get(),
-                freeze(metadata) if metadata else EMPTY,
-            )  # fmt: skip
-            state.history[name] = deque((record,), maxlen=self.history_size)
-            self._publish(state, record, "register")
-            return record
+                return same_spec(existing, spec, session_id)
+            self.limits.check_variables(self._meta(session_id).variable_count)
+            checked = self.limits.check_value(spec, _validate(spec, value, name), name)
+            meta = freeze(metadata) if metadata else EMPTY
+            write = Write(name, None, "register", spec, checked, 1, current_writer.get(), meta)
+            try:
+                return self._apply(session_id, write)
+            except EngineConflict:
+                continue  # registered concurrently: the next round compares specs
+        raise contention(name)
 
     def get_variable(self, session_id: str, name: str) -> VariableRecord:
         try:
-            return self._sessions[session_id].variables[name]
+            return self._spaces[session_id].variables[name]  # type: ignore[no-any-return]
         except KeyError:
-            raise self._missing(session_id, name) from None
+            pass
+        try:
+            record = self._get(session_id, name)
+        except UnknownSession:
+            raise self._missing_session(session_id) from None
+        if record is None:
+            raise missing_variable(session_id, name)
+        return record  # type: ignore[no-any-return]
 
     def get_variables(self, session_id: str, names: Collection[str]) -> dict[str, VariableRecord]:
-        state = self._session(session_id)
         if isinstance(names, str):  # one name, not its characters
             names = (names,)
-        with state.lock:
-            return {name: self._variable(state, name) for name in names}
+        records = {r.name: r for r in self._records(session_id)}
+        missing = [name for name in names if name not in records]
+        if missing:
+            raise missing_variable(session_id, missing[0])
+        return {name: records[name] for name in names}
 
     def set_variable(
         self, session_id: str, name: str, value: Any, *, expected_version: int | None = None
     ) -> VariableRecord:
-        state = self._session(session_id)
-        with state.lock:
-            old = self._variable(state, name)
-            _check_version(old, expected_version, session_id)
-            return self._commit(state, old, validate(old.spec, value, name), "set")
+        # The validated-set hot path: the steps of _change/_apply, inlined.
+        for _ in range(_CAS_ATTEMPTS):
+            old = self.get_variable(session_id, name)
+            if expected_version is not None and old.version != expected_version:
+                raise conflict(old, expected_version, session_id)
+            if old.lock is not None:
+                _locks.check_write(old.lock, name, current_lock_owner.get(), time.time())
+            checked = _validate(old.spec, value, name)
+            if self.limits.max_value_bytes is not None:
+                self.limits.check_value(old.spec, checked, name)
+            write: Write = _new_tuple(Write, (
+                name, old.revision, "set", old.spec, checked, old.version + 1,
+                current_writer.get(), old.metadata, False, old.lock,
+            ))  # fmt: skip
+            try:
+                update = self._commit_set(session_id, write)
+            except EngineConflict:
+                continue
+            except UnknownSession:
+                raise self._missing_session(session_id) from None
+            space = self._spaces.get(session_id)
+            if space.edges if space is not None else self.engine.edges(session_id):
+                self._after(session_id, (update,))
+            return update.record  # type: ignore[no-any-return]
+        raise contention(name)
 
     def update_variables(
         self,
@@ -269,69 +262,58 @@ class LocalProvider:
         expected_versions: Mapping[str, int] | None = None,
     ) -> UpdateResults:
         expected = expected_versions or {}
-        state = self._session(session_id)
-        with state.lock:
-            checked: dict[str, Any] = {}
-            results: UpdateResults = {}
-            for name, value in values.items():
-                try:
-                    old = self._variable(state, name)
-                    _check_version(old, expected.get(name), session_id)
-                    checked[name] = (old, validate(old.spec, value, name))
-                except errors.DspexError as exc:
-                    results[name] = exc
-            if atomic and results:
-                return _abort_batch(values, results)
-            for name, (old, value) in checked.items():
-                results[name] = self._commit(state, old, value, "set")
-            return {name: results[name] for name in values}
+        if not atomic:
+            return {
+                name: self._try_set(session_id, name, v, expected) for name, v in values.items()
+            }
+        for _ in range(_CAS_ATTEMPTS):
+            writes, failed = self._plan_batch(session_id, values, expected)
+            if failed:
+                return abort_batch(values, failed)
+            try:
+                updates = self._commit(session_id, writes)
+            except EngineConflict:
+                continue
+            except UnknownSession:
+                raise self._missing_session(session_id) from None
+            self._after(session_id, updates)
+            return {u.name: u.record for u in updates}
+        raise contention(", ".join(values))
 
     def list_variables(self, session_id: str, pattern: str = "*") -> list[VariableRecord]:
-        state = self._session(session_id)
-        with state.lock:  # one consistent revision, and no dict resize mid-iteration
-            records = list(state.variables.values())
         return sorted(
-            (r for r in records if fnmatch.fnmatchcase(r.name, pattern)), key=lambda r: r.name
+            (r for r in self._records(session_id) if fnmatch.fnmatchcase(r.name, pattern)),
+            key=lambda r: r.name,
         )
 
     def delete_variable(self, session_id: str, name: str) -> None:
-        state = self._session(session_id)
-        with state.lock:
-            record = self._variable(state, name)
-            state.revision += 1
-            del state.variables[name]
-            del state.history[name]
-            update = VariableUpdate(state.revision, "delete", name, record)
-            state.log.append(update)
-            for watcher in state.watchers:
-                watcher.offer(update)
+        self._change(session_id, name, lambda old: annotated(old, "delete", old.lock))
+        self._edit_edges(session_id, lambda graph: graph.remove(name))
 
     def get_history(
         self, session_id: str, name: str, limit: int | None = None
     ) -> list[VariableRecord]:
-        state = self._session(session_id)
-        with state.lock:
-            self._variable(state, name)
-            kept = list(state.history[name])
+        self.get_variable(session_id, name)
+        kept = self._history(session_id, name)
         if limit is None:
             return kept
         return kept[-limit:] if limit > 0 else []
 
     def rollback_variable(self, session_id: str, name: str, version: int) -> VariableRecord:
-        state = self._session(session_id)
-        with state.lock:
-            current = self._variable(state, name)
-            for record in state.history[name]:
+        def rollback(old: VariableRecord) -> Write:
+            kept = self._history(session_id, name)
+            for record in kept:
                 if record.version == version:
-                    return self._commit(state, current, record.value, "rollback")
-            kept = [r.version for r in state.history[name]]
+                    return new_value(old, "rollback", record.value)
             raise errors.VersionNotFoundError(
                 f"variable {name!r} has no version {version} in its history "
-                f"(kept versions: {kept[0]}..{kept[-1]})",
+                f"(kept versions: {kept[0].version}..{kept[-1].version})",
                 name=name,
                 version=version,
                 session_id=session_id,
             )
+
+        return self._change(session_id, name, rollback, check_lock=True)
 
     def watch_variables(
         self,
@@ -341,110 +323,268 @@ class LocalProvider:
         after_revision: int | None = None,
         include_initial: bool = False,
     ) -> VariableWatch:
-        state = self._session(session_id)
         if isinstance(names, str):  # one name, not its characters
             names = (names,)
-        with state.lock:
-            start = state.revision if after_revision is None else after_revision
-            watcher = _Watcher(frozenset(names), self.watch_queue_size, start)
-            if include_initial:
-                for record in sorted(state.variables.values(), key=lambda r: r.revision):
-                    watcher.preload(
-                        VariableUpdate(record.revision, "initial", record.name, record)
-                    )
-            if after_revision is not None:
-                self._replay(state, watcher, after_revision)
-            watcher.max_queue += watcher.items.qsize()  # live updates only count from here
-            state.watchers.append(watcher)
+        self.limits.check_watchers(self._hub.count(session_id))
+        watcher = Watcher(frozenset(names), self.watch_queue_size)
+        self._hub.add(session_id, watcher)  # subscribe first: nothing committed from now is lost
+        try:
+            start = self._load_backlog(session_id, watcher, after_revision, include_initial)
+        except BaseException:
+            self._hub.remove(session_id, watcher)
+            raise
+        watcher.go_live()
+        return VariableWatch(watcher.items, lambda: self._hub.remove(session_id, watcher), start)
 
-        def cancel() -> None:
-            with state.lock:
-                if watcher in state.watchers:
-                    state.watchers.remove(watcher)
+    # -- dependencies ---------------------------------------------------------------------
 
-        return VariableWatch(watcher.items, cancel, start)
+    def add_dependency(self, session_id: str, upstream: str, downstream: str) -> None:
+        """Add the edge ``upstream -> downstream`` (both must exist; cycles are refused)."""
+        self.get_variable(session_id, upstream)
+        self.get_variable(session_id, downstream)
+        self._edit_edges(session_id, lambda graph: graph.add(upstream, downstream))
+
+    def get_dependents(self, session_id: str, name: str) -> list[str]:
+        """Transitive dependents of ``name`` in topological order."""
+        self.get_variable(session_id, name)
+        return self._graph(session_id).dependents(name)
+
+    def get_dependencies(self, session_id: str) -> list[tuple[str, str]]:
+        """Every (upstream, downstream) edge of the session."""
+        return self._graph(session_id).edges()
+
+    # -- optimization locks ---------------------------------------------------------------
+
+    def acquire_lock(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        owner: str,
+        optimizer_id: str,
+        lease: float = 30.0,
+        policy: str = "fail",
+        timeout: float | None = None,
+    ) -> VariableRecord:
+        """Take the optimization lock on ``name`` for ``owner`` (a secret token).
+
+        ``policy``: ``"fail"`` raises LockedError if held; ``"wait"`` polls until free (or
+        ``timeout``); ``"preempt"`` takes it over.
+        """
+        if policy not in _locks.POLICIES:
+            raise errors.VariableValueError(
+                f"lock policy {policy!r} unknown; use one of {', '.join(_locks.POLICIES)}"
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def take(old: VariableRecord) -> Write:
+            lock = _locks.acquire(
+                old.lock, name, owner=owner, optimizer_id=optimizer_id, lease=lease,
+                now=time.time(), preempt=policy == "preempt",
+            )  # fmt: skip
+            return annotated(old, "lock", lock)
+
+        while True:
+            try:
+                record = self._change(session_id, name, take)
+            except errors.LockedError:
+                if policy != "wait" or (deadline is not None and time.monotonic() > deadline):
+                    raise
+                time.sleep(_LOCK_POLL)
+                continue
+            self._sweeper.watch_lock(session_id, name)
+            return record
+
+    def release_lock(self, session_id: str, name: str, *, owner: str) -> VariableRecord:
+        """Release ``owner``'s lock on ``name`` (a lock already gone is a no-op)."""
+
+        def drop(old: VariableRecord) -> Write | None:
+            _locks.release(old.lock, name, owner, time.time())
+            return None if old.lock is None else annotated(old, "lock", None)
+
+        return self._change(session_id, name, drop)
+
+    def renew_lock(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        owner: str,
+        progress: Mapping[str, Any] | None = None,
+    ) -> VariableRecord:
+        """Extend ``owner``'s lease on ``name`` and publish optimizer ``progress`` with it."""
+        checked = freeze(dict(progress or {}))
+
+        def extend(old: VariableRecord) -> Write:
+            lock = _locks.renew(old.lock, name, owner, time.time(), checked)
+            return annotated(old, "lock", lock)
+
+        return self._change(session_id, name, extend)
+
+    def expire_lock(self, session_id: str, name: str) -> bool:
+        """Clear ``name``'s lock if its lease ran out (publishing a "lock" update)."""
+        try:
+            old = self.get_variable(session_id, name)
+        except errors.DspexError:
+            return False
+        if old.lock is None or _locks.holder(old.lock, time.time()) is not None:
+            return False
+        try:
+            self._apply(session_id, annotated(old, "lock", None))
+        except (EngineConflict, errors.DspexError):
+            return False
+        return True
 
     def close(self) -> None:
-        with self._lock:
-            sessions = list(self._sessions.values())
-        for state in sessions:
-            with state.lock:
-                for watcher in state.watchers:
-                    watcher.items.put(END)
-                state.watchers.clear()
+        self._sweeper.stop()
+        self._hub.end_all()
+        if self._owns_engine:
+            self.engine.close()
 
     # -- internals ------------------------------------------------------------------------
 
-    def _commit(
-        self, state: _Session, old: VariableRecord, value: Any, kind: str
+    def _apply(self, session_id: str, write: Write) -> VariableRecord:
+        try:
+            updates = self._commit(session_id, (write,))
+        except UnknownSession:
+            raise self._missing_session(session_id) from None
+        if write.kind in VALUE_KINDS:
+            self._after(session_id, updates)
+        return updates[0].record  # type: ignore[no-any-return]
+
+    def _change(
+        self,
+        session_id: str,
+        name: str,
+        make: Callable[[VariableRecord], Write | None],
+        *,
+        check_lock: bool = False,
     ) -> VariableRecord:
-        state.revision += 1
-        # tuple.__new__ skips the NamedTuple's Python-level __new__ (about 120 ns each); this
-        # is the validated-set hot path and every field is given explicitly.
-        record: VariableRecord = _new_tuple(VariableRecord, (
-            old.name, old.spec, value, old.version + 1, state.revision, time.time(),
-            current_writer.get(), old.metadata, False, old.lock,
-        ))  # fmt: skip
-        state.variables[old.name] = record
-        state.history[old.name].append(record)
-        update: VariableUpdate = _new_tuple(
-            VariableUpdate, (state.revision, kind, old.name, record)
-        )
-        state.log.append(update)
-        for watcher in state.watchers:
-            watcher.offer(update)
-        return record
+        """Read-compute-commit with retry; ``make`` returns None for "nothing to write"."""
+        for _ in range(_CAS_ATTEMPTS):
+            old = self.get_variable(session_id, name)
+            if check_lock and old.lock is not None:
+                _locks.check_write(old.lock, name, current_lock_owner.get(), time.time())
+            write = make(old)
+            if write is None:
+                return old
+            try:
+                return self._apply(session_id, write)
+            except EngineConflict:
+                continue
+        raise contention(name)
 
-    def _publish(self, state: _Session, record: VariableRecord, kind: str) -> None:
-        state.variables[record.name] = record
-        update = VariableUpdate(record.revision, kind, record.name, record)
-        state.log.append(update)
-        for watcher in state.watchers:
-            watcher.offer(update)
+    def _try_set(
+        self, session_id: str, name: str, value: Any, expected: Mapping[str, int]
+    ) -> VariableRecord | errors.DspexError:
+        try:
+            return self.set_variable(session_id, name, value, expected_version=expected.get(name))
+        except (errors.VariableError, errors.AccessError, errors.LimitExceededError) as exc:
+            return exc
 
-    def _replay(self, state: _Session, watcher: _Watcher, after_revision: int) -> None:
-        if after_revision > state.revision:
+    def _plan_batch(
+        self, session_id: str, values: Mapping[str, Any], expected: Mapping[str, int]
+    ) -> tuple[list[Write], UpdateResults]:
+        writes: list[Write] = []
+        failed: UpdateResults = {}
+        now, owner = time.time(), current_lock_owner.get()
+        for name, value in values.items():
+            try:
+                old = self.get_variable(session_id, name)
+                if name in expected and old.version != expected[name]:
+                    raise conflict(old, expected[name], session_id)
+                _locks.check_write(old.lock, name, owner, now)
+                checked = self.limits.check_value(old.spec, _validate(old.spec, value, name), name)
+                writes.append(new_value(old, "set", checked))
+            except (errors.VariableError, errors.LimitExceededError) as exc:
+                failed[name] = exc
+        return writes, failed
+
+    def _after(self, session_id: str, updates: Any) -> None:
+        """Mark the dependents of changed variables stale, in topological order."""
+        edges = self.engine.edges(session_id)
+        if not edges:
+            return
+        graph = DependencyGraph.from_edges(edges)
+        changed = [u.name for u in updates]
+        for name in graph.dependents_of(changed):
+            if name not in changed:  # a batch that also wrote a dependent left it fresh
+                self._change(session_id, name, mark_stale)
+
+    def _edit_edges(self, session_id: str, edit: Callable[[DependencyGraph], None]) -> None:
+        for _ in range(_CAS_ATTEMPTS):
+            edges = self._edges(session_id)
+            graph = DependencyGraph.from_edges(edges)
+            edit(graph)
+            try:
+                self.engine.put_edges(session_id, edges, graph.edges())
+                return
+            except EngineConflict:
+                continue
+        raise contention("dependencies")
+
+    def _graph(self, session_id: str) -> DependencyGraph:
+        return DependencyGraph.from_edges(self._edges(session_id))
+
+    def _load_backlog(
+        self, session_id: str, watcher: Watcher, after: int | None, initial: bool
+    ) -> int:
+        revision = self._meta(session_id).revision
+        if after is not None and after > revision:
             # A revision this session never reached: the watcher saw another history (e.g. a
             # store that restarted empty). Resuming would silently mix the two.
-            raise errors.WatchLaggedError(
-                f"cannot resume session {state.session_id!r} after revision {after_revision}: "
-                f"the session is only at revision {state.revision}; "
-                "watch again with include_initial=True",
-                resume_from=after_revision,
-                session_id=state.session_id,
-            )
-        if after_revision == state.revision:
-            return
-        oldest = state.log[0].revision if state.log else state.revision + 1
-        if after_revision + 1 < oldest:
-            raise errors.WatchLaggedError(
-                f"cannot resume session {state.session_id!r} after revision {after_revision}: "
-                f"changes before revision {oldest} are no longer kept; "
-                "watch again with include_initial=True",
-                resume_from=after_revision,
-                session_id=state.session_id,
-            )
-        for update in _since(state.log, after_revision):
-            watcher.preload(update)
+            raise cannot_resume(session_id, after, f"the session is only at revision {revision}")
+        start = revision if after is None else after
+        watcher.last_put = start
+        if initial:
+            records = sorted(self._records(session_id), key=lambda r: r.revision)
+            watcher.preload(initial_updates(records))
+        if after is not None:
+            try:
+                watcher.preload(self.engine.changes(session_id, after))
+            except LogCompacted as exc:
+                why = f"changes before revision {exc.args[0]} are no longer kept"
+                raise cannot_resume(session_id, after, why) from None
+            except UnknownSession:
+                raise self._missing_session(session_id) from None
+        return start
 
-    def _session(self, session_id: str) -> _Session:
-        state = self._sessions.get(session_id)
-        if state is None:
+    def _lookup(self, session_id: str, name: str) -> VariableRecord | None:
+        try:
+            return self._get(session_id, name)  # type: ignore[no-any-return]
+        except UnknownSession:
+            raise self._missing_session(session_id) from None
+
+    def _records(self, session_id: str) -> list[VariableRecord]:
+        try:
+            return self.engine.records(session_id)
+        except UnknownSession:
+            raise self._missing_session(session_id) from None
+
+    def _history(self, session_id: str, name: str) -> list[VariableRecord]:
+        try:
+            return self.engine.history(session_id, name)
+        except UnknownSession:
+            raise self._missing_session(session_id) from None
+
+    def _edges(self, session_id: str) -> list[tuple[str, str]]:
+        try:
+            return self.engine.edges(session_id)
+        except UnknownSession:
+            raise self._missing_session(session_id) from None
+
+    def _meta(self, session_id: str) -> SessionMeta:
+        meta = self.engine.session(session_id)
+        if meta is None:
             raise self._missing_session(session_id)
-        return state
-
-    def _variable(self, state: _Session, name: str) -> VariableRecord:
-        record = state.variables.get(name)
-        if record is None:
-            raise _missing_variable(state.session_id, name)
-        return record
-
-    def _missing(self, session_id: str, name: str) -> errors.DspexError:
-        if session_id not in self._sessions:
-            return self._missing_session(session_id)
-        return _missing_variable(session_id, name)
+        return meta
 
     def _missing_session(self, session_id: str) -> errors.DspexError:
+        if session_id in self._expired_ids:
+            return errors.SessionExpiredError(
+                f"session {session_id!r} expired: no heartbeat within its TTL; start a new one",
+                session_id=session_id,
+            )
         if session_id in self._closed_ids:
             return errors.SessionClosedError(
                 f"session {session_id!r} was closed; start a new dspex.Session()",
@@ -454,46 +594,3 @@ class LocalProvider:
             f"no session {session_id!r} in this store; create it or check the id",
             session_id=session_id,
         )
-
-
-def _since(log: Iterable[VariableUpdate], after_revision: int) -> list[VariableUpdate]:
-    return [update for update in log if update.revision > after_revision]
-
-
-def _missing_variable(session_id: str, name: str) -> errors.VariableNotFoundError:
-    return errors.VariableNotFoundError(
-        f"no variable {name!r} in session {session_id!r}; register it first",
-        name=name,
-        session_id=session_id,
-    )
-
-
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name or len(name) > 256 or not name.isprintable():
-        raise errors.VariableValueError(
-            f"variable name {name!r} must be a printable string of 1-256 characters",
-            name=str(name),
-        )
-
-
-def _check_version(old: VariableRecord, expected: int | None, session_id: str) -> None:
-    if expected is not None and old.version != expected:
-        raise errors.VersionConflictError(
-            f"variable {old.name!r} is at version {old.version}, not the expected "
-            f"{expected}; re-read it and retry",
-            name=old.name,
-            version=old.version,
-            expected_version=expected,
-            session_id=session_id,
-        )
-
-
-def _abort_batch(values: Mapping[str, Any], failed: UpdateResults) -> UpdateResults:
-    reason = ", ".join(sorted(failed))
-    return {
-        name: failed.get(name)
-        or errors.BatchUpdateError(
-            f"{name!r} not applied: the atomic batch failed on {reason}", name=name
-        )
-        for name in values
-    }

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from dspex._model import VariableRecord, VariableUpdate
 from dspex.state._engines._base import (
@@ -21,6 +22,8 @@ from dspex.state._engines._base import (
 )
 
 __all__ = ["MemoryEngine"]
+
+_new_tuple: Any = tuple.__new__
 
 
 class _Space:
@@ -44,7 +47,7 @@ class _Space:
         self.ttl = ttl
         self.owner = owner
         self.revision = 0
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()  # never re-entered: listeners do not call back in
         self.variables: dict[str, VariableRecord] = {}
         self.history: dict[str, deque[VariableRecord]] = {}
         self.log: deque[VariableUpdate] = deque(maxlen=log_size)
@@ -64,7 +67,17 @@ class MemoryEngine:
         self.log_size = log_size
         self._spaces: dict[str, _Space] = {}
         self._lock = threading.Lock()
+        # Only engines that override _persist pay for calling it on the write hot path.
+        self._durable = type(self)._persist is not MemoryEngine._persist
         self._listeners: list[EngineListener] = []
+
+    @property
+    def spaces(self) -> dict[str, _Space]:
+        """The in-memory image, session id -> data with ``.variables`` (name -> record).
+
+        Providers read it directly for lock-free hot reads; treat it as read-only.
+        """
+        return self._spaces
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -125,18 +138,25 @@ class MemoryEngine:
             return list(space.history.get(name, ()))
 
     def commit(self, session_id: str, writes: Sequence[Write]) -> list[VariableUpdate]:
-        space = self._space(session_id)
+        space = self._spaces.get(session_id)
+        if space is None:
+            raise UnknownSession(session_id)
         with space.lock:
             if self._spaces.get(session_id) is not space:
                 raise UnknownSession(session_id)
-            _check_names(writes)
+            if len(writes) > 1:
+                _check_names(writes)
+            variables = space.variables
             for write in writes:
-                current = space.variables.get(write.name)
-                held = None if current is None else current.revision
-                if held != write.expect_revision or (current is None and write.kind == "delete"):
+                current = variables.get(write.name)
+                if current is None:
+                    if write.expect_revision is not None or write.kind == "delete":
+                        raise EngineConflict(write.name)
+                elif current.revision != write.expect_revision:
                     raise EngineConflict(write.name)
             updates = self._plan(space, writes)
-            self._persist(session_id, updates)  # may raise: memory is untouched until it passes
+            if self._durable:
+                self._persist(session_id, updates)  # may raise: memory untouched until it passes
             for update in updates:
                 self._install(space, update)
             for listener in self._listeners:
@@ -154,7 +174,9 @@ class MemoryEngine:
             return [update for update in space.log if update.revision > after_revision]
 
     def edges(self, session_id: str) -> list[tuple[str, str]]:
-        return list(self._space(session_id).edges)
+        # No copy: this is read on every value change, and put_edges replaces the list
+        # wholesale instead of mutating it. Callers must not mutate it either.
+        return self._space(session_id).edges
 
     def put_edges(
         self, session_id: str, expect: Sequence[tuple[str, str]], edges: Sequence[tuple[str, str]]
@@ -183,19 +205,58 @@ class MemoryEngine:
             raise UnknownSession(session_id)
         return space
 
+    def commit_set(self, session_id: str, write: Write) -> VariableUpdate:
+        """``commit`` of one "set" write, inlined: the hot path of every optimizer loop.
+
+        Same checks and effects as :meth:`commit` (compare-and-set, revision, history, log,
+        listeners); a "set" always adds a version, so history simply appends. Engines that
+        persist use :meth:`commit` (this method is only offered by memory images).
+
+        Raises:
+            EngineConflict: ``write.expect_revision`` did not match.
+            UnknownSession: the session does not exist.
+        """
+        if self._durable:
+            return self.commit(session_id, (write,))[0]
+        name, expect, kind, spec, value, version, writer, metadata, stale, lock = write
+        space = self._spaces.get(session_id)
+        if space is None:
+            raise UnknownSession(session_id)
+        with space.lock:
+            current = space.variables.get(name)
+            if current is None or current.revision != expect:
+                raise EngineConflict(name)
+            if self._spaces.get(session_id) is not space:
+                raise UnknownSession(session_id)
+            revision = space.revision + 1
+            record = _new_tuple(VariableRecord, (
+                name, spec, value, version, revision, time.time(), writer, metadata, stale, lock,
+            ))  # fmt: skip
+            update: VariableUpdate = _new_tuple(VariableUpdate, (revision, kind, name, record))
+            space.revision = revision
+            space.variables[name] = record
+            space.history[name].append(record)
+            space.log.append(update)
+            for listener in self._listeners:
+                listener(session_id, (update,), False)
+            return update
+
     def _plan(self, space: _Space, writes: Sequence[Write]) -> list[VariableUpdate]:
         now = time.time()
         updates = []
-        for offset, write in enumerate(writes, start=1):
-            revision = space.revision + offset
-            if write.kind == "delete":
-                record = space.variables[write.name]
+        revision = space.revision
+        for write in writes:
+            revision += 1
+            # Unpacking beats ten attribute reads: this is the hot path of every write.
+            name, _expect, kind, spec, value, version, writer, metadata, stale, lock = write
+            if kind == "delete":
+                record = space.variables[name]
             else:
-                record = VariableRecord(
-                    write.name, write.spec, write.value, write.version, revision, now,
-                    write.writer, write.metadata, write.stale, write.lock,
-                )  # fmt: skip
-            updates.append(VariableUpdate(revision, write.kind, write.name, record))
+                # tuple.__new__ skips the NamedTuples' Python-level __new__ (about 120 ns each).
+                record = _new_tuple(VariableRecord, (
+                    name, spec, value, version, revision, now, writer, metadata, stale, lock,
+                ))  # fmt: skip
+            updates.append(_new_tuple(VariableUpdate, (revision, kind, name, record)))
         return updates
 
     def _install(self, space: _Space, update: VariableUpdate) -> None:
