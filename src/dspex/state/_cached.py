@@ -353,6 +353,46 @@ class CachedProvider:
             session_id, names, after_revision=after_revision, include_initial=include_initial
         )
 
+    def add_dependency(self, session_id: str, upstream: str, downstream: str) -> None:
+        self.inner.add_dependency(session_id, upstream, downstream)
+
+    def get_dependents(self, session_id: str, name: str) -> list[str]:
+        return self.inner.get_dependents(session_id, name)
+
+    def get_dependencies(self, session_id: str) -> list[tuple[str, str]]:
+        return self.inner.get_dependencies(session_id)
+
+    def acquire_lock(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        owner: str,
+        optimizer_id: str,
+        lease: float = 30.0,
+        policy: str = "fail",
+        timeout: float | None = None,
+    ) -> VariableRecord:
+        record = self.inner.acquire_lock(
+            session_id, name, owner=owner, optimizer_id=optimizer_id, lease=lease,
+            policy=policy, timeout=timeout,
+        )  # fmt: skip
+        return self._keep(session_id, record)
+
+    def release_lock(self, session_id: str, name: str, *, owner: str) -> VariableRecord:
+        return self._keep(session_id, self.inner.release_lock(session_id, name, owner=owner))
+
+    def renew_lock(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        owner: str,
+        progress: Mapping[str, Any] | None = None,
+    ) -> VariableRecord:
+        record = self.inner.renew_lock(session_id, name, owner=owner, progress=progress)
+        return self._keep(session_id, record)
+
     def close(self) -> None:
         with self._lock:
             views, self._views = list(self._views.values()), {}
