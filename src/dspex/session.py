@@ -126,6 +126,8 @@ class Session(SessionContext):
         if self.closed:
             return
         self.closed = True
+        if self._recomputer is not None:
+            self._recomputer.stop()
         if self._owns_session:
             with contextlib.suppress(SessionError):
                 self.provider.close_session(self.session_id)

@@ -9,8 +9,9 @@ from functools import partial
 import pytest
 
 # The contract module is imported, not collected: rewrite its asserts for readable failures.
-pytest.register_assert_rewrite("contract.state_provider")
+pytest.register_assert_rewrite("contract.state_provider", "contract.hardening")
 
+from contract.hardening import HardeningContract  # noqa: E402
 from contract.state_provider import StateProviderContract  # noqa: E402
 from providers import PROVIDER_KINDS, provide  # noqa: E402
 
@@ -36,3 +37,7 @@ def _make_provider(provider_kind: str) -> Callable[..., AbstractContextManager[S
 
 class TestStateProvider(StateProviderContract):
     """Every provider kind passes the whole contract; a deviation is an explicit skip."""
+
+
+class TestHardening(HardeningContract):
+    """Dependencies, locks, expiry and limits on every provider kind."""

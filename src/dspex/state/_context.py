@@ -6,11 +6,13 @@ Workers, the CLI and :class:`dspex.Session` all use these verbs; there is no sec
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dspex._model import VariableRecord, make_spec
 from dspex.errors import BatchUpdateError
+from dspex.state._optimizing import OptimizationLock, Recomputer
 from dspex.state._provider import StateProvider, UpdateResults
 from dspex.state._watch import VariableWatch
 
@@ -28,6 +30,7 @@ class SessionContext:
     def __init__(self, provider: StateProvider, session_id: str) -> None:
         self.provider = provider
         self.session_id = session_id
+        self._recomputer: Recomputer | None = None
 
     def register(
         self,
@@ -119,6 +122,61 @@ class SessionContext:
         """
         return self.provider.watch_variables(
             self.session_id, names, after_revision=after_revision, include_initial=initial
+        )
+
+    def depend(
+        self,
+        upstream: str,
+        downstream: str,
+        *,
+        recompute: Callable[[Mapping[str, Any]], Any] | None = None,
+    ) -> None:
+        """Declare that ``downstream`` derives from ``upstream`` (one DAG per session).
+
+        When ``upstream`` changes, ``downstream`` is marked stale. With ``recompute``, this
+        process also recomputes it: ``recompute({upstream_name: value, ...})`` runs in a
+        background thread, in topological order, and its result is set as the new value.
+
+        Raises:
+            CycleError: the edge would close a cycle.
+        """
+        self.provider.add_dependency(self.session_id, upstream, downstream)
+        if recompute is not None:
+            if self._recomputer is None:
+                self._recomputer = Recomputer(self)
+            self._recomputer.add(downstream, recompute)
+
+    def dependents(self, name: str) -> builtins.list[str]:
+        """The transitive dependents of ``name``, in topological order."""
+        return self.provider.get_dependents(self.session_id, name)
+
+    def optimizing(
+        self,
+        *names: str,
+        optimizer_id: str | None = None,
+        lease: float = 30.0,
+        policy: str = "fail",
+        timeout: float | None = None,
+    ) -> OptimizationLock:
+        """Hold the optimization locks on ``names`` for the ``with`` block.
+
+        Inside the block this context may write the variables; other writers get a
+        :class:`~dspex.errors.LockedError` naming ``optimizer_id``. The lease is renewed in the
+        background and the locks are released on exit (or expire ``lease`` seconds after this
+        process dies). Publish progress with ``lock.report(iteration=..., best_score=...)``.
+
+        Examples:
+            >>> with session.optimizing("temperature", optimizer_id="grid") as lock:
+            ...     session.set("temperature", 0.3)
+            ...     lock.report(iteration=1, best_score=0.8, best_value=0.3)
+        """
+        return OptimizationLock(
+            self,
+            names,
+            optimizer_id=optimizer_id or f"optimizer-{uuid.uuid4().hex[:8]}",
+            lease=lease,
+            policy=policy,
+            timeout=timeout,
         )
 
     @classmethod

@@ -216,6 +216,90 @@ class StateProvider(Protocol):
         """
         ...
 
+    def add_dependency(self, session_id: str, upstream: str, downstream: str) -> None:
+        """Add the edge ``upstream -> downstream`` to the session's dependency DAG.
+
+        When an upstream changes, every transitive downstream is marked stale (in its record
+        and with a ``"stale"`` watch update) until it is written again.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: either variable is not registered.
+            CycleError: the edge would close a cycle (the message names it).
+        """
+        ...
+
+    def get_dependents(self, session_id: str, name: str) -> list[str]:
+        """Return the transitive dependents of ``name`` in topological order.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: no variable ``name``.
+        """
+        ...
+
+    def get_dependencies(self, session_id: str) -> list[tuple[str, str]]:
+        """Return every (upstream, downstream) edge of the session, sorted.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+        """
+        ...
+
+    def acquire_lock(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        owner: str,
+        optimizer_id: str,
+        lease: float = 30.0,
+        policy: str = "fail",
+        timeout: float | None = None,
+    ) -> VariableRecord:
+        """Take the optimization lock on ``name`` for ``owner`` (a secret token).
+
+        While held, writes to ``name`` succeed only in a context whose
+        :data:`~dspex.state.current_lock_owner` is ``owner``. The lock shows in the record and
+        in ``"lock"`` watch updates. ``policy``: ``"fail"`` raises if another optimizer holds
+        it, ``"wait"`` waits until it is free (up to ``timeout`` seconds), ``"preempt"`` takes
+        it over. Acquiring again as the same owner renews it.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: no variable ``name``.
+            LockedError: held by another optimizer (policy "fail", or "wait" timed out).
+            VariableValueError: unknown policy or non-positive lease.
+        """
+        ...
+
+    def release_lock(self, session_id: str, name: str, *, owner: str) -> VariableRecord:
+        """Release ``owner``'s lock on ``name``; releasing a lock already gone is a no-op.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: no variable ``name``.
+            LockedError: another optimizer holds it (only the holder may release).
+        """
+        ...
+
+    def renew_lock(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        owner: str,
+        progress: Mapping[str, Any] | None = None,
+    ) -> VariableRecord:
+        """Extend ``owner``'s lease and merge optimizer ``progress`` into the lock.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the session is not open.
+            VariableNotFoundError: no variable ``name``.
+            LockedError: the lock expired or is held by another optimizer.
+        """
+        ...
+
     def close(self) -> None:
         """Release the provider's resources (channels, threads). Idempotent."""
         ...
