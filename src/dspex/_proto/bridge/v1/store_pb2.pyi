@@ -51,20 +51,22 @@ class Variable(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., constraints_json: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., version: _Optional[int] = ..., revision: _Optional[int] = ..., updated_at: _Optional[float] = ..., writer: _Optional[str] = ..., metadata_json: _Optional[str] = ..., stale: _Optional[bool] = ..., lock_json: _Optional[str] = ...) -> None: ...
 
 class SessionInfo(_message.Message):
-    __slots__ = ("session_id", "created_at", "revision", "variable_count", "last_heartbeat", "ttl")
+    __slots__ = ("session_id", "created_at", "revision", "variable_count", "last_heartbeat", "ttl", "owner")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     created_at: float
     revision: int
     variable_count: int
     last_heartbeat: float
     ttl: float
-    def __init__(self, session_id: _Optional[str] = ..., created_at: _Optional[float] = ..., revision: _Optional[int] = ..., variable_count: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., ttl: _Optional[float] = ...) -> None: ...
+    owner: str
+    def __init__(self, session_id: _Optional[str] = ..., created_at: _Optional[float] = ..., revision: _Optional[int] = ..., variable_count: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., ttl: _Optional[float] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "details_json")
@@ -359,3 +361,121 @@ class WatchVariablesResponse(_message.Message):
     update: VariableUpdate
     heartbeat: WatchHeartbeat
     def __init__(self, started: _Optional[_Union[WatchStarted, _Mapping]] = ..., update: _Optional[_Union[VariableUpdate, _Mapping]] = ..., heartbeat: _Optional[_Union[WatchHeartbeat, _Mapping]] = ...) -> None: ...
+
+class AddDependencyRequest(_message.Message):
+    __slots__ = ("session_id", "upstream", "downstream")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAM_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    upstream: str
+    downstream: str
+    def __init__(self, session_id: _Optional[str] = ..., upstream: _Optional[str] = ..., downstream: _Optional[str] = ...) -> None: ...
+
+class AddDependencyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetDependentsRequest(_message.Message):
+    __slots__ = ("session_id", "name")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    name: str
+    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GetDependentsResponse(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetDependenciesRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class Dependency(_message.Message):
+    __slots__ = ("upstream", "downstream")
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAM_FIELD_NUMBER: _ClassVar[int]
+    upstream: str
+    downstream: str
+    def __init__(self, upstream: _Optional[str] = ..., downstream: _Optional[str] = ...) -> None: ...
+
+class GetDependenciesResponse(_message.Message):
+    __slots__ = ("edges",)
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    edges: _containers.RepeatedCompositeFieldContainer[Dependency]
+    def __init__(self, edges: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ...) -> None: ...
+
+class AcquireLockRequest(_message.Message):
+    __slots__ = ("session_id", "name", "owner", "optimizer_id", "lease", "policy", "timeout")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    name: str
+    owner: str
+    optimizer_id: str
+    lease: float
+    policy: str
+    timeout: float
+    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ..., optimizer_id: _Optional[str] = ..., lease: _Optional[float] = ..., policy: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...
+
+class AcquireLockResponse(_message.Message):
+    __slots__ = ("variable",)
+    VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    variable: Variable
+    def __init__(self, variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
+
+class ReleaseLockRequest(_message.Message):
+    __slots__ = ("session_id", "name", "owner")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    name: str
+    owner: str
+    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class ReleaseLockResponse(_message.Message):
+    __slots__ = ("variable",)
+    VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    variable: Variable
+    def __init__(self, variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
+
+class RenewLockRequest(_message.Message):
+    __slots__ = ("session_id", "name", "owner", "progress_json")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_JSON_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    name: str
+    owner: str
+    progress_json: str
+    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ..., progress_json: _Optional[str] = ...) -> None: ...
+
+class RenewLockResponse(_message.Message):
+    __slots__ = ("variable",)
+    VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    variable: Variable
+    def __init__(self, variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
+
+class HoldLocksRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HoldLocksResponse(_message.Message):
+    __slots__ = ("holder_id", "server_time")
+    HOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    holder_id: str
+    server_time: float
+    def __init__(self, holder_id: _Optional[str] = ..., server_time: _Optional[float] = ...) -> None: ...

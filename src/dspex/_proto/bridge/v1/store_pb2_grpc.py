@@ -115,6 +115,41 @@ class SessionStoreStub:
                 request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesRequest.SerializeToString,
                 response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesResponse.FromString,
                 _registered_method=True)
+        self.AddDependency = channel.unary_unary(
+                '/dspex.bridge.v1.SessionStore/AddDependency',
+                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyRequest.SerializeToString,
+                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyResponse.FromString,
+                _registered_method=True)
+        self.GetDependents = channel.unary_unary(
+                '/dspex.bridge.v1.SessionStore/GetDependents',
+                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsRequest.SerializeToString,
+                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsResponse.FromString,
+                _registered_method=True)
+        self.GetDependencies = channel.unary_unary(
+                '/dspex.bridge.v1.SessionStore/GetDependencies',
+                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesRequest.SerializeToString,
+                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesResponse.FromString,
+                _registered_method=True)
+        self.AcquireLock = channel.unary_unary(
+                '/dspex.bridge.v1.SessionStore/AcquireLock',
+                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockRequest.SerializeToString,
+                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockResponse.FromString,
+                _registered_method=True)
+        self.ReleaseLock = channel.unary_unary(
+                '/dspex.bridge.v1.SessionStore/ReleaseLock',
+                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockRequest.SerializeToString,
+                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockResponse.FromString,
+                _registered_method=True)
+        self.RenewLock = channel.unary_unary(
+                '/dspex.bridge.v1.SessionStore/RenewLock',
+                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockRequest.SerializeToString,
+                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockResponse.FromString,
+                _registered_method=True)
+        self.HoldLocks = channel.unary_stream(
+                '/dspex.bridge.v1.SessionStore/HoldLocks',
+                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksRequest.SerializeToString,
+                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksResponse.FromString,
+                _registered_method=True)
 
 
 class SessionStoreServicer:
@@ -236,6 +271,61 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddDependency(self, request, context):
+        """* Add the edge upstream -> downstream to the session's dependency DAG (cycles refused). 
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDependents(self, request, context):
+        """* Transitive dependents of a variable, in topological order. 
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDependencies(self, request, context):
+        """* Every (upstream, downstream) edge of the session, sorted. 
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcquireLock(self, request, context):
+        """*
+        Take the optimization lock on a variable for the owner token. Calls carrying the
+        `dspex-lock-holder` metadata attach the lock to that HoldLocks stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseLock(self, request, context):
+        """* Release the owner's lock (only the holder may; a lock already gone is a no-op). 
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewLock(self, request, context):
+        """* Extend the owner's lease and merge optimizer progress into the lock. 
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HoldLocks(self, request, context):
+        """*
+        Kept open by a client while it holds optimization locks. The first message carries the
+        holder id to send as `dspex-lock-holder` with AcquireLock; heartbeats follow. When the
+        stream ends (the client closed, its process died, its connection broke), the server
+        releases every lock acquired under that holder id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -318,6 +408,41 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.WatchVariables,
                     request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesRequest.FromString,
                     response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesResponse.SerializeToString,
+            ),
+            'AddDependency': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddDependency,
+                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyRequest.FromString,
+                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyResponse.SerializeToString,
+            ),
+            'GetDependents': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDependents,
+                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsRequest.FromString,
+                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsResponse.SerializeToString,
+            ),
+            'GetDependencies': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDependencies,
+                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesRequest.FromString,
+                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesResponse.SerializeToString,
+            ),
+            'AcquireLock': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcquireLock,
+                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockRequest.FromString,
+                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockResponse.SerializeToString,
+            ),
+            'ReleaseLock': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseLock,
+                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockRequest.FromString,
+                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockResponse.SerializeToString,
+            ),
+            'RenewLock': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewLock,
+                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockRequest.FromString,
+                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockResponse.SerializeToString,
+            ),
+            'HoldLocks': grpc.unary_stream_rpc_method_handler(
+                    servicer.HoldLocks,
+                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksRequest.FromString,
+                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -753,6 +878,195 @@ class SessionStore:
             '/dspex.bridge.v1.SessionStore/WatchVariables',
             dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesRequest.SerializeToString,
             dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddDependency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dspex.bridge.v1.SessionStore/AddDependency',
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyRequest.SerializeToString,
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDependents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dspex.bridge.v1.SessionStore/GetDependents',
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsRequest.SerializeToString,
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDependencies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dspex.bridge.v1.SessionStore/GetDependencies',
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesRequest.SerializeToString,
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcquireLock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dspex.bridge.v1.SessionStore/AcquireLock',
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockRequest.SerializeToString,
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseLock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dspex.bridge.v1.SessionStore/ReleaseLock',
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockRequest.SerializeToString,
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewLock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dspex.bridge.v1.SessionStore/RenewLock',
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockRequest.SerializeToString,
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HoldLocks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dspex.bridge.v1.SessionStore/HoldLocks',
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksRequest.SerializeToString,
+            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksResponse.FromString,
             options,
             channel_credentials,
             insecure,
