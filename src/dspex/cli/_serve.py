@@ -2,6 +2,11 @@
 
 Prints the address it listens on (one line, flushed) so scripts can read it; ``--address
 127.0.0.1:0`` picks a free port. The store imports grpc only when this command runs.
+
+Where sessions live: in memory (the default: gone when the server stops), in a SQLite data
+directory (``--data DIR``: survives restarts and ``kill -9``; one server per directory) or in
+Redis (``--redis URL``: several servers share the same sessions). A data directory or Redis
+that cannot be used is reported in one line and the command exits 1 before listening.
 """
 
 from __future__ import annotations
@@ -9,9 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import dspex.errors as errors
 from dspex.cli._vars import TOKEN_ENV
+
+if TYPE_CHECKING:
+    from dspex.state._engines import Engine
 
 __all__ = ["add_parser"]
 
@@ -30,6 +39,30 @@ def add_parser(subparsers: Any) -> None:
         default="127.0.0.1:50051",
         help="HOST:PORT (port 0 = any free port), grpc://HOST:PORT or unix:PATH "
         "(default: %(default)s)",
+    )
+    engine = parser.add_mutually_exclusive_group()
+    engine.add_argument(
+        "--data",
+        metavar="DIR",
+        help="keep sessions durably in DIR (SQLite, WAL; created if missing): acknowledged "
+        "writes survive restarts and kill -9. One server per directory",
+    )
+    engine.add_argument(
+        "--redis",
+        metavar="URL",
+        help="keep sessions in Redis at URL (redis://[:PASSWORD@]HOST:PORT/N, rediss://, "
+        "unix://PATH) so several servers share them (default: in memory)",
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        default="dspex",
+        help="Redis key prefix; servers sharing sessions use the same one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fsync",
+        action="store_true",
+        help="with --data: flush every write to disk so it also survives an OS crash or power "
+        "loss (slower)",
     )
     parser.add_argument(
         "--token",
@@ -59,11 +92,14 @@ def run(args: argparse.Namespace) -> int:
     from dspex.state import LocalProvider
     from dspex.state.store import StoreLimits, serve
 
-    provider = LocalProvider(
-        history_size=args.history_size,
-        log_size=args.log_size,
-        watch_queue_size=args.watch_queue_size,
-    )
+    # A data directory or Redis that cannot be used raises here, before anything listens:
+    # the error becomes one line on stderr and exit code 1 (see dspex.cli.main).
+    engine, where = _open_engine(args)
+    try:
+        provider = LocalProvider(engine, watch_queue_size=args.watch_queue_size)
+    except BaseException:
+        engine.close()
+        raise
     limits = StoreLimits(
         max_message_bytes=args.max_message_bytes,
         max_value_bytes=args.max_value_bytes,
@@ -73,13 +109,40 @@ def run(args: argparse.Namespace) -> int:
     def ready(address: str) -> None:
         print(f"dspex session store listening on {address}", flush=True)
 
-    serve(
-        args.address,
-        provider=provider,
-        token=args.token,
-        limits=limits,
-        grace=args.grace,
-        on_ready=ready,
-    )
+    print(f"dspex session store: sessions kept {where}", file=sys.stderr, flush=True)
+    try:
+        serve(
+            args.address,
+            provider=provider,
+            token=args.token,
+            limits=limits,
+            grace=args.grace,
+            on_ready=ready,
+        )
+    finally:
+        provider.close()
+        engine.close()  # releases the data directory's lock (the provider does not own it)
     print("dspex session store stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _open_engine(args: argparse.Namespace) -> tuple[Engine, str]:
+    """The engine the flags name (SQLite for ``--data``, Redis for ``--redis``, else memory)
+    and where it keeps sessions, for the start-up line.
+
+    Raises:
+        StoreDataError: the data directory is unusable, locked, full or from a newer dspex.
+        StoreUnavailableError: Redis cannot be reached.
+    """
+    from dspex.state._engines import MemoryEngine, RedisEngine, SQLiteEngine
+
+    sizes = {"history_size": args.history_size, "log_size": args.log_size}
+    if args.fsync and args.data is None:
+        raise errors.StoreError("--fsync needs --data DIR (it flushes the SQLite data file)")
+    if args.data is not None:
+        sqlite = SQLiteEngine(args.data, fsync=args.fsync, **sizes)
+        return sqlite, f"durably in {sqlite.directory} (SQLite)"
+    if args.redis is not None:
+        shared = RedisEngine(args.redis, prefix=args.redis_prefix, **sizes)
+        return shared, f"in Redis (key prefix {shared.prefix!r}), shared with other servers"
+    return MemoryEngine(**sizes), "in memory (lost when it stops; --data DIR keeps them)"

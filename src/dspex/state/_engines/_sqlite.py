@@ -301,8 +301,16 @@ def _lock_directory(directory: Path) -> int:
             directory=str(directory),
             holder=holder,
         ) from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:  # e.g. ENOSPC: the disk is full
+        os.close(fd)
+        raise errors.StoreDataError(
+            f"cannot use {directory} as a data directory: {exc.strerror or exc}; free space "
+            "or choose another --data directory",
+            directory=str(directory),
+        ) from exc
     return fd
 
 
