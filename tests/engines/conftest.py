@@ -1,7 +1,7 @@
 """Fixtures for the engine tests: one engine of each kind on real storage.
 
-Kinds: ``memory``; ``sqlite`` (a tmp directory); ``redis`` (a real redis-server started once
-per test session on a free loopback port, each test under its own key prefix).
+Kinds: ``memory``; ``sqlite`` (a tmp directory); ``redis`` (the real redis-server of
+``tests/conftest.py``, each test under its own key prefix).
 """
 
 from __future__ import annotations
@@ -11,16 +11,8 @@ from pathlib import Path
 
 import pytest
 from engine_support import ENGINE_KINDS, EngineMaker
-from redis_server import RedisServer
 
 from dspex.state._engines import Engine
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server for the whole test session (no persistence)."""
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 @pytest.fixture(name="engine_kind", params=ENGINE_KINDS)
