@@ -9,11 +9,12 @@ import pytest
 
 import dspex
 
-# DESIGN section 2 fixes these names; later capabilities add more (Program, bind, Remote, tool).
+# DESIGN section 2 fixes these names; later capabilities add more (Program, bind, tool).
 FIXED_NAMES = {
     "Choice",
     "DspexError",
     "LocalProvider",
+    "Remote",
     "Session",
     "SessionContext",
     "StateProvider",
@@ -77,6 +78,7 @@ def test_version_is_a_string() -> None:
         "dspex.cli._bench",
         "dspex.cli._demo",
         "dspex.demo",
+        "dspex.remote",
     ],
 )
 def test_foundation_modules_declare_all_and_it_resolves(module_name: str) -> None:

@@ -18,14 +18,20 @@ from dspex.variables import Variable
 if typing.TYPE_CHECKING:
     from dspex.binding import bind
     from dspex.program import Program
+    from dspex.remote import Remote
     from dspex.sim import SimLM
 
 __version__ = "0.1.0"
 
-# Names whose modules subclass dspy classes. They load on first access (PEP 562) so that
-# `import dspex` stays light: importing dspy costs about a second and is not needed by
-# sessions, variables, the store server or the CLI.
-_DSPY_NAMES = {"Program": "dspex.program", "SimLM": "dspex.sim", "bind": "dspex.binding"}
+# Names whose modules subclass dspy classes (or, for Remote, load the worker-pool machinery).
+# They load on first access (PEP 562) so that `import dspex` stays light: importing dspy costs
+# about a second and is not needed by sessions, variables, the store server or the CLI.
+_DSPY_NAMES = {
+    "Program": "dspex.program",
+    "Remote": "dspex.remote",
+    "SimLM": "dspex.sim",
+    "bind": "dspex.binding",
+}
 
 
 def __getattr__(name: str) -> typing.Any:
@@ -44,6 +50,7 @@ __all__ = [
     "DspexError",
     "LocalProvider",
     "Program",
+    "Remote",
     "Session",
     "SessionContext",
     "SessionInfo",

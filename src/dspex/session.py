@@ -4,17 +4,32 @@ A Session is a :class:`~dspex.state.SessionContext` with a lifecycle: it opens a
 (in-process by default, or a session store by address), makes itself current in a ContextVar
 (and in ``dspy.context`` when DSPy is loaded, so DSPy's thread pools see it), and closes what it
 opened on exit.
+
+Promotion (DESIGN section 4): when an out-of-process component needs the session
+(``dspex.Remote``, or an explicit :meth:`Session.promote`), an in-process session starts an
+embedded session-store server that serves **the very provider the session already uses**. Nothing
+is copied, so every variable keeps its value, version, history and revision exactly, and locks,
+dependency edges and open watches carry on untouched. The session itself keeps calling that
+provider directly: the store server adds transport only (DESIGN section 1), so in-process reads
+and writes stay as fast as before, while workers reach the same store over gRPC. Only
+``session.backend`` (now ``"session_store"``) and ``session.address`` change.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
+import shutil
 import sys
+import tempfile
+import threading
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
 
-from dspex.errors import SessionError
+from dspex.errors import SessionClosedError, SessionError
 from dspex.state import LocalProvider, SessionContext, StateProvider
 
 __all__ = ["Session", "current_session"]
@@ -59,6 +74,68 @@ def _open_store(store: str | StateProvider | None) -> tuple[StateProvider, str]:
     return store, backend
 
 
+# Longest unix socket path the kernel accepts is 107 bytes on Linux (103 on macOS).
+_MAX_SOCKET_PATH = 100
+
+
+def _reachable_at(provider: object) -> tuple[str, str | None] | None:
+    """The store address (and token) a provider already talks to, if it is a store client.
+
+    Looks through wrappers such as ``CachedProvider`` (``.inner``).
+    """
+    for _ in range(4):
+        address = getattr(provider, "address", None)
+        if isinstance(address, str):
+            token = getattr(provider, "token", None)
+            return address, token if isinstance(token, str) else None
+        provider = getattr(provider, "inner", None)
+        if provider is None:
+            break
+    return None
+
+
+class _EmbeddedStore:
+    """A session-store server in this process, serving the session's own provider.
+
+    It listens on a unix socket inside a private (0700) temporary directory, so only this user
+    can reach it and no token is needed; where unix sockets cannot be used it listens on a
+    loopback port and requires a random bearer token instead.
+    """
+
+    def __init__(self, provider: StateProvider) -> None:
+        # Imported here: promotion is the first time this process needs grpc.
+        from dspex.state.store import StoreServer
+
+        self.token: str | None = None
+        self._dir: str | None = None
+        address = "127.0.0.1:0"
+        if hasattr(os, "getuid"):  # POSIX: unix sockets available
+            self._dir = tempfile.mkdtemp(prefix="dspex-")  # created with mode 0700
+            path = os.path.join(self._dir, "store.sock")
+            if len(path) <= _MAX_SOCKET_PATH:
+                address = f"unix://{path}"
+        if not address.startswith("unix://"):
+            self.token = secrets.token_urlsafe(24)
+        try:
+            self.server = StoreServer.start(provider, address, token=self.token)
+        except BaseException:
+            self._remove_dir()
+            raise
+        self.address = self.server.address
+
+    def stop(self) -> None:
+        """Stop listening (in-flight calls get a short grace) and remove the socket directory."""
+        try:
+            self.server.stop(grace=0.5)
+        finally:
+            self._remove_dir()
+
+    def _remove_dir(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
 class Session(SessionContext):
     """A session of typed, versioned, watchable variables.
 
@@ -99,6 +176,52 @@ class Session(SessionContext):
         super().__init__(provider, session_id)
         self._tokens: list[tuple[Token[Session | None], Any]] = []
         self.closed = False
+        self._store = _reachable_at(provider) if self.backend == "session_store" else None
+        self._embedded: _EmbeddedStore | None = None
+        self._promotion_lock = threading.Lock()
+        self._on_close: list[Callable[[], None]] = []
+
+    @property
+    def address(self) -> str | None:
+        """Where other processes reach this session's store; None while it is in-process only.
+
+        Set by :meth:`promote` for an in-process session, and from the start for a session
+        opened on a store address.
+        """
+        return None if self._store is None else self._store[0]
+
+    @property
+    def store_token(self) -> str | None:
+        """The bearer token other processes need to reach :attr:`address` (None: no token)."""
+        return None if self._store is None else self._store[1]
+
+    def promote(self) -> str:
+        """Make this session reachable from other processes and return its store address.
+
+        An in-process session starts an embedded session-store server that serves the provider
+        the session already uses (so values, versions, history, revision, locks, dependencies
+        and watches are the same objects, not copies), and ``backend`` becomes
+        ``"session_store"``. The session keeps calling that provider directly, so local code
+        runs as fast as before. A session that already lives in a store just returns its
+        address. Idempotent; the server stops when the session closes. ``dspex.Remote`` calls
+        this for you.
+
+        Raises:
+            SessionClosedError: the session is closed.
+            StoreError: the embedded server could not start.
+        """
+        with self._promotion_lock:
+            if self.closed:
+                raise SessionClosedError(
+                    f"session {self.session_id!r} is closed; it cannot be promoted",
+                    session_id=self.session_id,
+                )
+            if self._store is None:
+                embedded = _EmbeddedStore(self.provider)
+                self._embedded = embedded
+                self._store = (embedded.address, embedded.token)
+                self.backend = "session_store"
+            return self._store[0]
 
     def __enter__(self) -> Session:
         dspy_context: Any = None
@@ -122,17 +245,29 @@ class Session(SessionContext):
             self.close()
 
     def close(self) -> None:
-        """Close the session if this object created it, and the provider if it opened it."""
-        if self.closed:
-            return
-        self.closed = True
+        """Close the session if this object created it, and the provider if it opened it.
+
+        Worker pools started on the session (``dspex.Remote``) are closed first, and an embedded
+        store server started by :meth:`promote` is stopped.
+        """
+        with self._promotion_lock:
+            if self.closed:
+                return
+            self.closed = True
+        for callback in reversed(self._on_close):
+            callback()
+        self._on_close.clear()
         if self._recomputer is not None:
             self._recomputer.stop()
-        if self._owns_session:
-            with contextlib.suppress(SessionError):
-                self.provider.close_session(self.session_id)
-        if self._owns_provider:
-            self.provider.close()
+        try:
+            if self._owns_session:
+                with contextlib.suppress(SessionError):
+                    self.provider.close_session(self.session_id)
+        finally:
+            if self._embedded is not None:
+                self._embedded.stop()
+            if self._owns_provider:
+                self.provider.close()
 
     def __repr__(self) -> str:
         return f"Session(session_id={self.session_id!r}, backend={self.backend!r})"

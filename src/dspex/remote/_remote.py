@@ -1,0 +1,254 @@
+"""Layer 3: ``dspex.Remote``, a DSPy module running in a pool of spawned worker processes.
+
+The pool is :class:`dspex.runtime.WorkerPool` (Layer 1: spawn, crash restart, retries,
+timeouts); this module adds the session. Creating a Remote promotes the session (an in-process
+session starts its embedded store server, see :meth:`dspex.Session.promote`), pickles the module
+once with cloudpickle, and starts workers that each join the session through the store, so the
+module's bound variables resolve in the worker exactly as they do in the parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import cloudpickle
+
+from dspex.errors import WorkerError, WorkerSetupError
+from dspex.remote._progress import ProgressOption, progress_callback
+from dspex.remote._worker import CallPayload, RemoteSetup
+from dspex.runtime import WorkerPool
+from dspex.runtime._pickling import describe, explain_unpicklable
+from dspex.session import Session, current_session
+
+__all__ = ["Remote"]
+
+_SHIPPED_SETTINGS = ("lm", "adapter")
+"""``dspy.settings`` the workers get from the parent when they pickle."""
+
+
+class Remote:
+    """Run a DSPy module in ``workers`` spawned processes that share the current session.
+
+    The module is pickled once (cloudpickle) and shipped to every worker. Each worker joins the
+    session through its store and runs every call inside it, so variables bound with
+    :func:`dspex.bind` resolve there at call time: a ``session.set`` in this process is seen by
+    the next call on any worker. The LM comes from a bound ``lm`` variable, or else from the LM
+    (and adapter) configured in ``dspy.settings`` here when the Remote is created, if they
+    pickle.
+
+    An in-process session is promoted to a session store when the Remote is created (see
+    :meth:`dspex.Session.promote`); the program code does not change. The workers are closed
+    by :meth:`close`, by leaving a ``with`` block, or when the session closes.
+
+    Failures are never silent: a worker that dies mid-call is replaced and the call retried up
+    to ``retries`` times, then it fails with :class:`~dspex.errors.WorkerCrashedError`; a call
+    running past ``timeout`` fails with :class:`~dspex.errors.WorkerTimeoutError` (the worker
+    is replaced); an exception raised by the module re-raises here with its worker traceback.
+
+    Like every spawn pool, a script that creates a Remote needs an
+    ``if __name__ == "__main__":`` guard.
+
+    Args:
+        module: a ``dspy.Module`` (or any picklable callable) to run in the workers.
+        workers: number of worker processes.
+        timeout: seconds one call may run on a worker (None: no limit).
+        retries: how many times a call lost to a worker crash is retried.
+        session: the session to run in (default: the current one).
+
+    Raises:
+        SessionError: no session is given or active.
+        WorkerSetupError: the module cannot be pickled (the message names the part that
+            cannot), an argument is invalid, or the workers cannot start.
+
+    Examples:
+        >>> with dspex.Session() as session:  # doctest: +SKIP
+        ...     with dspex.Remote(Support(), workers=2) as remote:
+        ...         remote(question="What is DSPy?").answer
+        ...         remote.map([{"question": q} for q in questions])
+    """
+
+    def __init__(
+        self,
+        module: Callable[..., Any],
+        workers: int = 2,
+        *,
+        timeout: float | None = None,
+        retries: int = 1,
+        session: Session | None = None,
+    ) -> None:
+        _check_arguments(workers, retries, timeout)
+        self.session = session if session is not None else current_session()
+        self.module_name = type(module).__name__
+        self.timeout = timeout
+        blob = _pickle_module(module)  # before anything starts: a bad module changes nothing
+        address = self.session.promote()
+        setup = RemoteSetup(
+            blob, address, self.session.session_id, self.session.store_token, _settings_blob()
+        )
+        self._pool = WorkerPool(
+            setup, workers=workers, retries=retries, name=f"dspex-remote-{self.module_name}"
+        )
+        self.closed = False
+        self.session._on_close.append(self.close)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run ``module(*args, **kwargs)`` on a worker and return its result (a Prediction).
+
+        Raises:
+            Exception: whatever the module raised, with the worker traceback as ``__cause__``.
+            WorkerCrashedError: the worker died and no retry was left.
+            WorkerTimeoutError: the call ran longer than ``timeout``.
+            WorkerError: the Remote is closed, or an argument or result cannot be pickled.
+        """
+        return self._pool.call(self._payload(args, kwargs), timeout=self.timeout)
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """Async twin of :meth:`__call__`: awaits the worker without blocking the event loop."""
+        future = self._pool.submit(self._payload(args, kwargs), timeout=self.timeout)
+        return await asyncio.wrap_future(future)
+
+    def map(
+        self,
+        inputs: Iterable[Mapping[str, Any] | Any],
+        *,
+        progress: ProgressOption = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Run the module once per input, in parallel on the workers; results in input order.
+
+        Args:
+            inputs: keyword arguments per call: mappings, or ``dspy.Example`` objects (their
+                ``inputs()`` are used).
+            progress: None draws a rich progress bar when stdout is a terminal; True/False
+                force it on/off; a callable is called as ``progress(done, total)``.
+            return_exceptions: put each failed call's exception in its slot instead of raising
+                the first failure (the other calls still run).
+
+        Raises:
+            Exception: the first failure, unless ``return_exceptions``.
+        """
+        revision = self._revision()
+        payloads = [
+            CallPayload(revision, (), _kwargs_of(item, i)) for i, item in enumerate(inputs)
+        ]
+        with progress_callback(progress, f"{self.module_name} on {self.workers} workers") as cb:
+            return self._pool.map(
+                payloads, timeout=self.timeout, progress=cb, return_exceptions=return_exceptions
+            )
+
+    # -- pool ---------------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        """The number of worker processes."""
+        return self._pool.workers
+
+    @property
+    def pids(self) -> list[int | None]:
+        """The current process id of each worker (None while one is restarting)."""
+        return self._pool.pids
+
+    @property
+    def address(self) -> str:
+        """The session store address the workers use."""
+        address = self.session.address
+        assert address is not None  # promoted in __init__
+        return address
+
+    def close(self, *, grace: float = 5.0) -> None:
+        """Stop the workers (running calls get ``grace`` seconds). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._pool.close(grace=grace)
+        try:
+            self.session._on_close.remove(self.close)
+        except ValueError:  # the session is closing and already took it off
+            pass
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"workers={self.workers}"
+        return f"<Remote {self.module_name} {state} session={self.session.session_id!r}>"
+
+    def _payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallPayload:
+        return CallPayload(self._revision(), args, kwargs)
+
+    def _revision(self) -> int:
+        """The session revision now: the worker catches up to it before running the call."""
+        if self.closed:
+            raise WorkerError(f"this Remote of {self.module_name} is closed; create a new one")
+        return self.session.provider.get_session(self.session.session_id).revision
+
+
+def _check_arguments(workers: object, retries: object, timeout: object) -> None:
+    for name, value, minimum in (("workers", workers, 1), ("retries", retries, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise WorkerSetupError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise WorkerSetupError(f"timeout must be positive seconds or None, got {timeout!r}")
+
+
+def _kwargs_of(item: Any, index: int) -> dict[str, Any]:
+    if isinstance(item, Mapping):
+        return dict(item)
+    inputs = getattr(item, "inputs", None)
+    if callable(inputs):  # a dspy.Example with its input keys set
+        return dict(inputs())
+    raise WorkerError(
+        f"Remote.map inputs[{index}] is {describe(item)}; give a mapping of keyword arguments "
+        "(e.g. {'question': ...}) or a dspy.Example with inputs set (example.with_inputs(...))"
+    )
+
+
+def _pickle_module(module: Any) -> bytes:
+    if not callable(module):
+        raise WorkerSetupError(
+            f"dspex.Remote needs a callable module (a dspy.Module), got {describe(module)}"
+        )
+    try:
+        return cloudpickle.dumps(module)  # type: ignore[no-any-return]
+    except Exception as exc:
+        reason = explain_unpicklable(module, "module")
+        raise WorkerSetupError(
+            f"dspex.Remote cannot ship the module {type(module).__name__} to worker processes: "
+            f"{reason}. Keep live objects (locks, clients, open files, threads) out of the "
+            "module, or create them lazily inside forward(); nothing was started.",
+            module=type(module).__name__,
+        ) from exc
+
+
+def _settings_blob() -> bytes | None:
+    """Pickle the parent's configured LM and adapter, skipping what cannot be pickled."""
+    dspy = sys.modules.get("dspy")
+    if dspy is None:
+        return None
+    shipped: dict[str, Any] = {}
+    for key in _SHIPPED_SETTINGS:
+        value = dspy.settings.get(key)
+        if value is None:
+            continue
+        try:
+            cloudpickle.dumps(value)
+        except Exception:  # e.g. an LM holding a live client: the bound `lm` must provide one
+            continue
+        shipped[key] = value
+    return cloudpickle.dumps(shipped) if shipped else None

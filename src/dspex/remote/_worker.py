@@ -1,0 +1,116 @@
+"""Layer 3: what runs inside a ``dspex.Remote`` worker process.
+
+:class:`RemoteSetup` is the picklable setup target the worker pool ships once to every worker. In
+the worker it connects to the session store with ``SessionContext.connect`` (a read cache kept
+coherent by a watch stream), makes that session current for the worker's lifetime, unpickles the
+module and applies the DSPy settings shipped from the parent (its LM and adapter, when they
+pickle). :class:`RemoteHandler` then runs one call per payload.
+
+Each payload carries the parent's session revision at the moment of the call. Before running, the
+worker waits until its cache has applied that revision, so a change made in the parent before a
+call is always seen by that call, also by module code that reads variables through the cache.
+(Bound hooks read their variables from the store in one snapshot anyway.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import cloudpickle
+
+from dspex.session import Session
+from dspex.state import SessionContext, StateProvider
+
+__all__ = ["CallPayload", "RemoteHandler", "RemoteSetup"]
+
+CATCH_UP_TIMEOUT = 5.0
+"""Longest a worker waits for its cache to reach the caller's revision before reading through."""
+
+
+class CallPayload(NamedTuple):
+    """One call sent to a worker: the caller's session revision, then the call's arguments."""
+
+    revision: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RemoteSetup:
+    """The worker setup target: where the session lives and what to run (all picklable).
+
+    Attributes:
+        module: the cloudpickled module (pickled once, in the parent).
+        address: the session store address (``unix:///...`` or ``grpc://host:port``).
+        session_id: the session the calls run in.
+        token: the store's bearer token, if it needs one.
+        settings: cloudpickled ``dspy.configure`` keyword arguments (``lm``, ``adapter``) taken
+            from the parent, or None.
+    """
+
+    module: bytes
+    address: str
+    session_id: str
+    token: str | None
+    settings: bytes | None
+
+    def __call__(self) -> RemoteHandler:
+        """Connect, enter the session, unpickle the module; return the per-call handler."""
+        context = SessionContext.connect(self.address, self.session_id, token=self.token)
+        session = Session(context.provider, session_id=self.session_id)
+        module = cloudpickle.loads(self.module)
+        if self.settings is not None:
+            import dspy
+
+            dspy.configure(**cloudpickle.loads(self.settings))
+        # Current for the rest of this worker's life (the pool runs every call on this thread);
+        # never exited, since leaving the last `with` would close the session's view.
+        session.__enter__()
+        return RemoteHandler(module, session, context.provider)
+
+    def __repr__(self) -> str:
+        return (
+            f"RemoteSetup(session_id={self.session_id!r}, address={self.address!r}, "
+            f"module={len(self.module)} bytes)"
+        )
+
+
+class RemoteHandler:
+    """Runs ``module(*args, **kwargs)`` per payload, in the worker's session.
+
+    Args:
+        module: the unpickled module.
+        session: the worker's view of the caller's session (current while calls run).
+        provider: the cached store client behind ``session``.
+    """
+
+    def __init__(self, module: Callable[..., Any], session: Session, provider: StateProvider):
+        self.module = module
+        self.session = session
+        self._revision: Callable[[str], int | None] = getattr(
+            provider, "revision", lambda _session_id: None
+        )
+        self._live: Callable[[str], bool] = getattr(provider, "is_live", lambda _id: False)
+
+    def __call__(self, payload: CallPayload) -> Any:
+        revision, args, kwargs = payload
+        self._catch_up(revision)
+        return self.module(*args, **kwargs)
+
+    def _catch_up(self, revision: int) -> None:
+        """Wait (briefly) until the read cache has applied the caller's ``revision``."""
+        session_id = self.session.session_id
+        seen = self._revision(session_id)
+        if seen is None or seen >= revision:
+            return  # not caching (reads go to the store), or already there
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        delay = 0.0002
+        while time.monotonic() < deadline and self._live(session_id):
+            seen = self._revision(session_id)
+            if seen is None or seen >= revision:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
