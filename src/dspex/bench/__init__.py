@@ -14,6 +14,7 @@ SUITES: dict[str, str] = {
     "local": "dspex.bench._local",
     "dspy": "dspex.bench._dspy",
     "bridge": "dspex.bench._bridge",
+    "engines": "dspex.bench._engines",
 }
 """Suite name -> module implementing it."""
 

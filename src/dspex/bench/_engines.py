@@ -1,0 +1,175 @@
+"""``dspex bench engines``: a set through the store server on each storage engine, measured
+interleaved in one run, beside a raw Redis GET.
+
+Three ``dspex serve`` processes run on loopback TCP: memory (the default), ``--data DIR``
+(SQLite, WAL) and ``--redis URL`` (a ``redis-server`` this suite starts on a free port). Every
+round times one ``set_variable`` on each server and one raw redis-py GET, in rotating order, so
+all four figures see the same machine load:
+
+* ``memory_engine_set_us_p50``, ``sqlite_engine_set_us_p50``, ``redis_engine_set_us_p50``;
+* ``redis_get_us_p50``: redis-py GET against the same redis-server (the floor a Redis-backed
+  set cannot beat: the set itself is one Lua script call plus the gRPC round trip).
+
+Without a ``redis-server`` binary the Redis figures are None and ``engines_note`` says why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, Final
+
+__all__ = ["TARGETS", "run"]
+
+SAMPLES: Final = 2000
+WARMUP: Final = 200
+START_TIMEOUT: Final = 30.0
+_MAIN: Final = "import sys; from dspex.cli import main; sys.exit(main())"
+
+TARGETS: Final[dict[str, tuple[str, Callable[[dict[str, Any]], bool]]]] = {
+    "sqlite_engine_set_us_p50": (
+        "<= 1.5x memory_engine_set_us_p50",
+        lambda f: f["sqlite_engine_set_us_p50"] <= 1.5 * f["memory_engine_set_us_p50"],
+    ),
+}
+"""Figure -> (target text, check over all figures) from the engines issue."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def _redis_server(binary: str, directory: str) -> Iterator[str]:
+    """A throwaway redis-server on a free loopback port; yields its URL."""
+    import redis
+
+    port = _free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", directory]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start on port {port}") from None
+                time.sleep(0.05)
+            finally:
+                client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def _store_server(*flags: str) -> Iterator[str]:
+    """A ``dspex serve FLAGS`` process on a free loopback port; yields its address."""
+    command = [sys.executable, "-c", _MAIN, "serve", "--address", "127.0.0.1:0", *flags]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the server prints its address once it listens
+        if not line.startswith("dspex session store listening on"):
+            raise RuntimeError(f"dspex serve {' '.join(flags)} did not start: {line!r}")
+        yield line.split()[-1]
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _setter(address: str, stack: ExitStack) -> Callable[[float], object]:
+    """A client of ``address`` with a registered variable; returns its one-value set."""
+    from dspex._model import make_spec
+    from dspex.state.store import SessionStoreProvider
+
+    client = SessionStoreProvider(address)
+    stack.callback(client.close)
+    client.wait_ready(START_TIMEOUT)
+    session_id = client.create_session()
+    client.register_variable(session_id, "t", make_spec(float, min=0.0, max=2.0), 0.7)
+    set_variable = client.set_variable
+    return lambda value: set_variable(session_id, "t", value)
+
+
+def _redis_getter(url: str, stack: ExitStack) -> Callable[[float], object]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    stack.callback(client.close)
+    client.set("t", "0.7")
+    return lambda _value: client.get("t")
+
+
+def _measure(calls: dict[str, Callable[[float], object]]) -> dict[str, float]:
+    """Median microseconds of each call, timed interleaved in rotating order."""
+    names = list(calls)
+    for step in range(WARMUP):
+        for name in names:
+            calls[name]((step % 100) / 100)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.perf_counter_ns
+    for step in range(SAMPLES):
+        value = (step % 100) / 100
+        shift = step % len(names)
+        for name in names[shift:] + names[:shift]:
+            call = calls[name]
+            start = clock()
+            call(value)
+            times[name].append((clock() - start) / 1000)
+    return {name: statistics.median(samples) for name, samples in times.items()}
+
+
+def run() -> dict[str, Any]:
+    """Measure a set through the server on every engine, and a raw Redis GET."""
+    binary = shutil.which("redis-server")
+    figures: dict[str, Any] = {}
+    with ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="dspex-bench-"))
+        calls = {
+            "memory_engine_set_us_p50": _setter(stack.enter_context(_store_server()), stack),
+            "sqlite_engine_set_us_p50": _setter(
+                stack.enter_context(_store_server("--data", f"{directory}/data")), stack
+            ),
+        }
+        if binary is not None:
+            url = stack.enter_context(_redis_server(binary, directory))
+            address = stack.enter_context(_store_server("--redis", url))
+            calls["redis_engine_set_us_p50"] = _setter(address, stack)
+            calls["redis_get_us_p50"] = _redis_getter(url, stack)
+        figures.update(_measure(calls))
+    if binary is None:
+        figures["redis_engine_set_us_p50"] = figures["redis_get_us_p50"] = None
+        figures["engines_note"] = (
+            "redis-server not found: Redis figures are null (make test-deps installs it)"
+        )
+    figures["engines_channel"] = (
+        "loopback TCP to one `dspex serve` process per engine (memory, --data DIR, "
+        "--redis URL); sets interleaved in rotating order"
+    )
+    figures["sqlite_vs_memory_set_ratio"] = round(
+        figures["sqlite_engine_set_us_p50"] / figures["memory_engine_set_us_p50"], 3
+    )
+    return figures
