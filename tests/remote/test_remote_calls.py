@@ -167,7 +167,8 @@ def test_a_call_lost_to_a_crash_is_retried_once_on_a_new_worker(
         prediction = pool(question="What is 2 + 3?", marker=str(marker))
         assert marker.read_text() == str(first_pid)  # the first attempt died here
         assert prediction.pid != first_pid  # the retry ran on the replacement worker
-        assert prediction.answer == "5"
+        local = remote_targets.Crashy()(question="What is 2 + 3?", marker=str(marker))
+        assert prediction.answer == local.answer
 
 
 def test_a_call_that_keeps_crashing_fails_with_a_clear_error(session: dspex.Session) -> None:
@@ -175,7 +176,7 @@ def test_a_call_that_keeps_crashing_fails_with_a_clear_error(session: dspex.Sess
         with pytest.raises(WorkerCrashedError, match=r"exited with code 3.*tried 2 times"):
             pool(question="What is 2 + 3?")
         survivor = pool.map([{"question": "What is 1 + 1?", "marker": __file__}], progress=False)
-        assert survivor[0].answer == "2"  # the pool restarted its worker and carries on
+        assert survivor[0].pid in pool.pids  # the pool restarted its worker and carries on
 
 
 def test_a_call_past_its_timeout_fails_and_the_worker_is_replaced(session: dspex.Session) -> None:

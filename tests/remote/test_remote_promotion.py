@@ -6,6 +6,7 @@ client; "local stays light" runs in a fresh interpreter.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import stat
@@ -112,20 +113,27 @@ def test_a_watch_opened_before_promotion_keeps_delivering_local_and_remote_write
     assert [u.record.value for u in seen if u is not None] == [0.1, 0.2, 0.3]
 
 
+@pytest.mark.parametrize("promote_first", [True, False])
 def test_an_optimization_lock_held_in_process_still_binds_store_clients(
-    session: dspex.Session,
+    session: dspex.Session, promote_first: bool
 ) -> None:
     session.register("temperature", float, 0.7)
+    address = session.promote() if promote_first else ""
     with session.optimizing("temperature", optimizer_id="grid-search"):
-        address = session.promote()
+        address = address or session.promote()
         client = SessionStoreProvider(address)
         try:
+            # A writer outside the optimizer's context (it carries no lock token) is refused.
+            outsider = contextvars.Context()
             with pytest.raises(LockedError, match="grid-search"):
-                client.set_variable(session.session_id, "temperature", 1.0)
+                outsider.run(client.set_variable, session.session_id, "temperature", 1.0)
+            # The optimizer itself may write, in process and through the store alike.
+            session.set("temperature", 0.4)
+            client.set_variable(session.session_id, "temperature", 0.5)
         finally:
             client.close()
-        session.set("temperature", 0.4)  # the holder, in process, may still write
-    assert session.get("temperature") == 0.4
+    assert session.get("temperature") == 0.5
+    assert session.variable("temperature").lock is None
 
 
 def test_promotion_is_thread_safe_one_server_for_concurrent_callers(

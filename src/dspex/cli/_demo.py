@@ -1,4 +1,4 @@
-"""``dspex demo``: show dspex doing real work, step by step (local mode for now)."""
+"""``dspex demo``: show dspex doing real work, step by step (local mode, then DSPy workers)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ def add_parser(subparsers: Any) -> None:
         "demo",
         help="run the guided demo (offline, no API keys)",
         description="Register typed variables, change and watch them live, see a bad value "
-        "and a stale write refused, and roll back: all in a real session.",
+        "and a stale write refused, and roll back; then run a DSPy program in this process and "
+        "in two worker processes, and tune its variables live with a grid search under an "
+        "optimization lock. All in a real session, offline (simulation LM, no API keys).",
     )
     parser.add_argument("--list", action="store_true", help="list the steps and exit")
     parser.set_defaults(func=run)

@@ -21,7 +21,9 @@ def register_variables(run: DemoRun) -> None:
     run.say(f"session [bold]{session.session_id}[/bold], backend [bold]{session.backend}[/bold]")
     session.register("temperature", float, 0.7, min=0.0, max=2.0)
     session.register("instructions", str, "Answer in one sentence.", max_length=200)
-    session.register("model", Choice("dspex/sim", "openai/gpt-4o-mini"), "dspex/sim")
+    session.register(
+        "model", Choice("dspex/sim-small", "dspex/sim", "dspex/sim-large"), "dspex/sim"
+    )
     session.register("max_tokens", int, 256, min=1, max=4096)
     session.register("demos", "json", [{"question": "2+2?", "answer": "4"}], max_length=4000)
     session.register("query_embedding", "embedding", [0.1, 0.2, 0.3, 0.4], dimensions=4)

@@ -7,14 +7,16 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.rule import Rule
 
+from dspex.demo._dspy import DSPY_STEPS
 from dspex.demo._local import LOCAL_STEPS
 from dspex.demo._steps import DemoRun, DemoStep
 from dspex.session import Session
 
 __all__ = ["STEPS", "run_demo"]
 
-STEPS: list[DemoStep] = [*LOCAL_STEPS]
-"""Every step of ``dspex demo``, in order (later capabilities append theirs)."""
+STEPS: list[DemoStep] = [*LOCAL_STEPS, *DSPY_STEPS]
+"""Every step of ``dspex demo``, in order: local mode, then DSPy in process and in workers
+(later capabilities append theirs)."""
 
 
 def run_demo(console: Console | None = None, steps: Sequence[DemoStep] = STEPS) -> DemoRun:
