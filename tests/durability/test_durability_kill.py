@@ -23,8 +23,8 @@ INT = make_spec(int)
 KEEP_ALL = ("--history-size", "1000000", "--log-size", "1000000")
 
 
-def _durable(tmp_path: Path) -> ServeProcess:
-    return ServeProcess("--data", str(tmp_path / "data"), *KEEP_ALL)
+def _durable(tmp_path: Path, *flags: str) -> ServeProcess:
+    return ServeProcess("--data", str(tmp_path / "data"), *KEEP_ALL, *flags)
 
 
 def _snapshot(client: SessionStoreProvider, session_id: str) -> dict[str, object]:
@@ -37,8 +37,11 @@ def _snapshot(client: SessionStoreProvider, session_id: str) -> dict[str, object
     }
 
 
-def test_a_kill_9_keeps_every_acknowledged_record_history_and_revision(tmp_path: Path) -> None:
-    server = _durable(tmp_path).start()
+@pytest.mark.parametrize("flags", [(), ("--fsync",)], ids=["default", "fsync"])
+def test_a_kill_9_keeps_every_acknowledged_record_history_and_revision(
+    tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    server = _durable(tmp_path, *flags).start()
     client = SessionStoreProvider(server.address)
     try:
         sid = client.create_session("durable")

@@ -128,6 +128,11 @@ def test_a_file_given_as_data_directory_is_refused(tmp_path: Path) -> None:
     assert path.read_text() == "mine"
 
 
+def test_fsync_without_a_data_directory_is_refused() -> None:
+    line = _error_line(run_dspex("serve", "--address", "127.0.0.1:0", "--fsync"))
+    assert "--fsync needs --data DIR" in line
+
+
 @contextlib.contextmanager
 def _small_disk(tmp_path: Path, size: str = "512k") -> Iterator[Path]:
     """A tmpfs of ``size`` mounted on a fresh directory (root only), unmounted afterwards."""
