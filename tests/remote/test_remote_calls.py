@@ -113,8 +113,30 @@ def test_map_returns_results_in_input_order_with_progress(
     assert progress[0] == (0, 20) and progress[-1] == (20, 20)
     examples = [dspy.Example(question=q, answer="").with_inputs("question") for q in QUESTIONS]
     assert [r.answer for r in remote.map(examples, progress=False)] == [
-        r.answer for r in remote.map([{"question": q} for q in QUESTIONS], progress=False)
+        r.answer for r in remote.map([{"question": q} for q in QUESTIONS], progress=True)
     ]
+    with pytest.raises(WorkerError, match=r"inputs\[1\] is 'oops'"):
+        remote.map([{"question": "What is 1 + 1?"}, "oops"])
+
+
+def test_the_progress_bar_is_drawn_only_for_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dspex.remote._progress import progress_callback
+
+    def callback(done: int, total: int) -> None:
+        return None
+
+    with progress_callback(callback, "x") as given:
+        assert given is callback
+    with progress_callback(False, "x") as off:
+        assert off is None
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    with progress_callback(None, "x") as auto:
+        assert auto is None
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    with progress_callback(None, "x") as bar:
+        assert bar is not None
+        bar(0, 2)
+        bar(2, 2)
 
 
 def test_dspy_evaluate_runs_through_the_workers_with_the_local_score(

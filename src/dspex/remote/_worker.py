@@ -87,7 +87,9 @@ class RemoteHandler:
         provider: the cached store client behind ``session``.
     """
 
-    def __init__(self, module: Callable[..., Any], session: Session, provider: StateProvider):
+    def __init__(
+        self, module: Callable[..., Any], session: Session, provider: StateProvider
+    ) -> None:
         self.module = module
         self.session = session
         self._revision: Callable[[str], int | None] = getattr(
