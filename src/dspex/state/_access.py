@@ -45,13 +45,17 @@ class AccessRule:
 
     def matches(self, principal: str, session_id: str, owned: bool, variable: str) -> bool:
         """True if this rule covers the principal, session and variable."""
+        return self.covers_session(principal, session_id, owned) and fnmatch.fnmatchcase(
+            variable, self.variables
+        )
+
+    def covers_session(self, principal: str, session_id: str, owned: bool) -> bool:
+        """True if this rule covers the principal and session (for some variables)."""
         if self.principal not in (principal, "*"):
             return False
         if self.sessions == "@own":
-            session_ok = owned
-        else:
-            session_ok = fnmatch.fnmatchcase(session_id, self.sessions)
-        return session_ok and fnmatch.fnmatchcase(variable, self.variables)
+            return owned
+        return fnmatch.fnmatchcase(session_id, self.sessions)
 
 
 class AccessPolicy:
@@ -85,8 +89,19 @@ class AccessPolicy:
         if not isinstance(data, dict) or not isinstance(data.get("principals"), dict):
             raise _bad(source, "top level must be an object with 'principals' and 'rules'")
         tokens = {name: _digest(name, entry, source) for name, entry in data["principals"].items()}
-        rules = [_rule(entry, tokens, source) for entry in data.get("rules", [])]
+        if len(set(tokens.values())) != len(tokens):
+            raise _bad(source, "two principals share one token; give each its own")
+        rules_data = data.get("rules", [])
+        if not isinstance(rules_data, list):
+            raise _bad(source, "'rules' must be a list of rule objects")
+        rules = [_rule(entry, tokens, source) for entry in rules_data]
         return cls(tokens, rules)
+
+    @classmethod
+    def for_token(cls, token: str, principal: str = "token") -> AccessPolicy:
+        """A policy with one principal, known by ``token``, allowed everything (``--token``)."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return cls({principal: digest}, [AccessRule(principal, "*", "*", frozenset(PERMISSIONS))])
 
     def authenticate(self, token: str | None) -> str:
         """Return the principal owning ``token``.
@@ -125,14 +140,39 @@ class AccessPolicy:
             for rule in self.rules
         )
 
+    def allows_session(
+        self, principal: str, permission: str, session_id: str, owned: bool
+    ) -> bool:
+        """True if some rule grants ``permission`` on the session for at least some variables
+        (listing and watching all variables then show only the allowed ones)."""
+        return any(
+            permission in rule.permissions and rule.covers_session(principal, session_id, owned)
+            for rule in self.rules
+        )
+
+    def check_session(self, principal: str, permission: str, session_id: str, owned: bool) -> None:
+        """Raise PermissionDeniedError unless :meth:`allows_session`."""
+        if not self.allows_session(principal, permission, session_id, owned):
+            raise errors.PermissionDeniedError(
+                f"principal {principal!r} may not {permission} session {session_id!r}",
+                principal=principal,
+                permission=permission,
+            )
+
 
 def _bad(source: str, why: str) -> errors.ConstraintError:
     return errors.ConstraintError(f"auth file {source!r}: {why}")
 
 
+_RULE_KEYS = frozenset({"principal", "sessions", "variables", "allow"})
+
+
 def _digest(name: str, entry: Any, source: str) -> str:
     if isinstance(entry, dict) and isinstance(entry.get("token_sha256"), str):
-        return str(entry["token_sha256"]).lower()
+        digest = str(entry["token_sha256"]).lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise _bad(source, f"principal {name!r}: 'token_sha256' must be 64 hex digits")
+        return digest
     if isinstance(entry, dict) and isinstance(entry.get("token"), str) and entry["token"]:
         return hashlib.sha256(entry["token"].encode()).hexdigest()
     raise _bad(source, f"principal {name!r} needs 'token' or 'token_sha256'")
@@ -141,16 +181,20 @@ def _digest(name: str, entry: Any, source: str) -> str:
 def _rule(entry: Any, tokens: Mapping[str, str], source: str) -> AccessRule:
     if not isinstance(entry, dict) or not isinstance(entry.get("principal"), str):
         raise _bad(source, f"rule {entry!r} needs a 'principal'")
+    unknown_keys = set(entry) - _RULE_KEYS
+    if unknown_keys:
+        raise _bad(source, f"rule {entry!r} has unknown keys {sorted(unknown_keys)}")
     principal = entry["principal"]
     if principal != "*" and principal not in tokens:
         raise _bad(source, f"rule names unknown principal {principal!r}")
     allow = entry.get("allow", [])
-    unknown = set(allow) - set(PERMISSIONS)
-    if not isinstance(allow, list) or not allow or unknown:
+    if (
+        not isinstance(allow, list)
+        or not allow
+        or not all(isinstance(p, str) and p in PERMISSIONS for p in allow)
+    ):
         raise _bad(source, f"rule 'allow' must list some of {PERMISSIONS}, got {allow!r}")
-    return AccessRule(
-        principal,
-        str(entry.get("sessions", "@own")),
-        str(entry.get("variables", "*")),
-        frozenset(allow),
-    )
+    patterns = (entry.get("sessions", "@own"), entry.get("variables", "*"))
+    if not all(isinstance(p, str) and p for p in patterns):
+        raise _bad(source, f"rule {entry!r}: 'sessions' and 'variables' must be glob strings")
+    return AccessRule(principal, patterns[0], patterns[1], frozenset(allow))

@@ -23,7 +23,13 @@ from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec, VariableUpdate
-from dspex.errors import DspexError, SessionError, StoreUnavailableError, WatchLaggedError
+from dspex.errors import (
+    DspexError,
+    LimitExceededError,
+    SessionError,
+    StoreUnavailableError,
+    WatchLaggedError,
+)
 from dspex.state._provider import StateProvider, UpdateResults
 from dspex.state._watch import VariableWatch
 
@@ -31,6 +37,13 @@ __all__ = ["CachedProvider"]
 
 _DELETED: Final = float("inf")
 """``seen`` marker for a name this process deleted: ignore it until the stream confirms."""
+
+_RETRY_FOLLOW: Final = 1.0
+"""Seconds before reads try again to follow a session whose stream could not be opened."""
+_YIELD_PAUSE: Final = 5.0
+"""Seconds the cache stays off a session after yielding its stream to an explicit watch."""
+_YIELD_WAIT: Final = 2.0
+"""Seconds an explicit watch retries while the store frees the yielded stream's slot."""
 
 
 class _SessionView:
@@ -189,6 +202,7 @@ class CachedProvider:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self._views: dict[str, _SessionView] = {}
+        self._paused: dict[str, float] = {}  # session -> monotonic time to follow again
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -221,6 +235,8 @@ class CachedProvider:
         view = self._views.get(session_id)
         if view is not None:
             return view
+        if not strict and self._paused.get(session_id, 0.0) > time.monotonic():
+            return None  # recently refused or yielded: read from the store for now
         with self._lock:
             view = self._views.get(session_id)
             if view is None:
@@ -230,7 +246,9 @@ class CachedProvider:
                 except DspexError:
                     if strict:
                         raise
+                    self._paused[session_id] = time.monotonic() + _RETRY_FOLLOW
                     return None  # the read itself reports what is wrong
+                self._paused.pop(session_id, None)
                 self._views[session_id] = view
         return view
 
@@ -349,9 +367,30 @@ class CachedProvider:
         after_revision: int | None = None,
         include_initial: bool = False,
     ) -> VariableWatch:
-        return self.inner.watch_variables(
-            session_id, names, after_revision=after_revision, include_initial=include_initial
-        )
+        """Watch through the wrapped provider. At the store's watcher limit, the cache gives
+        its own stream of the session up to the explicit watch (reads then go to the store)."""
+
+        def watch() -> VariableWatch:
+            return self.inner.watch_variables(
+                session_id, names, after_revision=after_revision, include_initial=include_initial
+            )
+
+        try:
+            return watch()
+        except LimitExceededError:
+            view = self._views.get(session_id)
+            if view is None:
+                raise
+            self._paused[session_id] = time.monotonic() + _YIELD_PAUSE
+            self._drop(view)
+        deadline = time.monotonic() + _YIELD_WAIT
+        while True:  # the store frees the yielded stream's slot shortly after it is cancelled
+            try:
+                return watch()
+            except LimitExceededError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
 
     def add_dependency(self, session_id: str, upstream: str, downstream: str) -> None:
         self.inner.add_dependency(session_id, upstream, downstream)

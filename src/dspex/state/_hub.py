@@ -22,9 +22,12 @@ __all__ = ["WatchHub", "Watcher"]
 class Watcher:
     """One watch's bounded queue, name filter and resume position."""
 
-    __slots__ = ("buffer", "items", "lagged", "last_put", "lock", "max_queue", "names")
+    __slots__ = (
+        "buffer", "counted", "items", "lagged", "last_put", "lock", "max_queue", "names",
+    )  # fmt: skip
 
-    def __init__(self, names: frozenset[str], max_queue: int) -> None:
+    def __init__(self, names: frozenset[str], max_queue: int, counted: bool = True) -> None:
+        self.counted = counted  # counts against max_watchers (store-internal watches do not)
         self.items: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.names = names
         self.max_queue = max_queue
@@ -109,8 +112,8 @@ class WatchHub:
                 watchers.remove(watcher)
 
     def count(self, session_id: str) -> int:
-        """How many watchers the session has."""
-        return len(self._watchers.get(session_id, ()))
+        """How many counted watchers the session has."""
+        return sum(1 for w in self._watchers.get(session_id, ()) if w.counted)
 
     def publish(self, session_id: str, updates: Sequence[VariableUpdate], closed: bool) -> None:
         """Engine listener: deliver committed updates, or end every watch if ``closed``."""

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from typing import Any
 
 import dspex.errors as errors
 from dspex._model import VariableSpec
 
-__all__ = ["LimitChecker", "exceeded", "value_size"]
+__all__ = ["LimitChecker", "exceeded", "uncounted_watch", "value_size"]
+
+uncounted_watch: ContextVar[bool] = ContextVar("dspex_uncounted_watch", default=False)
+"""Set by the store server around its internal wake-up watches, which do not count against
+``max_watchers`` (only client watches do)."""
 
 _SIZED_TYPES = frozenset({"string", "module", "json", "tensor", "embedding"})
 

@@ -35,7 +35,7 @@ from dspex.state._engines import (
 )
 from dspex.state._hub import Watcher, WatchHub
 from dspex.state._identity import current_lock_owner, current_principal, current_writer
-from dspex.state._limits import LimitChecker
+from dspex.state._limits import LimitChecker, uncounted_watch
 from dspex.state._provider import UpdateResults
 from dspex.state._sweeper import Sweeper
 from dspex.state._watch import VariableWatch
@@ -325,8 +325,10 @@ class LocalProvider:
     ) -> VariableWatch:
         if isinstance(names, str):  # one name, not its characters
             names = (names,)
-        self.limits.check_watchers(self._hub.count(session_id))
-        watcher = Watcher(frozenset(names), self.watch_queue_size)
+        counted = not uncounted_watch.get()
+        if counted:
+            self.limits.check_watchers(self._hub.count(session_id))
+        watcher = Watcher(frozenset(names), self.watch_queue_size, counted)
         self._hub.add(session_id, watcher)  # subscribe first: nothing committed from now is lost
         try:
             start = self._load_backlog(session_id, watcher, after_revision, include_initial)

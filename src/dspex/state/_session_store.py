@@ -6,19 +6,27 @@ is the server stream, read on the client's one background stream loop into the s
 queue, with the same lag rule, as a local watch. The provider pickles: the channel is dropped
 and rebuilt lazily in the new process (create it after a worker process starts; never fork with
 a live channel).
+
+Optimization locks: the client keeps one ``HoldLocks`` stream open from its first
+``acquire_lock`` on, so the store releases its locks as soon as this process dies or its
+connection breaks, not only when their leases run out. Every write carries the caller's
+:data:`~dspex.state.current_lock_owner` token, so ``with session.optimizing(...)`` works
+unchanged over the store.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec
-from dspex.errors import DspexError, StoreUnavailableError
-from dspex.state import current_writer
+from dspex.errors import DspexError, StoreError, StoreUnavailableError
 from dspex.state._grpc._channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    HOLDER_KEY,
+    LOCK_OWNER_KEY,
     WRITER_KEY,
     connect,
     parse_address,
@@ -26,28 +34,66 @@ from dspex.state._grpc._channel import (
 )
 from dspex.state._grpc._convert import client as convert
 from dspex.state._grpc._status import translate_rpc_errors
-from dspex.state._grpc._streams import StreamLoop
+from dspex.state._grpc._streams import HolderStream, StreamLoop
+from dspex.state._grpc._tls import ClientTls, PemSource
 from dspex.state._hub import Watcher
+from dspex.state._identity import current_lock_owner, current_writer
 from dspex.state._provider import UpdateResults
 from dspex.state._watch import END, VariableWatch
 
-__all__ = ["SessionStoreProvider"]
+__all__ = ["TOKEN_ENV", "SessionStoreProvider"]
 
 _DEFAULT_QUEUE = 1024
+
+TOKEN_ENV = "DSPEX_TOKEN"
+"""Environment variable holding the bearer token when none is passed."""
+
+
+class _Default:
+    """Marks "use the provider's call timeout" (None means no deadline)."""
+
+
+_DEFAULT = _Default()
+
+
+def _client_tls(
+    tls: bool,
+    root_cert: PemSource | None,
+    client_cert: PemSource | None,
+    client_key: PemSource | None,
+) -> ClientTls | None:
+    """The TLS material for a ``grpcs://`` address (None for plaintext addresses).
+
+    Raises:
+        StoreError: TLS material was given for a plaintext address, or cannot be read.
+    """
+    if not tls:
+        if root_cert is not None or client_cert is not None or client_key is not None:
+            raise StoreError(
+                "TLS certificates were given for a plaintext address; use grpcs://HOST:PORT"
+            )
+        return None
+    return ClientTls.load(root_cert, client_cert, client_key)
 
 
 class SessionStoreProvider:
     """A StateProvider whose sessions live in a session store reached over gRPC.
 
     Args:
-        address: ``grpc://host:port``, ``host:port``, ``unix:///abs/path`` or ``unix:rel/path``.
-        token: bearer token, if the store requires one.
+        address: ``grpc://host:port``, ``host:port``, ``grpcs://host:port`` (TLS),
+            ``unix:///abs/path`` or ``unix:rel/path``.
+        token: bearer token, if the store requires one (default: ``$DSPEX_TOKEN``).
         timeout: seconds each call may take before it fails with ``StoreUnavailableError``.
         max_message_bytes: largest message sent or received.
+        root_cert: with ``grpcs://``: the PEM root certificate to trust (path or bytes;
+            default ``$DSPEX_TLS_CA``, else the system roots).
+        client_cert, client_key: with ``grpcs://``: the client certificate and key for a
+            store that requires them (default ``$DSPEX_TLS_CERT`` / ``$DSPEX_TLS_KEY``).
 
     Raises:
-        StoreError: the address is not understood (nothing is connected yet: the first call
-            reports an unreachable store as ``StoreUnavailableError``).
+        StoreError: the address is not understood, or TLS material cannot be read (nothing
+            is connected yet: the first call reports an unreachable store as
+            ``StoreUnavailableError``).
 
     Examples:
         >>> store = SessionStoreProvider("grpc://127.0.0.1:50051")  # doctest: +SKIP
@@ -61,14 +107,18 @@ class SessionStoreProvider:
         token: str | None = None,
         timeout: float = 10.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        root_cert: PemSource | None = None,
+        client_cert: PemSource | None = None,
+        client_key: PemSource | None = None,
     ) -> None:
         self._parsed = parse_address(address)
         self.address = self._parsed.url
-        self.token = token
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
+        self._tls = _client_tls(self._parsed.tls, root_cert, client_cert, client_key)
         self._auth: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
+            (("authorization", f"Bearer {self.token}"),) if self.token else ()
         )
         self._errors = translate_rpc_errors(self.address)
         self._lock = threading.Lock()
@@ -76,19 +126,23 @@ class SessionStoreProvider:
         self._stub: Any = None
         self._streams: set[_StreamReader] = set()
         self._stream_loop: StreamLoop | None = None
+        self._holder: HolderStream | None = None
+        self._holder_lock = threading.Lock()
 
     # -- connection and pickling ------------------------------------------------------------
 
     def _connect(self) -> Any:
         with self._lock:
             if self._stub is None:
-                self._channel, self._stub = connect(self._parsed, self.max_message_bytes)
+                self._channel, self._stub = connect(
+                    self._parsed, self.max_message_bytes, self._tls
+                )
             return self._stub
 
     def _streams_loop(self) -> StreamLoop:
         with self._lock:
             if self._stream_loop is None:
-                self._stream_loop = StreamLoop(self._parsed, self.max_message_bytes)
+                self._stream_loop = StreamLoop(self._parsed, self.max_message_bytes, self._tls)
             return self._stream_loop
 
     def wait_ready(self, timeout: float | None = None) -> None:
@@ -106,24 +160,42 @@ class SessionStoreProvider:
             "token": self.token,
             "timeout": self.timeout,
             "max_message_bytes": self.max_message_bytes,
+            "tls": self._tls,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        tls: ClientTls | None = state.get("tls")
         self.__init__(  # type: ignore[misc]
             state["address"],
             token=state["token"],
             timeout=state["timeout"],
             max_message_bytes=state["max_message_bytes"],
+            root_cert=None if tls is None else tls.root_cert,
+            client_cert=None if tls is None else tls.client_cert,
+            client_key=None if tls is None else tls.client_key,
         )
 
     def __repr__(self) -> str:
         return f"SessionStoreProvider({self.address!r})"
 
-    def _call(self, method: str, request: Any, *, writes: bool = False) -> Any:
+    def _call(
+        self,
+        method: str,
+        request: Any,
+        *,
+        writes: bool = False,
+        extra: tuple[tuple[str, str], ...] = (),
+        timeout: float | _Default | None = _DEFAULT,
+    ) -> Any:
         stub = self._stub or self._connect()
-        metadata = ((WRITER_KEY, current_writer.get()), *self._auth) if writes else self._auth
+        metadata = self._auth
+        if writes:
+            owner = current_lock_owner.get()
+            mine = ((LOCK_OWNER_KEY, owner),) if owner else ()
+            metadata = ((WRITER_KEY, current_writer.get()), *mine, *extra, *self._auth)
+        deadline = self.timeout if isinstance(timeout, _Default) else timeout
         with self._errors:
-            return getattr(stub, method)(request, timeout=self.timeout, metadata=metadata or None)
+            return getattr(stub, method)(request, timeout=deadline, metadata=metadata or None)
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -223,7 +295,81 @@ class SessionStoreProvider:
             self._streams.add(reader)
         return reader.start(request, self.timeout)
 
+    # -- dependencies ---------------------------------------------------------------------
+
+    def add_dependency(self, session_id: str, upstream: str, downstream: str) -> None:
+        self._call("AddDependency", convert.dependency_request(session_id, upstream, downstream))
+
+    def get_dependents(self, session_id: str, name: str) -> list[str]:
+        request = convert.dependents_request(session_id, name)
+        return convert.names_result(self._call("GetDependents", request))
+
+    def get_dependencies(self, session_id: str) -> list[tuple[str, str]]:
+        request = convert.dependencies_request(session_id)
+        return convert.edges_result(self._call("GetDependencies", request))
+
+    # -- optimization locks ---------------------------------------------------------------
+
+    def acquire_lock(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        owner: str,
+        optimizer_id: str,
+        lease: float = 30.0,
+        policy: str = "fail",
+        timeout: float | None = None,
+    ) -> VariableRecord:
+        request = convert.acquire_lock_request(
+            session_id, name, owner, optimizer_id=optimizer_id, lease=lease, policy=policy,
+            timeout=timeout,
+        )  # fmt: skip
+        waits = policy == "wait"
+        deadline = None if waits and timeout is None else self.timeout + (timeout or 0.0)
+        for attempt in (1, 2):
+            holder = self._lock_holder()
+            try:
+                response = self._call(
+                    "AcquireLock", request, writes=True, timeout=deadline,
+                    extra=((HOLDER_KEY, holder.holder_id or ""),),
+                )  # fmt: skip
+            except StoreUnavailableError:
+                if attempt == 2 or not holder.ended:
+                    raise
+                continue  # the holder stream broke meanwhile: open a new one and retry once
+            return convert.record_result(response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def release_lock(self, session_id: str, name: str, *, owner: str) -> VariableRecord:
+        request = convert.release_lock_request(session_id, name, owner)
+        return convert.record_result(self._call("ReleaseLock", request, writes=True))
+
+    def renew_lock(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        owner: str,
+        progress: Mapping[str, Any] | None = None,
+    ) -> VariableRecord:
+        request = convert.renew_lock_request(session_id, name, owner, progress)
+        return convert.record_result(self._call("RenewLock", request, writes=True))
+
+    def _lock_holder(self) -> HolderStream:
+        """This client's HoldLocks stream, opened (again) if needed."""
+        with self._holder_lock:
+            holder = self._holder
+            if holder is None or holder.ended:
+                holder = HolderStream(self._streams_loop(), self._auth, self.timeout)
+                self._holder = holder
+            return holder
+
     def close(self) -> None:
+        with self._holder_lock:
+            holder, self._holder = self._holder, None
+        if holder is not None:
+            holder.stop()  # the store releases any lock still held through this client
         with self._lock:
             streams, self._streams = list(self._streams), set()
             channel, self._channel, self._stub = self._channel, None, None

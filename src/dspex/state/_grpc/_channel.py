@@ -1,8 +1,9 @@
 """Layer 2, gRPC adapter: store addresses, channel options, connecting and waiting for readiness.
 
 Accepted addresses: ``grpc://host:port``, ``host:port`` (IPv6 as ``[::1]:port``),
-``unix:///absolute/path`` and ``unix:relative/path``. Clients and the server share one parser, so
-an address printed by ``dspex serve`` is one every client accepts.
+``grpcs://host:port`` (TLS), ``unix:///absolute/path`` and ``unix:relative/path``. Clients
+and the server share one parser, so an address printed by ``dspex serve`` is one every client
+accepts.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ import grpc
 
 from dspex._proto.bridge.v1 import store_pb2_grpc
 from dspex.errors import StoreError, StoreUnavailableError
+from dspex.state._grpc._tls import ClientTls
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "HOLDER_KEY",
+    "LOCK_OWNER_KEY",
     "WRITER_KEY",
     "StoreAddress",
+    "aio_channel",
     "client_options",
     "connect",
     "parse_address",
@@ -32,6 +37,12 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 WRITER_KEY = "dspex-writer"
 """Call metadata naming who writes (recorded as ``writer``); the server uses the peer if absent."""
+
+LOCK_OWNER_KEY = "dspex-lock-owner"
+"""Call metadata carrying the writer's optimization-lock token (``current_lock_owner``)."""
+
+HOLDER_KEY = "dspex-lock-holder"
+"""Call metadata of AcquireLock naming the client's HoldLocks stream."""
 
 _RECONNECT_OPTIONS: tuple[tuple[str, Any], ...] = (
     # A restarted store is found again within ~0.1-1 s instead of grpc's default 1-120 s.
@@ -52,12 +63,14 @@ class StoreAddress:
 
     Attributes:
         target: the gRPC target string (``host:port`` or ``unix:...``).
-        url: the canonical form printed and accepted everywhere (``grpc://host:port`` or
-            ``unix:///abs/path``).
+        url: the canonical form printed and accepted everywhere (``grpc://host:port``,
+            ``grpcs://host:port`` or ``unix:///abs/path``).
+        tls: connect with TLS (a ``grpcs://`` address).
     """
 
     target: str
     url: str
+    tls: bool = False
 
     @property
     def is_unix(self) -> bool:
@@ -78,13 +91,15 @@ def parse_address(address: str) -> StoreAddress:
             absolute = os.path.abspath(path)
             return StoreAddress(f"unix:{absolute}", f"unix://{absolute}")
     else:
-        hostport = text[len("grpc://") :] if text.startswith("grpc://") else text
+        tls = text.startswith("grpcs://")
+        scheme = "grpcs://" if tls else "grpc://"
+        hostport = text[len(scheme) :] if text.startswith(scheme) else text
         host, sep, port = hostport.rpartition(":")
         if sep and host and port.isdigit() and "/" not in hostport and int(port) < 65536:
-            return StoreAddress(hostport, f"grpc://{hostport}")
+            return StoreAddress(hostport, f"{scheme}{hostport}", tls)
     raise StoreError(
         f"store address {address!r} not understood; use 'grpc://HOST:PORT', 'HOST:PORT', "
-        "'unix:///ABSOLUTE/PATH' or 'unix:RELATIVE/PATH'",
+        "'grpcs://HOST:PORT' (TLS), 'unix:///ABSOLUTE/PATH' or 'unix:RELATIVE/PATH'",
         address=str(address),
     )
 
@@ -112,14 +127,33 @@ def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 
 
 def connect(
-    address: StoreAddress, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    address: StoreAddress,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    tls: ClientTls | None = None,
 ) -> tuple[grpc.Channel, Any]:
     """Open a sync channel to the store and return it with a ``SessionStore`` stub.
 
-    The channel connects lazily: an unreachable store is reported by the first call.
+    The channel connects lazily: an unreachable store is reported by the first call. A
+    ``grpcs://`` address uses TLS (``tls`` says what to trust; the system roots by default).
     """
-    channel = grpc.insecure_channel(address.target, options=client_options(max_message_bytes))
+    options = client_options(max_message_bytes)
+    if address.tls:
+        credentials = (tls or ClientTls()).credentials()
+        channel = grpc.secure_channel(address.target, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(address.target, options=options)
     return channel, store_pb2_grpc.SessionStoreStub(channel)
+
+
+def aio_channel(
+    address: StoreAddress, max_message_bytes: int, tls: ClientTls | None = None
+) -> grpc.aio.Channel:
+    """Open a ``grpc.aio`` channel to the store (TLS for a ``grpcs://`` address)."""
+    options = client_options(max_message_bytes)
+    if address.tls:
+        credentials = (tls or ClientTls()).credentials()
+        return grpc.aio.secure_channel(address.target, credentials, options=options)
+    return grpc.aio.insecure_channel(address.target, options=options)
 
 
 def wait_ready(channel: grpc.Channel, address: StoreAddress, timeout: float) -> None:

@@ -17,6 +17,7 @@ import time
 from typing import Any, Final
 
 from dspex.errors import DspexError, WatchLaggedError
+from dspex.state._limits import uncounted_watch
 from dspex.state._provider import StateProvider
 from dspex.state._watch import VariableWatch
 
@@ -60,6 +61,15 @@ class StreamWaiter:
             future.set_result(reason)
 
 
+def _pump_watch(provider: StateProvider, session_id: str) -> VariableWatch:
+    """A watch of every change for a pump: internal, so it does not count as a watcher."""
+    token = uncounted_watch.set(True)
+    try:
+        return provider.watch_variables(session_id)
+    finally:
+        uncounted_watch.reset(token)
+
+
 class _SessionPump:
     """One thread per watched session: turns provider changes into event-loop wake-ups.
 
@@ -79,7 +89,7 @@ class _SessionPump:
         self.ended = False
         self._lock = threading.Lock()
         self._stopped = False
-        self._watch: VariableWatch = provider.watch_variables(session_id)
+        self._watch: VariableWatch = _pump_watch(provider, session_id)
         self._thread = threading.Thread(
             target=self._run, name=f"dspex-watch-pump-{session_id[:12]}", daemon=True
         )
@@ -91,7 +101,7 @@ class _SessionPump:
         Raises:
             DspexError: the session cannot be watched any more.
         """
-        fresh = self.provider.watch_variables(self.session_id)
+        fresh = _pump_watch(self.provider, self.session_id)
         with self._lock:
             if self._stopped:
                 fresh.cancel()
@@ -140,7 +150,7 @@ class _SessionPump:
             if self._stopped:
                 return False
             try:
-                self._watch = self.provider.watch_variables(self.session_id)
+                self._watch = _pump_watch(self.provider, self.session_id)
             except DspexError:
                 return False
         return True

@@ -2,16 +2,16 @@
 
 :class:`StoreServer` runs the ``grpc.aio`` server on its own event loop in a daemon thread (tests,
 and promoting a local session). :func:`serve` runs it in the foreground until SIGTERM or SIGINT
-(``dspex serve``). Both add grpc health checking and server reflection, and shut down
-gracefully: health turns NOT_SERVING, watch streams end with "resume from revision N", and
-in-flight calls get ``grace`` seconds to finish.
+(``dspex serve``). Both add grpc health checking and server reflection (which stay open when
+access control is on), optional TLS and access control, and shut down gracefully: health turns
+NOT_SERVING, watch streams end with "resume from revision N", and in-flight calls get
+``grace`` seconds to finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import os
 import signal
 import threading
@@ -24,10 +24,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dspex._proto.bridge.v1 import store_pb2
-from dspex.errors import DspexError, StoreError, UnauthenticatedError
+from dspex.errors import DspexError, StoreError
+from dspex.state._access import AccessPolicy
 from dspex.state._grpc._channel import StoreAddress, parse_address, server_options
 from dspex.state._grpc._convert import server as server_convert
-from dspex.state._grpc._status import abort
+from dspex.state._grpc._guard import AccessGuard
+from dspex.state._grpc._tls import ServerTls
 from dspex.state._grpc.server import SessionStoreServicer, StoreLimits
 from dspex.state._local import LocalProvider
 from dspex.state._provider import StateProvider
@@ -37,33 +39,15 @@ __all__ = ["SERVICE_NAME", "StoreServer", "serve"]
 SERVICE_NAME: Final[str] = store_pb2.DESCRIPTOR.services_by_name["SessionStore"].full_name
 
 
-class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses store calls without ``authorization: Bearer <token>`` (health stays open)."""
+def _policy(token: str | None, auth: AccessPolicy | None) -> AccessPolicy | None:
+    """The access policy in force: ``auth``, or one principal allowed everything for ``token``.
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}"
-        self._deny_unary = grpc.unary_unary_rpc_method_handler(self._deny)
-        self._deny_stream = grpc.unary_stream_rpc_method_handler(self._deny)
-
-    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
-        if not details.method.startswith(f"/{SERVICE_NAME}/"):
-            return await continuation(details)
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization" and hmac.compare_digest(str(value), self._expected):
-                return await continuation(details)
-        return (
-            self._deny_stream if details.method.endswith("/WatchVariables") else self._deny_unary
-        )
-
-    @staticmethod
-    async def _deny(request: Any, context: Any) -> None:
-        await abort(
-            context,
-            UnauthenticatedError(
-                "the session store needs a token: pass token=... (or --token) matching the "
-                "server's; nothing was done"
-            ),
-        )
+    Raises:
+        StoreError: both were given.
+    """
+    if token and auth is not None:
+        raise StoreError("give either a single token or an auth policy (--auth-file), not both")
+    return AccessPolicy.for_token(token) if token else auth
 
 
 class _Running:
@@ -107,13 +91,15 @@ def _register(servicer: SessionStoreServicer, server: Any) -> None:
 
 
 async def _start(
-    provider: StateProvider, address: StoreAddress, limits: StoreLimits, token: str | None
+    provider: StateProvider,
+    address: StoreAddress,
+    limits: StoreLimits,
+    policy: AccessPolicy | None,
+    tls: ServerTls | None,
 ) -> _Running:
-    server = grpc.aio.server(
-        options=server_options(limits.max_message_bytes),
-        interceptors=[_BearerAuth(token)] if token else None,
-    )
-    servicer = SessionStoreServicer(provider, limits)
+    server = grpc.aio.server(options=server_options(limits.max_message_bytes))
+    guard = None if policy is None else AccessGuard(policy, provider)
+    servicer = SessionStoreServicer(provider, limits, guard=guard)
     _register(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -122,15 +108,18 @@ async def _start(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    url = _bind(server, address)
+    url = _bind(server, address, tls)
     await server.start()
     return _Running(server, servicer, health_servicer, url)
 
 
-def _bind(server: Any, address: StoreAddress) -> str:
+def _bind(server: Any, address: StoreAddress, tls: ServerTls | None) -> str:
     cause: Exception | None = None
     try:
-        port = server.add_insecure_port(address.target)
+        if tls is not None:
+            port = server.add_secure_port(address.target, tls.credentials())
+        else:
+            port = server.add_insecure_port(address.target)
     except RuntimeError as exc:
         port, cause = 0, exc
     if not port:
@@ -142,7 +131,7 @@ def _bind(server: Any, address: StoreAddress) -> str:
     if address.is_unix:
         return address.url
     host = address.target.rpartition(":")[0]
-    return f"grpc://{host}:{port}"
+    return f"{'grpcs' if tls is not None else 'grpc'}://{host}:{port}"
 
 
 class StoreServer:
@@ -151,8 +140,10 @@ class StoreServer:
     Args:
         provider: the provider to serve (a new :class:`LocalProvider` when None).
         address: where to listen; port 0 picks a free port (read it back from ``address``).
-        token: if given, every store call must carry this bearer token.
-        limits: input limits and the watch heartbeat interval.
+        token: if given, every store call must carry this bearer token (full access).
+        auth: access control: tokens, principals and permission rules (not with ``token``).
+        tls: serve TLS with this certificate and key (``grpcs://`` addresses).
+        limits: input limits, the watch heartbeat interval and the default session TTL.
 
     Examples:
         >>> with StoreServer.start(address="127.0.0.1:0") as server:  # doctest: +SKIP
@@ -165,11 +156,14 @@ class StoreServer:
         address: str = "127.0.0.1:0",
         *,
         token: str | None = None,
+        auth: AccessPolicy | None = None,
+        tls: ServerTls | None = None,
         limits: StoreLimits | None = None,
     ) -> None:
         self.provider: StateProvider = provider if provider is not None else LocalProvider()
         self._address = parse_address(address)
-        self._token = token
+        self._policy = _policy(token, auth)
+        self._tls = tls
         self._limits = limits or StoreLimits()
         self._loop = asyncio.new_event_loop()
         self._running: _Running | None = None
@@ -185,15 +179,18 @@ class StoreServer:
         address: str = "127.0.0.1:0",
         *,
         token: str | None = None,
+        auth: AccessPolicy | None = None,
+        tls: ServerTls | None = None,
         limits: StoreLimits | None = None,
         timeout: float = 10.0,
     ) -> StoreServer:
         """Start a server and return once it listens.
 
         Raises:
-            StoreError: it could not listen on ``address`` within ``timeout`` seconds.
+            StoreError: it could not listen on ``address`` within ``timeout`` seconds, or
+                both ``token`` and ``auth`` were given.
         """
-        server = cls(provider, address, token=token, limits=limits)
+        server = cls(provider, address, token=token, auth=auth, tls=tls, limits=limits)
         server._thread.start()
         if not server._ready.wait(timeout):
             raise StoreError(f"the store server did not start within {timeout:g} s")
@@ -224,7 +221,9 @@ class StoreServer:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         try:
-            self._running = await _start(self.provider, self._address, self._limits, self._token)
+            self._running = await _start(
+                self.provider, self._address, self._limits, self._policy, self._tls
+            )
         except BaseException as exc:
             self._failure = exc if isinstance(exc, DspexError) else StoreError(str(exc))
             self._ready.set()
@@ -261,6 +260,8 @@ def serve(
     *,
     provider: StateProvider | None = None,
     token: str | None = None,
+    auth: AccessPolicy | None = None,
+    tls: ServerTls | None = None,
     limits: StoreLimits | None = None,
     grace: float = 5.0,
     on_ready: Callable[[str], None] | None = None,
@@ -270,19 +271,22 @@ def serve(
     Args:
         address: where to listen (``host:port``, ``grpc://host:port`` or ``unix:PATH``).
         provider: the provider to serve (a new :class:`LocalProvider` when None).
-        token: if given, every store call must carry this bearer token.
-        limits: input limits and the watch heartbeat interval.
+        token: if given, every store call must carry this bearer token (full access).
+        auth: access control: tokens, principals and permission rules (not with ``token``).
+        tls: serve TLS with this certificate and key.
+        limits: input limits, the watch heartbeat interval and the default session TTL.
         grace: seconds in-flight calls get to finish on shutdown.
         on_ready: called with the listening address once the server accepts calls.
 
     Raises:
-        StoreError: the address cannot be used.
+        StoreError: the address cannot be used, or both ``token`` and ``auth`` were given.
     """
     parsed = parse_address(address)
+    policy = _policy(token, auth)
     served = provider if provider is not None else LocalProvider()
 
     async def main() -> None:
-        running = await _start(served, parsed, limits or StoreLimits(), token)
+        running = await _start(served, parsed, limits or StoreLimits(), policy, tls)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,27 +15,35 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-import grpc
-
 from dspex._proto.bridge.v1 import store_pb2_grpc
-from dspex.errors import DspexError
-from dspex.state._grpc._channel import StoreAddress, client_options
+from dspex.errors import DspexError, StoreUnavailableError
+from dspex.state._grpc._channel import StoreAddress, aio_channel
 from dspex.state._grpc._convert import client as convert
 from dspex.state._grpc._status import translate_rpc_errors
+from dspex.state._grpc._tls import ClientTls
 
-__all__ = ["StreamLoop"]
+__all__ = ["HolderStream", "StreamLoop"]
 
 OnEvent = Callable[[str, Any], bool]
 """``on_event(kind, payload)`` for each stream message; return False to stop reading."""
 OnEnd = Callable[[DspexError | None], None]
 """``on_end(error)`` once: None when the stream ended normally or was stopped."""
 
+_EVENTS: dict[str, Callable[[Any], tuple[str, Any]]] = {
+    "WatchVariables": convert.watch_event,
+    "HoldLocks": convert.hold_locks_event,
+}
+
 
 class StreamLoop:
     """One event loop thread and one ``grpc.aio`` channel reading a client's watch streams."""
 
-    def __init__(self, address: StoreAddress, max_message_bytes: int) -> None:
+    def __init__(
+        self, address: StoreAddress, max_message_bytes: int, tls: ClientTls | None = None
+    ) -> None:
         self._address = address
+        self.address = address
+        self._tls = tls
         self._errors = translate_rpc_errors(address.url)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -50,16 +58,21 @@ class StreamLoop:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     async def _open_channel(self, max_message_bytes: int) -> None:
-        self._channel = grpc.aio.insecure_channel(
-            self._address.target, options=client_options(max_message_bytes)
-        )
+        self._channel = aio_channel(self._address, max_message_bytes, self._tls)
         self._stub = store_pb2_grpc.SessionStoreStub(self._channel)
 
     def follow(
-        self, request: Any, metadata: tuple[tuple[str, str], ...], on_event: OnEvent, on_end: OnEnd
+        self,
+        request: Any,
+        metadata: tuple[tuple[str, str], ...],
+        on_event: OnEvent,
+        on_end: OnEnd,
+        *,
+        method: str = "WatchVariables",
     ) -> Callable[[], None]:
-        """Start reading a WatchVariables stream; returns a function that stops it."""
-        task = self._submit(self._read(request, metadata, on_event, on_end))
+        """Start reading a server stream (WatchVariables or HoldLocks); returns a function
+        that stops it."""
+        task = self._submit(self._read(method, request, metadata, on_event, on_end))
 
         def stop() -> None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
@@ -68,14 +81,20 @@ class StreamLoop:
         return stop
 
     async def _read(
-        self, request: Any, metadata: tuple[tuple[str, str], ...], on_event: OnEvent, on_end: OnEnd
+        self,
+        method: str,
+        request: Any,
+        metadata: tuple[tuple[str, str], ...],
+        on_event: OnEvent,
+        on_end: OnEnd,
     ) -> None:
-        call = self._stub.WatchVariables(request, metadata=metadata or None)
+        call = getattr(self._stub, method)(request, metadata=metadata or None)
+        classify = _EVENTS[method]
         error: DspexError | None = None
         try:
             with self._errors:
                 async for message in call:
-                    if not on_event(*convert.watch_event(message)):
+                    if not on_event(*classify(message)):
                         break
         except DspexError as exc:
             error = exc
@@ -104,3 +123,51 @@ class StreamLoop:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._channel is not None:
             await self._channel.close()
+
+
+class HolderStream:
+    """A client's ``HoldLocks`` stream: while it is open, the locks it acquired stay held.
+
+    The server names the stream with a holder id (sent with each AcquireLock) and releases the
+    locks acquired under it as soon as the stream ends: when the client closes, its process
+    dies or its connection breaks. ``ended`` tells the client to open a new one.
+    """
+
+    def __init__(
+        self, loop: StreamLoop, metadata: tuple[tuple[str, str], ...], timeout: float
+    ) -> None:
+        self.holder_id: str | None = None
+        self.ended = False
+        self._failure: DspexError | None = None
+        self._started = threading.Event()
+        self._stop = loop.follow(
+            convert.hold_locks_request(), metadata, self._on_event, self._on_end,
+            method="HoldLocks",
+        )  # fmt: skip
+        if not self._started.wait(timeout):
+            self.stop()
+            raise StoreUnavailableError(
+                f"session store {loop.address.url} did not open a lock-holder stream within "
+                f"{timeout:g} s",
+                address=loop.address.url,
+            )
+        if self.holder_id is None:
+            raise self._failure or StoreUnavailableError(
+                "the lock-holder stream ended before it started", address=loop.address.url
+            )
+
+    def _on_event(self, kind: str, payload: Any) -> bool:
+        if kind == "started":
+            self.holder_id = payload
+            self._started.set()
+        return True
+
+    def _on_end(self, error: DspexError | None) -> None:
+        self.ended = True
+        self._failure = error
+        self._started.set()
+
+    def stop(self) -> None:
+        """Close the stream (the server releases the locks still held under it)."""
+        self.ended = True
+        self._stop()

@@ -1,9 +1,12 @@
 """Layer 2, gRPC adapter: the session-store servicer on ``grpc.aio``, wrapping any StateProvider.
 
-The servicer adds transport, limits and error mapping, not semantics: every method converts the
-request, delegates to the provider (a :class:`~dspex.state.LocalProvider` by default, the one
-home of validation, versions, history and watch) and converts the result. Watch streams read an
-ordinary provider watch; see :mod:`dspex.state._grpc._hub` for how they are woken.
+The servicer adds transport, access control and limits, not semantics: every method converts
+the request, checks the caller's permission, delegates to the provider (a
+:class:`~dspex.state.LocalProvider` by default, the one home of validation, versions, history,
+watch, dependencies and locks) and converts the result. The call prologue (authentication,
+identity ContextVars, error mapping) lives in :mod:`dspex.state._grpc._calls`; watch streams
+are woken as described in :mod:`dspex.state._grpc._hub`; the dependency and lock RPCs are in
+:mod:`dspex.state._grpc._locking`.
 """
 
 # ruff: noqa: N802 - servicer methods carry the CamelCase RPC names of the proto
@@ -11,18 +14,21 @@ ordinary provider watch; see :mod:`dspex.state._grpc._hub` for how they are woke
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dspex.errors import DspexError, StoreProtocolError, StoreUnavailableError
-from dspex.state import current_writer
-from dspex.state._grpc._channel import WRITER_KEY
+from dspex.errors import DspexError, StoreUnavailableError
+from dspex.state._engines import MemoryEngine
+from dspex.state._grpc._calls import CallInfo, checked, enter_call, reset, run_sync, unary
 from dspex.state._grpc._convert import server as convert
+from dspex.state._grpc._guard import AccessGuard
 from dspex.state._grpc._hub import HEARTBEAT, StreamWaiter, WatchHub
-from dspex.state._grpc._status import abort, internal_error
+from dspex.state._grpc._locking import LockingRpcs
+from dspex.state._grpc._status import abort
+from dspex.state._local import LocalProvider
 from dspex.state._provider import StateProvider
 from dspex.state._watch import VariableWatch
 
@@ -30,9 +36,6 @@ __all__ = ["SessionStoreServicer", "StoreLimits"]
 
 _BATCH: Final = 256
 """Most updates a stream drains before yielding to other streams."""
-
-_Handler = Callable[[Any, Any, Any], Any]
-_AsyncHandler = Callable[[Any, Any, Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,51 +47,14 @@ class StoreLimits:
         max_value_bytes: largest single value (JSON text or array bytes) accepted; larger
             values are refused with ``LimitExceededError`` (RESOURCE_EXHAUSTED).
         heartbeat_interval: seconds of silence after which a watch stream gets a heartbeat.
+        session_ttl: TTL (seconds without heartbeat) of sessions created without one; None
+            keeps such sessions until they are closed.
     """
 
     max_message_bytes: int = 32 * 1024 * 1024
     max_value_bytes: int = 16 * 1024 * 1024
     heartbeat_interval: float = 15.0
-
-
-def _writer_of(context: Any) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == WRITER_KEY:
-            return str(value)
-    return str(context.peer())
-
-
-def _checked(request: Any) -> Any:
-    """The request, unless its bytes could not be parsed.
-
-    Raises:
-        StoreProtocolError: the request is malformed.
-    """
-    if isinstance(request, convert.Malformed):
-        raise StoreProtocolError(f"malformed request: {request.reason}")
-    return request
-
-
-def _unary(*, writes: bool = False) -> Callable[[_Handler], _AsyncHandler]:
-    """Run a sync servicer method as an aio handler; any error ends the call with its status."""
-
-    def decorate(method: _Handler) -> _AsyncHandler:
-        @functools.wraps(method)
-        async def handler(self: Any, request: Any, context: Any) -> Any:
-            token = current_writer.set(_writer_of(context)) if writes else None
-            try:
-                return method(self, _checked(request), context)
-            except DspexError as exc:
-                await abort(context, exc)
-            except Exception as exc:
-                await abort(context, internal_error(exc))
-            finally:
-                if token is not None:
-                    current_writer.reset(token)
-
-        return handler
-
-    return decorate
+    session_ttl: float | None = None
 
 
 def _drain(watch: VariableWatch, limit: int | None) -> tuple[list[Any], DspexError | None]:
@@ -102,18 +68,36 @@ def _drain(watch: VariableWatch, limit: int | None) -> tuple[list[Any], DspexErr
     return batch, None
 
 
-class SessionStoreServicer:
+def may_block(provider: StateProvider) -> bool:
+    """True unless the provider answers from memory (then calls run on the event loop)."""
+    return not (isinstance(provider, LocalProvider) and isinstance(provider.engine, MemoryEngine))
+
+
+class SessionStoreServicer(LockingRpcs):
     """The ``dspex.bridge.v1.SessionStore`` service over one provider.
 
     Args:
-        provider: where sessions live; called on the event loop, so it must not block for long
-            (in-memory providers answer in microseconds).
-        limits: input limits and the watch heartbeat interval.
+        provider: where sessions live.
+        limits: input limits, the watch heartbeat interval and the default session TTL.
+        guard: access control (None: every call is allowed).
+        offload: run provider calls in worker threads so a provider that blocks (SQLite,
+            Redis) never stalls the event loop; by default, unless the provider is in memory.
     """
 
-    def __init__(self, provider: StateProvider, limits: StoreLimits | None = None) -> None:
+    def __init__(
+        self,
+        provider: StateProvider,
+        limits: StoreLimits | None = None,
+        *,
+        guard: AccessGuard | None = None,
+        offload: bool | None = None,
+    ) -> None:
+        super().__init__()
         self.provider = provider
         self.limits = limits or StoreLimits()
+        self.guard = guard
+        self.offload = may_block(provider) if offload is None else offload
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dspex-store")
         self.stopping = False
         self._hub: WatchHub | None = None
         self._max_value = self.limits.max_value_bytes
@@ -131,127 +115,187 @@ class SessionStoreServicer:
         """Number of open watch streams."""
         return 0 if self._hub is None else self._hub.stream_count
 
+    def _allow(self, call: CallInfo, permission: str, session_id: str, *names: str) -> None:
+        """Refuse the call unless the caller's ``permission`` covers ``names`` (AccessGuard)."""
+        if self.guard is not None:
+            self.guard.require(call.principal, permission, session_id, names)
+
     # -- health and sessions --------------------------------------------------------------
 
-    @_unary()
-    def Ping(self, request: Any, context: Any) -> Any:
+    @unary()
+    def Ping(self, request: Any, call: CallInfo) -> Any:
         return convert.ping_response(convert.read_ping(request), time.time())
 
-    @_unary()
-    def CreateSession(self, request: Any, context: Any) -> Any:
+    @unary()
+    def CreateSession(self, request: Any, call: CallInfo) -> Any:
         session_id, ttl = convert.read_create_session(request)
+        if self.guard is not None:
+            self.guard.may_join(call.principal, session_id)
+        ttl = self.limits.session_ttl if ttl is None else ttl
         return convert.create_session_response(self.provider.create_session(session_id, ttl=ttl))
 
-    @_unary()
-    def GetSession(self, request: Any, context: Any) -> Any:
-        info = self.provider.get_session(convert.read_session_id(request))
-        return convert.session_response(info)
+    @unary()
+    def GetSession(self, request: Any, call: CallInfo) -> Any:
+        session_id = convert.read_session_id(request)
+        self._allow(call, "read", session_id)
+        return convert.session_response(self.provider.get_session(session_id))
 
-    @_unary()
-    def ListSessions(self, request: Any, context: Any) -> Any:
-        return convert.sessions_response(self.provider.list_sessions())
+    @unary()
+    def ListSessions(self, request: Any, call: CallInfo) -> Any:
+        infos = self.provider.list_sessions()
+        if self.guard is not None:
+            infos = self.guard.readable_sessions(call.principal, infos)
+        return convert.sessions_response(infos)
 
-    @_unary()
-    def Heartbeat(self, request: Any, context: Any) -> Any:
-        self.provider.heartbeat(convert.read_session_id(request))
+    @unary()
+    def Heartbeat(self, request: Any, call: CallInfo) -> Any:
+        session_id = convert.read_session_id(request)
+        self._allow(call, "read", session_id)
+        self.provider.heartbeat(session_id)
         return convert.empty_response("Heartbeat")
 
-    @_unary()
-    def CloseSession(self, request: Any, context: Any) -> Any:
-        self.provider.close_session(convert.read_session_id(request))
+    @unary()
+    def CloseSession(self, request: Any, call: CallInfo) -> Any:
+        session_id = convert.read_session_id(request)
+        if self.guard is not None:
+            self.guard.require_whole(call.principal, "write", session_id)
+        self.provider.close_session(session_id)
         return convert.empty_response("CloseSession")
 
     # -- variables ------------------------------------------------------------------------
 
-    @_unary(writes=True)
-    def RegisterVariable(self, request: Any, context: Any) -> Any:
+    @unary(writes=True)
+    def RegisterVariable(self, request: Any, call: CallInfo) -> Any:
         sid, name, spec, value, metadata = convert.read_register(request, self._max_value)
+        self._allow(call, "write", sid, name)
         record = self.provider.register_variable(sid, name, spec, value, metadata=metadata)
         return convert.record_response("RegisterVariable", record)
 
-    @_unary()
-    def GetVariable(self, request: Any, context: Any) -> Any:
+    @unary()
+    def GetVariable(self, request: Any, call: CallInfo) -> Any:
         sid, name = convert.read_variable(request)
+        self._allow(call, "read", sid, name)
         return convert.record_response("GetVariable", self.provider.get_variable(sid, name))
 
-    @_unary()
-    def GetVariables(self, request: Any, context: Any) -> Any:
+    @unary()
+    def GetVariables(self, request: Any, call: CallInfo) -> Any:
         sid, names = convert.read_get_variables(request)
+        self._allow(call, "read", sid, *names)
         records = self.provider.get_variables(sid, names)
         return convert.records_response("GetVariables", (records[n] for n in names))
 
-    @_unary(writes=True)
-    def SetVariable(self, request: Any, context: Any) -> Any:
+    @unary(writes=True)
+    def SetVariable(self, request: Any, call: CallInfo) -> Any:
         sid, name, value, expected = convert.read_set(request, self._max_value)
+        self._allow(call, "write", sid, name)
         record = self.provider.set_variable(sid, name, value, expected_version=expected)
         return convert.record_response("SetVariable", record)
 
-    @_unary(writes=True)
-    def UpdateVariables(self, request: Any, context: Any) -> Any:
+    @unary(writes=True)
+    def UpdateVariables(self, request: Any, call: CallInfo) -> Any:
         sid, values, atomic, expected = convert.read_update(request, self._max_value)
+        self._allow(call, "write", sid, *values)
         results = self.provider.update_variables(
             sid, values, atomic=atomic, expected_versions=expected
         )
         return convert.update_response(results)
 
-    @_unary()
-    def ListVariables(self, request: Any, context: Any) -> Any:
+    @unary()
+    def ListVariables(self, request: Any, call: CallInfo) -> Any:
         sid, pattern = convert.read_list(request)
-        return convert.records_response(
-            "ListVariables", self.provider.list_variables(sid, pattern)
-        )
+        readable = None if self.guard is None else self.guard.filter(call.principal, "read", sid)
+        records = self.provider.list_variables(sid, pattern)
+        if readable is not None:
+            records = [r for r in records if readable(r.name)]
+        return convert.records_response("ListVariables", records)
 
-    @_unary(writes=True)
-    def DeleteVariable(self, request: Any, context: Any) -> Any:
+    @unary(writes=True)
+    def DeleteVariable(self, request: Any, call: CallInfo) -> Any:
         sid, name = convert.read_variable(request)
+        self._allow(call, "write", sid, name)
         self.provider.delete_variable(sid, name)
         return convert.empty_response("DeleteVariable")
 
-    @_unary()
-    def GetHistory(self, request: Any, context: Any) -> Any:
+    @unary()
+    def GetHistory(self, request: Any, call: CallInfo) -> Any:
         sid, name, limit = convert.read_history(request)
+        self._allow(call, "read", sid, name)
         records = self.provider.get_history(sid, name, limit)
         return convert.records_response("GetHistory", records)
 
-    @_unary(writes=True)
-    def RollbackVariable(self, request: Any, context: Any) -> Any:
+    @unary(writes=True)
+    def RollbackVariable(self, request: Any, call: CallInfo) -> Any:
         sid, name, version = convert.read_rollback(request)
+        self._allow(call, "write", sid, name)
         record = self.provider.rollback_variable(sid, name, version)
         return convert.record_response("RollbackVariable", record)
 
     # -- watch ----------------------------------------------------------------------------
 
     async def WatchVariables(self, request: Any, context: Any) -> None:
+        resets: list[Any] = []
         try:
-            sid, names, after, initial = convert.read_watch(_checked(request))
-            watch = self.provider.watch_variables(
-                sid, names, after_revision=after, include_initial=initial
-            )
+            call, resets = enter_call(context, self.guard)
+            sid, names, after, initial = convert.read_watch(checked(request))
+            visible = await run_sync(self, self._observable, call, sid, names)
+            watch = await run_sync(self, self._open_watch, sid, names, after, initial)
+            await self._stream(sid, watch, context, visible)
         except DspexError as exc:
             await abort(context, exc)
-        try:
-            await self._stream(sid, watch, context)
-        except DspexError as exc:
-            await abort(context, exc)
+        finally:
+            reset(resets)
 
-    async def _stream(self, session_id: str, watch: VariableWatch, context: Any) -> None:
+    def _observable(
+        self, call: CallInfo, session_id: str, names: list[str]
+    ) -> Callable[[str], bool] | None:
+        """None when every update may be sent; else a filter of the observable names.
+
+        Raises:
+            PermissionDeniedError: a named variable (or, unnamed, every one) is not observable.
+        """
+        if self.guard is None:
+            return None
+        if names:
+            self.guard.require(call.principal, "observe", session_id, names)
+            return None
+        return self.guard.filter(call.principal, "observe", session_id)
+
+    def _open_watch(
+        self, session_id: str, names: list[str], after: int | None, initial: bool
+    ) -> VariableWatch:
+        return self.provider.watch_variables(
+            session_id, names, after_revision=after, include_initial=initial
+        )
+
+    async def _stream(
+        self,
+        session_id: str,
+        watch: VariableWatch,
+        context: Any,
+        visible: Callable[[str], bool] | None,
+    ) -> None:
         """Send the watch's updates until it ends, the client leaves or the server stops.
 
         Raises:
-            DspexError: the watch ended abnormally (lagged) or the server is stopping.
+            DspexError: the watch ended abnormally (lagged, session expired) or the server is
+                stopping.
         """
         waiter = StreamWaiter(asyncio.get_running_loop())
         try:
             self.hub.join(session_id, waiter)
-            head = self.provider.get_session(session_id).revision
+            head = (await run_sync(self, self.provider.get_session, session_id)).revision
             queue_size = getattr(self.provider, "watch_queue_size", 0)
             start = watch.last_revision
             batch, ended = _drain(watch, None)  # the backlog: initial records, replayed changes
+            if visible is not None:
+                batch = [u for u in batch if visible(u.name)]
             await context.write(convert.watch_started(start, head, queue_size, len(batch)))
             while await self._send(watch, waiter, batch, ended, context):
                 self._check_stopping(watch)
                 waiter.arm()  # before draining, so a change queued meanwhile wakes it
                 batch, ended = _drain(watch, _BATCH)
+                if visible is not None:
+                    batch = [u for u in batch if visible(u.name)]
                 idle = not batch and ended is None and not watch.closed
                 if idle and await waiter.wait() is HEARTBEAT:
                     await context.write(convert.watch_heartbeat(time.time()))
@@ -286,12 +330,15 @@ class SessionStoreServicer:
             )
 
     def begin_shutdown(self) -> None:
-        """End every watch stream with a "resume from revision N" error."""
+        """End every watch stream with a "resume from revision N" error, and every HoldLocks
+        stream (their locks are released)."""
         self.stopping = True
         if self._hub is not None:
             self._hub.wake_all()
+        self.end_holders()
 
     def close(self) -> None:
-        """Release the watch pumps (after the server stopped)."""
+        """Release the watch pumps and worker threads (after the server stopped)."""
         if self._hub is not None:
             self._hub.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)

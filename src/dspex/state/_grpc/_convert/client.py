@@ -139,6 +139,76 @@ def rollback_variable_request(session_id: str, name: str, version: int) -> Any:
     return pb.RollbackVariableRequest(session_id=session_id, name=name, version=version)
 
 
+def dependency_request(session_id: str, upstream: str, downstream: str) -> Any:
+    return pb.AddDependencyRequest(session_id=session_id, upstream=upstream, downstream=downstream)
+
+
+def dependents_request(session_id: str, name: str) -> Any:
+    return pb.GetDependentsRequest(session_id=session_id, name=name)
+
+
+def dependencies_request(session_id: str) -> Any:
+    return pb.GetDependenciesRequest(session_id=session_id)
+
+
+def names_result(response: Any) -> list[str]:
+    """The names of a GetDependents response, in order."""
+    return list(response.names)
+
+
+def edges_result(response: Any) -> list[tuple[str, str]]:
+    """The edges of a GetDependencies response, in order."""
+    return [(edge.upstream, edge.downstream) for edge in response.edges]
+
+
+def acquire_lock_request(
+    session_id: str,
+    name: str,
+    owner: str,
+    *,
+    optimizer_id: str,
+    lease: float,
+    policy: str,
+    timeout: float | None,
+) -> Any:
+    request = pb.AcquireLockRequest(
+        session_id=session_id, name=name, owner=owner, optimizer_id=optimizer_id,
+        lease=lease, policy=policy,
+    )  # fmt: skip
+    if timeout is not None:
+        request.timeout = timeout
+    return request
+
+
+def release_lock_request(session_id: str, name: str, owner: str) -> Any:
+    return pb.ReleaseLockRequest(session_id=session_id, name=name, owner=owner)
+
+
+def renew_lock_request(
+    session_id: str, name: str, owner: str, progress: Mapping[str, Any] | None
+) -> Any:
+    try:
+        progress_json = mapping_json(progress)
+    except (TypeError, ValueError) as exc:
+        raise errors.VariableValueError(
+            f"lock progress for {name!r} must be JSON-serializable ({exc})", name=name
+        ) from exc
+    return pb.RenewLockRequest(
+        session_id=session_id, name=name, owner=owner, progress_json=progress_json
+    )
+
+
+def hold_locks_request() -> Any:
+    return pb.HoldLocksRequest()
+
+
+def hold_locks_event(message: Any) -> tuple[str, Any]:
+    """("started", holder_id) for the first HoldLocks message, ("heartbeat", time) after."""
+    if message.holder_id:
+        return "started", str(message.holder_id)
+    return "heartbeat", message.server_time
+
+
 def record_result(response: Any) -> VariableRecord:
     """The record of a Register/Get/Set/RollbackVariable response."""
     return record_from_proto(response.variable)

@@ -298,6 +298,8 @@ def session_to_proto(info: SessionInfo) -> Any:
     )
     if info.ttl is not None:
         message.ttl = info.ttl
+    if info.owner:
+        message.owner = info.owner
     return message
 
 
@@ -309,4 +311,5 @@ def session_from_proto(message: Any) -> SessionInfo:
         message.variable_count,
         message.last_heartbeat,
         message.ttl if message.HasField("ttl") else None,
+        message.owner,
     )

@@ -94,6 +94,70 @@ def read_watch(request: Any) -> tuple[str, list[str], int | None, bool]:
     return request.session_id, list(request.names), after, request.include_initial
 
 
+def read_dependency(request: Any) -> tuple[str, str, str]:
+    """(session_id, upstream, downstream) of an AddDependency request."""
+    return request.session_id, request.upstream, request.downstream
+
+
+def read_acquire(request: Any) -> tuple[str, str, str, str, float, str, float | None]:
+    """(session_id, name, owner, optimizer_id, lease, policy, timeout) of an AcquireLock.
+
+    Raises:
+        StoreProtocolError: no owner token was given.
+    """
+    timeout = request.timeout if request.HasField("timeout") else None
+    owner = _owner(request)
+    policy = request.policy or "fail"
+    return (
+        request.session_id,
+        request.name,
+        owner,
+        request.optimizer_id,
+        request.lease,
+        policy,
+        timeout,
+    )
+
+
+def read_release(request: Any) -> tuple[str, str, str]:
+    """(session_id, name, owner) of a ReleaseLock request."""
+    return request.session_id, request.name, _owner(request)
+
+
+def read_renew(request: Any) -> tuple[str, str, str, dict[str, Any]]:
+    """(session_id, name, owner, progress) of a RenewLock request.
+
+    Raises:
+        VariableValueError: progress_json is not a JSON object.
+    """
+    progress = json_object(request.progress_json, "progress_json", errors.VariableValueError)
+    return request.session_id, request.name, _owner(request), progress
+
+
+def _owner(request: Any) -> str:
+    if not request.owner:
+        raise errors.StoreProtocolError(
+            "malformed request: a lock call needs the holder's owner token (non-empty)",
+            name=request.name,
+        )
+    return str(request.owner)
+
+
+def dependents_response(names: Iterable[str]) -> Any:
+    return pb.GetDependentsResponse(names=list(names))
+
+
+def dependencies_response(edges: Iterable[tuple[str, str]]) -> Any:
+    return pb.GetDependenciesResponse(
+        edges=[pb.Dependency(upstream=up, downstream=down) for up, down in edges]
+    )
+
+
+def hold_locks_message(holder_id: str, server_time: float) -> Any:
+    """A HoldLocks stream message: the holder id first, then heartbeats (holder_id "")."""
+    return pb.HoldLocksResponse(holder_id=holder_id, server_time=server_time)
+
+
 def ping_response(message: str, server_time: float) -> Any:
     return pb.PingResponse(message=message, server_time=server_time)
 
@@ -111,7 +175,7 @@ def sessions_response(infos: Iterable[SessionInfo]) -> Any:
 
 
 def empty_response(kind: str) -> Any:
-    """Response of Heartbeat, CloseSession or DeleteVariable."""
+    """Response of Heartbeat, CloseSession, DeleteVariable or AddDependency."""
     return _EMPTY_RESPONSES[kind]()
 
 
@@ -119,11 +183,12 @@ _EMPTY_RESPONSES: Final = {
     "Heartbeat": pb.HeartbeatResponse,
     "CloseSession": pb.CloseSessionResponse,
     "DeleteVariable": pb.DeleteVariableResponse,
+    "AddDependency": pb.AddDependencyResponse,
 }
 
 
 def record_response(kind: str, record: VariableRecord) -> Any:
-    """Response of RegisterVariable, GetVariable, SetVariable or RollbackVariable."""
+    """Response of a call returning one record (Register/Get/Set/RollbackVariable, locks)."""
     return _RECORD_RESPONSES[kind](variable=record_to_proto(record))
 
 
@@ -132,6 +197,9 @@ _RECORD_RESPONSES: Final = {
     "GetVariable": pb.GetVariableResponse,
     "SetVariable": pb.SetVariableResponse,
     "RollbackVariable": pb.RollbackVariableResponse,
+    "AcquireLock": pb.AcquireLockResponse,
+    "ReleaseLock": pb.ReleaseLockResponse,
+    "RenewLock": pb.RenewLockResponse,
 }
 
 
