@@ -31,12 +31,13 @@ from typing import Any
 
 from dspex.errors import SessionClosedError, SessionError
 from dspex.state import LocalProvider, SessionContext, StateProvider
+from dspex.state._heartbeat import SessionHeartbeat
 
 __all__ = ["Session", "current_session"]
 
 _current: ContextVar[Session | None] = ContextVar("dspex_session", default=None)
 
-_STORE_SCHEMES = ("grpc://", "unix://", "unix:")
+_STORE_SCHEMES = ("grpc://", "grpcs://", "unix://", "unix:")
 
 
 def current_session() -> Session:
@@ -57,19 +58,22 @@ def current_session() -> Session:
     return session
 
 
-def _open_store(store: str | StateProvider | None) -> tuple[StateProvider, str]:
+def _open_store(
+    store: str | StateProvider | None, token: str | None = None
+) -> tuple[StateProvider, str]:
     if store is None:
         return LocalProvider(), "local"
     if isinstance(store, str):
         if not store.startswith(_STORE_SCHEMES):
             raise SessionError(
-                f"store address {store!r} not understood; use 'grpc://HOST:PORT' or "
-                "'unix:///PATH' (or pass a provider object, or None for in-process)"
+                f"store address {store!r} not understood; use 'grpc://HOST:PORT', "
+                "'grpcs://HOST:PORT' or 'unix:///PATH' (or pass a provider object, or None for "
+                "in-process)"
             )
         # Imported here so `import dspex` and local sessions never load grpc.
         from dspex.state._session_store import SessionStoreProvider
 
-        return SessionStoreProvider(store), "session_store"
+        return SessionStoreProvider(store, token=token), "session_store"
     backend = "local" if isinstance(store, LocalProvider) else "session_store"
     return store, backend
 
@@ -143,7 +147,10 @@ class Session(SessionContext):
         store: ``None`` for an in-process session; ``"grpc://host:port"`` or
             ``"unix:///path"`` for a session store; or a provider object.
         session_id: join this existing session instead of creating a new one.
-        ttl: seconds without heartbeat after which a session store may expire the session.
+        ttl: seconds without heartbeat after which the store expires the session. A session
+            this object creates with a TTL (its own, or the store's default) is kept alive by
+            a heartbeat every ``ttl / 3`` seconds until it is closed.
+        token: bearer token for a store address that requires one (default: ``$DSPEX_TOKEN``).
 
     Examples:
         >>> import dspex
@@ -160,8 +167,9 @@ class Session(SessionContext):
         *,
         session_id: str | None = None,
         ttl: float | None = None,
+        token: str | None = None,
     ) -> None:
-        provider, self.backend = _open_store(store)
+        provider, self.backend = _open_store(store, token)
         self._owns_provider = store is None or isinstance(store, str)
         self._owns_session = session_id is None
         try:
@@ -180,6 +188,15 @@ class Session(SessionContext):
         self._embedded: _EmbeddedStore | None = None
         self._promotion_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
+        self._heartbeat = self._start_heartbeat(ttl)
+
+    def _start_heartbeat(self, ttl: float | None) -> SessionHeartbeat | None:
+        """Beat for a session this object created with a TTL (given, or the store's default)."""
+        if not self._owns_session:
+            return None
+        if ttl is None and self.backend == "session_store":
+            ttl = self.provider.get_session(self.session_id).ttl
+        return None if ttl is None else SessionHeartbeat(self.provider, self.session_id, ttl / 3)
 
     @property
     def address(self) -> str | None:
@@ -254,6 +271,8 @@ class Session(SessionContext):
             if self.closed:
                 return
             self.closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         for callback in reversed(self._on_close):
             callback()
         self._on_close.clear()
