@@ -17,6 +17,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import dspex.errors as errors
+from dspex.cli._serve_options import add_hardening_options, provider_limits, server_security
 from dspex.cli._vars import TOKEN_ENV
 
 if TYPE_CHECKING:
@@ -67,10 +68,22 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),
-        help=f"require this bearer token (${TOKEN_ENV})",
+        help=f"require this bearer token, allowed everything (${TOKEN_ENV}; or --auth-file)",
     )
-    parser.add_argument("--max-message-bytes", type=int, default=32 * 1024 * 1024)
-    parser.add_argument("--max-value-bytes", type=int, default=16 * 1024 * 1024)
+    parser.add_argument(
+        "--max-request-bytes",
+        "--max-message-bytes",
+        dest="max_message_bytes",
+        type=int,
+        default=32 * 1024 * 1024,
+        help="largest request accepted (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-value-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="largest single value (default: %(default)s)",
+    )
     parser.add_argument(
         "--heartbeat", type=float, default=15.0, help="seconds between idle watch heartbeats"
     )
@@ -84,6 +97,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown"
     )
+    add_hardening_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -92,11 +106,14 @@ def run(args: argparse.Namespace) -> int:
     from dspex.state import LocalProvider
     from dspex.state.store import StoreLimits, serve
 
-    # A data directory or Redis that cannot be used raises here, before anything listens:
+    # A bad auth file, TLS file, data directory or Redis raises here, before anything listens:
     # the error becomes one line on stderr and exit code 1 (see dspex.cli.main).
+    security = server_security(args)
     engine, where = _open_engine(args)
     try:
-        provider = LocalProvider(engine, watch_queue_size=args.watch_queue_size)
+        provider = LocalProvider(
+            engine, watch_queue_size=args.watch_queue_size, **provider_limits(args)
+        )
     except BaseException:
         engine.close()
         raise
@@ -104,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes,
         max_value_bytes=args.max_value_bytes,
         heartbeat_interval=args.heartbeat,
+        session_ttl=args.session_ttl,
     )
 
     def ready(address: str) -> None:
@@ -116,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             provider=provider,
             token=args.token,
             limits=limits,
+            **security,
             grace=args.grace,
             on_ready=ready,
         )

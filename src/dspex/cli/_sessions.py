@@ -36,6 +36,7 @@ def _info_json(info: SessionInfo) -> dict[str, Any]:
         "variable_count": info.variable_count,
         "last_heartbeat": info.last_heartbeat,
         "ttl": info.ttl,
+        "owner": info.owner,
     }
 
 
@@ -46,7 +47,12 @@ def _list(args: argparse.Namespace) -> int:
         print(json.dumps([_info_json(i) for i in infos]))
         return 0
     for info in infos:
-        print(f"{info.session_id}  {info.variable_count} variables  revision {info.revision}")
+        owner = f"  owner {info.owner}" if info.owner else ""
+        ttl = f"  ttl {info.ttl:g}s" if info.ttl is not None else ""
+        print(
+            f"{info.session_id}  {info.variable_count} variables  revision {info.revision}"
+            f"{ttl}{owner}"
+        )
     if not infos:
         print("(no sessions)")
     return 0

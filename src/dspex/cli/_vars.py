@@ -1,8 +1,10 @@
-"""``dspex vars list|get|set|watch|history|rollback --store ADDRESS --session ID [--json]``.
+"""``dspex vars list|get|set|watch|history|rollback|depend|dependents|deps --store ADDRESS
+--session ID [--json]``.
 
 Reads and changes the variables of one session in a session store, with the same verbs as the
-Python API. ``--json`` prints machine-readable JSON (one object per line for ``watch``). An
-unreachable store gives a one-line error and exit code 1.
+Python API. Records show whether they are stale and who holds their optimization lock.
+``--json`` prints machine-readable JSON (one object per line for ``watch``). An unreachable
+store gives a one-line error and exit code 1.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from dspex._model import VariableRecord, VariableUpdate
+from dspex.cli._deps import add_actions as add_dependency_actions
+from dspex.cli._format import jsonable, record_json, record_line
 
-__all__ = ["TOKEN_ENV", "add_parser", "jsonable", "open_store", "store_options"]
+__all__ = ["TOKEN_ENV", "add_parser", "jsonable", "open_store", "record_json", "store_options"]
 
-TOKEN_ENV = "DSPEX_STORE_TOKEN"
+TOKEN_ENV = "DSPEX_TOKEN"
 """Environment variable read when ``--token`` is not given (server and clients)."""
 _RAW_STRING_TYPES = ("string", "module")
 
@@ -36,6 +40,15 @@ def store_options() -> argparse.ArgumentParser:
     )
     parent.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     parent.add_argument("--json", action="store_true", help="print JSON")
+    parent.add_argument(
+        "--tls-ca", metavar="PEM", help="with grpcs://: root certificate to trust ($DSPEX_TLS_CA)"
+    )
+    parent.add_argument(
+        "--tls-cert", metavar="PEM", help="client certificate for mutual TLS ($DSPEX_TLS_CERT)"
+    )
+    parent.add_argument(
+        "--tls-key", metavar="PEM", help="private key of --tls-cert ($DSPEX_TLS_KEY)"
+    )
     return parent
 
 
@@ -77,6 +90,7 @@ def add_parser(subparsers: Any) -> None:
     rollback.add_argument("name")
     rollback.add_argument("version", type=int)
     rollback.set_defaults(func=_rollback)
+    add_dependency_actions(actions, parent)
 
 
 @contextmanager
@@ -84,50 +98,25 @@ def open_store(args: argparse.Namespace) -> Iterator[Any]:
     """A connected SessionStoreProvider for ``--store`` (closed afterwards)."""
     from dspex.state.store import SessionStoreProvider
 
-    provider = SessionStoreProvider(args.store, token=args.token, timeout=args.timeout)
+    provider = SessionStoreProvider(
+        args.store,
+        token=args.token,
+        timeout=args.timeout,
+        root_cert=args.tls_ca,
+        client_cert=args.tls_cert,
+        client_key=args.tls_key,
+    )
     try:
         yield provider
     finally:
         provider.close()
 
 
-def jsonable(value: Any) -> Any:
-    """A JSON-ready copy of a value (arrays and tuples as lists)."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, tuple | list):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    return value
-
-
-def record_json(record: VariableRecord) -> dict[str, Any]:
-    """One record as plain JSON."""
-    return {
-        "name": record.name,
-        "type": record.type,
-        "constraints": jsonable(dict(record.constraints)),
-        "value": jsonable(record.value),
-        "version": record.version,
-        "revision": record.revision,
-        "updated_at": record.updated_at,
-        "writer": record.writer,
-    }
-
-
 def _show_record(record: VariableRecord, as_json: bool) -> None:
     if as_json:
         print(json.dumps(record_json(record)))
     else:
-        print(_line(record))
-
-
-def _line(record: VariableRecord) -> str:
-    value = json.dumps(jsonable(record.value))
-    if len(value) > 60:
-        value = value[:57] + "..."
-    return f"{record.name}  {record.type}  v{record.version}  = {value}  (by {record.writer})"
+        print(record_line(record))
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -137,7 +126,7 @@ def _list(args: argparse.Namespace) -> int:
         print(json.dumps([record_json(r) for r in records]))
     else:
         for record in records:
-            print(_line(record))
+            print(record_line(record))
     return 0
 
 
@@ -182,7 +171,7 @@ def _history(args: argparse.Namespace) -> int:
         print(json.dumps([record_json(r) for r in records]))
     else:
         for record in records:
-            print(_line(record))
+            print(record_line(record))
     return 0
 
 
@@ -226,5 +215,5 @@ def _show_update(update: VariableUpdate, as_json: bool) -> None:
             )
         )
     else:
-        print(f"rev {update.revision} {update.kind} {_line(update.record)}")
+        print(f"rev {update.revision} {update.kind} {record_line(update.record)}")
     sys.stdout.flush()

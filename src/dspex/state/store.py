@@ -4,7 +4,8 @@ Importing it loads ``grpc`` (``import dspex`` and ``import dspex.state`` never d
 only where a store is needed: promoting a session, ``dspex serve``, workers, the CLI.
 
 * :class:`StoreServer` runs a store in a background thread (``StoreServer.start(provider)``);
-  :func:`serve` runs one in the foreground until SIGTERM/SIGINT.
+  :func:`serve` runs one in the foreground until SIGTERM/SIGINT. Both take ``auth=``
+  (an :class:`AccessPolicy`) and ``tls=`` (a :class:`ServerTls`).
 * :class:`SessionStoreProvider` is the sync client (a StateProvider); :class:`CachedProvider`
   wraps it with a watch-coherent read cache. ``SessionContext.connect(address, session_id)``
   combines both for worker processes.
@@ -12,14 +13,19 @@ only where a store is needed: promoting a session, ``dspex serve``, workers, the
 
 from __future__ import annotations
 
+from dspex.state._access import AccessPolicy
 from dspex.state._cached import CachedProvider
 from dspex.state._grpc._runner import SERVICE_NAME, StoreServer, serve
+from dspex.state._grpc._tls import ClientTls, ServerTls
 from dspex.state._grpc.server import StoreLimits
 from dspex.state._session_store import SessionStoreProvider
 
 __all__ = [
     "SERVICE_NAME",
+    "AccessPolicy",
     "CachedProvider",
+    "ClientTls",
+    "ServerTls",
     "SessionStoreProvider",
     "StoreLimits",
     "StoreServer",
