@@ -77,11 +77,16 @@ def server_security(args: argparse.Namespace) -> dict[str, Any]:
 
     Raises:
         ConstraintError: the auth file is missing or not in the documented shape.
-        StoreError: TLS flags are incomplete, or a PEM file cannot be read.
+        StoreError: both --token and --auth-file, TLS flags incomplete, or a PEM file that
+            cannot be read.
     """
     from dspex.state._access import AccessPolicy
     from dspex.state.store import ServerTls
 
+    if args.auth_file is not None and args.token:
+        raise errors.StoreError(
+            "give either --token (one token, allowed everything) or --auth-file, not both"
+        )
     auth = None if args.auth_file is None else AccessPolicy.from_file(args.auth_file)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise errors.StoreError("--tls-cert and --tls-key go together: give both, or neither")
