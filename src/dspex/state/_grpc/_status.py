@@ -159,6 +159,12 @@ def error_from_rpc(exc: grpc.RpcError, address: str) -> errors.DspexError:
             "check the address and that `dspex serve` is running",
             address=address,
         )
+    if status == _S.RESOURCE_EXHAUSTED:  # grpc's own message-size limit, before our code ran
+        return errors.LimitExceededError(
+            f"session store {address} refused the request: {message}; the request is larger "
+            "than the store accepts (dspex serve --max-request-bytes); send less per call",
+            address=address,
+        )
     cls = _FALLBACK.get(status) if status is not None else None
     if cls is not None:
         return cls(f"session store {address}: {message}", address=address)
