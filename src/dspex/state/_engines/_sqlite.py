@@ -100,6 +100,7 @@ class SQLiteEngine(MemoryEngine):
     ) -> None:
         super().__init__(history_size=history_size, log_size=log_size)
         self.directory = Path(directory).expanduser().absolute()
+        self.fsync = fsync
         self.path = self.directory / DB_NAME
         self._db_lock = threading.Lock()
         self._closed = False

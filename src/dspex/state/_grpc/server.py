@@ -69,8 +69,15 @@ def _drain(watch: VariableWatch, limit: int | None) -> tuple[list[Any], DspexErr
 
 
 def may_block(provider: StateProvider) -> bool:
-    """True unless the provider answers from memory (then calls run on the event loop)."""
-    return not (isinstance(provider, LocalProvider) and isinstance(provider.engine, MemoryEngine))
+    """True unless the provider answers from memory (then calls run on the event loop).
+
+    SQLite (a memory image written through) counts as memory unless it flushes every write
+    to disk (``fsync``): a commit is then a disk flush, too long to hold the event loop.
+    """
+    if not isinstance(provider, LocalProvider):
+        return True
+    engine = provider.engine
+    return not isinstance(engine, MemoryEngine) or bool(getattr(engine, "fsync", False))
 
 
 class SessionStoreServicer(LockingRpcs):
