@@ -15,11 +15,15 @@ that the first Remote promotes to its embedded store:
   module called in this process;
 * ``remote_speedup_2w``: throughput of a 2-worker Remote divided by a 1-worker one on a CPU-bound
   module (the simulation LM burns ``REMOTE_CPU_WORK`` SHA-256 rounds per call, tens of
-  milliseconds), each mapping ``REMOTE_CPU_CALLS`` calls. On fewer than 2 CPUs it cannot reach 2.
+  milliseconds), in interleaved rounds so both see the same machine load. Its baseline,
+  ``pool_speedup_2w``, is the same ratio for bare ``dspex.runtime`` worker processes burning the
+  same rounds (no session, no DSPy): what the machine offers right now. Fewer than 2 free CPUs
+  caps both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from collections.abc import Callable
@@ -49,8 +53,11 @@ REMOTE_WARMUP: Final = 20
 REMOTE_CPU_WORK: Final = 100_000
 """SHA-256 rounds the simulation LM burns per call in the speed-up figure (about 40 ms)."""
 
-REMOTE_CPU_CALLS: Final = 40
-"""Calls mapped per pool in the speed-up figure."""
+SPEEDUP_CALLS: Final = 12
+"""Calls mapped per pool and round in the speed-up figures."""
+
+SPEEDUP_ROUNDS: Final = 5
+"""Interleaved rounds (1 worker, then 2) in the speed-up figures; the median ratio is kept."""
 
 TARGETS: Final[dict[str, tuple[str, Callable[[dict[str, Any]], bool]]]] = {
     "bound_predict_us_p50": (
@@ -130,11 +137,68 @@ def _remote_module() -> Any:
     return bind(dspy.Predict("question -> answer"), temperature=temperature)
 
 
-def _throughput(remote: Any, calls: int) -> float:
-    inputs = [{"question": f"What is {n} + 1?"} for n in range(calls)]
-    start = time.perf_counter()
-    remote.map(inputs, progress=False)
-    return calls / (time.perf_counter() - start)
+def _burn(rounds: int) -> bytes:
+    """The simulation LM's CPU load (chained SHA-256), without importing DSPy."""
+    digest = b"dspex/sim"
+    for _ in range(rounds):
+        digest = hashlib.sha256(digest).digest()
+    return digest
+
+
+def _burn_setup() -> Callable[[int], bytes]:
+    return _burn
+
+
+def _speedup(batches: dict[int, Callable[[], Any]]) -> tuple[float, dict[int, float]]:
+    """Median 2-worker/1-worker throughput ratio over interleaved rounds (same load for both).
+
+    Returns:
+        The median ratio and the median calls per second per pool size.
+    """
+    for batch in batches.values():  # warm-up: every worker has taken calls
+        batch()
+    ratios: list[float] = []
+    rates: dict[int, list[float]] = {workers: [] for workers in batches}
+    for _ in range(SPEEDUP_ROUNDS):
+        for workers, batch in batches.items():
+            start = time.perf_counter()
+            batch()
+            rates[workers].append(SPEEDUP_CALLS / (time.perf_counter() - start))
+        ratios.append(rates[2][-1] / rates[1][-1])
+    return statistics.median(ratios), {w: statistics.median(r) for w, r in rates.items()}
+
+
+def _pool_speedup() -> float:
+    """The baseline: the same ratio for bare worker processes burning the same CPU."""
+    from dspex.runtime import WorkerPool
+
+    with (
+        WorkerPool(_burn_setup, workers=1, name="dspex-bench") as one,
+        WorkerPool(_burn_setup, workers=2, name="dspex-bench") as two,
+    ):
+        work = [REMOTE_CPU_WORK] * SPEEDUP_CALLS
+        ratio, _ = _speedup({1: lambda: one.map(work), 2: lambda: two.map(work)})
+    return ratio
+
+
+def _remote_speedup(module: Any, session: Any) -> tuple[float, dict[int, float]]:
+    import dspy
+
+    from dspex.remote import Remote
+    from dspex.sim import SimLM
+
+    inputs = [{"question": f"What is {n} + 1?"} for n in range(SPEEDUP_CALLS)]
+    with (
+        dspy.context(lm=SimLM("dspex/sim", cpu_work=REMOTE_CPU_WORK)),
+        Remote(module, workers=1, session=session) as one,
+        Remote(module, workers=2, session=session) as two,
+    ):
+        return _speedup(
+            {
+                1: lambda: one.map(inputs, progress=False),
+                2: lambda: two.map(inputs, progress=False),
+            }
+        )
 
 
 def _remote_figures() -> dict[str, Any]:
@@ -162,25 +226,21 @@ def _remote_figures() -> dict[str, Any]:
                     start = time.perf_counter_ns()
                     call()
                     samples[key].append((time.perf_counter_ns() - start) / 1e6)
-        throughput = {}
-        with dspy.context(lm=SimLM("dspex/sim", cpu_work=REMOTE_CPU_WORK)):
-            for workers in (1, 2):
-                with Remote(module, workers=workers, session=session) as remote:
-                    _throughput(remote, 2 * workers)  # warm-up: every worker took a call
-                    throughput[workers] = _throughput(remote, REMOTE_CPU_CALLS)
+        speedup, throughput = _remote_speedup(module, session)
     return {
         "remote_call_ms_p50": round(statistics.median(samples["remote"]), 3),
         "remote_local_call_ms_p50": round(statistics.median(samples["local"]), 3),
         "remote_throughput_1w_per_s": round(throughput[1], 2),
         "remote_throughput_2w_per_s": round(throughput[2], 2),
-        "remote_speedup_2w": round(throughput[2] / throughput[1], 3),
+        "remote_speedup_2w": round(speedup, 3),
+        "pool_speedup_2w": round(_pool_speedup(), 3),
         "remote_path": (
             "dspex.Remote(bind(dspy.Predict(sig), temperature=), workers=1)(question=...) in a "
             "promoted local session (embedded store on a unix socket), SimLM shipped from "
             "dspy.settings; local figure: the same module called in process"
         ),
         "remote_speedup_path": (
-            f"map of {REMOTE_CPU_CALLS} calls, SimLM(cpu_work={REMOTE_CPU_WORK}) per call, "
-            "2 workers vs 1 worker"
+            f"median over {SPEEDUP_ROUNDS} interleaved rounds of a map of {SPEEDUP_CALLS} calls, "
+            f"SimLM(cpu_work={REMOTE_CPU_WORK}) per call, 2 workers vs 1 worker"
         ),
     }
