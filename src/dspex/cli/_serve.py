@@ -12,7 +12,6 @@ that cannot be used is reported in one line and the command exits 1 before liste
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -67,8 +66,9 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--token",
-        default=os.environ.get(TOKEN_ENV),
-        help=f"require this bearer token, allowed everything (${TOKEN_ENV}; or --auth-file)",
+        default=None,
+        help=f"require this bearer token, allowed everything (default: ${TOKEN_ENV} unless "
+        "--auth-file is given)",
     )
     parser.add_argument(
         "--max-request-bytes",

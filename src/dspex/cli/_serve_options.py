@@ -8,9 +8,11 @@ the wire); see ``docs/security.md``.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 import dspex.errors as errors
+from dspex.cli._vars import TOKEN_ENV
 
 __all__ = ["add_hardening_options", "provider_limits", "server_security"]
 
@@ -73,7 +75,8 @@ def provider_limits(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def server_security(args: argparse.Namespace) -> dict[str, Any]:
-    """``auth`` and ``tls`` for :func:`dspex.state.store.serve`, read from the flags' files.
+    """``auth`` and ``tls`` for :func:`dspex.state.store.serve`, read from the flags' files
+    (and ``args.token`` from ``$DSPEX_TOKEN`` when neither --token nor --auth-file is given).
 
     Raises:
         ConstraintError: the auth file is missing or not in the documented shape.
@@ -87,6 +90,8 @@ def server_security(args: argparse.Namespace) -> dict[str, Any]:
         raise errors.StoreError(
             "give either --token (one token, allowed everything) or --auth-file, not both"
         )
+    if args.auth_file is None and args.token is None:
+        args.token = os.environ.get(TOKEN_ENV) or None  # with an auth file the env is ignored
     auth = None if args.auth_file is None else AccessPolicy.from_file(args.auth_file)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise errors.StoreError("--tls-cert and --tls-key go together: give both, or neither")
