@@ -36,11 +36,12 @@ def holder(lock: Lock | None, now: float) -> Lock | None:
     return lock
 
 
-def _locked(name: str, held: Lock, action: str) -> errors.LockedError:
+def _locked(name: str, held: Lock, action: str, now: float) -> errors.LockedError:
+    remaining = max(0.0, held["expires_at"] - now)
     return errors.LockedError(
         f"variable {name!r} is locked by optimizer {held['optimizer_id']!r} "
-        f"(lease until {held['expires_at']:.3f}); cannot {action}. Wait for it, or acquire "
-        "with policy='wait' or 'preempt'",
+        f"(lease ends in {remaining:.1f}s unless renewed); cannot {action}. Wait for it, or "
+        "acquire with policy='wait' or 'preempt'",
         name=name,
         holder=held["optimizer_id"],
     )
@@ -69,7 +70,7 @@ def acquire(
     digest = owner_digest(owner)
     held = holder(lock, now)
     if held is not None and held["owner"] != digest and not preempt:
-        raise _locked(name, held, "acquire it")
+        raise _locked(name, held, "acquire it", now)
     mine = held is not None and held["owner"] == digest
     taken: Lock = freeze(
         {
@@ -88,7 +89,7 @@ def check_write(lock: Lock | None, name: str, owner: str | None, now: float) -> 
     """Raise LockedError unless ``name`` is unlocked or held by ``owner``."""
     held = holder(lock, now)
     if held is not None and (owner is None or held["owner"] != owner_digest(owner)):
-        raise _locked(name, held, "write it")
+        raise _locked(name, held, "write it", now)
 
 
 def release(lock: Lock | None, name: str, owner: str, now: float) -> None:
@@ -99,7 +100,7 @@ def release(lock: Lock | None, name: str, owner: str, now: float) -> None:
     """
     held = holder(lock, now)
     if held is not None and held["owner"] != owner_digest(owner):
-        raise _locked(name, held, "release it (only its holder may)")
+        raise _locked(name, held, "release it (only its holder may)", now)
 
 
 def renew(
@@ -117,7 +118,7 @@ def renew(
             name=name,
         )
     if held["owner"] != owner_digest(owner):
-        raise _locked(name, held, "renew or report on it")
+        raise _locked(name, held, "renew or report on it", now)
     merged = {**held["progress"], **(progress or {})}
     renewed: Lock = freeze({**held, "expires_at": now + held["lease"], "progress": merged})
     return renewed
