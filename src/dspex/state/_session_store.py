@@ -22,7 +22,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec
-from dspex.errors import DspexError, StoreError, StoreUnavailableError
+from dspex.errors import StoreError, StoreUnavailableError
 from dspex.state._grpc._channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     HOLDER_KEY,
@@ -36,14 +36,12 @@ from dspex.state._grpc._convert import client as convert
 from dspex.state._grpc._status import translate_rpc_errors
 from dspex.state._grpc._streams import HolderStream, StreamLoop
 from dspex.state._grpc._tls import ClientTls, PemSource
-from dspex.state._hub import Watcher
 from dspex.state._identity import current_lock_owner, current_writer
 from dspex.state._provider import UpdateResults
-from dspex.state._watch import END, VariableWatch
+from dspex.state._store_watch import StoreWatchReader
+from dspex.state._watch import VariableWatch
 
 __all__ = ["TOKEN_ENV", "SessionStoreProvider"]
-
-_DEFAULT_QUEUE = 1024
 
 TOKEN_ENV = "DSPEX_TOKEN"
 """Environment variable holding the bearer token when none is passed."""
@@ -124,7 +122,7 @@ class SessionStoreProvider:
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
-        self._streams: set[_StreamReader] = set()
+        self._streams: set[StoreWatchReader] = set()
         self._stream_loop: StreamLoop | None = None
         self._holder: HolderStream | None = None
         self._holder_lock = threading.Lock()
@@ -290,7 +288,7 @@ class SessionStoreProvider:
         request = convert.watch_variables_request(
             session_id, names, after_revision, include_initial
         )
-        reader = _StreamReader(self)
+        reader = StoreWatchReader(self)
         with self._lock:
             self._streams.add(reader)
         return reader.start(request, self.timeout)
@@ -381,96 +379,6 @@ class SessionStoreProvider:
         if channel is not None:
             channel.close()
 
-    def _forget(self, reader: _StreamReader) -> None:
+    def _forget(self, reader: StoreWatchReader) -> None:
         with self._lock:
             self._streams.discard(reader)
-
-
-class _StreamReader:
-    """Feeds one WatchVariables stream (read on the client's stream loop) into a watch queue."""
-
-    def __init__(self, owner: SessionStoreProvider) -> None:
-        self._owner = owner
-        self._started = threading.Event()
-        self._failure: DspexError | None = None
-        self._cancelled = False
-        self._watcher: Watcher | None = None
-        self._backlog = 0
-        self._stop: Any = None
-
-    def start(self, request: Any, timeout: float) -> VariableWatch:
-        """Return the watch once the store confirmed it is registered.
-
-        Raises:
-            DspexError: the store refused the watch (unknown session, resume too old ...).
-            StoreUnavailableError: no confirmation within ``timeout`` seconds.
-        """
-        loop = self._owner._streams_loop()
-        self._stop = loop.follow(request, self._owner._auth, self._handle, self._end)
-        if not self._started.wait(timeout):
-            self.cancel()
-            raise StoreUnavailableError(
-                f"session store {self._owner.address} did not confirm the watch within "
-                f"{timeout:g} s",
-                address=self._owner.address,
-            )
-        if self._failure is not None or self._watcher is None:
-            raise self._failure or StoreUnavailableError("watch stream ended before it started")
-        return VariableWatch(self._watcher.items, self.cancel, self._watcher.last_put)
-
-    def cancel(self) -> None:
-        """Stop reading and cancel the call (idempotent)."""
-        self._cancelled = True
-        if self._stop is not None:
-            self._stop()
-        self._owner._forget(self)
-
-    def _handle(self, kind: str, payload: Any) -> bool:
-        """Apply one stream event (on the stream loop); False to stop reading."""
-        watcher = self._watcher
-        if kind == "update" and watcher is not None:
-            if self._backlog:  # initial records and replayed changes: not held against the bound
-                watcher.preload((payload,))
-                self._backlog -= 1
-                if not self._backlog:
-                    watcher.go_live()
-                return True
-            watcher.offer(payload)
-            if watcher.lagged:  # this process fell behind: the error is queued; stop the call
-                self._cancelled = True
-                return False
-        elif kind == "started":
-            revision, _head, queue_size, self._backlog = payload
-            self._watcher = watcher = Watcher(frozenset(), queue_size or _DEFAULT_QUEUE)
-            watcher.last_put = revision
-            if not self._backlog:
-                watcher.go_live()
-            self._started.set()
-        return True
-
-    def _end(self, error: DspexError | None) -> None:
-        """The stream is over (on the stream loop): queue how it ended."""
-        try:
-            if error is not None:
-                self._fail(error)
-            elif self._watcher is not None and not self._cancelled:
-                self._watcher.items.put(END)  # the session was closed: a normal end
-        finally:
-            self._started.set()
-            self._owner._forget(self)
-
-    def _fail(self, exc: DspexError) -> None:
-        if self._cancelled:
-            return
-        watcher = self._watcher
-        if watcher is None:
-            self._failure = exc
-            return
-        if isinstance(exc, StoreUnavailableError) and "resume_from" not in exc.details:
-            exc = StoreUnavailableError(
-                f"{exc.message}; the watch stream was lost: watch again with "
-                f"after_revision={watcher.last_put}",
-                address=self._owner.address,
-                resume_from=watcher.last_put,
-            )
-        watcher.items.put(exc)
