@@ -348,4 +348,4 @@ class SessionStoreServicer(LockingRpcs):
         """Release the watch pumps and worker threads (after the server stopped)."""
         if self._hub is not None:
             self._hub.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=False)  # queued lock releases still run
