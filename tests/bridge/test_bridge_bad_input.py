@@ -123,6 +123,7 @@ def test_oversized_request_is_refused_by_the_transport(small: StoreServer, sid: 
         (pb.Array(dtype="|O", shape=[1], data=b"\0" * 8), "not a numeric array"),
         (pb.Array(dtype="nonsense", shape=[1], data=b"\0"), "not a numpy dtype"),
         (pb.Array(dtype="<f8", shape=[-2], data=b""), "not a numeric array"),
+        (pb.Array(dtype="<f8", shape=[2**62, 0], data=b""), "not a usable numpy shape"),
     ],
 )
 def test_array_bytes_that_disagree_with_shape_or_dtype(

@@ -93,7 +93,9 @@ class RandomRequests:
     def _string(self, name: str) -> str:
         rng = self.rng
         if rng.random() < 0.1:
-            return rng.choice(["", "\x00", "\ud7ff" * 3, "x" * rng.randint(1, 5000)])
+            return rng.choice(
+                ["", "\x00", "\ud7ff" * 3, "x" * rng.randint(1, 5000), "y" * 100_000]
+            )
         if name == "session_id":
             return rng.choice([*self.session_ids, *self.session_ids, "nope", ""])
         if name in ("name", "upstream", "downstream", "names", "pattern"):

@@ -208,6 +208,8 @@ def test_lock_calls_with_bad_input_are_refused_clearly(server: StoreServer, sid:
         (acquire(session_id=sid, name="a", owner="t", lease=0), "invalid_value"),
         (acquire(session_id=sid, name="a", owner="t", lease=5, policy="x"), "invalid_value"),
         (acquire(session_id=sid, name="zz", owner="t", lease=5), "variable_not_found"),
+        (acquire(session_id=sid, name="a", owner="t", lease=float("inf")), "invalid_value"),
+        (acquire(session_id=sid, name="a", owner="t", lease=5, timeout=-1.0), "invalid_value"),
     ]
     try:
         for request, code in cases:

@@ -165,7 +165,13 @@ def _decode_array(message: Any, name: str) -> Any:
             f"{list(shape)} and dtype {dtype.str} need {expected} bytes",
             name=name,
         )
-    array = np.frombuffer(message.data, dtype=dtype).reshape(shape)
+    try:
+        array = np.frombuffer(message.data, dtype=dtype).reshape(shape)
+    except ValueError as exc:  # e.g. a zero-size shape with a dimension numpy cannot hold
+        raise errors.VariableValueError(
+            f"variable {name!r}: array shape {list(shape)} is not a usable numpy shape ({exc})",
+            name=name,
+        ) from exc
     if not dtype.isnative:
         array = array.astype(dtype.newbyteorder("="))
         array.flags.writeable = False

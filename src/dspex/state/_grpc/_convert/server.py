@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -104,19 +105,23 @@ def read_acquire(request: Any) -> tuple[str, str, str, str, float, str, float | 
 
     Raises:
         StoreProtocolError: no owner token was given.
+        VariableValueError: the lease is not finite, or the timeout is negative or NaN.
     """
     timeout = request.timeout if request.HasField("timeout") else None
     owner = _owner(request)
+    if not math.isfinite(request.lease) or (timeout is not None and not timeout >= 0):
+        raise errors.VariableValueError(
+            f"lock on {request.name!r}: lease must be a finite positive number of seconds and "
+            f"timeout a non-negative one (got lease={request.lease!r}, timeout={timeout!r})",
+            name=request.name,
+        )
+    if timeout is not None and math.isinf(timeout):
+        timeout = None  # wait as long as the caller does
     policy = request.policy or "fail"
     return (
-        request.session_id,
-        request.name,
-        owner,
-        request.optimizer_id,
-        request.lease,
-        policy,
+        request.session_id, request.name, owner, request.optimizer_id, request.lease, policy,
         timeout,
-    )
+    )  # fmt: skip
 
 
 def read_release(request: Any) -> tuple[str, str, str]:
