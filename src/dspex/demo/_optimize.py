@@ -171,7 +171,7 @@ def _refused_while_locked(run: DemoRun) -> None:
     args += ["temperature", "1.0"]
     env = {**os.environ, "NO_COLOR": "1"}
     if session.store_token is not None:
-        env["DSPEX_STORE_TOKEN"] = session.store_token
+        env["DSPEX_TOKEN"] = session.store_token
     command = [sys.executable, "-c", "import sys; from dspex.cli import main; sys.exit(main())"]
     completed = subprocess.run(
         [*command, *args], capture_output=True, text=True, timeout=60, env=env, check=False
