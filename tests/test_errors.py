@@ -39,7 +39,11 @@ STABLE_CODES = {
     "StoreError": "store_error",
     "StoreProtocolError": "store_protocol",
     "StoreUnavailableError": "store_unavailable",
+    "ToolArgumentsError": "tool_arguments",
     "ToolError": "tool_error",
+    "ToolNotFoundError": "tool_not_found",
+    "ToolTimeoutError": "tool_timeout",
+    "ToolUnavailableError": "tool_unavailable",
     "UnauthenticatedError": "unauthenticated",
     "VariableError": "variable_error",
     "VariableExistsError": "variable_exists",
@@ -67,6 +71,9 @@ BUILTIN_BASES = {
     "BindingError": TypeError,
     "StoreUnavailableError": ConnectionError,
     "WorkerTimeoutError": TimeoutError,
+    "ToolNotFoundError": LookupError,
+    "ToolArgumentsError": ValueError,
+    "ToolTimeoutError": TimeoutError,
 }
 
 

@@ -24,6 +24,7 @@ FIXED_NAMES = {
     "VariableWatch",
     "current_session",
     "errors",
+    "tool",
 }
 
 
@@ -79,6 +80,7 @@ def test_version_is_a_string() -> None:
         "dspex.cli._demo",
         "dspex.demo",
         "dspex.remote",
+        "dspex.tools",
     ],
 )
 def test_foundation_modules_declare_all_and_it_resolves(module_name: str) -> None:

@@ -20,17 +20,20 @@ if typing.TYPE_CHECKING:
     from dspex.program import Program
     from dspex.remote import Remote
     from dspex.sim import SimLM
+    from dspex.tools import tool
 
 __version__ = "0.1.0"
 
-# Names whose modules subclass dspy classes (or, for Remote, load the worker-pool machinery).
-# They load on first access (PEP 562) so that `import dspex` stays light: importing dspy costs
-# about a second and is not needed by sessions, variables, the store server or the CLI.
+# Names whose modules subclass or build dspy classes (Program, SimLM, bind, tool), or load the
+# worker-pool machinery (Remote). They load on first access (PEP 562) so that `import dspex` stays
+# light: importing dspy costs about a second and is not needed by sessions, variables, the store
+# server or the CLI.
 _DSPY_NAMES = {
     "Program": "dspex.program",
     "Remote": "dspex.remote",
     "SimLM": "dspex.sim",
     "bind": "dspex.binding",
+    "tool": "dspex.tools",
 }
 
 
@@ -64,4 +67,5 @@ __all__ = [
     "bind",
     "current_session",
     "errors",
+    "tool",
 ]

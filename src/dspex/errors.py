@@ -29,7 +29,11 @@ DspexError
 │   ├── StoreProtocolError                              unknown status, version skew
 │   └── StoreDataError                                  data dir unwritable/full/locked/newer
 ├── BindingError                  (also TypeError)      a variable bound to the wrong DSPy hook
-├── ToolError                                           a remote tool raised; carries traceback
+├── ToolError                                           a tool raised; carries its traceback
+│   ├── ToolNotFoundError         (also LookupError)   no such tool in the session
+│   ├── ToolArgumentsError        (also ValueError)    arguments refused before the tool ran
+│   ├── ToolUnavailableError                           the owning process is not connected
+│   └── ToolTimeoutError          (also TimeoutError)  the owner did not answer in time
 └── WorkerError
     ├── WorkerCrashedError
     ├── WorkerSetupError                               target unpicklable or worker setup failed
@@ -63,7 +67,11 @@ __all__ = [
     "StoreError",
     "StoreProtocolError",
     "StoreUnavailableError",
+    "ToolArgumentsError",
     "ToolError",
+    "ToolNotFoundError",
+    "ToolTimeoutError",
+    "ToolUnavailableError",
     "UnauthenticatedError",
     "VariableError",
     "VariableExistsError",
@@ -281,9 +289,37 @@ class BindingError(DspexError, TypeError):
 
 
 class ToolError(DspexError):
-    """A tool raised; ``remote_traceback`` carries the traceback text from its owner."""
+    """A tool raised; ``remote_traceback`` carries the traceback text from its owner.
+
+    ``error_type`` names the exception class the tool raised, ``tool`` and ``owner`` say which
+    tool of which process.
+    """
 
     code = "tool_error"
+
+
+class ToolNotFoundError(ToolError, LookupError):
+    """No tool with this name is registered in the session; the message lists the known ones."""
+
+    code = "tool_not_found"
+
+
+class ToolArgumentsError(ToolError, ValueError):
+    """The arguments do not fit the tool's parameters; the tool did not run."""
+
+    code = "tool_arguments"
+
+
+class ToolUnavailableError(ToolError):
+    """The process that owns the tool is not connected (it ended, or lost its connection)."""
+
+    code = "tool_unavailable"
+
+
+class ToolTimeoutError(ToolError, TimeoutError):
+    """The tool's owner did not answer within the call's timeout."""
+
+    code = "tool_timeout"
 
 
 class WorkerError(DspexError):

@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
@@ -32,6 +32,8 @@ from typing import Any
 from dspex.errors import SessionClosedError, SessionError
 from dspex.state import LocalProvider, SessionContext, StateProvider
 from dspex.state._heartbeat import SessionHeartbeat
+from dspex.state._tool_model import ToolHandler, ToolInfo
+from dspex.state._tools import SessionTools
 
 __all__ = ["Session", "current_session"]
 
@@ -188,6 +190,7 @@ class Session(SessionContext):
         self._embedded: _EmbeddedStore | None = None
         self._promotion_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
+        self._tools: SessionTools | None = None
         self._heartbeat = self._start_heartbeat(ttl)
 
     def _start_heartbeat(self, ttl: float | None) -> SessionHeartbeat | None:
@@ -238,7 +241,67 @@ class Session(SessionContext):
                 self._embedded = embedded
                 self._store = (embedded.address, embedded.token)
                 self.backend = "session_store"
+                if self._tools is not None:  # serve the tools registered so far
+                    self._tools.connect(self.provider, embedded.address, embedded.token)
             return self._store[0]
+
+    # -- tools (``@dspex.tool`` registers; every process of the session lists and calls) ---
+
+    def _tool_table(self) -> SessionTools:
+        with self._promotion_lock:
+            if self._tools is None:
+                if self.closed:
+                    raise SessionClosedError(
+                        f"session {self.session_id!r} is closed", session_id=self.session_id
+                    )
+                tools = SessionTools(self.session_id)
+                if self._store is not None:
+                    tools.connect(self.provider, *self._store)
+                self._tools = tools
+                self._on_close.append(tools.close)
+            return self._tools
+
+    def register_tool(
+        self,
+        name: str,
+        handler: ToolHandler,
+        *,
+        description: str = "",
+        parameters: Mapping[str, Any] | None = None,
+    ) -> ToolInfo:
+        """Register a tool that this process owns and runs (``@dspex.tool`` calls this).
+
+        ``handler(arguments)`` receives the arguments object and returns a JSON-compatible
+        result. Every process of the session can call the tool once the session lives in a
+        store; registering a name this process owns again replaces it.
+
+        Raises:
+            ToolError: the name is not valid, or another connected process owns it.
+        """
+        schema = dict(parameters) if parameters is not None else {"type": "object"}
+        return self._tool_table().register(name, handler, description, schema)
+
+    def list_tools(self) -> list[ToolInfo]:
+        """Every tool of the session (name, description, parameters, owner), by name."""
+        return self._tool_table().list()
+
+    def call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call a tool of the session; its owning process runs it.
+
+        Raises:
+            ToolNotFoundError: no such tool (the message lists the known ones).
+            ToolArgumentsError: the arguments do not fit the tool; it did not run.
+            ToolError: the tool raised; ``err.remote_traceback`` holds its traceback.
+            ToolUnavailableError: its owner is not connected, or went away during the call.
+            ToolTimeoutError: the owner did not answer within ``timeout`` seconds.
+        """
+        return self._tool_table().call(name, arguments or {}, timeout)
 
     def __enter__(self) -> Session:
         dspy_context: Any = None

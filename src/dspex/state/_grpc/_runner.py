@@ -28,8 +28,10 @@ from dspex.errors import DspexError, StoreError
 from dspex.state._access import AccessPolicy
 from dspex.state._grpc._channel import StoreAddress, parse_address, server_options
 from dspex.state._grpc._convert import server as server_convert
+from dspex.state._grpc._convert.tools import SERVICE_NAME as TOOLS_SERVICE_NAME
 from dspex.state._grpc._guard import AccessGuard
 from dspex.state._grpc._tls import ServerTls
+from dspex.state._grpc._tools import ToolStoreServicer, add_tool_store
 from dspex.state._grpc.server import SessionStoreServicer, StoreLimits
 from dspex.state._local import LocalProvider
 from dspex.state._provider import StateProvider
@@ -60,10 +62,13 @@ class _Running:
         self.servicer = servicer
         self.health = health_servicer
         self.url = url
+        self.tools: ToolStoreServicer | None = None
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
         self.servicer.begin_shutdown()
+        if self.tools is not None:
+            self.tools.begin_shutdown()
         await self.server.stop(grace)
         self.servicer.close()
         if self.url.startswith("unix://"):
@@ -101,16 +106,20 @@ async def _start(
     guard = None if policy is None else AccessGuard(policy, provider)
     servicer = SessionStoreServicer(provider, limits, guard=guard)
     _register(servicer, server)
+    tools = ToolStoreServicer(servicer)
+    add_tool_store(tools, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, TOOLS_SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, TOOLS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     url = _bind(server, address, tls)
     await server.start()
-    return _Running(server, servicer, health_servicer, url)
+    running = _Running(server, servicer, health_servicer, url)
+    running.tools = tools
+    return running
 
 
 def _bind(server: Any, address: StoreAddress, tls: ServerTls | None) -> str:
