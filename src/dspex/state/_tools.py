@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["SessionTools", "check_tool_name"]
 
 _MAX_NAME_CHARS = 200
+_CLOSE_TIMEOUT = 2.0
+"""Seconds closing waits for the store to remove this process's tools (they are listed as
+not connected anyway once the serving stream ends)."""
 
 
 def check_tool_name(name: object) -> str:
@@ -225,7 +228,7 @@ class SessionTools:
         if client is not None:
             if self._owned:
                 try:
-                    client.unregister_tools(self.session_id, self.owner)
+                    client.unregister_tools(self.session_id, self.owner, timeout=_CLOSE_TIMEOUT)
                 except DspexError:
                     pass  # the store or session is gone: nothing left to remove
             client.close()

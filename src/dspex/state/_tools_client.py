@@ -109,9 +109,17 @@ class ToolStoreClient:
         request = convert.register_request(session_id, owner, spec)
         return convert.info_result(self._call("RegisterTool", request, self.timeout))
 
-    def unregister_tools(self, session_id: str, owner: str, names: Iterable[str] = ()) -> int:
+    def unregister_tools(
+        self,
+        session_id: str,
+        owner: str,
+        names: Iterable[str] = (),
+        *,
+        timeout: float | None = None,
+    ) -> int:
         request = convert.unregister_request(session_id, owner, names)
-        return convert.removed_result(self._call("UnregisterTool", request, self.timeout))
+        deadline = self.timeout if timeout is None else timeout
+        return convert.removed_result(self._call("UnregisterTool", request, deadline))
 
     def list_tools(self, session_id: str) -> list[ToolInfo]:
         request = convert.list_request(session_id)
