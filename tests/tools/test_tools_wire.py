@@ -37,7 +37,7 @@ def _code(error: grpc.RpcError) -> str:
 def test_every_rpc_is_served() -> None:
     assert METHODS == [
         "RegisterTool",
-        "UnregisterTool",
+        "UnregisterTools",
         "ListTools",
         "CallTool",
         "ServeTools",

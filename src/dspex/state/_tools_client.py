@@ -119,7 +119,7 @@ class ToolStoreClient:
     ) -> int:
         request = convert.unregister_request(session_id, owner, names)
         deadline = self.timeout if timeout is None else timeout
-        return convert.removed_result(self._call("UnregisterTool", request, deadline))
+        return convert.removed_result(self._call("UnregisterTools", request, deadline))
 
     def list_tools(self, session_id: str) -> list[ToolInfo]:
         request = convert.list_request(session_id)

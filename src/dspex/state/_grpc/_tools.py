@@ -80,7 +80,7 @@ class ToolStoreServicer:
         return convert.register_response(spec, owner, connected)
 
     @unary()
-    async def UnregisterTool(self, request: Any, call: CallInfo) -> Any:
+    async def UnregisterTools(self, request: Any, call: CallInfo) -> Any:
         session_id, owner, names = convert.read_unregister(request)
         await self._allow(call, "write", session_id)
         return convert.unregister_response(self.hub.unregister(session_id, owner, names))

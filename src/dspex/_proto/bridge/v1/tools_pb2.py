@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"dspex/_proto/bridge/v1/tools.proto\x12\x0f\x64spex.bridge.v1\"F\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"X\n\x08ToolInfo\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolSpec\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\"M\n\x0bToolFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"d\n\x13RegisterToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\'\n\x04spec\x18\x03 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolSpec\"?\n\x14RegisterToolResponse\x12\'\n\x04tool\x18\x01 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolInfo\"L\n\x15UnregisterToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\r\n\x05names\x18\x03 \x03(\t\")\n\x16UnregisterToolResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\"&\n\x10ListToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x11ListToolsResponse\x12(\n\x05tools\x18\x01 \x03(\x0b\x32\x19.dspex.bridge.v1.ToolInfo\"m\n\x0f\x43\x61llToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x14\n\x07timeout\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\"w\n\x10\x43\x61llToolResponse\x12\x15\n\x0bresult_json\x18\x01 \x01(\tH\x00\x12/\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1c.dspex.bridge.v1.ToolFailureH\x00\x12\x10\n\x08owner_id\x18\x03 \x01(\tB\t\n\x07outcome\"9\n\x11ServeToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\"A\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"%\n\x11ServeToolsStarted\x12\x10\n\x08owner_id\x18\x01 \x01(\t\"*\n\x13ServeToolsHeartbeat\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\"\xba\x01\n\x12ServeToolsResponse\x12\x35\n\x07started\x18\x01 \x01(\x0b\x32\".dspex.bridge.v1.ServeToolsStartedH\x00\x12)\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolCallH\x00\x12\x39\n\theartbeat\x18\x03 \x01(\x0b\x32$.dspex.bridge.v1.ServeToolsHeartbeatH\x00\x42\x07\n\x05\x65vent\"\xa3\x01\n\x17ReturnToolResultRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x15\n\x0bresult_json\x18\x04 \x01(\tH\x00\x12/\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x1c.dspex.bridge.v1.ToolFailureH\x00\x42\t\n\x07outcome\",\n\x18ReturnToolResultResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\xb2\x04\n\tToolStore\x12[\n\x0cRegisterTool\x12$.dspex.bridge.v1.RegisterToolRequest\x1a%.dspex.bridge.v1.RegisterToolResponse\x12\x61\n\x0eUnregisterTool\x12&.dspex.bridge.v1.UnregisterToolRequest\x1a\'.dspex.bridge.v1.UnregisterToolResponse\x12R\n\tListTools\x12!.dspex.bridge.v1.ListToolsRequest\x1a\".dspex.bridge.v1.ListToolsResponse\x12O\n\x08\x43\x61llTool\x12 .dspex.bridge.v1.CallToolRequest\x1a!.dspex.bridge.v1.CallToolResponse\x12W\n\nServeTools\x12\".dspex.bridge.v1.ServeToolsRequest\x1a#.dspex.bridge.v1.ServeToolsResponse0\x01\x12g\n\x10ReturnToolResult\x12(.dspex.bridge.v1.ReturnToolResultRequest\x1a).dspex.bridge.v1.ReturnToolResultResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"dspex/_proto/bridge/v1/tools.proto\x12\x0f\x64spex.bridge.v1\"F\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"X\n\x08ToolInfo\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolSpec\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\"M\n\x0bToolFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"d\n\x13RegisterToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\'\n\x04spec\x18\x03 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolSpec\"?\n\x14RegisterToolResponse\x12\'\n\x04tool\x18\x01 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolInfo\"M\n\x16UnregisterToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\r\n\x05names\x18\x03 \x03(\t\"*\n\x17UnregisterToolsResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\"&\n\x10ListToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x11ListToolsResponse\x12(\n\x05tools\x18\x01 \x03(\x0b\x32\x19.dspex.bridge.v1.ToolInfo\"m\n\x0f\x43\x61llToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x14\n\x07timeout\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\"w\n\x10\x43\x61llToolResponse\x12\x15\n\x0bresult_json\x18\x01 \x01(\tH\x00\x12/\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1c.dspex.bridge.v1.ToolFailureH\x00\x12\x10\n\x08owner_id\x18\x03 \x01(\tB\t\n\x07outcome\"9\n\x11ServeToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\"A\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"%\n\x11ServeToolsStarted\x12\x10\n\x08owner_id\x18\x01 \x01(\t\"*\n\x13ServeToolsHeartbeat\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\"\xba\x01\n\x12ServeToolsResponse\x12\x35\n\x07started\x18\x01 \x01(\x0b\x32\".dspex.bridge.v1.ServeToolsStartedH\x00\x12)\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolCallH\x00\x12\x39\n\theartbeat\x18\x03 \x01(\x0b\x32$.dspex.bridge.v1.ServeToolsHeartbeatH\x00\x42\x07\n\x05\x65vent\"\xa3\x01\n\x17ReturnToolResultRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x15\n\x0bresult_json\x18\x04 \x01(\tH\x00\x12/\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x1c.dspex.bridge.v1.ToolFailureH\x00\x42\t\n\x07outcome\",\n\x18ReturnToolResultResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\xb5\x04\n\tToolStore\x12[\n\x0cRegisterTool\x12$.dspex.bridge.v1.RegisterToolRequest\x1a%.dspex.bridge.v1.RegisterToolResponse\x12\x64\n\x0fUnregisterTools\x12\'.dspex.bridge.v1.UnregisterToolsRequest\x1a(.dspex.bridge.v1.UnregisterToolsResponse\x12R\n\tListTools\x12!.dspex.bridge.v1.ListToolsRequest\x1a\".dspex.bridge.v1.ListToolsResponse\x12O\n\x08\x43\x61llTool\x12 .dspex.bridge.v1.CallToolRequest\x1a!.dspex.bridge.v1.CallToolResponse\x12W\n\nServeTools\x12\".dspex.bridge.v1.ServeToolsRequest\x1a#.dspex.bridge.v1.ServeToolsResponse0\x01\x12g\n\x10ReturnToolResult\x12(.dspex.bridge.v1.ReturnToolResultRequest\x1a).dspex.bridge.v1.ReturnToolResultResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,32 +41,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERTOOLREQUEST']._serialized_end=396
   _globals['_REGISTERTOOLRESPONSE']._serialized_start=398
   _globals['_REGISTERTOOLRESPONSE']._serialized_end=461
-  _globals['_UNREGISTERTOOLREQUEST']._serialized_start=463
-  _globals['_UNREGISTERTOOLREQUEST']._serialized_end=539
-  _globals['_UNREGISTERTOOLRESPONSE']._serialized_start=541
-  _globals['_UNREGISTERTOOLRESPONSE']._serialized_end=582
-  _globals['_LISTTOOLSREQUEST']._serialized_start=584
-  _globals['_LISTTOOLSREQUEST']._serialized_end=622
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=624
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=685
-  _globals['_CALLTOOLREQUEST']._serialized_start=687
-  _globals['_CALLTOOLREQUEST']._serialized_end=796
-  _globals['_CALLTOOLRESPONSE']._serialized_start=798
-  _globals['_CALLTOOLRESPONSE']._serialized_end=917
-  _globals['_SERVETOOLSREQUEST']._serialized_start=919
-  _globals['_SERVETOOLSREQUEST']._serialized_end=976
-  _globals['_TOOLCALL']._serialized_start=978
-  _globals['_TOOLCALL']._serialized_end=1043
-  _globals['_SERVETOOLSSTARTED']._serialized_start=1045
-  _globals['_SERVETOOLSSTARTED']._serialized_end=1082
-  _globals['_SERVETOOLSHEARTBEAT']._serialized_start=1084
-  _globals['_SERVETOOLSHEARTBEAT']._serialized_end=1126
-  _globals['_SERVETOOLSRESPONSE']._serialized_start=1129
-  _globals['_SERVETOOLSRESPONSE']._serialized_end=1315
-  _globals['_RETURNTOOLRESULTREQUEST']._serialized_start=1318
-  _globals['_RETURNTOOLRESULTREQUEST']._serialized_end=1481
-  _globals['_RETURNTOOLRESULTRESPONSE']._serialized_start=1483
-  _globals['_RETURNTOOLRESULTRESPONSE']._serialized_end=1527
-  _globals['_TOOLSTORE']._serialized_start=1530
-  _globals['_TOOLSTORE']._serialized_end=2092
+  _globals['_UNREGISTERTOOLSREQUEST']._serialized_start=463
+  _globals['_UNREGISTERTOOLSREQUEST']._serialized_end=540
+  _globals['_UNREGISTERTOOLSRESPONSE']._serialized_start=542
+  _globals['_UNREGISTERTOOLSRESPONSE']._serialized_end=584
+  _globals['_LISTTOOLSREQUEST']._serialized_start=586
+  _globals['_LISTTOOLSREQUEST']._serialized_end=624
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=626
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=687
+  _globals['_CALLTOOLREQUEST']._serialized_start=689
+  _globals['_CALLTOOLREQUEST']._serialized_end=798
+  _globals['_CALLTOOLRESPONSE']._serialized_start=800
+  _globals['_CALLTOOLRESPONSE']._serialized_end=919
+  _globals['_SERVETOOLSREQUEST']._serialized_start=921
+  _globals['_SERVETOOLSREQUEST']._serialized_end=978
+  _globals['_TOOLCALL']._serialized_start=980
+  _globals['_TOOLCALL']._serialized_end=1045
+  _globals['_SERVETOOLSSTARTED']._serialized_start=1047
+  _globals['_SERVETOOLSSTARTED']._serialized_end=1084
+  _globals['_SERVETOOLSHEARTBEAT']._serialized_start=1086
+  _globals['_SERVETOOLSHEARTBEAT']._serialized_end=1128
+  _globals['_SERVETOOLSRESPONSE']._serialized_start=1131
+  _globals['_SERVETOOLSRESPONSE']._serialized_end=1317
+  _globals['_RETURNTOOLRESULTREQUEST']._serialized_start=1320
+  _globals['_RETURNTOOLRESULTREQUEST']._serialized_end=1483
+  _globals['_RETURNTOOLRESULTRESPONSE']._serialized_start=1485
+  _globals['_RETURNTOOLRESULTRESPONSE']._serialized_end=1529
+  _globals['_TOOLSTORE']._serialized_start=1532
+  _globals['_TOOLSTORE']._serialized_end=2097
 # @@protoc_insertion_point(module_scope)

@@ -54,7 +54,7 @@ class RegisterToolResponse(_message.Message):
     tool: ToolInfo
     def __init__(self, tool: _Optional[_Union[ToolInfo, _Mapping]] = ...) -> None: ...
 
-class UnregisterToolRequest(_message.Message):
+class UnregisterToolsRequest(_message.Message):
     __slots__ = ("session_id", "owner_id", "names")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -64,7 +64,7 @@ class UnregisterToolRequest(_message.Message):
     names: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, session_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
 
-class UnregisterToolResponse(_message.Message):
+class UnregisterToolsResponse(_message.Message):
     __slots__ = ("removed",)
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     removed: int

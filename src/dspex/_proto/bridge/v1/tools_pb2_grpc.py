@@ -40,10 +40,10 @@ class ToolStoreStub:
                 request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolRequest.SerializeToString,
                 response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolResponse.FromString,
                 _registered_method=True)
-        self.UnregisterTool = channel.unary_unary(
-                '/dspex.bridge.v1.ToolStore/UnregisterTool',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolResponse.FromString,
+        self.UnregisterTools = channel.unary_unary(
+                '/dspex.bridge.v1.ToolStore/UnregisterTools',
+                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsRequest.SerializeToString,
+                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsResponse.FromString,
                 _registered_method=True)
         self.ListTools = channel.unary_unary(
                 '/dspex.bridge.v1.ToolStore/ListTools',
@@ -78,7 +78,7 @@ class ToolStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def UnregisterTool(self, request, context):
+    def UnregisterTools(self, request, context):
         """* Remove tools registered by `owner_id` (all of them when no name is given). 
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -127,10 +127,10 @@ def add_ToolStoreServicer_to_server(servicer, server):
                     request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolRequest.FromString,
                     response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolResponse.SerializeToString,
             ),
-            'UnregisterTool': grpc.unary_unary_rpc_method_handler(
-                    servicer.UnregisterTool,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolResponse.SerializeToString,
+            'UnregisterTools': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnregisterTools,
+                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsRequest.FromString,
+                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsResponse.SerializeToString,
             ),
             'ListTools': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTools,
@@ -192,7 +192,7 @@ class ToolStore:
             _registered_method=True)
 
     @staticmethod
-    def UnregisterTool(request,
+    def UnregisterTools(request,
             target,
             options=(),
             channel_credentials=None,
@@ -205,9 +205,9 @@ class ToolStore:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dspex.bridge.v1.ToolStore/UnregisterTool',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolResponse.FromString,
+            '/dspex.bridge.v1.ToolStore/UnregisterTools',
+            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsRequest.SerializeToString,
+            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsResponse.FromString,
             options,
             channel_credentials,
             insecure,

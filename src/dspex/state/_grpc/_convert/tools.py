@@ -145,7 +145,7 @@ def info_result(response: Any) -> ToolInfo:
 
 
 def unregister_request(session_id: str, owner: str, names: Iterable[str]) -> Any:
-    return pb.UnregisterToolRequest(session_id=session_id, owner_id=owner, names=list(names))
+    return pb.UnregisterToolsRequest(session_id=session_id, owner_id=owner, names=list(names))
 
 
 def removed_result(response: Any) -> int:
@@ -221,7 +221,7 @@ def read_unregister(request: Any) -> tuple[str, str, list[str]]:
 
 
 def unregister_response(removed: int) -> Any:
-    return pb.UnregisterToolResponse(removed=removed)
+    return pb.UnregisterToolsResponse(removed=removed)
 
 
 def read_list(request: Any) -> str:
