@@ -41,6 +41,7 @@ STABLE_CODES = {
     "StoreUnavailableError": "store_unavailable",
     "ToolArgumentsError": "tool_arguments",
     "ToolError": "tool_error",
+    "ToolExistsError": "tool_exists",
     "ToolNotFoundError": "tool_not_found",
     "ToolTimeoutError": "tool_timeout",
     "ToolUnavailableError": "tool_unavailable",

@@ -31,6 +31,7 @@ DspexError
 ├── BindingError                  (also TypeError)      a variable bound to the wrong DSPy hook
 ├── ToolError                                           a tool raised; carries its traceback
 │   ├── ToolNotFoundError         (also LookupError)   no such tool in the session
+│   ├── ToolExistsError                                another connected process owns the name
 │   ├── ToolArgumentsError        (also ValueError)    arguments refused before the tool ran
 │   ├── ToolUnavailableError                           the owning process is not connected
 │   └── ToolTimeoutError          (also TimeoutError)  the owner did not answer in time
@@ -69,6 +70,7 @@ __all__ = [
     "StoreUnavailableError",
     "ToolArgumentsError",
     "ToolError",
+    "ToolExistsError",
     "ToolNotFoundError",
     "ToolTimeoutError",
     "ToolUnavailableError",
@@ -302,6 +304,12 @@ class ToolNotFoundError(ToolError, LookupError):
     """No tool with this name is registered in the session; the message lists the known ones."""
 
     code = "tool_not_found"
+
+
+class ToolExistsError(ToolError):
+    """Another process, still connected, registered a tool with this name in the session."""
+
+    code = "tool_exists"
 
 
 class ToolArgumentsError(ToolError, ValueError):

@@ -276,7 +276,8 @@ class Session(SessionContext):
         store; registering a name this process owns again replaces it.
 
         Raises:
-            ToolError: the name is not valid, or another connected process owns it.
+            ToolError: the name is not valid.
+            ToolExistsError: another connected process owns the name.
         """
         schema = dict(parameters) if parameters is not None else {"type": "object"}
         return self._tool_table().register(name, handler, description, schema)

@@ -20,6 +20,7 @@ from dspex.errors import (
     StoreProtocolError,
     ToolArgumentsError,
     ToolError,
+    ToolExistsError,
     ToolNotFoundError,
     ToolTimeoutError,
     ToolUnavailableError,
@@ -196,7 +197,9 @@ def test_a_name_held_by_another_connected_owner_is_refused(
         """Mine."""
         return "owner"
 
-    with pytest.raises(ToolError, match=r"'shared' is already registered .* still connected"):
+    with pytest.raises(
+        ToolExistsError, match=r"'shared' is already registered .* still connected"
+    ):
         caller.register_tool("shared", lambda arguments: "caller")
     assert caller.call_tool("shared") == "owner"
     assert [t.name for t in caller.list_tools()] == ["shared"]

@@ -133,7 +133,8 @@ class SessionTools:
         Registering a name this process owns again replaces it.
 
         Raises:
-            ToolError: the name is not valid, or another connected process owns it.
+            ToolError: the name is not valid.
+            ToolExistsError: another connected process owns the name.
             StoreError: the store could not be reached (nothing was registered).
         """
         info = ToolInfo(check_tool_name(name), description, dict(parameters), self.owner)

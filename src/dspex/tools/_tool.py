@@ -201,7 +201,8 @@ def tool(
     Raises:
         SessionError: no session is given or active.
         ToolError: a parameter cannot be passed by name, the type hints cannot be described
-            as JSON Schema, the name is not valid, or another connected process owns it.
+            as JSON Schema, or the name is not valid.
+        ToolExistsError: another connected process owns a tool of that name.
 
     Examples:
         >>> with dspex.Session() as session:  # doctest: +SKIP

@@ -67,6 +67,7 @@ STATUS_TABLE: Final[Mapping[type[errors.DspexError], grpc.StatusCode]] = {
     errors.BindingError: _S.INVALID_ARGUMENT,
     errors.ToolError: _S.UNKNOWN,
     errors.ToolNotFoundError: _S.NOT_FOUND,
+    errors.ToolExistsError: _S.ALREADY_EXISTS,
     errors.ToolArgumentsError: _S.INVALID_ARGUMENT,
     errors.ToolUnavailableError: _S.FAILED_PRECONDITION,
     errors.ToolTimeoutError: _S.DEADLINE_EXCEEDED,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from dspex.errors import ToolError, ToolNotFoundError, ToolUnavailableError
+from dspex.errors import ToolError, ToolExistsError, ToolNotFoundError, ToolUnavailableError
 from dspex.state._grpc._convert.tools import Outcome, ToolSpecText
 
 __all__ = ["OwnerStream", "PendingCall", "ToolHub"]
@@ -79,7 +79,7 @@ class ToolHub:
         """Register or replace a tool; returns whether its owner is connected.
 
         Raises:
-            ToolError: another owner, still connected, registered this name.
+            ToolExistsError: another owner, still connected, registered this name.
         """
         tools = self._tools.setdefault(session_id, {})
         existing = tools.get(spec.name)
@@ -88,7 +88,7 @@ class ToolHub:
             and existing[1] != owner
             and self.connected(session_id, existing[1])
         ):
-            raise ToolError(
+            raise ToolExistsError(
                 f"tool {spec.name!r} is already registered in session {session_id!r} by "
                 f"owner {existing[1]}, which is still connected; give this tool another name "
                 "(@dspex.tool(name=...))",
