@@ -228,3 +228,19 @@ def test_dspy_threads_see_the_session_through_dspy_context() -> None:
         seen = executor.execute(lambda _: dspex.current_session().get("a"), [1, 2, 3])
     assert seen == [0.4, 0.4, 0.4]
     assert dspy.settings.get("dspex_session") is None
+
+
+def test_dspy_configure_inside_a_session_is_seen() -> None:
+    """The session joins DSPy's overlay without freezing the global settings under it."""
+    import dspy
+    from dspy.utils import DummyLM
+
+    with dspex.Session() as session:
+        dspy.configure(lm=DummyLM([{"answer": "configured inside"}]))
+        try:
+            answer = dspy.Predict("question -> answer")(question="hi").answer
+            assert answer == "configured inside"
+            assert dspy.settings.get("dspex_session") is session
+        finally:
+            dspy.configure(lm=None)
+    assert dspy.settings.get("dspex_session") is None

@@ -142,6 +142,21 @@ class _EmbeddedStore:
             self._dir = None
 
 
+def _enter_dspy_overlay(session: Session) -> Any:
+    """Put ``session`` in DSPy's per-context settings overlay; returns the reset token.
+
+    DSPy copies that overlay into ``dspy.Parallel``/``Evaluate`` threads and ``asyncify``, so
+    the session reaches them. Only our key is added: ``dspy.context(...)`` would also snapshot
+    the global settings, hiding a later ``dspy.configure(lm=...)`` made inside the session.
+    """
+    settings = sys.modules.get("dspy.dsp.utils.settings")
+    if settings is None:
+        return None
+    overlay = settings.thread_local_overrides
+    current = overlay.get()
+    return overlay.set(type(current)({**current, "dspex_session": session}))
+
+
 class Session(SessionContext):
     """A session of typed, versioned, watchable variables.
 
@@ -305,11 +320,7 @@ class Session(SessionContext):
         return self._tool_table().call(name, arguments or {}, timeout)
 
     def __enter__(self) -> Session:
-        dspy_context: Any = None
-        if "dspy" in sys.modules:
-            dspy_context = sys.modules["dspy"].context(dspex_session=self)
-            dspy_context.__enter__()
-        self._tokens.append((_current.set(self), dspy_context))
+        self._tokens.append((_current.set(self), _enter_dspy_overlay(self)))
         return self
 
     def __exit__(
@@ -318,10 +329,10 @@ class Session(SessionContext):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token, dspy_context = self._tokens.pop()
+        token, dspy_token = self._tokens.pop()
         _current.reset(token)
-        if dspy_context is not None:
-            dspy_context.__exit__(exc_type, exc, tb)
+        if dspy_token is not None:
+            sys.modules["dspy.dsp.utils.settings"].thread_local_overrides.reset(dspy_token)
         if not self._tokens:
             self.close()
 
