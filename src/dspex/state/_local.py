@@ -127,8 +127,11 @@ class LocalProvider:
         self._commit = engine.commit
         # Optional single-set fast path of memory images; the generic commit otherwise.
         self._commit_set = getattr(engine, "commit_set", None) or (
-            lambda session_id, write: engine.commit(session_id, (write,))[0]
+            lambda session_id, old, value, writer: engine.commit(
+                session_id, (new_value(old, "set", value),)
+            )[0]
         )
+        self._max_value_bytes = self.limits.max_value_bytes
         # Engines with an in-memory image (memory, SQLite) are read directly: no call, no lock.
         self._spaces: Mapping[str, Any] = getattr(engine, "spaces", {})
 
@@ -235,14 +238,10 @@ class LocalProvider:
             if old.lock is not None:
                 _locks.check_write(old.lock, name, current_lock_owner.get(), time.time())
             checked = _validate(old.spec, value, name)
-            if self.limits.max_value_bytes is not None:
+            if self._max_value_bytes is not None:
                 self.limits.check_value(old.spec, checked, name)
-            write: Write = _new_tuple(Write, (
-                name, old.revision, "set", old.spec, checked, old.version + 1,
-                current_writer.get(), old.metadata, False, old.lock,
-            ))  # fmt: skip
             try:
-                update = self._commit_set(session_id, write)
+                update = self._commit_set(session_id, old, checked, current_writer.get())
             except EngineConflict:
                 continue
             except UnknownSession:

@@ -205,34 +205,41 @@ class MemoryEngine:
             raise UnknownSession(session_id)
         return space
 
-    def commit_set(self, session_id: str, write: Write) -> VariableUpdate:
-        """``commit`` of one "set" write, inlined: the hot path of every optimizer loop.
+    def commit_set(
+        self, session_id: str, old: VariableRecord, value: Any, writer: str
+    ) -> VariableUpdate:
+        """Commit ``value`` as the next version of ``old``: the hot path of optimizer loops.
 
-        Same checks and effects as :meth:`commit` (compare-and-set, revision, history, log,
-        listeners); a "set" always adds a version, so history simply appends. Engines that
-        persist use :meth:`commit` (this method is only offered by memory images).
+        The same checks and effects as :meth:`commit` of one ``"set"`` write computed from
+        ``old`` (compare-and-set, revision, history, log, listeners), inlined; records are
+        immutable, so "unchanged since read" is an identity check. Engines that persist go
+        through :meth:`commit`. Only memory images offer this method.
 
         Raises:
-            EngineConflict: ``write.expect_revision`` did not match.
+            EngineConflict: the variable changed since ``old`` was read.
             UnknownSession: the session does not exist.
         """
+        name = old.name
         if self._durable:
+            write = Write(
+                name, old.revision, "set", old.spec, value, old.version + 1, writer,
+                old.metadata, False, old.lock,
+            )  # fmt: skip
             return self.commit(session_id, (write,))[0]
-        name, expect, kind, spec, value, version, writer, metadata, stale, lock = write
         space = self._spaces.get(session_id)
         if space is None:
             raise UnknownSession(session_id)
         with space.lock:
-            current = space.variables.get(name)
-            if current is None or current.revision != expect:
+            if space.variables.get(name) is not old:
                 raise EngineConflict(name)
             if self._spaces.get(session_id) is not space:
                 raise UnknownSession(session_id)
             revision = space.revision + 1
             record = _new_tuple(VariableRecord, (
-                name, spec, value, version, revision, time.time(), writer, metadata, stale, lock,
+                name, old.spec, value, old.version + 1, revision, time.time(), writer,
+                old.metadata, False, old.lock,
             ))  # fmt: skip
-            update: VariableUpdate = _new_tuple(VariableUpdate, (revision, kind, name, record))
+            update: VariableUpdate = _new_tuple(VariableUpdate, (revision, "set", name, record))
             space.revision = revision
             space.variables[name] = record
             space.history[name].append(record)
