@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-import importlib
 from collections.abc import Iterator
 
 import pytest
 
 import dspex
-from dspex.session import _current
 from dspex.state import LocalProvider
 from dspex.state.store import StoreServer
 
-dspy_settings_module = importlib.import_module("dspy.dsp.utils.settings")
-
 
 @pytest.fixture(autouse=True)
-def clean_dspy_settings() -> Iterator[None]:
-    """Restore DSPy's global settings and dspex's current session after every test."""
-    saved = copy.copy(dspy_settings_module.main_thread_config)
-    overlay_token = dspy_settings_module.thread_local_overrides.set(
-        dspy_settings_module.thread_local_overrides.get().__class__()
-    )
-    session_token = _current.set(None)
-    try:
-        yield
-    finally:
-        _current.reset(session_token)
-        dspy_settings_module.thread_local_overrides.reset(overlay_token)
-        dspy_settings_module.main_thread_config.clear()
-        dspy_settings_module.main_thread_config.update(saved)
+def _clean_dspy(clean_dspy_settings: None) -> None:
+    """Every test here starts with clean DSPy settings and no current session."""
 
 
 @pytest.fixture
