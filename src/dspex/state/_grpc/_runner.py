@@ -30,6 +30,7 @@ from dspex.state._grpc._channel import StoreAddress, parse_address, server_optio
 from dspex.state._grpc._convert import server as server_convert
 from dspex.state._grpc._convert.tools import SERVICE_NAME as TOOLS_SERVICE_NAME
 from dspex.state._grpc._guard import AccessGuard
+from dspex.state._grpc._handlers import register_service
 from dspex.state._grpc._tls import ServerTls
 from dspex.state._grpc._tools import ToolStoreServicer, add_tool_store
 from dspex.state._grpc.server import SessionStoreServicer, StoreLimits
@@ -77,22 +78,8 @@ class _Running:
 
 
 def _register(servicer: SessionStoreServicer, server: Any) -> None:
-    """Add every RPC of ``servicer`` (what the generated ``add_..._to_server`` does, but with
-    request parsing that reports malformed bytes as INVALID_ARGUMENT)."""
-    handlers = {}
-    for name, streaming, parse, serialize in server_convert.method_table():
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        handlers[name] = make(
-            getattr(servicer, name), request_deserializer=parse, response_serializer=serialize
-        )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
-    )
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    """Add every SessionStore RPC of ``servicer`` to ``server``."""
+    register_service(server, SERVICE_NAME, servicer, server_convert.method_table())
 
 
 async def _start(

@@ -19,8 +19,6 @@ import asyncio
 import time
 from typing import Any, Final
 
-import grpc
-
 from dspex.errors import (
     DspexError,
     LimitExceededError,
@@ -30,6 +28,7 @@ from dspex.errors import (
 )
 from dspex.state._grpc._calls import CallInfo, checked, enter_call, reset, run_sync, unary
 from dspex.state._grpc._convert import tools as convert
+from dspex.state._grpc._handlers import register_service
 from dspex.state._grpc._status import abort
 from dspex.state._grpc._tool_hub import PendingCall, ToolHub
 from dspex.state._grpc.server import SessionStoreServicer
@@ -188,17 +187,4 @@ def _timed_out(pending: PendingCall, waited: float | None) -> ToolTimeoutError:
 def add_tool_store(servicer: ToolStoreServicer, server: Any) -> None:
     """Add every ToolStore RPC of ``servicer`` to an aio ``server`` (malformed request bytes
     are answered INVALID_ARGUMENT, as for the session store)."""
-    handlers = {}
-    for name, streaming, parse, serialize in convert.method_table():
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        handlers[name] = make(
-            getattr(servicer, name), request_deserializer=parse, response_serializer=serialize
-        )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(convert.SERVICE_NAME, handlers),)
-    )
-    server.add_registered_method_handlers(convert.SERVICE_NAME, handlers)
+    register_service(server, convert.SERVICE_NAME, servicer, convert.method_table())
