@@ -128,9 +128,16 @@ def child_read_pickled(provider: SessionStoreProvider, session_id: str, name: st
 
 
 def child_watchers(address: str, session_id: str, count: int, expected: int, conn: Any) -> None:
-    """Open ``count`` watches, say ready, then report how many updates each got (in order)."""
+    """Open ``count`` watches, say ready, then report how many updates each got (in order).
+
+    Each watch resumes from the current revision, so it gets a server stream of its own (live
+    watches of one client would share a single stream).
+    """
     provider = SessionStoreProvider(address, timeout=60.0)
-    watches = [provider.watch_variables(session_id, ["n"]) for _ in range(count)]
+    start = provider.get_session(session_id).revision
+    watches = [
+        provider.watch_variables(session_id, ["n"], after_revision=start) for _ in range(count)
+    ]
     received: list[list[int]] = [[] for _ in range(count)]
     done = threading.Event()
     remaining = [count]
@@ -164,8 +171,8 @@ def raw_update_request(session_id: str, entries: list[Any], atomic: bool = True)
 
 
 def child_hold_watches(address: str, session_id: str, count: int, conn: Any) -> None:
-    """Open ``count`` watches, say ready, then block until killed."""
+    """Open ``count`` watches (each its own stream: include_initial), say ready, then block."""
     provider = SessionStoreProvider(address)
-    watches = [provider.watch_variables(session_id) for _ in range(count)]
+    watches = [provider.watch_variables(session_id, include_initial=True) for _ in range(count)]
     conn.send(len(watches))
     time.sleep(600)

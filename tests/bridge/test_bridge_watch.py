@@ -103,7 +103,8 @@ def test_heartbeats_are_not_updates(client: SessionStoreProvider, session_id: st
 def test_cancelled_and_disconnected_watches_are_cleaned_up(
     server: StoreServer, client: SessionStoreProvider, session_id: str
 ) -> None:
-    watches = [client.watch_variables(session_id) for _ in range(3)]
+    # include_initial: a stream each (live watches of one client would share one stream)
+    watches = [client.watch_variables(session_id, include_initial=True) for _ in range(3)]
     assert wait_until(lambda: server.watch_count == 3)
     watches[0].cancel()
     assert wait_until(lambda: server.watch_count == 2)

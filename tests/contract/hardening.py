@@ -193,6 +193,6 @@ class HardeningContract:
             with (
                 provider.watch_variables(sid),
                 pytest.raises(errors.LimitExceededError, match="watchers"),
-            ):
-                provider.watch_variables(sid)
+            ):  # include_initial: a stream of its own (a store client shares live watches)
+                provider.watch_variables(sid, include_initial=True)
             assert [r.name for r in provider.list_variables(sid)] == ["a", "text"]

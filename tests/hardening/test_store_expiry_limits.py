@@ -145,7 +145,7 @@ def test_serve_limits_watchers(client: SessionStoreProvider) -> None:
     client.register_variable(sid, "t", FLOAT, 0.1)
     with client.watch_variables(sid) as first:
         with pytest.raises(errors.LimitExceededError, match=r"watchers per session \(limit 1\)"):
-            client.watch_variables(sid)
+            client.watch_variables(sid, include_initial=True)  # a stream of its own
         client.set_variable(sid, "t", 0.2)
         update = first.poll(WAIT)
         assert update is not None and update.record.value == 0.2

@@ -22,7 +22,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec
-from dspex.errors import StoreError, StoreUnavailableError
+from dspex.errors import PermissionDeniedError, StoreError, StoreUnavailableError
 from dspex.state._grpc._channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     HOLDER_KEY,
@@ -38,6 +38,7 @@ from dspex.state._grpc._streams import HolderStream, StreamLoop
 from dspex.state._grpc._tls import ClientTls, PemSource
 from dspex.state._identity import current_lock_owner, current_writer
 from dspex.state._provider import UpdateResults
+from dspex.state._store_shared import SharedWatchStream
 from dspex.state._store_watch import StoreWatchReader
 from dspex.state._watch import VariableWatch
 
@@ -123,6 +124,7 @@ class SessionStoreProvider:
         self._channel: Any = None
         self._stub: Any = None
         self._streams: set[StoreWatchReader] = set()
+        self._shared: dict[str, SharedWatchStream] = {}
         self._stream_loop: StreamLoop | None = None
         self._holder: HolderStream | None = None
         self._holder_lock = threading.Lock()
@@ -285,6 +287,10 @@ class SessionStoreProvider:
         after_revision: int | None = None,
         include_initial: bool = False,
     ) -> VariableWatch:
+        if after_revision is None and not include_initial and (not self.token or not names):
+            shared = self._watch_shared(session_id, frozenset(names))
+            if shared is not None:
+                return shared
         request = convert.watch_variables_request(
             session_id, names, after_revision, include_initial
         )
@@ -292,6 +298,40 @@ class SessionStoreProvider:
         with self._lock:
             self._streams.add(reader)
         return reader.start(request, self.timeout)
+
+    def _watch_shared(self, session_id: str, names: frozenset[str]) -> VariableWatch | None:
+        """A live watch on the session's shared stream; None to use a dedicated stream.
+
+        With a token, only unnamed watches share (a named one keeps the store's per-name
+        ``observe`` check). A watch joining an open stream reads the head revision first.
+        """
+        loop = self._streams_loop()
+        with self._lock:
+            stream = self._shared.get(session_id)
+            first = stream is None or stream.ended
+            if stream is None or stream.ended:
+                stream = SharedWatchStream(self, loop, session_id)
+                self._shared[session_id] = stream
+            stream.pending += 1
+        try:
+            stream.wait_started(self.timeout)
+            head = 0 if first else self.get_session(session_id).revision
+            return stream.join(names, head)
+        except PermissionDeniedError:
+            return None  # may observe but not read the head: a dedicated stream instead
+        finally:
+            with self._lock:
+                stream.pending -= 1
+            self._release_shared(stream)
+
+    def _release_shared(self, stream: SharedWatchStream) -> None:
+        """Cancel ``stream`` once no watch uses it; forget it once it ended."""
+        with self._lock:
+            unused = stream.idle
+            if (unused or stream.ended) and self._shared.get(stream.session_id) is stream:
+                del self._shared[stream.session_id]
+        if unused and not stream.ended:
+            stream.stop()
 
     # -- dependencies ---------------------------------------------------------------------
 
@@ -370,10 +410,13 @@ class SessionStoreProvider:
             holder.stop()  # the store releases any lock still held through this client
         with self._lock:
             streams, self._streams = list(self._streams), set()
+            shared, self._shared = list(self._shared.values()), {}
             channel, self._channel, self._stub = self._channel, None, None
             stream_loop, self._stream_loop = self._stream_loop, None
         for reader in streams:
             reader.cancel()
+        for stream in shared:
+            stream.stop()
         if stream_loop is not None:
             stream_loop.close()
         if channel is not None:
