@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 from bridge_support import FLOAT, served, wait_until
 
 import dspex.errors as errors
-from dspex._model import make_spec
+from dspex._model import VariableRecord, make_spec
 from dspex.state import LocalProvider
 from dspex.state.store import CachedProvider, SessionStoreProvider, StoreServer
 
@@ -43,6 +44,67 @@ def test_hot_reads_come_from_the_cache(cached: CachedProvider, session_id: str) 
     assert wait_until(lambda: get(session_id, "t") is get(session_id, "t"))
     first = get(session_id, "t")
     assert all(get(session_id, "t") is first for _ in range(100))
+
+
+def test_hot_multi_reads_come_from_the_cache(cached: CachedProvider, session_id: str) -> None:
+    cached.register_variable(session_id, "u", FLOAT, 0.2)
+    assert wait_until(lambda: cached.is_live(session_id))
+
+    def read() -> dict[str, VariableRecord]:
+        return cached.get_variables(session_id, ["t", "u"])
+
+    # The store answers with new records on every call; the cache with the records it holds.
+    assert wait_until(lambda: read()["t"] is read()["t"] and read()["u"] is read()["u"])
+    first = read()
+    assert all(read()["t"] is first["t"] and read()["u"] is first["u"] for _ in range(100))
+    assert first["t"] is cached.get_variable(session_id, "t")
+    assert first["t"].value == 0.7 and first["u"].value == 0.2
+    with pytest.raises(errors.VariableNotFoundError):  # a miss still asks the store
+        cached.get_variables(session_id, ["t", "missing"])
+
+
+def test_multi_reads_see_own_writes_at_once(cached: CachedProvider, session_id: str) -> None:
+    cached.register_variable(session_id, "u", FLOAT, 0.2)
+    for step in range(20):
+        cached.update_variables(session_id, {"t": step / 10, "u": step / 20})
+        records = cached.get_variables(session_id, ["t", "u"])
+        assert (records["t"].value, records["u"].value) == (step / 10, step / 20)
+    cached.delete_variable(session_id, "u")
+    with pytest.raises(errors.VariableNotFoundError):
+        cached.get_variables(session_id, ["t", "u"])
+
+
+def test_multi_reads_see_others_writes_at_one_revision(
+    cached: CachedProvider, local: LocalProvider, session_id: str
+) -> None:
+    local.register_variable(session_id, "a", make_spec(int), 0)
+    local.register_variable(session_id, "b", make_spec(int), 0)
+    assert wait_until(lambda: cached.get_variables(session_id, ["a", "b"])["b"].value == 0)
+    done = threading.Event()
+
+    def write() -> None:  # another client: a then b, so any one revision has a - b in {0, 1}
+        for step in range(1, 301):
+            local.set_variable(session_id, "a", step)
+            local.set_variable(session_id, "b", step)
+        done.set()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    reads = 0
+    while not done.is_set() or reads == 0:
+        records = cached.get_variables(session_id, ["a", "b"])
+        a, b = records["a"], records["b"]
+        assert a.value - b.value in (0, 1), (a, b)
+        reads += 1
+    writer.join(timeout=30)
+    assert wait_until(
+        lambda: (
+            [r.value for r in cached.get_variables(session_id, ["a", "b"]).values()] == [300, 300]
+        )
+    )
+    records = cached.get_variables(session_id, ["a", "b"])
+    assert records["a"] is cached.get_variables(session_id, ["a", "b"])["a"]  # from the cache
+    assert records == local.get_variables(session_id, ["a", "b"])
 
 
 def test_others_writes_arrive_within_the_watch_delivery_time(

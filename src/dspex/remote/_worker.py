@@ -8,8 +8,8 @@ pickle). :class:`RemoteHandler` then runs one call per payload.
 
 Each payload carries the parent's session revision at the moment of the call. Before running, the
 worker waits until its cache has applied that revision, so a change made in the parent before a
-call is always seen by that call, also by module code that reads variables through the cache.
-(Bound hooks read their variables from the store in one snapshot anyway.)
+call is always seen by that call, also by bound hooks, whose one-snapshot ``get_variables`` is
+served from the cache at the revision it has applied (at least the caller's, once caught up).
 """
 
 from __future__ import annotations

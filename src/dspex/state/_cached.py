@@ -1,11 +1,14 @@
 """Layer 2: CachedProvider, a read cache over any StateProvider kept coherent by a watch stream.
 
 Workers read far more than they write, and a read over gRPC costs a round trip. This wrapper
-serves ``get_variable`` from a per-session dict that one watch stream per session keeps up to
-date, so a hot read costs about what a local read costs:
+serves ``get_variable`` and ``get_variables`` from a per-session dict that one watch stream per
+session keeps up to date, so a hot read costs about what a local read costs:
 
 * reads see your own writes: a write through this wrapper updates the cache before returning;
 * others' writes are seen once the stream delivers them (the watch delivery time);
+* ``get_variables`` answers from the cache only when it can give every name as of the one
+  revision the stream has applied; otherwise (a name not held, an own write not yet confirmed
+  by the stream) it asks the store, which reads them all at one revision;
 * the cache is only used while its stream is live: when the stream drops (store restart,
   network), reads go to the store until the stream has resumed from the last revision it saw
   and replayed what it missed, so no update is missed, applied twice, or served stale;
@@ -93,6 +96,27 @@ class _SessionView:
                 self.revision = update.revision
             if not self.live and self.revision >= self._target:
                 self.live = True
+
+    def snapshot(self, names: Collection[str]) -> dict[str, VariableRecord] | None:
+        """The records of ``names`` as of the stream's revision, or None to ask the store.
+
+        Only while live, and only when every name is held at or below the applied revision:
+        then each record is its variable's state at ``self.revision`` (the stream applied every
+        change up to there), so together they are one consistent read. An own write the stream
+        has not delivered yet is newer than that revision, so such reads go to the store.
+        """
+        with self.lock:
+            if not self.live:
+                return None
+            records = self.records
+            revision = self.revision
+            snapshot: dict[str, VariableRecord] = {}
+            for name in names:
+                record = records.get(name)
+                if record is None or record.revision > revision:
+                    return None
+                snapshot[name] = record
+            return snapshot
 
     # -- following the stream -------------------------------------------------------------
 
@@ -279,9 +303,16 @@ class CachedProvider:
         return record
 
     def get_variables(self, session_id: str, names: Collection[str]) -> dict[str, VariableRecord]:
+        view = self._views.get(session_id)
+        if view is not None:
+            records = view.snapshot(names)
+            if records is not None:
+                return records
+        view = self._view(session_id)
         records = self.inner.get_variables(session_id, names)  # one revision: ask the store
-        for record in records.values():
-            self._keep(session_id, record)
+        if view is not None:
+            for record in records.values():
+                view.offer(record)
         return records
 
     # -- writes (the cache sees them before they return) ----------------------------------
