@@ -37,6 +37,17 @@ def redis_servers(url: str, count: int, *flags: str) -> Iterator[list[ServeProce
         ]
 
 
+@contextmanager
+def clients(*servers: ServeProcess) -> Iterator[list[SessionStoreProvider]]:
+    """One store client per server, closed afterwards."""
+    opened = [SessionStoreProvider(server.address, timeout=WAIT) for server in servers]
+    try:
+        yield opened
+    finally:
+        for client in opened:
+            client.close()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
     """Poll ``predicate`` until it holds or ``timeout`` passes; return its last value."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 from redis_server import RedisServer, free_port
-from scaleout_support import INT, WAIT, redis_servers, take, wait_until
+from scaleout_support import INT, WAIT, clients, redis_servers, take, wait_until
 from serve_process import run_dspex
 
 from dspex import errors
@@ -38,36 +38,31 @@ def _set_when_back(client: SessionStoreProvider, sid: str, value: int) -> int:
 def test_redis_going_away_is_a_clear_error_and_the_servers_recover(tmp_path: Path) -> None:
     store = RedisServer(tmp_path / "redis", persistent=True).start()
     try:
-        with redis_servers(store.url, 2) as (server_a, server_b):
-            a = SessionStoreProvider(server_a.address, timeout=WAIT)
-            b = SessionStoreProvider(server_b.address, timeout=WAIT)
-            try:
-                sid = a.create_session()
-                a.register_variable(sid, "t", INT, 1)
-                before = a.set_variable(sid, "t", 2)
-                context = SessionContext.connect(server_b.address, sid)
-                watch = b.watch_variables(sid, ["t"])
-                store.kill()
-                unreachable = r"Redis at .* is unreachable"
-                with pytest.raises(errors.StoreUnavailableError, match=unreachable):
-                    a.set_variable(sid, "t", 3)
-                with pytest.raises(errors.StoreUnavailableError, match=unreachable):
-                    b.get_variable(sid, "t")
-                assert a.ping("a") == "a" and b.ping("b") == "b", (
-                    "servers must answer without Redis"
-                )
-                assert server_a.alive and server_b.alive
-                store.start()  # same port, same append-only file
-                assert _set_when_back(a, sid, 4) == before.version + 1  # 3 was never applied
-                assert b.get_variable(sid, "t").value == 4
-                [update] = take(watch, 1)  # the watch on B lived through the outage
-                assert (update.revision, update.record.value) == (before.revision + 1, 4)
-                assert wait_until(lambda: context.get("t") == 4)
-                watch.cancel()
-                context.provider.close()
-            finally:
-                a.close()
-                b.close()
+        with (
+            redis_servers(store.url, 2) as (server_a, server_b),
+            clients(server_a, server_b) as (a, b),
+        ):
+            sid = a.create_session()
+            a.register_variable(sid, "t", INT, 1)
+            before = a.set_variable(sid, "t", 2)
+            context = SessionContext.connect(server_b.address, sid)
+            watch = b.watch_variables(sid, ["t"])
+            store.kill()
+            unreachable = r"Redis at .* is unreachable"
+            with pytest.raises(errors.StoreUnavailableError, match=unreachable):
+                a.set_variable(sid, "t", 3)
+            with pytest.raises(errors.StoreUnavailableError, match=unreachable):
+                b.get_variable(sid, "t")
+            assert a.ping("a") == "a" and b.ping("b") == "b", "servers must answer without Redis"
+            assert server_a.alive and server_b.alive
+            store.start()  # same port, same append-only file
+            assert _set_when_back(a, sid, 4) == before.version + 1  # 3 was never applied
+            assert b.get_variable(sid, "t").value == 4
+            [update] = take(watch, 1)  # the watch on B lived through the outage
+            assert (update.revision, update.record.value) == (before.revision + 1, 4)
+            assert wait_until(lambda: context.get("t") == 4)
+            watch.cancel()
+            context.provider.close()
     finally:
         store.kill()
 

@@ -15,6 +15,7 @@ from scaleout_support import (
     WAIT,
     child_incrementer,
     child_writer,
+    clients,
     redis_servers,
     run_together,
     take,
@@ -31,61 +32,55 @@ pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
 def test_a_write_through_one_server_is_seen_by_readers_and_watchers_on_the_other(
     redis_server: RedisServer,
 ) -> None:
-    with redis_servers(redis_server.url, 2) as (server_a, server_b):
-        a = SessionStoreProvider(server_a.address, timeout=WAIT)
-        b = SessionStoreProvider(server_b.address, timeout=WAIT)
-        try:
-            sid = a.create_session()
-            a.register_variable(sid, "t", INT, 1)
-            assert b.get_session(sid).variable_count == 1
-            assert [s.session_id for s in b.list_sessions()] == [sid]
-            assert b.get_variable(sid, "t").value == 1
-            context = SessionContext.connect(server_b.address, sid)  # the cached worker view
-            with b.watch_variables(sid, ["t"]) as watch_b, a.watch_variables(sid) as watch_a:
-                written = a.set_variable(sid, "t", 2)
-                [update] = take(watch_b, 1)
-                assert (update.revision, update.record.value) == (written.revision, 2)
-                assert b.get_variable(sid, "t") == written
-                assert wait_until(lambda: context.get("t") == 2)
-                from_b = context.set("t", 3)  # written through B, seen on A
-                assert [u.record.value for u in take(watch_a, 2)] == [2, 3]
-                assert a.get_variable(sid, "t") == from_b
-            a.close_session(sid)  # closed through A: gone through B too
-            with pytest.raises(errors.SessionError):
-                b.get_variable(sid, "t")
-            context.provider.close()
-        finally:
-            a.close()
-            b.close()
+    with (
+        redis_servers(redis_server.url, 2) as (server_a, server_b),
+        clients(server_a, server_b) as (a, b),
+    ):
+        sid = a.create_session()
+        a.register_variable(sid, "t", INT, 1)
+        assert b.get_session(sid).variable_count == 1
+        assert [s.session_id for s in b.list_sessions()] == [sid]
+        assert b.get_variable(sid, "t").value == 1
+        context = SessionContext.connect(server_b.address, sid)  # the cached worker view
+        with b.watch_variables(sid, ["t"]) as watch_b, a.watch_variables(sid) as watch_a:
+            written = a.set_variable(sid, "t", 2)
+            [update] = take(watch_b, 1)
+            assert (update.revision, update.record.value) == (written.revision, 2)
+            assert b.get_variable(sid, "t") == written
+            assert wait_until(lambda: context.get("t") == 2)
+            from_b = context.set("t", 3)  # written through B, seen on A
+            assert [u.record.value for u in take(watch_a, 2)] == [2, 3]
+            assert a.get_variable(sid, "t") == from_b
+        a.close_session(sid)  # closed through A: gone through B too
+        with pytest.raises(errors.SessionError):
+            b.get_variable(sid, "t")
+        context.provider.close()
 
 
 def test_a_watch_lost_with_its_server_resumes_on_another_without_gap(
     redis_server: RedisServer,
 ) -> None:
-    with redis_servers(redis_server.url, 2) as (server_a, server_b):
-        a = SessionStoreProvider(server_a.address, timeout=WAIT)
-        b = SessionStoreProvider(server_b.address, timeout=WAIT)
-        try:
-            sid = b.create_session()
-            b.register_variable(sid, "n", INT, 0)
-            watch = a.watch_variables(sid, ["n"])
-            for value in range(1, 6):
-                b.set_variable(sid, "n", value)
-            received = take(watch, 5)
-            server_a.kill()  # the watch's server dies; writes go on through B
-            with pytest.raises(errors.StoreUnavailableError) as lost:
-                take(watch, 1)
-            assert lost.value.details["resume_from"] == received[-1].revision
-            for value in range(6, 11):
-                b.set_variable(sid, "n", value)
-            with b.watch_variables(sid, after_revision=watch.last_revision) as resumed:
-                received += take(resumed, 5)
-            assert [u.record.value for u in received] == list(range(1, 11))
-            revisions = [u.revision for u in received]
-            assert revisions == list(range(revisions[0], revisions[0] + 10))
-        finally:
-            a.close()
-            b.close()
+    with (
+        redis_servers(redis_server.url, 2) as (server_a, server_b),
+        clients(server_a, server_b) as (a, b),
+    ):
+        sid = b.create_session()
+        b.register_variable(sid, "n", INT, 0)
+        watch = a.watch_variables(sid, ["n"])
+        for value in range(1, 6):
+            b.set_variable(sid, "n", value)
+        received = take(watch, 5)
+        server_a.kill()  # the watch's server dies; writes go on through B
+        with pytest.raises(errors.StoreUnavailableError) as lost:
+            take(watch, 1)
+        assert lost.value.details["resume_from"] == received[-1].revision
+        for value in range(6, 11):
+            b.set_variable(sid, "n", value)
+        with b.watch_variables(sid, after_revision=watch.last_revision) as resumed:
+            received += take(resumed, 5)
+        assert [u.record.value for u in received] == list(range(1, 11))
+        revisions = [u.revision for u in received]
+        assert revisions == list(range(revisions[0], revisions[0] + 10))
 
 
 def test_writers_on_every_server_keep_versions_and_revisions_strictly_increasing(
