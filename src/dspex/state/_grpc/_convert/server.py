@@ -288,18 +288,23 @@ def _tolerant(message_class: Any) -> Any:
 
 
 def method_table() -> list[tuple[str, bool, Any, Any]]:
-    """``(name, server_streaming, parse, serialize)`` for every ``SessionStore`` RPC.
+    """``(name, server_streaming, parse, serialize)`` for every ``SessionStore`` RPC."""
+    return service_methods(pb, "SessionStore")
+
+
+def service_methods(module: Any, service_name: str) -> list[tuple[str, bool, Any, Any]]:
+    """``(name, server_streaming, parse, serialize)`` for every RPC of a generated service.
 
     Parsing never raises: undecodable bytes become :class:`Malformed`, so the servicer can
     answer INVALID_ARGUMENT with its usual error code instead of grpc's bare UNKNOWN.
     """
-    service = pb.DESCRIPTOR.services_by_name["SessionStore"]
+    service = module.DESCRIPTOR.services_by_name[service_name]
     return [
         (
             method.name,
             method.server_streaming,
-            _tolerant(getattr(pb, method.input_type.name)),
-            getattr(pb, method.output_type.name).SerializeToString,
+            _tolerant(getattr(module, method.input_type.name)),
+            getattr(module, method.output_type.name).SerializeToString,
         )
         for method in service.methods
     ]

@@ -13,7 +13,7 @@ from typing import Any, Final, NamedTuple
 import dspex.errors as errors
 from dspex._proto.bridge.v1 import tools_pb2 as pb
 from dspex._proto.bridge.v1 import tools_pb2_grpc
-from dspex.state._grpc._convert.server import Malformed
+from dspex.state._grpc._convert.server import service_methods
 from dspex.state._tool_model import ToolFailure, ToolInfo
 
 __all__ = [
@@ -272,29 +272,7 @@ def return_response(accepted: bool) -> Any:
     return pb.ReturnToolResultResponse(accepted=accepted)
 
 
-def _tolerant(message_class: Any) -> Any:
-    parse = message_class.FromString
-    type_name = message_class.DESCRIPTOR.name
-
-    def parse_or_mark(data: bytes) -> Any:
-        try:
-            return parse(data)
-        except Exception as exc:  # DecodeError, and any other unparsable bytes
-            return Malformed(f"the bytes are not a {type_name} ({exc})")
-
-    return parse_or_mark
-
-
 def method_table() -> list[tuple[str, bool, Any, Any]]:
     """``(name, server_streaming, parse, serialize)`` for every ``ToolStore`` RPC (parsing
     never raises: undecodable bytes become ``Malformed``)."""
-    service = pb.DESCRIPTOR.services_by_name["ToolStore"]
-    return [
-        (
-            method.name,
-            method.server_streaming,
-            _tolerant(getattr(pb, method.input_type.name)),
-            getattr(pb, method.output_type.name).SerializeToString,
-        )
-        for method in service.methods
-    ]
+    return service_methods(pb, "ToolStore")
