@@ -16,8 +16,16 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import dspex.errors as errors
-from dspex.cli._serve_options import add_hardening_options, provider_limits, server_security
-from dspex.cli._vars import TOKEN_ENV
+from dspex.cli._serve_options import (
+    MIN_HEARTBEAT,
+    add_hardening_options,
+    check_exposure,
+    check_sizes,
+    int_at_least,
+    provider_limits,
+    seconds_at_least,
+    server_security,
+)
 
 if TYPE_CHECKING:
     from dspex.state._engines import Engine
@@ -65,37 +73,49 @@ def add_parser(subparsers: Any) -> None:
         "loss (slower)",
     )
     parser.add_argument(
-        "--token",
-        default=None,
-        help=f"require this bearer token, allowed everything (default: ${TOKEN_ENV} unless "
-        "--auth-file is given)",
-    )
-    parser.add_argument(
         "--max-request-bytes",
         "--max-message-bytes",
         dest="max_message_bytes",
-        type=int,
+        type=int_at_least(1024),
         default=32 * 1024 * 1024,
-        help="largest request accepted (default: %(default)s)",
+        help="largest request accepted, at least 1024 (default: %(default)s)",
     )
     parser.add_argument(
         "--max-value-bytes",
-        type=int,
+        type=int_at_least(1),
         default=16 * 1024 * 1024,
-        help="largest single value (default: %(default)s)",
+        help="largest single value, at most --max-request-bytes (default: %(default)s)",
     )
     parser.add_argument(
-        "--heartbeat", type=float, default=15.0, help="seconds between idle watch heartbeats"
-    )
-    parser.add_argument("--history-size", type=int, default=100, help="versions kept per variable")
-    parser.add_argument(
-        "--log-size", type=int, default=10_000, help="changes kept per session for watch resume"
-    )
-    parser.add_argument(
-        "--watch-queue-size", type=int, default=1024, help="pending updates per watcher"
+        "--heartbeat",
+        type=seconds_at_least(MIN_HEARTBEAT),
+        default=15.0,
+        help=f"seconds between idle watch heartbeats, at least {MIN_HEARTBEAT} "
+        "(default: %(default)s)",
     )
     parser.add_argument(
-        "--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown"
+        "--history-size",
+        type=int_at_least(1),
+        default=100,
+        help="versions kept per variable, at least 1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-size",
+        type=int_at_least(1),
+        default=10_000,
+        help="changes kept per session for watch resume, at least 1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--watch-queue-size",
+        type=int_at_least(1),
+        default=1024,
+        help="pending updates per watcher, at least 1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=seconds_at_least(0.0),
+        default=5.0,
+        help="seconds in-flight calls get on shutdown, 0 or more (default: %(default)s)",
     )
     add_hardening_options(parser)
     parser.set_defaults(func=run)
@@ -108,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
 
     # A bad auth file, TLS file, data directory or Redis raises here, before anything listens:
     # the error becomes one line on stderr and exit code 1 (see dspex.cli.main).
+    check_sizes(args)
     security = server_security(args)
+    check_exposure(args, security)
     engine, where = _open_engine(args)
     try:
         provider = LocalProvider(

@@ -2,24 +2,62 @@
 
 Kept beside :mod:`dspex.cli._serve` so the serve command itself stays about running the server.
 Every limit gives a clear error at the limit (``LimitExceededError``, RESOURCE_EXHAUSTED on
-the wire); see ``docs/security.md``.
+the wire); see ``docs/security.md``. Every numeric flag is range-checked when it is parsed, so
+an out-of-range value stops ``dspex serve`` before anything is opened or listens. The token
+comes from ``--token-file`` or ``$DSPEX_TOKEN`` (``--token`` still works but is visible in the
+process list), and a plaintext server without auth on a non-loopback address needs
+``--insecure``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
 import os
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import Any, Final
 
 import dspex.errors as errors
 from dspex.cli._vars import TOKEN_ENV
 
-__all__ = ["add_hardening_options", "provider_limits", "server_security"]
+__all__ = [
+    "MIN_HEARTBEAT",
+    "add_hardening_options",
+    "check_exposure",
+    "check_sizes",
+    "int_at_least",
+    "provider_limits",
+    "seconds_at_least",
+    "server_security",
+]
+
+MIN_HEARTBEAT: Final = 0.1
+"""Shortest ``--heartbeat``: shorter ones make idle watch streams busy-loop."""
 
 
 def add_hardening_options(parser: argparse.ArgumentParser) -> None:
     """Add the access-control, TLS, session-expiry and limit flags to ``serve``."""
     security = parser.add_argument_group("access control and TLS (see docs/security.md)")
+    security.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help=f"require the bearer token held in this file, allowed everything (or set "
+        f"${TOKEN_ENV}; not with --auth-file)",
+    )
+    security.add_argument(
+        "--token",
+        default=None,
+        help=f"like --token-file, but visible to every local user in the process list: prefer "
+        f"--token-file or ${TOKEN_ENV}",
+    )
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow serving without TLS and without a token or auth file on an address other "
+        "than loopback (anyone who can reach it may read and write everything)",
+    )
     security.add_argument(
         "--auth-file",
         metavar="PATH",
@@ -50,18 +88,102 @@ def add_hardening_options(parser: argparse.ArgumentParser) -> None:
         limits.add_argument(flag, type=_positive_int, default=None, metavar="N", help=what)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type`` accepting whole numbers ``>= low`` (the message names the range)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
+def seconds_at_least(low: float, *, strict: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` accepting finite seconds ``>= low`` (``> low`` when ``strict``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a number of seconds, got {text!r}"
+            ) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text}")
+        if value < low or (strict and value == low):
+            bound = f"more than {low:g}" if strict else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound} seconds, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = int_at_least(1)
+_positive_float = seconds_at_least(0.0, strict=True)
+
+
+def check_sizes(args: argparse.Namespace) -> None:
+    """Cross-flag ranges that one flag's type cannot check alone.
+
+    Raises:
+        StoreError: ``--max-value-bytes`` is larger than ``--max-request-bytes``.
+    """
+    if args.max_value_bytes > args.max_message_bytes:
+        raise errors.StoreError(
+            f"--max-value-bytes {args.max_value_bytes} is larger than --max-request-bytes "
+            f"{args.max_message_bytes}: no request could carry such a value; lower it or raise "
+            "--max-request-bytes"
+        )
+
+
+def check_exposure(args: argparse.Namespace, security: dict[str, Any]) -> None:
+    """Refuse (without ``--insecure``) a plaintext server without a token or auth file on an
+    address other than loopback, and warn when tokens would cross the network in the clear.
+
+    Raises:
+        StoreError: exposed without TLS and without auth, and ``--insecure`` was not given.
+    """
+    if security["tls"] is not None or is_loopback(args.address):
+        return
+    if security["auth"] is None and not args.token:
+        if not args.insecure:
+            raise errors.StoreError(
+                f"refusing to serve {args.address} without TLS and without a token: anyone who "
+                "can reach it could read and write every session; add --token-file or "
+                "--auth-file and --tls-cert/--tls-key, listen on 127.0.0.1, or pass --insecure"
+            )
+        _warn(
+            f"serving {args.address} without TLS or a token (--insecure): anyone who can "
+            "reach it may read and write every session"
+        )
+        return
+    _warn(
+        f"serving {args.address} without TLS: bearer tokens and values cross the network in "
+        "the clear; add --tls-cert/--tls-key"
+    )
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``dspex serve --address`` listens on loopback or a unix socket only."""
+    text = address.removeprefix("grpc://")
+    if text.startswith("unix:"):
+        return True
+    host = text.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name (or 0.0.0.0-like wildcard) may be reachable from outside
+
+
+def _warn(message: str) -> None:
+    print(f"dspex serve: warning: {message}", file=sys.stderr, flush=True)
 
 
 def provider_limits(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,9 +208,10 @@ def server_security(args: argparse.Namespace) -> dict[str, Any]:
     from dspex.state._access import AccessPolicy
     from dspex.state.store import ServerTls
 
+    args.token = _token(args)
     if args.auth_file is not None and args.token:
         raise errors.StoreError(
-            "give either --token (one token, allowed everything) or --auth-file, not both"
+            "give either --token-file (one token, allowed everything) or --auth-file, not both"
         )
     if args.auth_file is None and args.token is None:
         args.token = os.environ.get(TOKEN_ENV) or None  # with an auth file the env is ignored
@@ -101,3 +224,34 @@ def server_security(args: argparse.Namespace) -> dict[str, Any]:
     if args.tls_cert is not None:
         tls = ServerTls.load(args.tls_cert, args.tls_key, args.tls_client_ca)
     return {"auth": auth, "tls": tls}
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The token of ``--token-file`` or ``--token`` (warned about: it shows in ``ps``).
+
+    Raises:
+        StoreError: both flags, or a token file that cannot be read or is empty.
+    """
+    if args.token_file is None:
+        if args.token:
+            _warn(
+                f"--token is visible to every local user in the process list; use "
+                f"--token-file PATH or ${TOKEN_ENV} instead"
+            )
+        return str(args.token) if args.token is not None else None
+    if args.token is not None:
+        raise errors.StoreError("give either --token-file or --token, not both")
+    try:
+        with open(args.token_file, encoding="utf-8") as file:
+            token = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.StoreError(
+            f"cannot read the token file {args.token_file}: {exc}; give a readable text file "
+            "holding the token"
+        ) from exc
+    if not token or any(c.isspace() for c in token):
+        raise errors.StoreError(
+            f"the token file {args.token_file} must hold one token (no spaces), got "
+            f"{'nothing' if not token else 'whitespace inside'}"
+        )
+    return token

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
+import dspex.errors as errors
 from dspex._model import VariableRecord, VariableSpec, VariableUpdate
 
 __all__ = [
@@ -24,7 +25,22 @@ __all__ = [
     "SessionMeta",
     "UnknownSession",
     "Write",
+    "check_sizes",
 ]
+
+
+def check_sizes(**sizes: int) -> None:
+    """Refuse a history or log size below 1 before an engine is built (a size of 0 would let
+    a commit be written and then fail while trimming, reporting failure for an applied write).
+
+    Raises:
+        ConstraintError: a size is not a whole number of at least 1.
+    """
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise errors.ConstraintError(
+                f"{name} must be a whole number of at least 1, got {value!r}"
+            )
 
 
 class SessionMeta(NamedTuple):

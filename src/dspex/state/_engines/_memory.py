@@ -19,6 +19,7 @@ from dspex.state._engines._base import (
     SessionMeta,
     UnknownSession,
     Write,
+    check_sizes,
 )
 
 __all__ = ["MemoryEngine"]
@@ -63,6 +64,7 @@ class MemoryEngine:
     """
 
     def __init__(self, *, history_size: int = 100, log_size: int = 10_000) -> None:
+        check_sizes(history_size=history_size, log_size=log_size)
         self.history_size = history_size
         self.log_size = log_size
         self._spaces: dict[str, _Space] = {}

@@ -34,6 +34,7 @@ from dspex.state._engines._base import (
     SessionMeta,
     UnknownSession,
     Write,
+    check_sizes,
 )
 from dspex.state._engines._codec import decode_record, decode_update, record_dict
 
@@ -68,6 +69,7 @@ class RedisEngine:
         prefix: str = "dspex",
         feed_size: int = 10_000,
     ) -> None:
+        check_sizes(history_size=history_size, log_size=log_size, feed_size=feed_size)
         self.url = url
         self.history_size = history_size
         self.log_size = log_size
