@@ -73,6 +73,13 @@ def add_parser(subparsers: Any) -> None:
         "loss (slower)",
     )
     parser.add_argument(
+        "--accept-data-loss",
+        action="store_true",
+        help="with --data: start even though the data file lost acknowledged writes (damaged "
+        "or deleted WAL, restored copy), as a new store generation; lost revisions are never "
+        "reused and clients resuming from them get an error (default: refuse to start)",
+    )
+    parser.add_argument(
         "--max-request-bytes",
         "--max-message-bytes",
         dest="max_message_bytes",
@@ -180,8 +187,20 @@ def _open_engine(args: argparse.Namespace) -> tuple[Engine, str]:
     sizes = {"history_size": args.history_size, "log_size": args.log_size}
     if args.fsync and args.data is None:
         raise errors.StoreError("--fsync needs --data DIR (it flushes the SQLite data file)")
+    if args.accept_data_loss and args.data is None:
+        raise errors.StoreError("--accept-data-loss needs --data DIR")
     if args.data is not None:
-        sqlite = SQLiteEngine(args.data, fsync=args.fsync, **sizes)
+        sqlite = SQLiteEngine(
+            args.data, fsync=args.fsync, accept_loss=args.accept_data_loss, **sizes
+        )
+        if sqlite.lost:
+            print(
+                f"dspex serve: warning: {sqlite.path} had lost acknowledged writes; started "
+                f"store generation {sqlite.generation}, skipping {sqlite.lost} revisions in "
+                "every session",
+                file=sys.stderr,
+                flush=True,
+            )
         return sqlite, f"durably in {sqlite.directory} (SQLite)"
     if args.redis is not None:
         shared = RedisEngine(args.redis, prefix=args.redis_prefix, **sizes)

@@ -544,7 +544,11 @@ class LocalProvider:
             try:
                 watcher.preload(self.engine.changes(session_id, after))
             except LogCompacted as exc:
-                why = f"changes before revision {exc.args[0]} are no longer kept"
+                why = (
+                    exc.args[1]
+                    if len(exc.args) > 1
+                    else f"changes before revision {exc.args[0]} are no longer kept"
+                )
                 raise cannot_resume(session_id, after, why) from None
             except UnknownSession:
                 raise self._missing_session(session_id) from None

@@ -37,6 +37,7 @@ class _Space:
         "last_heartbeat",
         "lock",
         "log",
+        "lost",
         "owner",
         "revision",
         "ttl",
@@ -53,6 +54,8 @@ class _Space:
         self.history: dict[str, deque[VariableRecord]] = {}
         self.log: deque[VariableUpdate] = deque(maxlen=log_size)
         self.edges: list[tuple[str, str]] = []
+        # (first, last, generation) of revisions a durable engine lost and will never reissue.
+        self.lost: tuple[int, int, int] | None = None
 
 
 class MemoryEngine:
@@ -168,6 +171,14 @@ class MemoryEngine:
     def changes(self, session_id: str, after_revision: int) -> list[VariableUpdate]:
         space = self._space(session_id)
         with space.lock:
+            if space.lost is not None and space.lost[0] <= after_revision <= space.lost[1]:
+                first, last, generation = space.lost
+                raise LogCompacted(
+                    last + 1,
+                    f"revisions {first}..{last} were lost when the store's data was damaged or "
+                    f"rolled back (store generation {generation} began after them); read the "
+                    "session again",
+                )
             if after_revision >= space.revision:
                 return []
             oldest = space.log[0].revision if space.log else space.revision + 1

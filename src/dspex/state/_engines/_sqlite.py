@@ -10,6 +10,11 @@ server process dying in any way (``kill -9``, crash, OOM kill); SQLite replays t
 next open. Only an OS crash or power loss can lose the last commits (never corrupting the file);
 ``fsync=True`` (``synchronous=FULL``) closes that gap at the price of one disk flush per write.
 
+Damage and loss are detected, never served (see ``_sqlite_seal``): records carry checksums
+checked at start with SQLite's own page check, and the seal file ``dspex.seal`` counts the
+acknowledged changes, so a data file that lost some (damaged or deleted WAL, restored copy) is
+refused at start unless ``accept_loss`` begins a new store generation.
+
 One server per data directory: an exclusive ``flock`` on ``dspex.lock`` (holding the server's
 pid) refuses a second server on the same directory. ``flock`` is advisory and local: do not put
 the directory on a network file system shared by several machines (use Redis for that).
@@ -33,11 +38,22 @@ from dspex._model import VariableRecord, VariableUpdate
 from dspex.state._engines._base import SessionMeta
 from dspex.state._engines._codec import decode_record, encode_record
 from dspex.state._engines._memory import MemoryEngine, _Space
+from dspex.state._engines._sqlite_seal import (
+    Seal,
+    Stored,
+    check_pages,
+    loss_error,
+    lost_changes,
+    lost_range_text,
+    seal_text,
+    unseal_text,
+)
 
 __all__ = ["FORMAT_VERSION", "SQLiteEngine"]
 
-FORMAT_VERSION: Final = 1
-"""Layout of the data file; a file with a higher number was written by a newer dspex."""
+FORMAT_VERSION: Final = 2
+"""Layout of the data file; a file with a higher number was written by a newer dspex.
+2: records carry checksums and ``meta`` counts changes (format 1 files are upgraded on open)."""
 
 DB_NAME: Final = "dspex.sqlite3"
 LOCK_NAME: Final = "dspex.lock"
@@ -70,6 +86,8 @@ _TRIM_HISTORY: Final = (
 )
 _APPEND_LOG: Final = "INSERT INTO log VALUES (?1, ?2, ?3, ?4, ?5)"
 _TRIM_LOG: Final = "DELETE FROM log WHERE session_id = ?1 AND revision <= ?2"
+_COUNT_CHANGES: Final = "UPDATE meta SET value = CAST(value AS INTEGER) + ?1 WHERE key = 'changes'"
+_LOST_PREFIX: Final = "lost:"
 
 _Statement = tuple[str, tuple[Any, ...]]
 
@@ -84,10 +102,13 @@ class SQLiteEngine(MemoryEngine):
         log_size: updates kept per session for resuming watches.
         fsync: flush every commit to the disk (``synchronous=FULL``) so it also survives an
             OS crash or power loss; the default survives any death of the process.
+        accept_loss: when the data file lost acknowledged changes, begin a new store
+            generation instead of refusing to start (lost revisions are never reissued).
 
     Raises:
         StoreDataError: the directory cannot be created or written, is locked by another
-            server, or holds a data file from a newer dspex (nothing is touched then).
+            server, holds a data file from a newer dspex, a damaged one, or one that lost
+            acknowledged changes (nothing is touched then).
     """
 
     def __init__(
@@ -97,6 +118,7 @@ class SQLiteEngine(MemoryEngine):
         history_size: int = 100,
         log_size: int = 10_000,
         fsync: bool = False,
+        accept_loss: bool = False,
     ) -> None:
         super().__init__(history_size=history_size, log_size=log_size)
         self.directory = Path(directory).expanduser().absolute()
@@ -104,12 +126,21 @@ class SQLiteEngine(MemoryEngine):
         self.path = self.directory / DB_NAME
         self._db_lock = threading.Lock()
         self._closed = False
+        self.generation = 1
+        self.lost = 0  # acknowledged changes lost before this generation began (accept_loss)
+        self._changes = 0
         self._lock_fd = _lock_directory(self.directory)
         try:
-            self._db = _open_database(self.path)
+            self._db, version = _open_database(self.path)
             try:
-                _prepare(self._db, self.path, fsync)
-                self._load()
+                self._seal = Seal(self.directory)
+                try:
+                    _prepare(self._db, self.path, fsync, version)
+                    self._load()
+                    self._check_loss(new_file=version is None, accept=accept_loss)
+                except BaseException:
+                    self._seal.close()
+                    raise
             except BaseException:
                 self._db.close()
                 raise
@@ -121,7 +152,12 @@ class SQLiteEngine(MemoryEngine):
 
     def _created(self, session_id: str, meta: SessionMeta) -> None:
         row = (session_id, meta.created_at, meta.last_heartbeat, meta.ttl, meta.owner, "[]")
-        self._write([("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", row)])
+        self._write(
+            [
+                ("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", row),
+                ("DELETE FROM meta WHERE key = ?", (_LOST_PREFIX + session_id,)),
+            ]
+        )
 
     def _touched(self, session_id: str, now: float) -> None:
         sql = "UPDATE sessions SET last_heartbeat = ?2 WHERE session_id = ?1"
@@ -133,6 +169,7 @@ class SQLiteEngine(MemoryEngine):
                 (f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
                 for table in ("history", "log", "sessions")
             ]
+            + [("DELETE FROM meta WHERE key = ?", (_LOST_PREFIX + session_id,))]
         )
 
     def _edges_changed(self, session_id: str, edges: list[tuple[str, str]]) -> None:
@@ -154,7 +191,7 @@ class SQLiteEngine(MemoryEngine):
         last = updates[-1].revision
         if last > self.log_size:
             statements.append((_TRIM_LOG, (session_id, last - self.log_size)))
-        self._write(statements)
+        self._write(statements, len(updates))
 
     def _history_statements(
         self,
@@ -166,8 +203,10 @@ class SQLiteEngine(MemoryEngine):
     ) -> tuple[int | None, int]:
         """Append the statements for one update (same rule as ``_install``); new (version, n)."""
         name, record = update.name, update.record
-        text = encode_record(record)
-        out.append((_APPEND_LOG, (session_id, update.revision, update.kind, name, text)))
+        raw = encode_record(record)
+        logged = seal_text(Stored(session_id, name, update.revision, update.kind), raw)
+        text = seal_text(Stored(session_id, name, 0, "kept"), raw)  # the text holds its revision
+        out.append((_APPEND_LOG, (session_id, update.revision, update.kind, name, logged)))
         if update.kind == "delete":
             out.append((_CLEAR_HISTORY, (session_id, name)))
             return None, 0
@@ -183,8 +222,12 @@ class SQLiteEngine(MemoryEngine):
             out.append((_TRIM_HISTORY, (session_id, name, self.history_size)))
         return record.version, min(count + 1, self.history_size)
 
-    def _write(self, statements: Sequence[_Statement]) -> None:
-        """Run ``statements`` in one transaction: all of them are applied, or none."""
+    def _write(self, statements: Sequence[_Statement], changes: int = 1) -> None:
+        """Run ``statements`` in one transaction: all of them are applied, or none.
+
+        The transaction also counts ``changes`` in ``meta``; once it committed, the seal file
+        records the new count (see ``_sqlite_seal``).
+        """
         with self._db_lock:
             if self._closed:
                 raise errors.StoreDataError(
@@ -195,23 +238,83 @@ class SQLiteEngine(MemoryEngine):
                 self._db.execute("BEGIN IMMEDIATE")
                 for sql, params in statements:
                     self._db.execute(sql, params)
+                self._db.execute(_COUNT_CHANGES, (changes,))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
                 raise _data_error(self.path, exc, "the change was not applied") from exc
+            self._changes += changes
+            # Committed: a failure to update the seal must not report the write as failed.
+            with contextlib.suppress(OSError):
+                self._seal.write(self.generation, self._changes)
 
     # -- loading ----------------------------------------------------------------------------
 
     def _load(self) -> None:
         """Rebuild the memory image from the data file."""
         try:
+            check_pages(self._db, self.path)
             self._load_sessions()
             by_revision = self._load_history()
             self._load_log(by_revision)
+            self._load_counts()
         except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
             raise _data_error(self.path, exc, "the data file could not be read") from exc
+
+    def _load_counts(self) -> None:
+        """The generation, the change count and each session's lost revisions from ``meta``."""
+        for key, value in self._db.execute("SELECT key, value FROM meta"):
+            if key == "generation":
+                self.generation = int(value)
+            elif key == "changes":
+                self._changes = int(value)
+            elif key.startswith(_LOST_PREFIX) and key[len(_LOST_PREFIX) :] in self._spaces:
+                first, last, generation = json.loads(value)
+                space = self._spaces[key[len(_LOST_PREFIX) :]]
+                space.lost = (int(first), int(last), int(generation))
+                space.revision = max(space.revision, int(last))
+
+    def _check_loss(self, *, new_file: bool, accept: bool) -> None:
+        """Compare the change count with the seal; refuse a loss or begin a new generation.
+
+        Raises:
+            StoreDataError: acknowledged changes were lost and ``accept`` is false.
+        """
+        try:
+            lost = lost_changes(self._seal, self._changes, self.path, new_file=new_file)
+        except errors.StoreDataError:
+            if not accept:
+                raise
+            lost = 1  # the seal is gone: how much was lost is unknown, at least skip ahead
+        if lost and not accept:
+            raise loss_error(self.path, self._seal, self._changes)
+        if lost:
+            self._new_generation(lost)
+        self._seal.write_durably(self.generation, self._changes)
+
+    def _new_generation(self, lost: int) -> None:
+        """Skip ``lost`` revisions in every session and remember the gap for resuming."""
+        self.generation += 1
+        self.lost = lost
+        self._changes += lost  # the count never goes back, so the seal agrees again
+        statements: list[_Statement] = [
+            ("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation),)),
+            ("UPDATE meta SET value = ? WHERE key = 'changes'", (str(self._changes),)),
+        ]
+        for session_id, space in self._spaces.items():
+            first, space.revision = space.revision + 1, space.revision + lost
+            space.lost = (first, space.revision, self.generation)
+            text = lost_range_text(*space.lost)
+            statements.append(
+                ("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_LOST_PREFIX + session_id, text))
+            )
+        with self._db_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for sql, params in statements:
+                self._db.execute(sql, params)
+            self._db.execute("COMMIT")
 
     def _load_sessions(self) -> None:
         rows = self._db.execute(
@@ -232,8 +335,9 @@ class SQLiteEngine(MemoryEngine):
         rows = self._db.execute(
             "SELECT session_id, name, record FROM history ORDER BY session_id, name, pos"
         )
-        for session_id, name, text in rows:
+        for session_id, name, stored in rows:
             space = self._spaces[session_id]
+            text = unseal_text(Stored(session_id, name, 0, "kept"), stored, self.path)
             record = decode_record(text)
             kept = space.history.get(name)
             if kept is None:
@@ -248,7 +352,8 @@ class SQLiteEngine(MemoryEngine):
             "SELECT session_id, revision, kind, name, record FROM log "
             "ORDER BY session_id, revision"
         )
-        for session_id, revision, kind, name, text in rows:
+        for session_id, revision, kind, name, stored in rows:
+            text = unseal_text(Stored(session_id, name, revision, kind), stored, self.path)
             record = by_revision.get((session_id, name, revision))
             if record is None or kind == "delete":
                 record = decode_record(text)
@@ -262,6 +367,7 @@ class SQLiteEngine(MemoryEngine):
             self._closed = True
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
+            self._seal.close()
             os.close(self._lock_fd)
         super().close()
 
@@ -273,6 +379,11 @@ def _data_error(path: Path, exc: BaseException, consequence: str) -> errors.Stor
         what = f"the disk holding {path.parent} is full ({exc}); free space or move --data"
     elif name in ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM") or "readonly" in str(exc):
         what = f"the data file {path} cannot be written ({exc}); check the directory's permissions"
+    elif name == "SQLITE_CORRUPT" or "Could not decode" in str(exc) or "malformed" in str(exc):
+        what = (
+            f"the data file {path} is damaged ({str(exc)[:200]}); restore the directory from a "
+            "backup"
+        )
     elif name == "SQLITE_NOTADB":
         what = f"{path} is not a dspex data file ({exc}); move it away or choose another --data"
     else:
@@ -315,8 +426,9 @@ def _lock_directory(directory: Path) -> int:
     return fd
 
 
-def _open_database(path: Path) -> sqlite3.Connection:
-    """Open the data file, refusing one written by a newer dspex before anything is written."""
+def _open_database(path: Path) -> tuple[sqlite3.Connection, int | None]:
+    """Open the data file, refusing one written by a newer dspex before anything is written;
+    returns it with its format version (None: a new file)."""
     try:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
     except sqlite3.Error as exc:
@@ -335,7 +447,7 @@ def _open_database(path: Path) -> sqlite3.Connection:
             directory=str(path.parent),
             format_version=version,
         )
-    return db
+    return db, version
 
 
 def _format_version(db: sqlite3.Connection) -> int | None:
@@ -348,16 +460,21 @@ def _format_version(db: sqlite3.Connection) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _prepare(db: sqlite3.Connection, path: Path, fsync: bool) -> None:
-    """Switch to WAL, create the tables and stamp the format version (new files only)."""
+def _prepare(db: sqlite3.Connection, path: Path, fsync: bool, version: int | None) -> None:
+    """Switch to WAL, create the tables, stamp the format version and change count (new
+    files), and upgrade a format 1 file (checksums on every record)."""
     try:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
         db.execute("BEGIN IMMEDIATE")
         _run_script(db, _SCHEMA.split(";"))
+        if version == 1:
+            _upgrade_from_1(db)
         db.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),)
+            "INSERT OR REPLACE INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),)
         )
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('changes', '0')")
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '1')")
         db.execute("COMMIT")
     except sqlite3.Error as exc:
         if db.in_transaction:
@@ -370,3 +487,21 @@ def _run_script(db: sqlite3.Connection, statements: Iterable[str]) -> None:
     for statement in statements:
         if statement.strip():
             db.execute(statement)
+
+
+def _upgrade_from_1(db: sqlite3.Connection) -> None:
+    """Add checksums to the records of a format 1 file (in the caller's transaction)."""
+    rows = db.execute("SELECT session_id, name, pos, record FROM history").fetchall()
+    for session_id, name, pos, text in rows:
+        sealed = seal_text(Stored(session_id, name, 0, "kept"), text)
+        db.execute(
+            "UPDATE history SET record = ?4 WHERE session_id = ?1 AND name = ?2 AND pos = ?3",
+            (session_id, name, pos, sealed),
+        )
+    rows = db.execute("SELECT session_id, revision, kind, name, record FROM log").fetchall()
+    for session_id, revision, kind, name, text in rows:
+        sealed = seal_text(Stored(session_id, name, revision, kind), text)
+        db.execute(
+            "UPDATE log SET record = ?3 WHERE session_id = ?1 AND revision = ?2",
+            (session_id, revision, sealed),
+        )
