@@ -17,11 +17,15 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/dspex demo
 
-# Everything the tests need beyond Python packages: a real redis-server on loopback.
+# Everything the tests need beyond Python packages: a real redis-server on loopback, and
+# libfaketime for the clock-skew fault tests (tests/faults).
 test-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server (apt)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || { \
+	  echo "installing libfaketime (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfaketime >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check src tests scripts

@@ -8,6 +8,7 @@ process and returns once it prints its address; ``kill()`` sends SIGKILL (no shu
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -32,8 +33,11 @@ def run_dspex(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[
 class ServeProcess:
     """One ``dspex serve`` child process on a fixed loopback port."""
 
-    def __init__(self, *flags: str, port: int | None = None) -> None:
+    def __init__(
+        self, *flags: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.flags = flags
+        self.env = None if env is None else {**os.environ, **env}  # added to the environment
         self.port = port or free_port()
         self.address = f"grpc://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[str] | None = None
@@ -54,6 +58,7 @@ class ServeProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                env=self.env,
             )
             line = self._first_line(deadline)
             if line.startswith("dspex session store listening on"):

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from serve_process import ServeProcess
 
 from dspex._model import VariableRecord, make_spec
@@ -63,3 +64,15 @@ def flip_byte(path: Path, offset: int, mask: int = 0x01) -> None:
         byte = file.read(1)
         file.seek(offset)
         file.write(bytes([byte[0] ^ mask]))
+
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+"""libfaketime (Debian package ``libfaketime``, installed by ``make test-deps``)."""
+
+
+def skewed_clock(seconds: int) -> dict[str, str]:
+    """Environment that runs a process with its clocks ``seconds`` off (libfaketime), or skip
+    the test with the way to install it."""
+    if not Path(FAKETIME_LIB).exists():
+        pytest.skip("libfaketime is not installed (make test-deps, or apt-get install it)")
+    return {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"{seconds:+d}s", "DSPEX_TOKEN": ""}

@@ -157,7 +157,7 @@ class LocalProvider:
         return sorted((info(m) for m in self.engine.sessions()), key=lambda i: i.created_at)
 
     def heartbeat(self, session_id: str) -> None:
-        if not self.engine.touch(session_id, time.time()):
+        if not self.engine.touch(session_id, self.engine.now()):
             raise self._missing_session(session_id)
 
     def close_session(self, session_id: str) -> None:
@@ -236,7 +236,7 @@ class LocalProvider:
             if expected_version is not None and old.version != expected_version:
                 raise conflict(old, expected_version, session_id)
             if old.lock is not None:
-                _locks.check_write(old.lock, name, current_lock_owner.get(), time.time())
+                _locks.check_write(old.lock, name, current_lock_owner.get(), self.engine.now())
             checked = _validate(old.spec, value, name)
             if self._max_value_bytes is not None:
                 self.limits.check_value(old.spec, checked, name)
@@ -381,7 +381,7 @@ class LocalProvider:
         def take(old: VariableRecord) -> Write:
             lock = _locks.acquire(
                 old.lock, name, owner=owner, optimizer_id=optimizer_id, lease=lease,
-                now=time.time(), preempt=policy == "preempt",
+                now=self.engine.now(), preempt=policy == "preempt",
             )  # fmt: skip
             return annotated(old, "lock", lock)
 
@@ -400,7 +400,7 @@ class LocalProvider:
         """Release ``owner``'s lock on ``name`` (a lock already gone is a no-op)."""
 
         def drop(old: VariableRecord) -> Write | None:
-            _locks.release(old.lock, name, owner, time.time())
+            _locks.release(old.lock, name, owner, self.engine.now())
             return None if old.lock is None else annotated(old, "lock", None)
 
         return self._change(session_id, name, drop)
@@ -417,7 +417,7 @@ class LocalProvider:
         checked = freeze(dict(progress or {}))
 
         def extend(old: VariableRecord) -> Write:
-            lock = _locks.renew(old.lock, name, owner, time.time(), checked)
+            lock = _locks.renew(old.lock, name, owner, self.engine.now(), checked)
             return annotated(old, "lock", lock)
 
         return self._change(session_id, name, extend)
@@ -428,7 +428,7 @@ class LocalProvider:
             old = self.get_variable(session_id, name)
         except errors.DspexError:
             return False
-        if old.lock is None or _locks.holder(old.lock, time.time()) is not None:
+        if old.lock is None or _locks.holder(old.lock, self.engine.now()) is not None:
             return False
         try:
             self._apply(session_id, annotated(old, "lock", None))
@@ -465,7 +465,7 @@ class LocalProvider:
         for _ in range(_CAS_ATTEMPTS):
             old = self.get_variable(session_id, name)
             if check_lock and old.lock is not None:
-                _locks.check_write(old.lock, name, current_lock_owner.get(), time.time())
+                _locks.check_write(old.lock, name, current_lock_owner.get(), self.engine.now())
             write = make(old)
             if write is None:
                 return old
@@ -488,7 +488,7 @@ class LocalProvider:
     ) -> tuple[list[Write], UpdateResults]:
         writes: list[Write] = []
         failed: UpdateResults = {}
-        now, owner = time.time(), current_lock_owner.get()
+        now, owner = self.engine.now(), current_lock_owner.get()
         for name, value in values.items():
             try:
                 old = self.get_variable(session_id, name)

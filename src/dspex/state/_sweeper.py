@@ -8,9 +8,9 @@ Expiry is also applied lazily by every read of a lock, so the sweeper only makes
 from __future__ import annotations
 
 import threading
-import time
 from typing import Protocol
 
+from dspex.errors import DspexError
 from dspex.state._engines import Engine, UnknownSession
 
 __all__ = ["Sweeper"]
@@ -76,4 +76,7 @@ class Sweeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.sweep(time.time())
+            try:
+                self.sweep(self._provider.engine.now())
+            except DspexError:  # e.g. Redis unreachable: sweep again on the next round
+                continue

@@ -97,6 +97,12 @@ class Engine(Protocol):
 
     history_size: int
 
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch: every lease, TTL and timestamp is
+        decided by it, so all servers sharing the engine agree (Redis: Redis's own ``TIME``;
+        one process: its start time plus monotonic time, immune to clock steps)."""
+        ...
+
     def create_session(self, session_id: str, *, ttl: float | None, owner: str) -> bool:
         """Create the session; False if it already existed (left unchanged)."""
         ...

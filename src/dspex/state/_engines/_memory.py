@@ -44,8 +44,8 @@ class _Space:
         "variables",
     )
 
-    def __init__(self, ttl: float | None, owner: str, log_size: int) -> None:
-        self.created_at = self.last_heartbeat = time.time()
+    def __init__(self, ttl: float | None, owner: str, log_size: int, now: float = 0.0) -> None:
+        self.created_at = self.last_heartbeat = now
         self.ttl = ttl
         self.owner = owner
         self.revision = 0
@@ -75,6 +75,13 @@ class MemoryEngine:
         # Only engines that override _persist pay for calling it on the write hot path.
         self._durable = type(self)._persist is not MemoryEngine._persist
         self._listeners: list[EngineListener] = []
+        # Wall-clock time at start plus monotonic time since: leases and TTLs measure real
+        # durations even if the system clock is stepped while the server runs.
+        self._epoch = time.time() - time.monotonic()
+
+    def now(self) -> float:
+        """The store's clock (seconds since the epoch) for timestamps, leases and TTLs."""
+        return self._epoch + time.monotonic()
 
     @property
     def spaces(self) -> dict[str, _Space]:
@@ -90,7 +97,7 @@ class MemoryEngine:
         with self._lock:
             if session_id in self._spaces:
                 return False
-            space = _Space(ttl, owner, self.log_size)
+            space = _Space(ttl, owner, self.log_size, self.now())
             self._created(session_id, _meta(session_id, space))  # may raise: nothing added yet
             self._spaces[session_id] = space
         return True
@@ -249,7 +256,7 @@ class MemoryEngine:
                 raise UnknownSession(session_id)
             revision = space.revision + 1
             record = _new_tuple(VariableRecord, (
-                name, old.spec, value, old.version + 1, revision, time.time(), writer,
+                name, old.spec, value, old.version + 1, revision, self.now(), writer,
                 old.metadata, False, old.lock,
             ))  # fmt: skip
             update: VariableUpdate = _new_tuple(VariableUpdate, (revision, "set", name, record))
@@ -262,7 +269,7 @@ class MemoryEngine:
             return update
 
     def _plan(self, space: _Space, writes: Sequence[Write]) -> list[VariableUpdate]:
-        now = time.time()
+        now = self.now()
         updates = []
         revision = space.revision
         for write in writes:

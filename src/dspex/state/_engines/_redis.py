@@ -6,6 +6,10 @@ consecutive session revisions, writes records, trims history and the change log,
 the change to the engine's feed stream, all atomically. A listener thread per engine reads the
 feed (:mod:`dspex.state._engines._redis_feed`), so every server sees every server's commits.
 
+Time is Redis's: every timestamp, lease and TTL decision uses :meth:`RedisEngine.now`, read
+from Redis's ``TIME`` (and carried forward by the monotonic clock), so servers whose own clocks
+disagree still agree on when a lease or a session expires.
+
 Redis errors never escape: an unreachable Redis raises :class:`StoreUnavailableError` naming
 the URL (without its password), anything else :class:`StoreError`.
 """
@@ -42,6 +46,9 @@ __all__ = ["FORMAT_VERSION", "RedisEngine"]
 
 FORMAT_VERSION: Final = 1
 """Layout of the keys; a Redis whose ``P:format`` is higher was written by a newer dspex."""
+
+_CLOCK_SYNC: Final = 2.0
+"""Seconds between reads of Redis's ``TIME`` for :meth:`RedisEngine.now`."""
 
 
 class RedisEngine:
@@ -86,6 +93,33 @@ class RedisEngine:
             for name in ("CREATE", "TOUCH", "DROP", "COMMIT", "CHANGES", "PUT_EDGES", "SNAPSHOT")
         }
         self._check_format()
+        self._clock_offset = 0.0  # Redis TIME minus time.monotonic(), see now()
+        self._clock_synced = -_CLOCK_SYNC
+        self.now()
+
+    def now(self) -> float:
+        """Redis's own clock: every server sharing this Redis decides leases and TTLs by it.
+
+        Read with ``TIME`` at most every ``_CLOCK_SYNC`` seconds and carried forward with this
+        process's monotonic clock in between (off by at most a round trip). If Redis cannot be
+        reached for a re-sync, the last offset is kept.
+
+        Raises:
+            StoreUnavailableError: Redis was never reachable to read its clock.
+        """
+        mono = time.monotonic()
+        if mono - self._clock_synced >= _CLOCK_SYNC:
+            try:
+                with self.guard("read Redis's clock"):
+                    seconds, micros = self.client.time()
+            except errors.StoreError:
+                if self._clock_synced < 0:
+                    raise
+            else:
+                after = time.monotonic()
+                self._clock_offset = seconds + micros / 1e6 - (mono + after) / 2
+                self._clock_synced = mono = after
+        return mono + self._clock_offset
 
     def connect(self, *, socket_timeout: float = 10.0) -> redis.Redis:
         """A new client for this engine's Redis (the feed reader uses its own)."""
@@ -166,8 +200,8 @@ class RedisEngine:
 
     def create_session(self, session_id: str, *, ttl: float | None, owner: str) -> bool:
         keys = [*self._keys(session_id, "meta"), self.sessions_key, self.feed_key]
-        now = repr(time.time())
-        args = [session_id, now, "" if ttl is None else repr(ttl), owner, self.feed_size]
+        now, ttl_text = repr(self.now()), "" if ttl is None else repr(ttl)
+        args = [session_id, now, ttl_text, owner, self.feed_size]
         args.append(self.base(session_id))
         return bool(self._run("CREATE", keys, args, f"create session {session_id!r}"))
 
@@ -243,7 +277,7 @@ class RedisEngine:
             if self.session(session_id) is None:
                 raise UnknownSession(session_id)
             return []
-        now = time.time()
+        now = self.now()
         keys = [*self._keys(session_id, "meta", "vars", "revs", "vers", "log"), self.feed_key]
         args: list[Any] = [session_id, self.base(session_id) + "h:", self.history_size]
         args += [self.log_size, self.feed_size, len(writes)]
