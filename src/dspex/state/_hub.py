@@ -3,6 +3,11 @@
 Watchers are fed only from the engine feed, so commits made by any server sharing the engine
 reach them. A new watcher buffers live updates while its backlog (initial records, replayed
 changes) is loaded, then de-duplicates by revision, so it sees no gap and no duplicate.
+
+The engine feed delivers every revision of a session, in order. A watcher of the hub checks
+that: if a revision is ever missing (a server that fell behind a shared engine's feed further
+than the change log reaches), it ends with ``WatchLaggedError`` naming where to resume, never
+with a silent jump.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ class Watcher:
     """One watch's bounded queue, name filter and resume position."""
 
     __slots__ = (
-        "buffer", "counted", "items", "lagged", "last_put", "lock", "max_queue", "names",
+        "buffer", "counted", "gapless", "items", "lagged", "last_put", "lock", "max_queue",
+        "names",
     )  # fmt: skip
 
     def __init__(self, names: frozenset[str], max_queue: int, counted: bool = True) -> None:
@@ -35,6 +41,7 @@ class Watcher:
         self.last_put = 0
         self.lock = threading.Lock()
         self.buffer: list[VariableUpdate] | None = []  # live updates held while loading
+        self.gapless = False  # fed every revision of the session (by a WatchHub): check it
 
     @classmethod
     def live(cls, names: frozenset[str], max_queue: int, after: int) -> Watcher:
@@ -75,21 +82,30 @@ class Watcher:
     def _put_live(self, update: VariableUpdate) -> None:
         if self.lagged or (update.revision <= self.last_put and update.kind != "initial"):
             return  # already covered by the backlog (initial records are always delivered)
+        if self.gapless and update.revision > self.last_put + 1 and update.kind != "initial":
+            self._lag(
+                f"this server missed revisions {self.last_put + 1}..{update.revision - 1} of "
+                "the session (it fell behind the store's feed)"
+            )
+            return
         if self.names and update.name not in self.names:
             self.last_put = update.revision
             return
         if self.items.qsize() >= self.max_queue:
-            self.lagged = True
-            self.items.put(
-                errors.WatchLaggedError(
-                    f"watcher fell behind (queue of {self.max_queue} full); "
-                    f"resume with after_revision={self.last_put}",
-                    resume_from=self.last_put,
-                )
-            )
+            self._lag(f"watcher fell behind (queue of {self.max_queue} full)")
             return
         self.last_put = update.revision
         self.items.put(update)
+
+    def _lag(self, why: str) -> None:
+        """End the watch with ``WatchLaggedError`` (resume after the last revision queued)."""
+        self.lagged = True
+        self.items.put(
+            errors.WatchLaggedError(
+                f"{why}; resume with after_revision={self.last_put}",
+                resume_from=self.last_put,
+            )
+        )
 
 
 class WatchHub:
@@ -101,6 +117,7 @@ class WatchHub:
 
     def add(self, session_id: str, watcher: Watcher) -> None:
         """Subscribe ``watcher`` to the session's updates."""
+        watcher.gapless = True
         with self._lock:
             self._watchers.setdefault(session_id, []).append(watcher)
 

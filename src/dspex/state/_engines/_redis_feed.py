@@ -6,7 +6,9 @@ commit does) and can be re-read from any id after a reconnect.
 
 No gap, no duplicate: the reader tracks the last delivered revision of every session. Updates
 at or below it are skipped; a jump (the stream was trimmed past a slow reader, or Redis was
-unreachable) is filled from the session's change log, exactly as a watch resumes. After a
+unreachable) is filled from the session's change log, exactly as a watch resumes. If the log no
+longer holds them either, the updates after the gap are delivered and every watcher of the
+session ends with ``watch_lagged`` at the gap (the hub's watchers check every revision). After a
 reconnect it takes a fresh snapshot: a session that vanished (dropped, or Redis restarted
 without persistence) is delivered as closed; one recreated under the same id is closed and
 replayed from its start.
@@ -134,7 +136,8 @@ class FeedReader(threading.Thread):
             except LogCompacted as compacted:
                 oldest = int(compacted.args[0])
                 _log.warning(
-                    "Redis feed: session %s lost updates %d..%d (change log compacted)",
+                    "Redis feed: session %s: updates %d..%d were trimmed from the feed and the "
+                    "change log before this server read them; its watchers end with watch_lagged",
                     session_id, last + 1, oldest - 1,
                 )  # fmt: skip
                 try:
