@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,13 +73,18 @@ def test_demo_runs_every_step_and_shows_real_work() -> None:
         "Register typed variables",
         "watcher thread",
         "refused VariableValueError: variable 'temperature': value 3.5 breaks rule max=2.0",
-        "nothing was half applied",
         "conflict B: VersionConflictError: variable 'temperature' is at version 4",
         "history of temperature",
         "rollback to version 1 wrote 0.7 as a new version",
         "in order, none missing",
     ):
         assert expected in out, f"missing {expected!r} in demo output:\n{out}"
+    # The refused writes left temperature as it was: the state, not just the sentence.
+    kept = re.search(
+        r"temperature is still (\S+) at version (\d+) \(was (\S+) at version (\d+)\)", out
+    )
+    assert kept is not None, out
+    assert (kept[1], kept[2]) == (kept[3], kept[4]), kept[0]
     assert completed.stderr == ""
 
 

@@ -1,4 +1,5 @@
-"""The README's Python examples run as written (docs that match the code)."""
+"""The README's Python examples run as written and print what their comments promise (docs that
+match the code): a line ``print(EXPR)  # -> VALUE`` must print exactly ``VALUE``."""
 
 from __future__ import annotations
 
@@ -11,16 +12,38 @@ import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+PROMISE = re.compile(r"^(?P<indent>\s*)print\((?P<expr>.*)\)\s*# -> (?P<value>.+?)\s*$")
+CHECK = """
+def __promised(value, expected, line):
+    print(value)
+    if str(value) != expected:
+        raise SystemExit(f"README line {line!r} printed {value!r}; it promises {expected}")
+"""
+
+
+def _checked(block: str) -> tuple[str, int]:
+    """``block`` with every promised print checked; how many promises it has."""
+    lines, promises = [], 0
+    for line in block.splitlines():
+        found = PROMISE.match(line)
+        if found is None:
+            lines.append(line)
+            continue
+        promises += 1
+        expr, value = found["expr"], found["value"]
+        lines.append(f"{found['indent']}__promised({expr}, {value!r}, {line.strip()!r})")
+    return CHECK + "\n".join(lines) + "\n", promises
 
 
 def test_readme_has_python_examples() -> None:
     assert len(BLOCKS) >= 2
+    assert sum(_checked(block)[1] for block in BLOCKS) >= 2  # promised results are checked
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index: int, tmp_path: Path) -> None:
     script = tmp_path / f"example_{index}.py"
-    script.write_text(BLOCKS[index])
+    script.write_text(_checked(BLOCKS[index])[0])
     result = subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,

@@ -75,9 +75,11 @@ def reject_bad_values(run: DemoRun) -> None:
     except errors.BatchUpdateError as exc:
         run.say(f"[red]refused batch[/red] {type(exc).__name__}: {exc}")
     after = session.variable("temperature")
+    kept = (after.value, after.version) == (before.value, before.version)
     run.say(
-        f"temperature is still {after.value} at version {after.version} "
-        f"(was {before.value} at version {before.version}): nothing was half applied"
+        f"temperature is {'still ' if kept else ''}{after.value} at version {after.version} "
+        f"(was {before.value} at version {before.version}): "
+        + ("nothing was half applied" if kept else "[red]a refused write changed it[/red]")
     )
 
 
