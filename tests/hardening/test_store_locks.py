@@ -99,7 +99,7 @@ def test_the_owner_token_never_travels_back(server: StoreServer, sid: str) -> No
         record = client.acquire_lock(sid, "a", owner="s3cret-token", optimizer_id="x", lease=30)
         assert record.lock is not None
         assert set(record.lock) == {
-            "optimizer_id", "owner", "acquired_at", "expires_at", "lease", "progress",
+            "optimizer_id", "owner", "acquired_at", "expires_at", "lease", "progress", "epoch",
         }  # fmt: skip
         assert "s3cret-token" not in repr(record) and record.lock["owner"] != "s3cret-token"
         assert record.lock["lease"] == 30 and record.lock["expires_at"] > time.time()

@@ -235,8 +235,9 @@ class LocalProvider:
             old = self.get_variable(session_id, name)
             if expected_version is not None and old.version != expected_version:
                 raise conflict(old, expected_version, session_id)
-            if old.lock is not None:
-                _locks.check_write(old.lock, name, current_lock_owner.get(), self.engine.now())
+            owner = current_lock_owner.get()
+            if old.lock is not None or owner:  # a holder's grant is checked even once gone
+                _locks.check_write(old.lock, name, owner, self.engine.now())
             checked = _validate(old.spec, value, name)
             if self._max_value_bytes is not None:
                 self.limits.check_value(old.spec, checked, name)
@@ -381,7 +382,7 @@ class LocalProvider:
         def take(old: VariableRecord) -> Write:
             lock = _locks.acquire(
                 old.lock, name, owner=owner, optimizer_id=optimizer_id, lease=lease,
-                now=self.engine.now(), preempt=policy == "preempt",
+                now=self.engine.now(), epoch=old.revision, preempt=policy == "preempt",
             )  # fmt: skip
             return annotated(old, "lock", lock)
 
@@ -464,8 +465,9 @@ class LocalProvider:
         """Read-compute-commit with retry; ``make`` returns None for "nothing to write"."""
         for _ in range(_CAS_ATTEMPTS):
             old = self.get_variable(session_id, name)
-            if check_lock and old.lock is not None:
-                _locks.check_write(old.lock, name, current_lock_owner.get(), self.engine.now())
+            owner = current_lock_owner.get()
+            if check_lock and (old.lock is not None or owner):
+                _locks.check_write(old.lock, name, owner, self.engine.now())
             write = make(old)
             if write is None:
                 return old

@@ -5,6 +5,12 @@ record covers it, across servers too. One optimizer at a time may write a locked
 names the ``optimizer_id`` (for people), an ``owner`` (the sha256 of a secret token only the
 holder has), a lease that the holder renews, and published progress (iteration, best score,
 best value) that watchers see. An expired lease counts as released.
+
+Locks fence: each grant carries an ``epoch`` (the variable's record revision it was granted
+from, so it grows with every new grant; renewals keep it). A holder writes with its token and
+the epochs it was granted (:func:`fenced_owner`); a write whose grant is no longer the live
+lock (the lease expired, another optimizer preempted it, or it was released) is refused with a
+``LockedError`` that says the lock was lost, even when nobody holds the lock any more.
 """
 
 from __future__ import annotations
@@ -12,11 +18,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, unquote
 
 import dspex.errors as errors
 from dspex._model import freeze
 
-__all__ = ["POLICIES", "acquire", "check_write", "holder", "owner_digest", "release", "renew"]
+__all__ = [
+    "POLICIES",
+    "acquire",
+    "check_write",
+    "fenced_owner",
+    "holder",
+    "owner_digest",
+    "parse_owner",
+    "release",
+    "renew",
+]
 
 POLICIES = ("fail", "wait", "preempt")
 """What acquiring does when another optimizer holds the lock."""
@@ -55,9 +72,13 @@ def acquire(
     optimizer_id: str,
     lease: float,
     now: float,
+    epoch: int = 0,
     preempt: bool = False,
 ) -> Lock:
-    """The lock after ``owner`` takes it (or renews it, keeping its progress).
+    """The lock after ``owner`` takes it (or renews it, keeping its progress and epoch).
+
+    ``epoch`` is the fencing token of a new grant: the revision of the record it is granted
+    from.
 
     Raises:
         LockedError: another owner holds it and ``preempt`` is false.
@@ -80,16 +101,72 @@ def acquire(
             "expires_at": now + lease,
             "lease": lease,
             "progress": dict(held["progress"]) if mine and held else {},
+            "epoch": held.get("epoch", epoch) if mine and held else epoch,
         }
     )
     return taken
 
 
 def check_write(lock: Lock | None, name: str, owner: str | None, now: float) -> None:
-    """Raise LockedError unless ``name`` is unlocked or held by ``owner``."""
+    """Raise LockedError unless ``name`` is unlocked or held by ``owner``; and, when ``owner``
+    names a grant of ``name`` (see :func:`fenced_owner`), unless that grant is the live lock.
+    """
+    token, fences = parse_owner(owner) if owner else (None, {})
     held = holder(lock, now)
-    if held is not None and (owner is None or held["owner"] != owner_digest(owner)):
+    fence = fences.get(name)
+    if fence is not None and (
+        held is None or held["owner"] != owner_digest(token or "") or held.get("epoch") != fence
+    ):
+        raise _lost(
+            name, held, fence, mine=held is not None and held["owner"] == owner_digest(token or "")
+        )
+    if held is not None and (token is None or held["owner"] != owner_digest(token)):
         raise _locked(name, held, "write it", now)
+
+
+def _lost(name: str, held: Lock | None, fence: int, *, mine: bool) -> errors.LockedError:
+    if held is None:
+        why = "its lease expired or it was released"
+    elif not mine:
+        why = f"optimizer {held['optimizer_id']!r} holds it now"
+    else:
+        why = f"it was acquired again since (grant {held.get('epoch')})"
+    return errors.LockedError(
+        f"the optimization lock on {name!r} was lost (grant {fence}): {why}; this write was "
+        "refused. Another optimizer may have written it meanwhile: leave the optimizing block, "
+        "re-read the variables and acquire the lock again",
+        name=name,
+        lost=True,
+        fence=fence,
+    )
+
+
+_FENCE_MARK = "|"
+
+
+def fenced_owner(token: str, fences: Mapping[str, int]) -> str:
+    """The lock-owner value a holder writes with: its token and the epoch of each grant."""
+    if not fences:
+        return token
+    grants = ";".join(f"{quote(name, safe='')}={epoch}" for name, epoch in sorted(fences.items()))
+    return f"{token}{_FENCE_MARK}{grants}"
+
+
+def parse_owner(value: str) -> tuple[str, dict[str, int]]:
+    """``(token, {name: epoch})`` from a :func:`fenced_owner` value (a bare token: no fences).
+
+    A value that is not in that form counts as a bare token (an older client).
+    """
+    token, mark, grants = value.partition(_FENCE_MARK)
+    if not mark:
+        return value, {}
+    fences: dict[str, int] = {}
+    for grant in grants.split(";"):
+        name, sep, epoch = grant.rpartition("=")
+        if not sep or not epoch.isdigit():
+            return value, {}
+        fences[unquote(name)] = int(epoch)
+    return token, fences
 
 
 def release(lock: Lock | None, name: str, owner: str, now: float) -> None:

@@ -14,8 +14,9 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from dspex._model import VariableRecord
-from dspex.errors import DspexError
+from dspex.errors import DspexError, LockedError
 from dspex.state._identity import current_lock_owner
+from dspex.state._locks import fenced_owner, owner_digest
 from dspex.state._provider import StateProvider
 from dspex.state._watch import VariableWatch
 
@@ -41,6 +42,11 @@ class OptimizationLock:
     Entering takes every lock (in name order, releasing those taken if one fails), marks
     this context as the holder, and renews the leases every ``lease / 3`` seconds in a
     background thread. Leaving releases them.
+
+    Writes in the block carry each grant's fencing epoch: once a lock is lost (its lease ran
+    out while this process was paused, or another optimizer preempted it) the next write to
+    that variable is refused with ``LockedError`` saying the lock was lost, and :attr:`lost`
+    names the locks the renewals found lost.
     """
 
     def __init__(
@@ -61,6 +67,9 @@ class OptimizationLock:
         self.timeout = timeout
         self._owner = secrets.token_hex(16)
         self._held: list[str] = []
+        self._fences: dict[str, int] = {}
+        self.lost: dict[str, str] = {}
+        """Locks found lost (name -> why) by the renewals or :meth:`check`."""
         self._token: contextvars.Token[str | None] | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -73,7 +82,7 @@ class OptimizationLock:
                 self._release_all()
                 raise
             self._held.append(name)
-        self._token = current_lock_owner.set(self._owner)
+        self._token = current_lock_owner.set(fenced_owner(self._owner, self._fences))
         self._renewer = threading.Thread(target=self._renew, name="dspex-lock-renew", daemon=True)
         self._renewer.start()
         return self
@@ -101,6 +110,30 @@ class OptimizationLock:
                 self._view.session_id, name, owner=self._owner, progress=progress
             )
 
+    def check(self) -> None:
+        """Ask the store whether every lock is still this block's grant.
+
+        Raises:
+            LockedError: a lock was lost (it is also recorded in :attr:`lost`).
+        """
+        for record in self.records():
+            lock, fence = record.lock, self._fences.get(record.name)
+            if lock is None or lock.get("epoch") != fence or not self._mine(lock):
+                why = (
+                    "its lease expired or it was released"
+                    if lock is None
+                    else (f"optimizer {lock['optimizer_id']!r} holds it now")
+                )
+                self.lost[record.name] = why
+        if self.lost:
+            lost = ", ".join(f"{name!r} ({why})" for name, why in sorted(self.lost.items()))
+            raise LockedError(
+                f"optimization locks lost: {lost}", lost=True, names=sorted(self.lost)
+            )
+
+    def _mine(self, lock: Mapping[str, Any]) -> bool:
+        return bool(lock.get("owner") == owner_digest(self._owner))
+
     def records(self) -> list[VariableRecord]:
         """The current records of the locked variables."""
         return [self._view.provider.get_variable(self._view.session_id, n) for n in self._held]
@@ -108,10 +141,12 @@ class OptimizationLock:
     def _call(self, verb: str, name: str) -> None:
         provider, session_id = self._view.provider, self._view.session_id
         if verb == "acquire_lock":
-            provider.acquire_lock(
+            record = provider.acquire_lock(
                 session_id, name, owner=self._owner, optimizer_id=self.optimizer_id,
                 lease=self.lease, policy=self.policy, timeout=self.timeout,
             )  # fmt: skip
+            if record.lock is not None and "epoch" in record.lock:  # older stores: no fence
+                self._fences[name] = int(record.lock["epoch"])
         elif verb == "release_lock":
             provider.release_lock(session_id, name, owner=self._owner)
         else:
@@ -122,8 +157,10 @@ class OptimizationLock:
             for name in list(self._held):
                 try:
                     self._call("renew_lock", name)
+                except LockedError as exc:  # lost (expired or preempted): writes are refused
+                    self.lost.setdefault(name, str(exc))
                 except DspexError:
-                    continue  # lost (expired or preempted): writes will say so clearly
+                    continue  # the store is unreachable: try again on the next round
 
     def _release_all(self) -> None:
         while self._held:
