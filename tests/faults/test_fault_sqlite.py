@@ -76,7 +76,9 @@ def test_damaged_wal_is_refused_then_accepted_as_a_new_generation(
     record_figures(
         f"sqlite_wal_{damage.__name__.strip('_')}",
         acknowledged=len(acked),
+        lost_by_the_damage=last_acked - kept,
         refused_at_start=True,
+        revisions_reissued=0,
     )
 
 
