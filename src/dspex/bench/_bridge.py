@@ -1,22 +1,29 @@
-"""``dspex bench bridge``: the gRPC bridge measured beside a raw gRPC echo in the same run.
+"""``dspex bench bridge``: the gRPC bridge measured beside bare gRPC baselines in the same run.
 
-A store server runs in a spawned process on loopback TCP (so client and server do not share a
-GIL); every figure uses that same kind of channel:
+A store server and a bare ``grpc.aio`` server (no dspex code: :mod:`dspex.bench._raw_grpc`) run
+in spawned processes on loopback TCP, so client and servers do not share a GIL; every figure
+uses that same kind of channel, and each sits beside its baseline (``bridge_baselines``):
 
-* ``grpc_echo_us_p50``: the Ping RPC, a unary echo through the same server and channel, timed
-  interleaved with ``bridged_get`` so both see the same machine load;
-* ``bridged_get_us_p50/p99``, ``bridged_set_us_p50``: SessionStoreProvider calls;
-* ``cached_get_ns_p50``: a hot ``SessionContext.get`` through ``SessionContext.connect`` (the
-  watch-coherent cache);
+* ``grpc_echo_us_p50``: a unary echo through the bare server, timed interleaved with
+  ``bridged_get`` and ``dspex_ping_us_p50`` (dspex's own Ping) so all see the same load;
+* ``bridged_get_us_p50/p99``, ``bridged_set_us_p50`` (beside ``grpc_echo_us_p50``);
+* ``cached_get_ns_p50``: a hot ``SessionContext.get`` through ``SessionContext.connect``,
+  beside ``dict_get_ns_p50``, the same loop over a plain dict;
 * ``batch100_speedup``: 100 single sets divided by one 100-variable ``update_variables``;
-* ``watch_delivery_us_p50/p99``: from a set to receipt by 1 watcher;
-* ``watch_last_of_100_us_p99``: from a set to receipt by the last of 100 watchers (4 spawned
-  processes of 25 watches each);
+* ``watch_delivery_us_p50/p99``: from a set to receipt by 1 watcher, beside
+  ``grpc_stream_delivery_us_p50/p99``: from a raw poke to receipt on a raw server stream;
+* ``watch_last_of_100_us_p99``: from a set to receipt by the last of 100 server watch streams
+  (4 spawned processes of 25 dedicated streams each); ``watch_last_of_100_shared_stream_us_p99``
+  the same 100 watches as live watches, which share one server stream per process (4 streams);
+* ``set_paced_us_p50`` and ``set_with_1000_streams_us_p50``: a set's latency with no watcher
+  and with 1,000 live server watch streams (4 processes of 250), paced alike, in the same run;
+  ``watch_last_of_1000_us_p99``: from a set to receipt by the last of those 1,000 streams;
 * ``redis_get_us_p50``: redis-py GET against a local ``redis-server`` (None without the binary).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import shutil
 import socket
@@ -28,6 +35,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+from dspex.bench._raw_grpc import ECHO, POKE, raw_server, subscribe, unary
+
 __all__ = ["TARGETS", "run"]
 
 SAMPLES: Final = 2000
@@ -35,6 +44,9 @@ WATCH_SAMPLES: Final = 300
 FANOUT_SAMPLES: Final = 150
 FANOUT_PROCESSES: Final = 4
 FANOUT_PER_PROCESS: Final = 25
+CROWD_PER_PROCESS: Final = 250
+CROWD_SAMPLES: Final = 60
+PACE: Final = 0.02
 CACHED_BATCHES: Final = 2000
 CACHED_CALLS: Final = 100
 
@@ -46,7 +58,27 @@ TARGETS: Final[dict[str, tuple[str, Callable[[dict[str, Any]], bool]]]] = {
     "cached_get_ns_p50": ("<= 2000 ns", lambda f: f["cached_get_ns_p50"] <= 2000),
     "batch100_speedup": (">= 20", lambda f: f["batch100_speedup"] >= 20),
     "watch_last_of_100_us_p99": ("<= 15000 us", lambda f: f["watch_last_of_100_us_p99"] <= 15000),
+    "set_with_1000_streams_us_p50": (
+        "<= 2x set_paced_us_p50",
+        lambda f: f["set_with_1000_streams_us_p50"] <= 2 * f["set_paced_us_p50"],
+    ),
+    "watch_last_of_1000_us_p99": (
+        "<= 100000 us",
+        lambda f: f["watch_last_of_1000_us_p99"] <= 100_000,
+    ),
 }
+
+BASELINES: Final = {
+    "bridged_get_us_p50": "grpc_echo_us_p50",
+    "bridged_set_us_p50": "grpc_echo_us_p50",
+    "dspex_ping_us_p50": "grpc_echo_us_p50",
+    "cached_get_ns_p50": "dict_get_ns_p50",
+    "watch_delivery_us_p50": "grpc_stream_delivery_us_p50",
+    "watch_delivery_us_p99": "grpc_stream_delivery_us_p99",
+    "watch_last_of_100_us_p99": "watch_last_of_100_shared_stream_us_p99",
+    "set_with_1000_streams_us_p50": "set_paced_us_p50",
+}
+"""Figure -> the baseline measured beside it in the same run."""
 """Figure -> (target text, check over all figures) from the bridge issue."""
 
 
@@ -72,18 +104,23 @@ def _server_main(conn: Any) -> None:
     server.stop(grace=0.2)
 
 
-def _watchers_main(address: str, session_id: str, count: int, conn: Any) -> None:
-    """Child process: ``count`` watches; report (value, arrival ns) per update when told."""
+def _watchers_main(
+    address: str, session_id: str, count: int, after: int | None, conn: Any
+) -> None:
+    """Child process: ``count`` watches (dedicated server streams from revision ``after``, or
+    live watches sharing one stream when None); report (value, arrival ns) per update."""
     from dspex.state.store import SessionStoreProvider
 
-    provider = SessionStoreProvider(address)
+    provider = SessionStoreProvider(address, timeout=60.0)
     arrivals: list[list[tuple[int, int]]] = [[] for _ in range(count)]
 
     def consume(watch: Any, out: list[tuple[int, int]]) -> None:
         for update in watch:
             out.append((update.record.value, time.perf_counter_ns()))
 
-    watches = [provider.watch_variables(session_id, ["w"]) for _ in range(count)]
+    watches = [
+        provider.watch_variables(session_id, ["w"], after_revision=after) for _ in range(count)
+    ]
     threads = [
         threading.Thread(target=consume, args=(w, out), daemon=True)
         for w, out in zip(watches, arrivals, strict=True)
@@ -120,25 +157,32 @@ def _store_process() -> Iterator[str]:
 # -- figures ------------------------------------------------------------------------------
 
 
-def _echo_and_get(client: Any, sid: str) -> dict[str, float]:
-    echo: list[float] = []
-    get: list[float] = []
+def _echo_and_get(client: Any, sid: str, echo: Callable[[bytes], bytes]) -> dict[str, float]:
+    """Raw echo, bridged get and dspex Ping, interleaved call by call."""
+    calls = {
+        "grpc_echo_us_p50": lambda: echo(b"ping"),
+        "bridged_get_us_p50": lambda: client.get_variable(sid, "t"),
+        "dspex_ping_us_p50": client.ping,
+    }
+    times = _interleaved(calls)
+    figures = {name: statistics.median(samples) for name, samples in times.items()}
+    figures["bridged_get_us_p99"] = _percentile(times["bridged_get_us_p50"], 0.99)
+    return figures
+
+
+def _interleaved(calls: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
+    """Microseconds of each call, called in turn ``SAMPLES`` times after a warm-up."""
     clock = time.perf_counter_ns
     for _ in range(200):
-        client.ping()
-        client.get_variable(sid, "t")
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(SAMPLES):
-        start = clock()
-        client.ping()
-        middle = clock()
-        client.get_variable(sid, "t")
-        echo.append((middle - start) / 1000)
-        get.append((clock() - middle) / 1000)
-    return {
-        "grpc_echo_us_p50": statistics.median(echo),
-        "bridged_get_us_p50": statistics.median(get),
-        "bridged_get_us_p99": _percentile(get, 0.99),
-    }
+        for name, call in calls.items():
+            start = clock()
+            call()
+            times[name].append((clock() - start) / 1000)
+    return times
 
 
 def _set(client: Any, sid: str) -> float:
@@ -150,32 +194,50 @@ def _set(client: Any, sid: str) -> float:
     return statistics.median(times[100:])
 
 
-def _cached_get(address: str, sid: str) -> float:
+def _paced_set(client: Any, sid: str) -> float:
+    """A set's latency paced as in the fan-out runs (no watcher)."""
+    times: list[float] = []
+    for step in range(CROWD_SAMPLES):
+        start = time.perf_counter_ns()
+        client.set_variable(sid, "w", step)
+        times.append((time.perf_counter_ns() - start) / 1000)
+        time.sleep(PACE)
+    return statistics.median(times[5:])
+
+
+def _cached_get(address: str, sid: str) -> dict[str, float]:
     from dspex.state import SessionContext
 
     context = SessionContext.connect(address, sid)
     try:
-        get = context.get
-        for _ in range(1000):
-            get("t")
-        per_call: list[float] = []
-        for _ in range(CACHED_BATCHES):
-            start = time.perf_counter_ns()
-            for _ in range(CACHED_CALLS // 10):  # ten calls written out: less loop overhead
-                get("t")
-                get("t")
-                get("t")
-                get("t")
-                get("t")
-                get("t")
-                get("t")
-                get("t")
-                get("t")
-                get("t")
-            per_call.append((time.perf_counter_ns() - start) / CACHED_CALLS)
-        return statistics.median(per_call)
+        return {
+            "cached_get_ns_p50": _hot_get(context.get),
+            "dict_get_ns_p50": _hot_get({"t": 0.7}.get),
+        }
     finally:
         context.provider.close()
+
+
+def _hot_get(get: Callable[[str], object]) -> float:
+    """Median nanoseconds of ``get("t")`` in batches of ten calls written out."""
+    for _ in range(1000):
+        get("t")
+    per_call: list[float] = []
+    for _ in range(CACHED_BATCHES):
+        start = time.perf_counter_ns()
+        for _ in range(CACHED_CALLS // 10):  # ten calls written out: less loop overhead
+            get("t")
+            get("t")
+            get("t")
+            get("t")
+            get("t")
+            get("t")
+            get("t")
+            get("t")
+            get("t")
+            get("t")
+        per_call.append((time.perf_counter_ns() - start) / CACHED_CALLS)
+    return statistics.median(per_call)
 
 
 def _batch_speedup(client: Any, sid: str) -> float:
@@ -226,31 +288,70 @@ def _watch_delivery(client: Any, sid: str) -> dict[str, float]:
     }
 
 
-def _watch_fanout(client: Any, address: str, sid: str) -> float:
-    from dspex._model import make_spec
+def _raw_delivery(channel: Any) -> dict[str, float]:
+    """From a raw poke to receipt on a raw subscription (the floor of a watch delivery)."""
+    import grpc
 
-    client.register_variable(sid, "w", make_spec(int), -1)
+    arrived = threading.Event()
+    stamp: list[int] = [0]
+    poke = unary(channel, POKE)
+    stream = subscribe(channel)
+
+    def consume() -> None:
+        with contextlib.suppress(grpc.RpcError):  # cancelled at the end
+            for _ in stream:
+                stamp[0] = time.perf_counter_ns()
+                arrived.set()
+
+    threading.Thread(target=consume, daemon=True).start()
+    times: list[float] = []
+    try:
+        for _ in range(WATCH_SAMPLES + 20):
+            arrived.clear()
+            start = time.perf_counter_ns()
+            poke(b"x")
+            if not arrived.wait(5):
+                raise RuntimeError("a raw stream message did not arrive within 5 s")
+            times.append((stamp[0] - start) / 1000)
+    finally:
+        stream.cancel()  # type: ignore[attr-defined]
+    times = times[20:]
+    return {
+        "grpc_stream_delivery_us_p50": statistics.median(times),
+        "grpc_stream_delivery_us_p99": _percentile(times, 0.99),
+    }
+
+
+def _watch_fanout(
+    client: Any, address: str, sid: str, per_process: int, *, shared: bool, samples: int
+) -> tuple[float, float]:
+    """(p99 from a set to receipt by the last watcher, p50 of the set call) with
+    ``FANOUT_PROCESSES x per_process`` watches of ``w``: dedicated server streams, or live
+    watches that share one stream per process."""
+    after = None if shared else client.get_session(sid).revision
     context = multiprocessing.get_context("spawn")
     pipes, processes = [], []
     for _ in range(FANOUT_PROCESSES):
         parent, child = context.Pipe()
         process = context.Process(
-            target=_watchers_main, args=(address, sid, FANOUT_PER_PROCESS, child), daemon=True
+            target=_watchers_main, args=(address, sid, per_process, after, child), daemon=True
         )
         process.start()
         pipes.append(parent)
         processes.append(process)
     try:
         for parent in pipes:
-            if not parent.poll(60):
-                raise RuntimeError("bench watcher processes did not start within 60 s")
+            if not parent.poll(120):
+                raise RuntimeError("bench watcher processes did not start within 120 s")
             parent.recv()
         sent: list[int] = []
-        for step in range(FANOUT_SAMPLES):
+        took: list[float] = []
+        for step in range(samples):
             sent.append(time.perf_counter_ns())
             client.set_variable(sid, "w", step)
-            time.sleep(0.02)  # let each fan-out finish: samples stay independent
-        time.sleep(0.5)
+            took.append((time.perf_counter_ns() - sent[-1]) / 1000)
+            time.sleep(PACE)  # let each fan-out finish: samples stay independent
+        time.sleep(1.0)
         arrivals: list[list[tuple[int, int]]] = []
         for parent in pipes:
             parent.send("stop")
@@ -260,8 +361,19 @@ def _watch_fanout(client: Any, address: str, sid: str) -> float:
             process.join(10)
             if process.is_alive():
                 process.terminate()
-    last = [max(a[step][1] for a in arrivals) - sent[step] for step in range(FANOUT_SAMPLES)]
-    return _percentile([t / 1000 for t in last[10:]], 0.99)
+    last = [_last_arrival(arrivals, step) - sent[step] for step in range(samples)]
+    return _percentile([t / 1000 for t in last[5:]], 0.99), statistics.median(took[5:])
+
+
+def _last_arrival(arrivals: list[list[tuple[int, int]]], step: int) -> int:
+    """When the last watcher received value ``step`` (every watcher must have)."""
+    latest = 0
+    for received in arrivals:
+        stamps = [at for value, at in received if value == step]
+        if not stamps:
+            raise RuntimeError(f"a watcher never received update {step}")
+        latest = max(latest, stamps[0])
+    return latest
 
 
 def _free_port() -> int:
@@ -316,24 +428,56 @@ def _redis_get() -> float | None:
 
 def run() -> dict[str, Any]:
     """Measure every bridge figure against one spawned store server."""
+    import grpc
+
     from dspex._model import make_spec
     from dspex.state.store import SessionStoreProvider
 
     figures: dict[str, Any] = {}
-    with _store_process() as address:
+    with _store_process() as address, raw_server() as raw:
         client = SessionStoreProvider(address)
+        channel = grpc.insecure_channel(raw)
         try:
             client.wait_ready(30)
             sid = client.create_session()
             client.register_variable(sid, "t", make_spec(float, min=0.0, max=2.0), 0.7)
-            figures.update(_echo_and_get(client, sid))
+            figures.update(_echo_and_get(client, sid, unary(channel, ECHO)))
             figures["bridged_set_us_p50"] = _set(client, sid)
-            figures["cached_get_ns_p50"] = _cached_get(address, sid)
+            figures.update(_cached_get(address, sid))
             figures["batch100_speedup"] = _batch_speedup(client, sid)
             figures.update(_watch_delivery(client, sid))
-            figures["watch_last_of_100_us_p99"] = _watch_fanout(client, address, sid)
+            figures.update(_raw_delivery(channel))
+            figures.update(_fanouts(client, address, sid))
         finally:
+            channel.close()
             client.close()
     figures["redis_get_us_p50"] = _redis_get()
-    figures["bridge_channel"] = "loopback TCP to a store server in a spawned process"
+    figures["bridge_channel"] = (
+        "loopback TCP to a store server and to a bare grpc.aio server, each in a spawned process"
+    )
+    figures["bridge_baselines"] = "; ".join(f"{k} beside {v}" for k, v in BASELINES.items())
     return figures
+
+
+def _fanouts(client: Any, address: str, sid: str) -> dict[str, float]:
+    """The fan-out figures: 100 dedicated streams, 100 shared watches, 1,000 streams."""
+    from dspex._model import make_spec
+
+    client.register_variable(sid, "w", make_spec(int), -1)
+    dedicated, _ = _watch_fanout(
+        client, address, sid, FANOUT_PER_PROCESS, shared=False, samples=FANOUT_SAMPLES
+    )
+    shared_, _ = _watch_fanout(
+        client, address, sid, FANOUT_PER_PROCESS, shared=True, samples=FANOUT_SAMPLES
+    )
+    paced = _paced_set(client, sid)
+    crowd, crowded_set = _watch_fanout(
+        client, address, sid, CROWD_PER_PROCESS, shared=False, samples=CROWD_SAMPLES
+    )
+    return {
+        "watch_last_of_100_us_p99": dedicated,
+        "watch_last_of_100_shared_stream_us_p99": shared_,
+        "set_paced_us_p50": paced,
+        "set_with_1000_streams_us_p50": crowded_set,
+        "watch_last_of_1000_us_p99": crowd,
+    }

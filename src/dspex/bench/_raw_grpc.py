@@ -1,0 +1,110 @@
+"""Baselines for ``dspex bench bridge``: a bare ``grpc.aio`` server with no dspex code in it.
+
+It runs in a spawned process on loopback TCP, like the store server the bridge figures use, and
+speaks raw bytes (no protobuf, no auth, no semantics) through grpc's generic handlers:
+
+* ``/bench.Raw/Echo`` (unary): returns the request, the floor of any unary call (get, set);
+* ``/bench.Raw/Subscribe`` (server stream) and ``/bench.Raw/Poke`` (unary): a poke pushes its
+  payload to every open subscription, the floor of a watch delivery (a set that reaches
+  watchers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+__all__ = ["ECHO", "POKE", "SUBSCRIBE", "raw_server", "unary"]
+
+ECHO: Final = "/bench.Raw/Echo"
+POKE: Final = "/bench.Raw/Poke"
+SUBSCRIBE: Final = "/bench.Raw/Subscribe"
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def _serve_main(conn: Any) -> None:
+    """Child process: serve the raw methods until the parent says stop (or goes away)."""
+    asyncio.run(_serve(conn))
+
+
+async def _serve(conn: Any) -> None:
+    import grpc
+
+    subscribers: set[asyncio.Queue[bytes]] = set()
+
+    async def echo(request: bytes, _context: Any) -> bytes:
+        return request
+
+    async def poke(request: bytes, _context: Any) -> bytes:
+        for queue in subscribers:
+            queue.put_nowait(request)
+        return b""
+
+    async def subscribe(request: bytes, _context: Any) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        subscribers.add(queue)
+        try:
+            yield b"started"
+            while True:
+                yield await queue.get()
+        finally:
+            subscribers.discard(queue)
+
+    handlers = {
+        "Echo": grpc.unary_unary_rpc_method_handler(echo, _identity, _identity),
+        "Poke": grpc.unary_unary_rpc_method_handler(poke, _identity, _identity),
+        "Subscribe": grpc.unary_stream_rpc_method_handler(subscribe, _identity, _identity),
+    }
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Raw", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    conn.send(f"127.0.0.1:{port}")
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(None, conn.recv)
+    except EOFError:
+        pass
+    await server.stop(0.2)
+
+
+@contextmanager
+def raw_server() -> Iterator[str]:
+    """The bare server in a spawned process; yields its ``HOST:PORT``."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_serve_main, args=(child,), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(30):
+            raise RuntimeError("bench raw gRPC server did not start within 30 s")
+        yield str(parent.recv())
+    finally:
+        parent.send("stop")
+        process.join(10)
+        if process.is_alive():
+            process.terminate()
+
+
+def unary(channel: Any, method: str) -> Callable[[bytes], bytes]:
+    """A sync callable for a raw unary ``method`` on ``channel``."""
+    call: Callable[[bytes], bytes] = channel.unary_unary(
+        method, request_serializer=_identity, response_deserializer=_identity
+    )
+    return call
+
+
+def subscribe(channel: Any) -> Iterator[bytes]:
+    """A raw subscription; its first message (``b"started"``) is already consumed."""
+    stream: Iterator[bytes] = channel.unary_stream(
+        SUBSCRIBE, request_serializer=_identity, response_deserializer=_identity
+    )(b"")
+    if next(stream) != b"started":
+        raise RuntimeError("raw subscription did not start")
+    return stream
