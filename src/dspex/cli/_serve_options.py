@@ -213,6 +213,11 @@ def server_security(args: argparse.Namespace) -> dict[str, Any]:
         raise errors.StoreError(
             "give either --token-file (one token, allowed everything) or --auth-file, not both"
         )
+    if args.token and args.token_file is None:
+        _warn(
+            f"--token is visible to every local user in the process list; use "
+            f"--token-file PATH or ${TOKEN_ENV} instead"
+        )
     if args.auth_file is None and args.token is None:
         args.token = os.environ.get(TOKEN_ENV) or None  # with an auth file the env is ignored
     auth = None if args.auth_file is None else AccessPolicy.from_file(args.auth_file)
@@ -227,17 +232,12 @@ def server_security(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    """The token of ``--token-file`` or ``--token`` (warned about: it shows in ``ps``).
+    """The token of ``--token-file`` or ``--token``.
 
     Raises:
         StoreError: both flags, or a token file that cannot be read or is empty.
     """
     if args.token_file is None:
-        if args.token:
-            _warn(
-                f"--token is visible to every local user in the process list; use "
-                f"--token-file PATH or ${TOKEN_ENV} instead"
-            )
         return str(args.token) if args.token is not None else None
     if args.token is not None:
         raise errors.StoreError("give either --token-file or --token, not both")

@@ -13,7 +13,8 @@ The auth file is JSON (documented in docs/security.md)::
 
 Once a policy is in force everything not allowed is denied. ``sessions`` and ``variables`` are
 glob patterns; ``"@own"`` matches the sessions the principal created. Any authenticated
-principal may create sessions (they become its own).
+principal may create sessions (they become its own). Serving tools needs the ``serve``
+permission on the tool's name, matched by the rule's ``tools`` glob (default ``"*"``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import dspex.errors as errors
 
 __all__ = ["PERMISSIONS", "AccessPolicy", "AccessRule"]
 
-PERMISSIONS = ("read", "write", "observe", "optimize")
+PERMISSIONS = ("read", "write", "observe", "optimize", "serve")
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,18 @@ class AccessRule:
     sessions: str
     variables: str
     permissions: frozenset[str]
+    tools: str = "*"
 
     def matches(self, principal: str, session_id: str, owned: bool, variable: str) -> bool:
         """True if this rule covers the principal, session and variable."""
         return self.covers_session(principal, session_id, owned) and fnmatch.fnmatchcase(
             variable, self.variables
+        )
+
+    def matches_tool(self, principal: str, session_id: str, owned: bool, tool: str) -> bool:
+        """True if this rule covers the principal, session and tool name."""
+        return self.covers_session(principal, session_id, owned) and fnmatch.fnmatchcase(
+            tool, self.tools
         )
 
     def covers_session(self, principal: str, session_id: str, owned: bool) -> bool:
@@ -140,6 +148,24 @@ class AccessPolicy:
             for rule in self.rules
         )
 
+    def check_tool(
+        self, principal: str, permission: str, session_id: str, owned: bool, tool: str
+    ) -> None:
+        """Raise PermissionDeniedError unless a rule grants ``permission`` on tool ``tool``."""
+        if not any(
+            permission in rule.permissions
+            and rule.matches_tool(principal, session_id, owned, tool)
+            for rule in self.rules
+        ):
+            raise errors.PermissionDeniedError(
+                f"principal {principal!r} may not {permission} tool {tool!r} in session "
+                f"{session_id!r}; an auth rule must allow {permission!r} with a 'tools' pattern "
+                "matching it",
+                principal=principal,
+                permission=permission,
+                tool=tool,
+            )
+
     def allows_session(
         self, principal: str, permission: str, session_id: str, owned: bool
     ) -> bool:
@@ -164,7 +190,7 @@ def _bad(source: str, why: str) -> errors.ConstraintError:
     return errors.ConstraintError(f"auth file {source!r}: {why}")
 
 
-_RULE_KEYS = frozenset({"principal", "sessions", "variables", "allow"})
+_RULE_KEYS = frozenset({"principal", "sessions", "variables", "tools", "allow"})
 
 
 def _digest(name: str, entry: Any, source: str) -> str:
@@ -194,7 +220,13 @@ def _rule(entry: Any, tokens: Mapping[str, str], source: str) -> AccessRule:
         or not all(isinstance(p, str) and p in PERMISSIONS for p in allow)
     ):
         raise _bad(source, f"rule 'allow' must list some of {PERMISSIONS}, got {allow!r}")
-    patterns = (entry.get("sessions", "@own"), entry.get("variables", "*"))
+    patterns = (
+        entry.get("sessions", "@own"),
+        entry.get("variables", "*"),
+        entry.get("tools", "*"),
+    )
     if not all(isinstance(p, str) and p for p in patterns):
-        raise _bad(source, f"rule {entry!r}: 'sessions' and 'variables' must be glob strings")
-    return AccessRule(principal, patterns[0], patterns[1], frozenset(allow))
+        raise _bad(
+            source, f"rule {entry!r}: 'sessions', 'variables' and 'tools' must be glob strings"
+        )
+    return AccessRule(principal, patterns[0], patterns[1], frozenset(allow), patterns[2])

@@ -73,6 +73,16 @@ class AccessGuard:
         for name in names:
             self.policy.check(principal, permission, session_id, owned, name)
 
+    def require_tool(self, principal: str, permission: str, session_id: str, tool: str) -> None:
+        """Allow the call only if ``permission`` covers tool ``tool`` of the session.
+
+        Raises:
+            PermissionDeniedError: no rule allows it.
+            SessionError: the session is not open.
+        """
+        owned = self._owned(principal, session_id)
+        self.policy.check_tool(principal, permission, session_id, owned, tool)
+
     def require_whole(self, principal: str, permission: str, session_id: str) -> None:
         """Allow the call only if ``permission`` covers every variable (a rule with
         ``"variables": "*"``): closing a session needs write on all of it.

@@ -7,6 +7,11 @@ call still waiting on it fails at once with :class:`~dspex.errors.ToolUnavailabl
 calls to its tools fail the same way until it serves again. Its tools stay listed (as not
 connected), so the error can name the tool and its owner.
 
+Ownership is bound to the authenticated principal: the first principal that registers or
+serves an owner id in a session holds it, and no other principal may register, serve, answer or
+unregister for that owner id, nor take over a tool name another principal registered, even
+while that owner is disconnected.
+
 The hub is confined to the server's event loop: every method runs there, so it needs no lock.
 The table lives in this server's memory: a restarted store learns the tools again when their
 owners reconnect and register them anew.
@@ -17,7 +22,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from dspex.errors import ToolError, ToolExistsError, ToolNotFoundError, ToolUnavailableError
+from dspex.errors import (
+    PermissionDeniedError,
+    ToolError,
+    ToolExistsError,
+    ToolNotFoundError,
+    ToolUnavailableError,
+)
 from dspex.state._grpc._convert.tools import Outcome, ToolSpecText
 
 __all__ = ["OwnerStream", "PendingCall", "ToolHub"]
@@ -68,6 +79,29 @@ class ToolHub:
         self._tools: dict[str, dict[str, tuple[ToolSpecText, str]]] = {}
         self._streams: dict[tuple[str, str], OwnerStream] = {}
         self._calls: dict[str, PendingCall] = {}
+        self._principals: dict[tuple[str, str], str] = {}  # (session, owner id) -> principal
+
+    # -- ownership -----------------------------------------------------------------------
+
+    def claim(self, session_id: str, owner: str, principal: str) -> None:
+        """Bind ``owner`` (in the session) to ``principal``, or check that it is bound to it.
+
+        Raises:
+            PermissionDeniedError: another principal holds this owner id.
+        """
+        held = self._principals.setdefault((session_id, owner), principal)
+        if held != principal:
+            raise PermissionDeniedError(
+                f"tool owner {owner} in session {session_id!r} belongs to another principal; "
+                "only that principal may register, serve or answer for it (use your own owner "
+                "id: each process gets one)",
+                principal=principal,
+                owner=owner,
+            )
+
+    def principal_of(self, session_id: str, owner: str) -> str | None:
+        """The principal holding ``owner`` in the session, if any."""
+        return self._principals.get((session_id, owner))
 
     # -- registration --------------------------------------------------------------------
 
@@ -83,6 +117,15 @@ class ToolHub:
         """
         tools = self._tools.setdefault(session_id, {})
         existing = tools.get(spec.name)
+        if existing is not None and self.principal_of(
+            session_id, existing[1]
+        ) != self.principal_of(session_id, owner):
+            raise ToolExistsError(
+                f"tool {spec.name!r} is already registered in session {session_id!r} by "
+                "another principal; give this tool another name (@dspex.tool(name=...))",
+                tool=spec.name,
+                owner=existing[1],
+            )
         if (
             existing is not None
             and existing[1] != owner
@@ -121,6 +164,8 @@ class ToolHub:
     def drop_session(self, session_id: str) -> None:
         """Forget a session that was closed or expired: its tools, streams and calls."""
         self._tools.pop(session_id, None)
+        for key in [key for key in self._principals if key[0] == session_id]:
+            del self._principals[key]
         for key in [key for key in self._streams if key[0] == session_id]:
             self._streams.pop(key).end()
 

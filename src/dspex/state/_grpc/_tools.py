@@ -7,8 +7,10 @@ stream (see :mod:`dspex.state._grpc._tool_hub`) and answered when the owner send
 
 It shares the session store's provider, access guard and worker threads: every call first
 checks that the session is open and that the caller may use it (``read`` to list tools,
-``write`` to register, serve, answer or call one). Every method runs on the server's event
-loop, where the hub lives.
+``write`` to call one, ``serve`` on the tool's name to register it, ``serve`` on some tool to
+serve, answer or unregister). Owner ids are bound to the principal that first used them (see
+the hub), so another principal cannot take over, shadow or answer for a tool. Every method runs
+on the server's event loop, where the hub lives.
 """
 
 # ruff: noqa: N802 - servicer methods carry the CamelCase RPC names of the proto
@@ -56,15 +58,24 @@ class ToolStoreServicer:
         self.hub = ToolHub()
         self.stopping = False
 
-    def _check(self, call: CallInfo, permission: str, session_id: str) -> None:
-        """Raises SessionError (not open) or AccessError (not allowed)."""
+    def _check(
+        self, call: CallInfo, permission: str, session_id: str, tool: str | None = None
+    ) -> None:
+        """Raises SessionError (not open) or AccessError (not allowed): ``serve`` is checked
+        against the tool name (or, without one, against some tool of the session)."""
         self.provider.get_session(session_id)
-        if self.guard is not None:
+        if self.guard is None:
+            return
+        if tool is not None:
+            self.guard.require_tool(call.principal, permission, session_id, tool)
+        else:
             self.guard.require(call.principal, permission, session_id)
 
-    async def _allow(self, call: CallInfo, permission: str, session_id: str) -> None:
+    async def _allow(
+        self, call: CallInfo, permission: str, session_id: str, *, tool: str | None = None
+    ) -> None:
         try:
-            await run_sync(self, self._check, call, permission, session_id)
+            await run_sync(self, self._check, call, permission, session_id, tool)
         except SessionError:
             self.hub.drop_session(session_id)
             raise
@@ -74,14 +85,16 @@ class ToolStoreServicer:
     @unary()
     async def RegisterTool(self, request: Any, call: CallInfo) -> Any:
         session_id, owner, spec = convert.read_register(request)
-        await self._allow(call, "write", session_id)
+        await self._allow(call, "serve", session_id, tool=spec.name)
+        self.hub.claim(session_id, owner, call.principal)
         connected = self.hub.register(session_id, owner, spec)
         return convert.register_response(spec, owner, connected)
 
     @unary()
     async def UnregisterTools(self, request: Any, call: CallInfo) -> Any:
         session_id, owner, names = convert.read_unregister(request)
-        await self._allow(call, "write", session_id)
+        await self._allow(call, "serve", session_id)
+        self.hub.claim(session_id, owner, call.principal)
         return convert.unregister_response(self.hub.unregister(session_id, owner, names))
 
     @unary()
@@ -111,7 +124,8 @@ class ToolStoreServicer:
     async def ReturnToolResult(self, request: Any, call: CallInfo) -> Any:
         session_id, owner, call_id, outcome = convert.read_return(request)
         self._check_size(self.hub.call_name(call_id), outcome[0], "result")
-        await self._allow(call, "write", session_id)
+        await self._allow(call, "serve", session_id)
+        self.hub.claim(session_id, owner, call.principal)
         return convert.return_response(self.hub.complete(session_id, owner, call_id, outcome))
 
     def _check_size(self, name: str, text: str, what: str) -> None:
@@ -131,7 +145,8 @@ class ToolStoreServicer:
         try:
             call, resets = enter_call(context, self.guard)
             session_id, owner = convert.read_serve(checked(request))
-            await self._allow(call, "write", session_id)
+            await self._allow(call, "serve", session_id)
+            self.hub.claim(session_id, owner, call.principal)
             stream = self.hub.open_stream(session_id, owner)
             await context.write(convert.serve_started(owner))
             while not self.stopping:
@@ -140,7 +155,7 @@ class ToolStoreServicer:
                         stream.queue.get(), self.limits.heartbeat_interval
                     )
                 except asyncio.TimeoutError:
-                    await self._allow(call, "write", session_id)  # ends if the session did
+                    await self._allow(call, "serve", session_id)  # ends if the session did
                     await context.write(convert.serve_heartbeat(time.time()))
                     continue
                 if item is None:
