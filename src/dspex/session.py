@@ -31,6 +31,7 @@ from typing import Any
 
 from dspex.errors import SessionClosedError, SessionError
 from dspex.state import LocalProvider, SessionContext, StateProvider
+from dspex.state._context import require_owner
 from dspex.state._heartbeat import SessionHeartbeat
 from dspex.state._tool_model import ToolHandler, ToolInfo
 from dspex.state._tools import SessionTools
@@ -168,6 +169,9 @@ class Session(SessionContext):
             this object creates with a TTL (its own, or the store's default) is kept alive by
             a heartbeat every ``ttl / 3`` seconds until it is closed.
         token: bearer token for a store address that requires one (default: ``$DSPEX_TOKEN``).
+        owner: when joining (``session_id``), refuse unless this principal created the session
+            (``PermissionDeniedError``): a session someone else pre-created under an agreed id
+            is never used by mistake.
 
     Examples:
         >>> import dspex
@@ -185,6 +189,7 @@ class Session(SessionContext):
         session_id: str | None = None,
         ttl: float | None = None,
         token: str | None = None,
+        owner: str | None = None,
     ) -> None:
         provider, self.backend = _open_store(store, token)
         self._owns_provider = store is None or isinstance(store, str)
@@ -194,6 +199,7 @@ class Session(SessionContext):
                 session_id = provider.create_session(ttl=ttl)
             else:
                 provider.get_session(session_id)  # joining: fail early if it does not exist
+                require_owner(provider, session_id, owner)
         except BaseException:
             if self._owns_provider:  # do not leak a channel we opened for a failed join
                 provider.close()

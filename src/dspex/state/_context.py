@@ -10,13 +10,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import dspex.errors as errors
 from dspex._model import VariableRecord, make_spec
 from dspex.errors import BatchUpdateError
 from dspex.state._optimizing import OptimizationLock, Recomputer
 from dspex.state._provider import StateProvider, UpdateResults
 from dspex.state._watch import VariableWatch
 
-__all__ = ["SessionContext"]
+__all__ = ["SessionContext", "require_owner"]
 
 
 class SessionContext:
@@ -180,16 +181,26 @@ class SessionContext:
         )
 
     @classmethod
-    def connect(cls, address: str, session_id: str, *, token: str | None = None) -> SessionContext:
+    def connect(
+        cls,
+        address: str,
+        session_id: str,
+        *,
+        token: str | None = None,
+        owner: str | None = None,
+    ) -> SessionContext:
         """Bind to ``session_id`` in the session store at ``address`` (for worker processes).
 
         Reads are served from a cache that a watch stream keeps coherent: your own writes are
         seen at once, others' within the watch delivery time; after a dropped stream or store
         restart the cache resumes from the last revision it saw. The store client is imported
-        here, so local mode never loads grpc.
+        here, so local mode never loads grpc. With ``owner``, joining is refused unless that
+        principal created the session (so a session someone else pre-created under an agreed
+        id is never used by mistake).
 
         Raises:
             SessionNotFoundError, SessionClosedError: the session is not open in that store.
+            PermissionDeniedError: ``owner`` was given and another principal owns the session.
             StoreUnavailableError: the store cannot be reached.
 
         Examples:
@@ -202,8 +213,29 @@ class SessionContext:
 
         provider = CachedProvider(SessionStoreProvider(address, token=token))
         try:
+            require_owner(provider, session_id, owner)
             provider.follow(session_id)
         except BaseException:
             provider.close()
             raise
         return cls(provider, session_id)
+
+
+def require_owner(provider: StateProvider, session_id: str, owner: str | None) -> None:
+    """Check, when ``owner`` is given, that this principal created the session.
+
+    Raises:
+        PermissionDeniedError: another principal (or none: an open store) owns it.
+        SessionNotFoundError: the session does not exist.
+    """
+    if owner is None:
+        return
+    found = provider.get_session(session_id).owner
+    if found != owner:
+        raise errors.PermissionDeniedError(
+            f"session {session_id!r} is owned by {found or 'nobody (a store without auth)'!r}, "
+            f"not {owner!r}: refusing to join it (someone else may have created it under this "
+            "id first); check the id, or join without owner=... if that is expected",
+            session_id=session_id,
+            owner=found,
+        )

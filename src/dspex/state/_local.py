@@ -46,6 +46,7 @@ from dspex.state._writes import (
     annotated,
     cannot_resume,
     check_name,
+    check_session_id,
     conflict,
     contention,
     info,
@@ -138,6 +139,8 @@ class LocalProvider:
     # -- sessions -------------------------------------------------------------------------
 
     def create_session(self, session_id: str | None = None, *, ttl: float | None = None) -> str:
+        if session_id:  # "" means no id, as on the wire
+            check_session_id(session_id)
         session_id = session_id or uuid.uuid4().hex
         if ttl is not None and not ttl > 0:
             raise errors.ConstraintError(f"session ttl must be positive seconds, got {ttl!r}")

@@ -6,7 +6,7 @@ Used by :class:`~dspex.state.LocalProvider`; nothing here touches an engine or a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import dspex.errors as errors
 from dspex._model import SessionInfo, VariableRecord, VariableSpec, VariableUpdate
@@ -20,6 +20,7 @@ __all__ = [
     "VALUE_KINDS",
     "abort_batch",
     "annotated",
+    "check_session_id",
     "cannot_resume",
     "check_name",
     "conflict",
@@ -109,6 +110,32 @@ def check_name(name: str) -> None:
             f"variable name {name!r} must be a printable string of 1-256 characters",
             name=str(name),
         )
+
+
+MAX_SESSION_ID: Final = 256
+"""Longest session id accepted (characters), like a variable name."""
+
+
+def check_session_id(session_id: str) -> None:
+    """Refuse session ids that are empty, too long or unprintable (NUL, newlines, escapes),
+    like variable names: they end up in logs, keys, file rows and terminal output.
+
+    Raises:
+        ConstraintError: naming what is wrong (a long id is shown shortened).
+    """
+    if (
+        isinstance(session_id, str)
+        and session_id
+        and len(session_id) <= MAX_SESSION_ID
+        and session_id.isprintable()
+    ):
+        return
+    shown = repr(session_id[:40]) + ("..." if len(session_id) > 40 else "")
+    raise errors.ConstraintError(
+        f"session id {shown} ({len(session_id)} characters) must be a printable string of "
+        f"1-{MAX_SESSION_ID} characters (no control characters); omit it to get a random id",
+        session_id=session_id[:40],
+    )
 
 
 def missing_variable(session_id: str, name: str) -> errors.VariableNotFoundError:

@@ -157,7 +157,7 @@ class SessionStoreServicer(LockingRpcs):
     @unary()
     def Heartbeat(self, request: Any, call: CallInfo) -> Any:
         session_id = convert.read_session_id(request)
-        self._allow(call, "read", session_id)
+        self._allow(call, "write", session_id)  # keeping a session alive is a change to it
         self.provider.heartbeat(session_id)
         return convert.empty_response("Heartbeat")
 
