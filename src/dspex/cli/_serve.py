@@ -113,6 +113,20 @@ def add_parser(subparsers: Any) -> None:
         help="changes kept per session for watch resume, at least 1 (default: %(default)s)",
     )
     parser.add_argument(
+        "--history-bytes",
+        type=int_at_least(1024),
+        default=None,
+        help="bytes of values kept per variable's history, at least 1024 (the current version "
+        "is always kept; default: 256 MiB; not with --redis, whose memory Redis bounds)",
+    )
+    parser.add_argument(
+        "--log-bytes",
+        type=int_at_least(1024),
+        default=None,
+        help="bytes of values kept per session's change log, at least 1024 (default: 1 GiB; "
+        "not with --redis)",
+    )
+    parser.add_argument(
         "--watch-queue-size",
         type=int_at_least(1),
         default=1024,
@@ -184,14 +198,21 @@ def _open_engine(args: argparse.Namespace) -> tuple[Engine, str]:
     """
     from dspex.state._engines import MemoryEngine, RedisEngine, SQLiteEngine
 
-    sizes = {"history_size": args.history_size, "log_size": args.log_size}
+    sizes: dict[str, int] = {"history_size": args.history_size, "log_size": args.log_size}
+    byte_bounds = {"history_bytes": args.history_bytes, "log_bytes": args.log_bytes}
+    given = {name: value for name, value in byte_bounds.items() if value is not None}
+    if given and args.redis is not None:
+        raise errors.StoreError(
+            "--history-bytes and --log-bytes are not supported with --redis (bound Redis's "
+            "memory with its maxmemory setting, and history with --history-size)"
+        )
     if args.fsync and args.data is None:
         raise errors.StoreError("--fsync needs --data DIR (it flushes the SQLite data file)")
     if args.accept_data_loss and args.data is None:
         raise errors.StoreError("--accept-data-loss needs --data DIR")
     if args.data is not None:
         sqlite = SQLiteEngine(
-            args.data, fsync=args.fsync, accept_loss=args.accept_data_loss, **sizes
+            args.data, fsync=args.fsync, accept_loss=args.accept_data_loss, **sizes, **given
         )
         if sqlite.lost:
             print(
@@ -205,4 +226,4 @@ def _open_engine(args: argparse.Namespace) -> tuple[Engine, str]:
     if args.redis is not None:
         shared = RedisEngine(args.redis, prefix=args.redis_prefix, **sizes)
         return shared, f"in Redis (key prefix {shared.prefix!r}), shared with other servers"
-    return MemoryEngine(**sizes), "in memory (lost when it stops; --data DIR keeps them)"
+    return MemoryEngine(**sizes, **given), "in memory (lost when it stops; --data DIR keeps them)"

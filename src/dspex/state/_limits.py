@@ -9,13 +9,14 @@ from typing import Any
 import dspex.errors as errors
 from dspex._model import VariableSpec
 
-__all__ = ["LimitChecker", "exceeded", "uncounted_watch", "value_size"]
+__all__ = ["SIZED_TYPES", "LimitChecker", "exceeded", "uncounted_watch", "value_size"]
 
 uncounted_watch: ContextVar[bool] = ContextVar("dspex_uncounted_watch", default=False)
 """Set by the store server around its internal wake-up watches, which do not count against
 ``max_watchers`` (only client watches do)."""
 
-_SIZED_TYPES = frozenset({"string", "module", "json", "tensor", "embedding"})
+SIZED_TYPES = frozenset({"string", "module", "json", "tensor", "embedding"})
+"""Value types whose size depends on the value (the others take a few bytes)."""
 
 
 def exceeded(what: str, limit: int, hint: str) -> errors.LimitExceededError:
@@ -84,7 +85,7 @@ class LimitChecker:
 
     def check_value(self, spec: VariableSpec, value: Any, name: str) -> Any:
         """Return ``value`` if its encoded size is within ``max_value_bytes``."""
-        if self.max_value_bytes is None or spec.type not in _SIZED_TYPES:
+        if self.max_value_bytes is None or spec.type not in SIZED_TYPES:
             return value
         size = value_size(spec, value)
         if size > self.max_value_bytes:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from dspex._model import VariableRecord, VariableUpdate
 from dspex.state._engines._base import (
@@ -21,10 +21,23 @@ from dspex.state._engines._base import (
     Write,
     check_sizes,
 )
+from dspex.state._limits import SIZED_TYPES, value_size
 
 __all__ = ["MemoryEngine"]
 
 _new_tuple: Any = tuple.__new__
+
+
+HISTORY_BYTES: Final = 256 * 1024 * 1024
+"""Default bound on the bytes of values kept in one variable's history."""
+LOG_BYTES: Final = 1024 * 1024 * 1024
+"""Default bound on the bytes of values kept in one session's change log."""
+
+
+def record_bytes(record: VariableRecord) -> int:
+    """Bytes a record's value takes (0 for numbers and booleans: they are a few bytes)."""
+    spec = record.spec
+    return value_size(spec, record.value) if spec.type in SIZED_TYPES else 0
 
 
 class _Space:
@@ -34,9 +47,11 @@ class _Space:
         "created_at",
         "edges",
         "history",
+        "history_bytes",
         "last_heartbeat",
         "lock",
         "log",
+        "log_bytes",
         "lost",
         "owner",
         "revision",
@@ -53,6 +68,9 @@ class _Space:
         self.variables: dict[str, VariableRecord] = {}
         self.history: dict[str, deque[VariableRecord]] = {}
         self.log: deque[VariableUpdate] = deque(maxlen=log_size)
+        # Bytes of sized values (strings, JSON, arrays) kept in each history and in the log.
+        self.history_bytes: dict[str, int] = {}
+        self.log_bytes = 0
         self.edges: list[tuple[str, str]] = []
         # (first, last, generation) of revisions a durable engine lost and will never reissue.
         self.lost: tuple[int, int, int] | None = None
@@ -64,12 +82,30 @@ class MemoryEngine:
     Args:
         history_size: versions kept per variable.
         log_size: updates kept per session for resuming watches.
+        history_bytes: bytes of values kept per variable's history (the current version is
+            always kept): history is bounded in bytes as well as versions.
+        log_bytes: bytes of values kept in a session's change log (the last update is always
+            kept); a watch resuming from before what is kept gets ``watch_lagged``.
     """
 
-    def __init__(self, *, history_size: int = 100, log_size: int = 10_000) -> None:
-        check_sizes(history_size=history_size, log_size=log_size)
+    def __init__(
+        self,
+        *,
+        history_size: int = 100,
+        log_size: int = 10_000,
+        history_bytes: int = HISTORY_BYTES,
+        log_bytes: int = LOG_BYTES,
+    ) -> None:
+        check_sizes(
+            history_size=history_size,
+            log_size=log_size,
+            history_bytes=history_bytes,
+            log_bytes=log_bytes,
+        )
         self.history_size = history_size
         self.log_size = log_size
+        self.history_bytes = history_bytes
+        self.log_bytes = log_bytes
         self._spaces: dict[str, _Space] = {}
         self._lock = threading.Lock()
         # Only engines that override _persist pay for calling it on the write hot path.
@@ -262,8 +298,8 @@ class MemoryEngine:
             update: VariableUpdate = _new_tuple(VariableUpdate, (revision, "set", name, record))
             space.revision = revision
             space.variables[name] = record
-            space.history[name].append(record)
-            space.log.append(update)
+            self._keep_version(space, name, record)
+            self._keep_change(space, update)
             for listener in self._listeners:
                 listener(session_id, (update,), False)
             return update
@@ -292,16 +328,70 @@ class MemoryEngine:
         if update.kind == "delete":
             del space.variables[name]
             del space.history[name]
+            space.history_bytes.pop(name, None)
         else:
             space.variables[name] = record
             kept = space.history.get(name)
             if kept is None or update.kind == "register":
                 space.history[name] = deque((record,), maxlen=self.history_size)
+                space.history_bytes[name] = record_bytes(record)
             elif kept[-1].version == record.version:
                 kept[-1] = record  # stale/lock changes annotate the version, not add one
             else:
-                kept.append(record)
-        space.log.append(update)
+                self._keep_version(space, name, record)
+        self._keep_change(space, update)
+
+    # -- byte bounds ------------------------------------------------------------------------
+
+    def _keep_version(self, space: _Space, name: str, record: VariableRecord) -> None:
+        """Append ``record`` to ``name``'s history, dropping the oldest versions beyond
+        ``history_size`` or ``history_bytes`` (the newest is always kept)."""
+        kept = space.history[name]
+        total = space.history_bytes.get(name, 0)
+        if len(kept) == kept.maxlen:
+            total -= record_bytes(kept[0])  # the deque drops it on append
+        kept.append(record)
+        total += record_bytes(record)
+        while total > self.history_bytes and len(kept) > 1:
+            total -= record_bytes(kept.popleft())
+        space.history_bytes[name] = total
+
+    def _keep_change(self, space: _Space, update: VariableUpdate) -> None:
+        """Append ``update`` to the change log, bounded by ``log_size`` and ``log_bytes``."""
+        log = space.log
+        if len(log) == log.maxlen:
+            space.log_bytes -= record_bytes(log[0].record)
+        log.append(update)
+        space.log_bytes += record_bytes(update.record)
+        while space.log_bytes > self.log_bytes and len(log) > 1:
+            space.log_bytes -= record_bytes(log.popleft().record)
+
+    def _versions_kept(self, space: _Space, name: str, record: VariableRecord) -> int:
+        """How many versions ``name`` keeps once ``record`` is appended (nothing changes)."""
+        kept = space.history.get(name) or deque()
+        total, first = space.history_bytes.get(name, 0), 0
+        if len(kept) == self.history_size:
+            total, first = total - record_bytes(kept[0]), 1
+        count, total = len(kept) - first + 1, total + record_bytes(record)
+        while total > self.history_bytes and count > 1:
+            total, first, count = total - record_bytes(kept[first]), first + 1, count - 1
+        return count
+
+    def _oldest_logged(self, space: _Space, updates: Sequence[VariableUpdate]) -> int | None:
+        """The oldest revision the log keeps once ``updates`` are appended, or None when
+        nothing already logged is dropped (nothing changes)."""
+        log, total, first, new = space.log, space.log_bytes, 0, 0
+        count = len(log) + len(updates)
+        total += sum(record_bytes(update.record) for update in updates)
+        while count > 1 and (count > self.log_size or total > self.log_bytes):
+            if first < len(log):
+                total, first = total - record_bytes(log[first].record), first + 1
+            else:
+                total, new = total - record_bytes(updates[new].record), new + 1
+            count -= 1
+        if first == 0:
+            return None
+        return log[first].revision if first < len(log) else updates[new].revision
 
     def _created(self, session_id: str, meta: SessionMeta) -> None:
         """Persistence hook: a session is being created (may raise: it is not added then)."""

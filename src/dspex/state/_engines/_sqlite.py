@@ -37,7 +37,13 @@ import dspex.errors as errors
 from dspex._model import VariableRecord, VariableUpdate
 from dspex.state._engines._base import SessionMeta
 from dspex.state._engines._codec import decode_record, encode_record
-from dspex.state._engines._memory import MemoryEngine, _Space
+from dspex.state._engines._memory import (
+    HISTORY_BYTES,
+    LOG_BYTES,
+    MemoryEngine,
+    _Space,
+    record_bytes,
+)
 from dspex.state._engines._sqlite_seal import (
     Seal,
     Stored,
@@ -119,8 +125,15 @@ class SQLiteEngine(MemoryEngine):
         log_size: int = 10_000,
         fsync: bool = False,
         accept_loss: bool = False,
+        history_bytes: int = HISTORY_BYTES,
+        log_bytes: int = LOG_BYTES,
     ) -> None:
-        super().__init__(history_size=history_size, log_size=log_size)
+        super().__init__(
+            history_size=history_size,
+            log_size=log_size,
+            history_bytes=history_bytes,
+            log_bytes=log_bytes,
+        )
         self.directory = Path(directory).expanduser().absolute()
         self.fsync = fsync
         self.path = self.directory / DB_NAME
@@ -188,9 +201,9 @@ class SQLiteEngine(MemoryEngine):
                 history = space.history.get(name)
                 kept[name] = (history[-1].version, len(history)) if history else (None, 0)
             kept[name] = self._history_statements(session_id, update, *kept[name], statements)
-        last = updates[-1].revision
-        if last > self.log_size:
-            statements.append((_TRIM_LOG, (session_id, last - self.log_size)))
+        oldest = self._oldest_logged(space, updates)
+        if oldest is not None:
+            statements.append((_TRIM_LOG, (session_id, oldest - 1)))
         self._write(statements, len(updates))
 
     def _history_statements(
@@ -218,9 +231,10 @@ class SQLiteEngine(MemoryEngine):
             out.append((_ANNOTATE_HISTORY, (session_id, name, text)))
             return record.version, count
         out.append((_APPEND_HISTORY, (session_id, name, update.revision, text)))
-        if count + 1 > self.history_size:
-            out.append((_TRIM_HISTORY, (session_id, name, self.history_size)))
-        return record.version, min(count + 1, self.history_size)
+        keep = self._versions_kept(self._spaces[session_id], name, record)
+        if keep < count + 1:  # beyond history_size or history_bytes: drop the oldest rows
+            out.append((_TRIM_HISTORY, (session_id, name, keep)))
+        return record.version, keep
 
     def _write(self, statements: Sequence[_Statement], changes: int = 1) -> None:
         """Run ``statements`` in one transaction: all of them are applied, or none.
@@ -339,10 +353,11 @@ class SQLiteEngine(MemoryEngine):
             space = self._spaces[session_id]
             text = unseal_text(Stored(session_id, name, 0, "kept"), stored, self.path)
             record = decode_record(text)
-            kept = space.history.get(name)
-            if kept is None:
-                kept = space.history[name] = deque(maxlen=self.history_size)
-            kept.append(record)
+            if name not in space.history:
+                space.history[name] = deque((record,), maxlen=self.history_size)
+                space.history_bytes[name] = record_bytes(record)
+            else:
+                self._keep_version(space, name, record)
             space.variables[name] = record
             by_revision[session_id, name, record.revision] = record
         return by_revision
@@ -357,7 +372,9 @@ class SQLiteEngine(MemoryEngine):
             record = by_revision.get((session_id, name, revision))
             if record is None or kind == "delete":
                 record = decode_record(text)
-            self._spaces[session_id].log.append(VariableUpdate(revision, kind, name, record))
+            self._keep_change(
+                self._spaces[session_id], VariableUpdate(revision, kind, name, record)
+            )
 
     def close(self) -> None:
         """Close the data file and release the directory lock. Idempotent."""
