@@ -8,7 +8,12 @@ rotating order, so all four figures see the same machine load:
 
 * ``memory_engine_set_us_p50``, ``sqlite_engine_set_us_p50``, ``redis_engine_set_us_p50``;
 * ``redis_get_us_p50``: redis-py GET against the same redis-server (the floor a Redis-backed
-  set cannot beat: the set itself is one Lua script call plus the gRPC round trip).
+  set cannot beat: the set itself is one Lua script call plus the gRPC round trip);
+* ``sqlite_vs_memory_set_ratio``: SQLite without ``--fsync`` over memory, one writer;
+* ``concurrent8_memory_set_us_p50``, ``concurrent8_sqlite_fsync_set_us_p50`` and their ratio
+  ``sqlite_fsync_vs_memory_set_ratio``: a set's latency while 8 writers (threads, each with its
+  own client and session) set at once, on a memory server and on ``--data DIR --fsync``
+  (group commit: one disk flush for the changes queued meanwhile).
 
 Without a ``redis-server`` binary the Redis figures are None and ``engines_note`` says why.
 """
@@ -21,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -39,7 +45,13 @@ TARGETS: Final[dict[str, tuple[str, Callable[[dict[str, Any]], bool]]]] = {
         "<= 1.5x memory_engine_set_us_p50",
         lambda f: f["sqlite_engine_set_us_p50"] <= 1.5 * f["memory_engine_set_us_p50"],
     ),
+    "sqlite_fsync_vs_memory_set_ratio": (
+        "<= 1.5 with 8 concurrent writers",
+        lambda f: f["sqlite_fsync_vs_memory_set_ratio"] <= 1.5,
+    ),
 }
+WRITERS: Final = 8
+CONCURRENT_SETS: Final = 150
 """Figure -> (target text, check over all figures) from the engines issue."""
 
 
@@ -176,4 +188,58 @@ def run() -> dict[str, Any]:
     figures["sqlite_vs_memory_set_ratio"] = round(
         figures["sqlite_engine_set_us_p50"] / figures["memory_engine_set_us_p50"], 3
     )
+    figures.update(_concurrent())
     return figures
+
+
+def _concurrent() -> dict[str, float]:
+    """Set latency with ``WRITERS`` concurrent writers: memory vs SQLite with ``--fsync``,
+    measured in alternating rounds so both see the same machine load."""
+    with ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="dspex-bench-"))
+        servers = {
+            "concurrent8_memory_set_us_p50": stack.enter_context(_store_server()),
+            "concurrent8_sqlite_fsync_set_us_p50": stack.enter_context(
+                _store_server("--data", f"{directory}/fsync", "--fsync")
+            ),
+        }
+        setters = {
+            name: [_setter(address, stack) for _ in range(WRITERS)]
+            for name, address in servers.items()
+        }
+        times: dict[str, list[float]] = {name: [] for name in servers}
+        for _round in range(3):
+            for name, group in setters.items():
+                times[name] += _together(group)
+    figures = {name: statistics.median(samples) for name, samples in times.items()}
+    figures["sqlite_fsync_vs_memory_set_ratio"] = round(
+        figures["concurrent8_sqlite_fsync_set_us_p50"] / figures["concurrent8_memory_set_us_p50"],
+        3,
+    )
+    return figures
+
+
+def _together(setters: list[Callable[[float], object]]) -> list[float]:
+    """Microseconds of every set while all ``setters`` run at once (after a short warm-up)."""
+    start = threading.Barrier(len(setters))
+    times: list[list[float]] = [[] for _ in setters]
+
+    def run(setter: Callable[[float], object], out: list[float]) -> None:
+        for step in range(20):
+            setter(step / 100)
+        start.wait()
+        clock = time.perf_counter_ns
+        for step in range(CONCURRENT_SETS):
+            began = clock()
+            setter((step % 100) / 100)
+            out.append((clock() - began) / 1000)
+
+    threads = [
+        threading.Thread(target=run, args=(setter, out), daemon=True)
+        for setter, out in zip(setters, times, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return [sample for out in times for sample in out]

@@ -138,6 +138,8 @@ class SQLiteEngine(MemoryEngine):
         self.fsync = fsync
         self.path = self.directory / DB_NAME
         self._db_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Ticket] = []  # changes waiting for the next group commit
         self._closed = False
         self.generation = 1
         self.lost = 0  # acknowledged changes lost before this generation began (accept_loss)
@@ -237,32 +239,76 @@ class SQLiteEngine(MemoryEngine):
         return record.version, keep
 
     def _write(self, statements: Sequence[_Statement], changes: int = 1) -> None:
-        """Run ``statements`` in one transaction: all of them are applied, or none.
+        """Apply ``statements`` atomically: all of them, or none.
 
-        The transaction also counts ``changes`` in ``meta``; once it committed, the seal file
-        records the new count (see ``_sqlite_seal``).
+        Group commit: writers queue their changes, and whoever holds the data file next
+        commits every queued change in one transaction (one disk flush with ``fsync``), each
+        inside its own savepoint so a failing one is rolled back alone. The transaction also
+        counts the changes in ``meta``; once it committed, the seal file records the new count
+        (see ``_sqlite_seal``).
+
+        Raises:
+            StoreDataError: this change was not applied (disk full, unwritable file, closed).
         """
+        ticket = _Ticket(statements, changes)
+        with self._queue_lock:
+            self._queue.append(ticket)
         with self._db_lock:
-            if self._closed:
-                raise errors.StoreDataError(
-                    f"the data directory {self.directory} was closed; reopen the store",
-                    directory=str(self.directory),
-                )
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for sql, params in statements:
-                    self._db.execute(sql, params)
-                self._db.execute(_COUNT_CHANGES, (changes,))
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                raise _data_error(self.path, exc, "the change was not applied") from exc
-            self._changes += changes
-            # Committed: a failure to update the seal must not report the write as failed.
-            with contextlib.suppress(OSError):
-                self._seal.write(self.generation, self._changes)
+            if not ticket.done:
+                self._commit_queued()
+        if ticket.error is not None:
+            raise ticket.error
+        if not ticket.done:  # the committing writer was interrupted before it got to this one
+            raise errors.StoreDataError(
+                f"the write to {self.path} was interrupted; the change was not applied",
+                directory=str(self.directory),
+            )
+
+    def _commit_queued(self) -> None:
+        """Commit every queued change in one transaction (the caller holds ``_db_lock``)."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        if self._closed:
+            closed = errors.StoreDataError(
+                f"the data directory {self.directory} was closed; reopen the store",
+                directory=str(self.directory),
+            )
+            _finish(batch, closed)
+            return
+        applied: list[_Ticket] = []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for ticket in batch:
+                if self._apply_ticket(ticket):
+                    applied.append(ticket)
+            counted = sum(ticket.changes for ticket in applied)
+            self._db.execute(_COUNT_CHANGES, (counted,))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            _finish(applied, _data_error(self.path, exc, "the change was not applied"))
+            return
+        self._changes += counted
+        _finish(applied, None)
+        # Committed: a failure to update the seal must not report the writes as failed.
+        with contextlib.suppress(OSError):
+            self._seal.write(self.generation, self._changes)
+
+    def _apply_ticket(self, ticket: _Ticket) -> bool:
+        """Run one change inside a savepoint; on failure roll it back alone and fail it."""
+        self._db.execute("SAVEPOINT change")
+        try:
+            for sql, params in ticket.statements:
+                self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK TO change")
+            self._db.execute("RELEASE change")
+            ticket.fail(_data_error(self.path, exc, "the change was not applied"))
+            return False
+        self._db.execute("RELEASE change")
+        return True
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -387,6 +433,27 @@ class SQLiteEngine(MemoryEngine):
             self._seal.close()
             os.close(self._lock_fd)
         super().close()
+
+
+class _Ticket:
+    """One writer's change waiting for a group commit, and how it ended."""
+
+    __slots__ = ("changes", "done", "error", "statements")
+
+    def __init__(self, statements: Sequence[_Statement], changes: int) -> None:
+        self.statements = statements
+        self.changes = changes
+        self.done = False
+        self.error: errors.StoreDataError | None = None
+
+    def fail(self, error: errors.StoreDataError) -> None:
+        self.done, self.error = True, error
+
+
+def _finish(tickets: Sequence[_Ticket], error: errors.StoreDataError | None) -> None:
+    """Mark ``tickets`` committed (``error`` None) or failed with ``error``."""
+    for ticket in tickets:
+        ticket.done, ticket.error = True, error
 
 
 def _data_error(path: Path, exc: BaseException, consequence: str) -> errors.StoreDataError:
