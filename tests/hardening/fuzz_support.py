@@ -1,10 +1,10 @@
 """Seeded random requests for the robustness test: raw bytes and randomly filled messages.
 
-Every RPC of the store is listed from the proto descriptor, so a new RPC is fuzzed without
-changing this file. Messages are filled field by field from their descriptors with values that
-are sometimes right (known session ids and variable names, valid JSON, real types), sometimes
-wrong (random strings, garbage JSON, extreme numbers, huge text), so calls reach deep into the
-server as well as fail early.
+Every RPC of both services (``SessionStore`` and ``ToolStore``) is listed from the proto
+descriptors, so a new RPC is fuzzed without changing this file. Messages are filled field by
+field from their descriptors with values that are sometimes right (known session ids and
+variable names, valid JSON, real types), sometimes wrong (random strings, garbage JSON, extreme
+numbers, huge text), so calls reach deep into the server as well as fail early.
 """
 
 from __future__ import annotations
@@ -17,12 +17,21 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 
 from dspex._proto.bridge.v1 import store_pb2 as pb
+from dspex._proto.bridge.v1 import tools_pb2
 
-SERVICE = pb.DESCRIPTOR.services_by_name["SessionStore"]
+CLASSES: dict[str, Any] = {
+    getattr(module, name).DESCRIPTOR.full_name: getattr(module, name)
+    for module in (pb, tools_pb2)
+    for name in module.DESCRIPTOR.message_types_by_name
+}
+"""Message class by full proto name, for both services' files."""
 METHODS: list[tuple[str, bool, Any]] = [
-    (m.name, m.server_streaming, getattr(pb, m.input_type.name)) for m in SERVICE.methods
+    (f"/{service.full_name}/{m.name}", m.server_streaming, CLASSES[m.input_type.full_name])
+    for module, service_name in ((pb, "SessionStore"), (tools_pb2, "ToolStore"))
+    for service in (module.DESCRIPTOR.services_by_name[service_name],)
+    for m in service.methods
 ]
-"""(name, server_streaming, request class) of every RPC."""
+"""(path, server_streaming, request class) of every RPC of both services."""
 
 NAMES = ["a", "b", "t", "text", "arr", "doc", "", "x" * 300, "\u00e9\u4e2d", "a*", "../etc"]
 TYPES = ["float", "integer", "string", "boolean", "choice", "json", "tensor", "embedding", "nope"]
@@ -49,7 +58,32 @@ class RandomRequests:
         return rng.randbytes(rng.randint(0, 2048))
 
     def message(self, cls: Any, depth: int = 0) -> Any:
-        """A ``cls`` message with randomly chosen fields set to random values."""
+        """A ``cls`` message with randomly chosen fields set to random values; a third of the
+        top-level ones are then made plausible (a known type, matching JSON value, no
+        constraints), so registrations and writes succeed as well as fail."""
+        message = self._filled(cls, depth)
+        if depth == 0 and self.rng.random() < 0.35:
+            self._plausible(message)
+        return message
+
+    def _plausible(self, message: Any) -> None:
+        rng = self.rng
+        fields = message.DESCRIPTOR.fields_by_name
+        kind = rng.choice(["float", "string", "json"])
+        if "type" in fields:
+            message.type = kind
+        if "constraints_json" in fields:
+            message.constraints_json = "{}"
+        if "metadata_json" in fields:
+            message.metadata_json = ""
+        if "name" in fields and fields["name"].type == FieldDescriptor.TYPE_STRING:
+            message.name = rng.choice(["a", "text", "doc", *(f"n{i}" for i in range(8))])
+        if "value" in fields and fields["value"].type == FieldDescriptor.TYPE_MESSAGE:
+            message.value.json = {"float": "0.25", "string": '"s"', "json": '{"k": 1}'}[kind]
+        if "expected_version" in fields and rng.random() < 0.7:
+            message.ClearField("expected_version")
+
+    def _filled(self, cls: Any, depth: int) -> Any:
         message = cls()
         for field in cls.DESCRIPTOR.fields:
             if self.rng.random() < 0.25:
@@ -60,7 +94,7 @@ class RandomRequests:
             elif field.type == FieldDescriptor.TYPE_MESSAGE:
                 if depth < 3:
                     getattr(message, field.name).CopyFrom(
-                        self.message(getattr(pb, field.message_type.name), depth + 1)
+                        self.message(CLASSES[field.message_type.full_name], depth + 1)
                     )
             else:
                 setattr(message, field.name, self._scalar(field))
@@ -71,7 +105,7 @@ class RandomRequests:
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             if depth < 3:
                 container.add().CopyFrom(
-                    self.message(getattr(pb, field.message_type.name), depth + 1)
+                    self.message(CLASSES[field.message_type.full_name], depth + 1)
                 )
         else:
             container.append(self._scalar(field))
@@ -97,7 +131,9 @@ class RandomRequests:
                 ["", "\x00", "\ud7ff" * 3, "x" * rng.randint(1, 5000), "y" * 100_000]
             )
         if name == "session_id":
-            return rng.choice([*self.session_ids, *self.session_ids, "nope", ""])
+            return rng.choice([*self.session_ids] * 4 + ["nope", ""])
+        if name == "owner_id":
+            return rng.choice(["owner-a", "owner-b", ""])
         if name in ("name", "upstream", "downstream", "names", "pattern"):
             return rng.choice(NAMES)
         if name == "type":
