@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         max_value_bytes=args.max_value_bytes,
         heartbeat_interval=args.heartbeat,
         session_ttl=args.session_ttl,
+        max_concurrent_calls=args.max_concurrent_calls,
     )
 
     def ready(address: str) -> None:

@@ -80,6 +80,15 @@ def add_hardening_options(parser: argparse.ArgumentParser) -> None:
         help="expire sessions created without a TTL after this long without a heartbeat "
         "(clients heartbeat automatically; default: never)",
     )
+    limits.add_argument(
+        "--max-concurrent-calls",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="calls and streams in progress at once (watch, lock and tool streams count); "
+        "above it calls are refused as overload (RESOURCE_EXHAUSTED) instead of piling up "
+        "(default: %(default)s)",
+    )
     for flag, what in (
         ("--max-sessions", "open sessions in the store"),
         ("--max-variables", "variables per session"),

@@ -89,7 +89,10 @@ async def _start(
     policy: AccessPolicy | None,
     tls: ServerTls | None,
 ) -> _Running:
-    server = grpc.aio.server(options=server_options(limits.max_message_bytes))
+    server = grpc.aio.server(
+        options=server_options(limits.max_message_bytes),
+        maximum_concurrent_rpcs=limits.max_concurrent_calls,
+    )
     guard = None if policy is None else AccessGuard(policy, provider)
     servicer = SessionStoreServicer(provider, limits, guard=guard)
     _register(servicer, server)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Final, NoReturn
@@ -158,6 +159,9 @@ def error_from_rpc(exc: grpc.RpcError, address: str) -> errors.DspexError:
         if rebuilt is not None:
             return rebuilt
     name = status.name if status is not None else "no status"
+    special = _transport_trouble(status, message, address)
+    if special is not None:
+        return special
     if status in _TRANSPORT:
         return errors.StoreUnavailableError(
             f"session store {address} is unreachable ({name}: {message}); "
@@ -178,6 +182,34 @@ def error_from_rpc(exc: grpc.RpcError, address: str) -> errors.DspexError:
         "client and server versions may differ",
         address=address,
     )
+
+
+_TLS_WORDS: Final = re.compile(r"ssl|tls|handshake|certificate", re.IGNORECASE)
+_OVERLOAD: Final = "Concurrent RPC limit exceeded"
+
+
+def _transport_trouble(
+    status: grpc.StatusCode | None, message: str, address: str
+) -> errors.DspexError | None:
+    """A failed TLS handshake or an overloaded store, each said as such (None: neither)."""
+    if status == _S.UNAVAILABLE and _TLS_WORDS.search(message):
+        return errors.StoreUnavailableError(
+            f"TLS with session store {address} failed ({message}); check that client and "
+            "server agree on TLS (grpcs:// needs a server started with --tls-cert/--tls-key, "
+            "grpc:// a plaintext one) and that the client trusts the server's certificate "
+            "(its CA) and sends a client certificate if the server requires one",
+            address=address,
+            tls=True,
+        )
+    if status == _S.RESOURCE_EXHAUSTED and _OVERLOAD in message:
+        return errors.StoreUnavailableError(
+            f"session store {address} is overloaded: too many calls and streams at once "
+            f"({message}); retry with backoff, spread the load over more servers, or raise "
+            "dspex serve --max-concurrent-calls",
+            address=address,
+            overloaded=True,
+        )
+    return None
 
 
 class translate_rpc_errors:  # noqa: N801 - used like a function: `with translate_rpc_errors(a):`

@@ -49,12 +49,15 @@ class StoreLimits:
         heartbeat_interval: seconds of silence after which a watch stream gets a heartbeat.
         session_ttl: TTL (seconds without heartbeat) of sessions created without one; None
             keeps such sessions until they are closed.
+        max_concurrent_calls: calls and streams in progress at once (None: unbounded); grpc
+            answers RESOURCE_EXHAUSTED above it, which clients report as an overloaded store.
     """
 
     max_message_bytes: int = 32 * 1024 * 1024
     max_value_bytes: int = 16 * 1024 * 1024
     heartbeat_interval: float = 15.0
     session_ttl: float | None = None
+    max_concurrent_calls: int | None = None
 
 
 def _drain(watch: VariableWatch, limit: int | None) -> tuple[list[Any], DspexError | None]:
