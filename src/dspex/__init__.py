@@ -21,19 +21,21 @@ if typing.TYPE_CHECKING:
     from dspex.remote import Remote
     from dspex.sim import SimLM
     from dspex.tools import tool
+    from dspex.tuning import tune
 
 __version__ = "0.1.0"
 
 # Names whose modules subclass or build dspy classes (Program, SimLM, bind, tool), or load the
-# worker-pool machinery (Remote). They load on first access (PEP 562) so that `import dspex` stays
-# light: importing dspy costs about a second and is not needed by sessions, variables, the store
-# server or the CLI.
+# worker-pool machinery (Remote) or Optuna (tune). They load on first access (PEP 562) so that
+# `import dspex` stays light: importing dspy costs about a second and is not needed by sessions,
+# variables, the store server or the CLI.
 _DSPY_NAMES = {
     "Program": "dspex.program",
     "Remote": "dspex.remote",
     "SimLM": "dspex.sim",
     "bind": "dspex.binding",
     "tool": "dspex.tools",
+    "tune": "dspex.tuning",
 }
 
 
@@ -68,4 +70,5 @@ __all__ = [
     "current_session",
     "errors",
     "tool",
+    "tune",
 ]

@@ -29,6 +29,7 @@ DspexError
 │   ├── StoreProtocolError                              unknown status, version skew
 │   └── StoreDataError                                  data dir unwritable/full/locked/newer
 ├── BindingError                  (also TypeError)      a variable bound to the wrong DSPy hook
+├── TuningError                   (also ValueError)     a search space or tuning setup refused
 ├── ToolError                                           a tool raised; carries its traceback
 │   ├── ToolNotFoundError         (also LookupError)   no such tool in the session
 │   ├── ToolExistsError                                another connected process owns the name
@@ -74,6 +75,7 @@ __all__ = [
     "ToolNotFoundError",
     "ToolTimeoutError",
     "ToolUnavailableError",
+    "TuningError",
     "UnauthenticatedError",
     "VariableError",
     "VariableExistsError",
@@ -328,6 +330,12 @@ class ToolTimeoutError(ToolError, TimeoutError):
     """The tool's owner did not answer within the call's timeout."""
 
     code = "tool_timeout"
+
+
+class TuningError(DspexError, ValueError):
+    """A tuning run was refused before it started (search space, study, arguments)."""
+
+    code = "tuning_error"
 
 
 class WorkerError(DspexError):
