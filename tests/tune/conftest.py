@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serve_process import ServeProcess
 
 import dspex
 
@@ -22,7 +23,26 @@ def _clean_dspy(clean_dspy_settings: None) -> None:
 def session() -> Iterator[dspex.Session]:
     """An in-process session with temperature (float 0..2), top_k (int 1..10) and style."""
     with dspex.Session() as active:
-        active.register("temperature", float, 0.7, min=0.0, max=2.0)
-        active.register("top_k", int, 5, min=1, max=10)
-        active.register("style", dspex.Choice("terse", "plain", "verbose"), "plain")
+        _register(active)
+        yield active
+
+
+def _register(session: dspex.Session) -> None:
+    session.register("temperature", float, 0.7, min=0.0, max=2.0)
+    session.register("top_k", int, 5, min=1, max=10)
+    session.register("style", dspex.Choice("terse", "plain", "verbose"), "plain")
+
+
+@pytest.fixture
+def store() -> Iterator[ServeProcess]:
+    """A real ``dspex serve`` process (memory engine)."""
+    with ServeProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def store_session(store: ServeProcess) -> Iterator[dspex.Session]:
+    """A session in that store with the same three variables."""
+    with dspex.Session(store.address) as active:
+        _register(active)
         yield active

@@ -20,7 +20,7 @@ class ReadValues:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
 
-    def __call__(self, x: int) -> dict[str, Any]:
+    def __call__(self, x: int, parent: int = 0) -> dict[str, Any]:
         session = dspex.current_session()
         if self.delay:
             time.sleep(self.delay)
@@ -29,12 +29,22 @@ class ReadValues:
             "top_k": session.get("top_k"),
             "style": session.get("style"),
             "pid": os.getpid(),
+            "parent": parent,
         }
 
 
 def seen_temperature(example: Any, prediction: dict[str, Any]) -> float:
     """The temperature the evaluation saw: equals the trial's own value iff it was pinned."""
     return float(prediction["temperature"])
+
+
+def seen_elsewhere(example: Any, prediction: dict[str, Any]) -> float:
+    """The temperature seen by a process other than the caller's; -1.0 if run by the caller."""
+    return (
+        -1.0
+        if prediction["pid"] == prediction["parent"]
+        else seen_temperature(example, prediction)
+    )
 
 
 def peak(example: Any, prediction: dict[str, Any]) -> float:
@@ -50,5 +60,5 @@ def cool_enough(example: Any, prediction: dict[str, Any]) -> bool:
 
 
 def devset(size: int) -> list[dict[str, int]]:
-    """``size`` examples of keyword arguments."""
-    return [{"x": i} for i in range(size)]
+    """``size`` examples of keyword arguments (with this process's id as ``parent``)."""
+    return [{"x": i, "parent": os.getpid()} for i in range(size)]

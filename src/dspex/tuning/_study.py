@@ -3,9 +3,10 @@
 A study given by the caller is used as is. Otherwise one is created (or loaded, when it already
 exists) with ``direction="maximize"``: in memory, in an Optuna RDB storage (``sqlite:///...``,
 ``postgresql://...``) or in a journal file (any other string is a file path), so a run that is
-killed resumes where it stopped. When a run starts, trials still RUNNING from an earlier run of
-the same optimizer are failed and their parameters enqueued again (the pattern of Optuna's
-``RetryFailedTrialCallback``): only one run holds the optimizer's lock, so they cannot be live.
+killed resumes where it stopped. When a run starts (holding the optimizer's lock, so no other
+run of it is live), trials still RUNNING from an earlier run of the same optimizer, or killed
+before they were marked with one, are failed and their parameters enqueued again (the pattern of
+Optuna's ``RetryFailedTrialCallback``). So a study is driven by one dspex run at a time.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ def finished(study: optuna.study.Study) -> int:
 def prepare(
     study: optuna.study.Study,
     optimizer_id: str,
-    run_id: str,
     baseline: Mapping[str, Any] | None,
     space: Mapping[str, BaseDistribution],
 ) -> None:
@@ -75,13 +75,17 @@ def prepare(
 
     trials = study.get_trials(deepcopy=False)
     for trial in trials:
-        attrs = trial.user_attrs
-        if trial.state != TrialState.RUNNING or attrs.get(OPTIMIZER_ATTR) != optimizer_id:
-            continue
-        if attrs.get(RUN_ATTR) == run_id:
-            continue
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(dict(trial.params), user_attrs={"dspex_retry_of": trial.number})
+        if trial.state == TrialState.RUNNING and _left_behind(trial.user_attrs, optimizer_id):
+            study.tell(trial.number, state=TrialState.FAIL)
+            if trial.params:
+                study.enqueue_trial(
+                    dict(trial.params), user_attrs={"dspex_retry_of": trial.number}
+                )
     if not trials and baseline is not None:
         params = {n: v for n, v in baseline.items() if fits(space[n], v)}
         study.enqueue_trial(params, user_attrs={"dspex_baseline": True})
+
+
+def _left_behind(attrs: Mapping[str, Any], optimizer_id: str) -> bool:
+    """A RUNNING trial of this optimizer, or one killed before it was marked (no attrs)."""
+    return attrs.get(OPTIMIZER_ATTR, optimizer_id) == optimizer_id

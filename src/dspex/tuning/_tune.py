@@ -121,7 +121,7 @@ def tune(
         *variables, optimizer_id=optimizer, policy=policy, timeout=lock_timeout
     ) as lock:
         start = {n: r.value for n, r in before.items()} if baseline else None
-        prepare(study, optimizer, run.run_id, start, distributions)
+        prepare(study, optimizer, start, distributions)
         evaluator = Evaluator(program, metric, devset)
         backend = _backend(evaluator, workers, session, worker_timeout)
         try:
