@@ -19,10 +19,10 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import tune_targets as targets  # noqa: E402
+import tune_targets as targets
 
-import dspex  # noqa: E402
-from dspex.errors import LockedError  # noqa: E402
+import dspex
+from dspex.errors import LockedError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

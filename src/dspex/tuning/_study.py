@@ -88,4 +88,4 @@ def prepare(
 
 def _left_behind(attrs: Mapping[str, Any], optimizer_id: str) -> bool:
     """A RUNNING trial of this optimizer, or one killed before it was marked (no attrs)."""
-    return attrs.get(OPTIMIZER_ATTR, optimizer_id) == optimizer_id
+    return bool(attrs.get(OPTIMIZER_ATTR, optimizer_id) == optimizer_id)
