@@ -35,3 +35,21 @@ def test_concurrent_trials_on_two_workers_each_see_only_their_own_values(
     for trial in trials:  # and each trial's values were written to the session
         assert trial.params["temperature"] in writes
     assert session.get("temperature") == result.best_values["temperature"]
+
+
+def test_a_remote_of_the_program_evaluates_one_trial_at_a_time_with_its_values(
+    session: dspex.Session,
+) -> None:
+    with dspex.Remote(targets.ReadValues(), workers=2) as pool:
+        result = dspex.tune(
+            targets.ReadValues(), targets.devset(4), targets.seen_elsewhere,
+            variables=("temperature",), n_trials=5, workers=pool,
+            sampler=optuna.samplers.RandomSampler(seed=2),
+        )  # fmt: skip
+        for trial in result.study.trials:  # run by the pool's workers, with the trial's value
+            assert trial.value == pytest.approx(trial.params["temperature"])
+        with pytest.raises(dspex.errors.TuningError, match="one trial at a time"):
+            dspex.tune(
+                targets.ReadValues(), targets.devset(4), targets.seen_elsewhere,
+                variables=("temperature",), n_trials=2, workers=pool, concurrency=2,
+            )  # fmt: skip

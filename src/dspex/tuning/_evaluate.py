@@ -3,7 +3,10 @@
 :class:`Evaluator` is the picklable unit of work: the program, the metric and the dev set, called
 with a trial's pinned records and the indices of the examples to score; it returns one score
 per example. It runs in this process (:class:`InProcess`) or in ``dspex.Remote`` workers
-(:class:`Workers`, which splits each batch of examples across the pool). :func:`score_trial`
+(:class:`Workers`, which splits each batch of examples across the pool). A caller's own
+``dspex.Remote`` of the program also works (:class:`ProgramPool`): the workers then read the
+live session, which holds the trial's values because trials run one at a time under the lock,
+and the metric runs here. :func:`score_trial`
 walks the dev set in batches and reports the running mean to Optuna after each, so a pruner
 can stop a poor trial early on a per-example metric.
 """
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 
     from dspex.session import Session
 
-__all__ = ["Backend", "Evaluator", "InProcess", "Workers", "score_trial"]
+__all__ = ["Backend", "Evaluator", "InProcess", "ProgramPool", "Workers", "score_trial"]
 
 Records = Mapping[str, VariableRecord]
 
@@ -111,6 +114,29 @@ class Workers:
     def close(self) -> None:
         """Stop the workers."""
         self.remote.close()
+
+
+class ProgramPool:
+    """Evaluate on a caller's ``dspex.Remote`` of the program; the metric runs here.
+
+    Each call carries the session revision of the trial's write, and the worker catches up to
+    it before running, so with one trial at a time (the lock keeps every other writer out) the
+    worker reads exactly the trial's values.
+    """
+
+    def __init__(self, remote: Any, evaluator: Evaluator) -> None:
+        self.remote = remote
+        self.evaluator = evaluator
+
+    def run(self, records: Records, indices: Sequence[int]) -> list[float]:
+        """Run the program on the pool for ``indices``; score each prediction here."""
+        examples = [self.evaluator.devset[i] for i in indices]
+        predictions = self.remote.map([example_inputs(e) for e in examples], progress=False)
+        metric = self.evaluator.metric
+        return [float(metric(e, p)) for e, p in zip(examples, predictions, strict=True)]
+
+    def close(self) -> None:
+        """The pool belongs to the caller: leave it running."""
 
 
 def score_trial(

@@ -22,7 +22,14 @@ from dspex._model import VariableRecord
 from dspex.errors import BatchUpdateError, LockedError, TuningError
 from dspex.session import Session, current_session
 from dspex.state import UpdateResults
-from dspex.tuning._evaluate import Backend, Evaluator, InProcess, Workers, score_trial
+from dspex.tuning._evaluate import (
+    Backend,
+    Evaluator,
+    InProcess,
+    ProgramPool,
+    Workers,
+    score_trial,
+)
 from dspex.tuning._result import TuneResult
 from dspex.tuning._space import SpaceOverride, search_space, suggest
 from dspex.tuning._study import OPTIMIZER_ATTR, RUN_ATTR, finished, open_study, prepare
@@ -50,7 +57,7 @@ def tune(
     variables: Sequence[str],
     space: Mapping[str, SpaceOverride] | None = None,
     n_trials: int = 20,
-    workers: int = 0,
+    workers: Any = 0,
     concurrency: int = 1,
     study: optuna.study.Study | None = None,
     storage: Any = None,
@@ -81,7 +88,8 @@ def tune(
         n_trials: how many complete or pruned trials the study should hold at the end; a
             resumed study runs only the rest.
         workers: 0 evaluates in this process; N fans every trial out over a
-            ``dspex.Remote`` pool of N processes (started here, closed at the end).
+            ``dspex.Remote`` pool of N processes (started here, closed at the end); a
+            ``dspex.Remote`` of ``program`` evaluates on that pool, one trial at a time.
         concurrency: trials evaluated at once (Optuna's ``n_jobs``); each still sees only its
             own values.
         study: an Optuna study to drive (it must maximize); otherwise one is created or
@@ -110,7 +118,14 @@ def tune(
         Exception: whatever the program or metric raised (the trial is marked failed).
     """
     session = session if session is not None else current_session()
-    _check_counts(devset, n_trials=n_trials, workers=workers, concurrency=concurrency)
+    pool = None if isinstance(workers, int) else workers
+    if pool is not None and concurrency != 1:
+        raise TuningError(
+            "a dspex.Remote of the program reads the live session, so it evaluates one trial "
+            "at a time; use concurrency=1, or workers=N for concurrent pinned trials"
+        )
+    count = 0 if pool is not None else workers
+    _check_counts(devset, n_trials=n_trials, workers=count, concurrency=concurrency)
     before = {name: session.variable(name) for name in variables}
     distributions = search_space(list(before.values()), space)
     name = study_name or "dspex-" + "-".join(sorted(variables))
@@ -123,9 +138,10 @@ def tune(
         start = {n: r.value for n, r in before.items()} if baseline else None
         prepare(study, optimizer, start, distributions)
         evaluator = Evaluator(program, metric, devset)
-        backend = _backend(evaluator, workers, session, worker_timeout)
+        backend = _backend(evaluator, pool or count, session, worker_timeout)
         try:
-            run.start(lock, backend, len(devset), _batch(batch, len(devset), workers, study))
+            size = _batch(batch, len(devset), pool.workers if pool else count, study)
+            run.start(lock, backend, len(devset), size)
             left = n_trials - finished(study)
             if left > 0:
                 study.optimize(
@@ -147,8 +163,10 @@ def _check_counts(devset: Sequence[Any], **counts: int) -> None:
 
 
 def _backend(
-    evaluator: Evaluator, workers: int, session: Session, timeout: float | None
+    evaluator: Evaluator, workers: Any, session: Session, timeout: float | None
 ) -> Backend:
+    if not isinstance(workers, int):
+        return ProgramPool(workers, evaluator)
     return Workers(evaluator, workers, session, timeout) if workers else InProcess(evaluator)
 
 
