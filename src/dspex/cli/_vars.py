@@ -1,5 +1,5 @@
-"""``dspex vars list|get|set|watch|history|rollback|depend|dependents|deps --store ADDRESS
---session ID [--json]``.
+"""``dspex vars list|get|set|watch|history|rollback|depend|dependents|deps|lock|unlock|progress
+--store ADDRESS --session ID [--json]``.
 
 Reads and changes the variables of one session in a session store, with the same verbs as the
 Python API. Records show whether they are stale and who holds their optimization lock.
@@ -21,6 +21,7 @@ from typing import Any
 from dspex._model import VariableRecord, VariableUpdate
 from dspex.cli._deps import add_actions as add_dependency_actions
 from dspex.cli._format import jsonable, record_json, record_line
+from dspex.cli._locks import add_actions as add_lock_actions
 
 __all__ = ["TOKEN_ENV", "add_parser", "jsonable", "open_store", "record_json", "store_options"]
 
@@ -91,6 +92,7 @@ def add_parser(subparsers: Any) -> None:
     rollback.add_argument("version", type=int)
     rollback.set_defaults(func=_rollback)
     add_dependency_actions(actions, parent)
+    add_lock_actions(actions, parent)
 
 
 @contextmanager
