@@ -10,7 +10,9 @@ Both sides use the same sampler (``RandomSampler``, same seed), no pruner, in-me
   interleaved; plus the same with no work at all, which isolates the fixed cost.
 * Throughput: trials per second with 1 and 2 ``dspex.Remote`` workers (each trial's examples
   split across the pool; pool start-up excluded), beside plain Optuna with ``n_jobs`` 1 and 2
-  (threads, which the GIL serializes on CPU-bound work: that is the plain baseline).
+  (threads, which the GIL serializes on CPU-bound work: that is the plain baseline). The
+  per-trial cost of the worker path itself (shipping the trial's records, the worker catching
+  up to the trial's revision, the pinned view) is the no-work trial time on 1 worker.
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ def run() -> dict[str, Any]:
         throughput = {
             w: _rate(_tuned(session, example_rounds, TRIALS, workers=w).study) for w in (1, 2)
         }
+        worker_noop = _per_trial_ms(_tuned(session, 0, NOOP_TRIALS // 2, workers=1).study)
     plain_rate = {jobs: _rate(_plain(example_rounds, TRIALS, jobs, EXAMPLES)) for jobs in (1, 2)}
     overhead = tuned_ms - plain_ms
     return {
@@ -157,6 +160,7 @@ def run() -> dict[str, Any]:
         "tune_noop_trial_ms_plain_optuna": round(plain_noop, 3),
         "tune_noop_trial_ms_dspex": round(tuned_noop, 3),
         "tune_noop_overhead_ms_per_trial": round(tuned_noop - plain_noop, 3),
+        "tune_noop_trial_ms_1_worker": round(worker_noop, 3),
         "tune_trials_per_s_1_worker": round(throughput[1], 2),
         "tune_trials_per_s_2_workers": round(throughput[2], 2),
         "tune_workers_speedup": round(throughput[2] / throughput[1], 2),

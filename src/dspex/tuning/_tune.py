@@ -30,6 +30,7 @@ from dspex.tuning._evaluate import (
     Workers,
     score_trial,
 )
+from dspex.tuning._keep import keep
 from dspex.tuning._result import TuneResult
 from dspex.tuning._space import SpaceOverride, search_space, suggest
 from dspex.tuning._study import OPTIMIZER_ATTR, RUN_ATTR, finished, open_study, prepare
@@ -249,21 +250,12 @@ class _Run:
     def keep_best(self, before: Mapping[str, VariableRecord]) -> TuneResult:
         """Restore the starting values, then keep the best ones: two atomic batches."""
         best = _best(self.study)
-        start = {name: record.value for name, record in before.items()}
         values = {} if best is None else {n: best.params[n] for n in self.space}
-        result = TuneResult(
-            self.study, values, None if best is None else best.value,
+        kept = self.context.run(keep, self.session, before, values)
+        return TuneResult(
+            self.study, values, None if best is None else best.value, kept=kept,
             before=dict(before), optimizer_id=self.optimizer_id,
         )  # fmt: skip
-        self.context.run(self._keep, start, values, result)
-        return result
-
-    def _keep(self, start: dict[str, Any], values: dict[str, Any], result: TuneResult) -> None:
-        current = {name: self.session.get(name) for name in start}
-        if current != start:
-            self.session.update(start, atomic=True)
-        if values and values != start:
-            result.kept = _records(self.session.update(values, atomic=True))
 
 
 def _records(results: UpdateResults) -> dict[str, VariableRecord]:
