@@ -132,18 +132,8 @@ def _progress(args: argparse.Namespace) -> int:
 
 
 def _follow(session: Any, args: argparse.Namespace) -> None:
-    deadline = None if args.timeout_after is None else time.monotonic() + args.timeout_after
-    seen = 0
+    from dspex.cli._vars import follow
+
     with session.watch(*args.names, initial=True) as updates:
-        while args.count is None or seen < args.count:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            update = updates.poll(timeout=1.0 if left is None else min(left, 1.0))
-            if update is None:
-                if updates.closed:
-                    break
-                continue
-            if update.kind in ("lock", "initial"):
-                print(_lock_line(update.record, args.json), flush=True)
-                seen += 1
+        for update in follow(updates, args, lambda u: u.kind in ("lock", "initial")):
+            print(_lock_line(update.record, args.json), flush=True)
