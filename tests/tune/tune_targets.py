@@ -62,3 +62,17 @@ def cool_enough(example: Any, prediction: dict[str, Any]) -> bool:
 def devset(size: int) -> list[dict[str, int]]:
     """``size`` examples of keyword arguments (with this process's id as ``parent``)."""
     return [{"x": i, "parent": os.getpid()} for i in range(size)]
+
+
+class FailsAt:
+    """A metric that raises on its ``call``-th use (a broken metric mid-run)."""
+
+    def __init__(self, call: int) -> None:
+        self.call = call
+        self.calls = 0
+
+    def __call__(self, example: Any, prediction: dict[str, Any]) -> float:
+        self.calls += 1
+        if self.calls == self.call:
+            raise RuntimeError("metric broke")
+        return peak(example, prediction)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
 
-__all__ = ["OPTIMIZER_ATTR", "RUN_ATTR", "finished", "open_study", "prepare"]
+__all__ = ["OPTIMIZER_ATTR", "RUN_ATTR", "check_direction", "finished", "open_study", "prepare"]
 
 OPTIMIZER_ATTR = "dspex_optimizer"
 """Trial user attribute: the optimizer id of the run that evaluated the trial."""
@@ -52,9 +52,19 @@ def open_study(storage: Any, study_name: str, sampler: Any, pruner: Any) -> optu
         storage=storage, study_name=study_name, sampler=sampler, pruner=pruner,
         direction="maximize", load_if_exists=True,
     )  # fmt: skip
-    if study.direction != lib.study.StudyDirection.MAXIMIZE:
-        raise TuningError(f"study {study_name!r} minimizes; dspex.tune maximizes the metric")
     return study
+
+
+def check_direction(study: optuna.study.Study) -> None:
+    """Refuse a study that does not maximize one objective (the mean metric)."""
+    from optuna.study import StudyDirection
+
+    if len(study.directions) != 1 or study.direction != StudyDirection.MAXIMIZE:
+        raise TuningError(
+            f"study {study.study_name!r} has directions {[d.name for d in study.directions]}; "
+            "dspex.tune maximizes one value, the mean metric: create it with "
+            "direction='maximize'"
+        )
 
 
 def finished(study: optuna.study.Study) -> int:

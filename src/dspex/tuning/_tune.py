@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dspex._model import VariableRecord
-from dspex.errors import BatchUpdateError, LockedError, TuningError
+from dspex.errors import BatchUpdateError, DspexError, LockedError, TuningError
 from dspex.session import Session, current_session
 from dspex.state import UpdateResults
 from dspex.tuning._evaluate import (
@@ -33,7 +33,14 @@ from dspex.tuning._evaluate import (
 from dspex.tuning._keep import keep
 from dspex.tuning._result import TuneResult
 from dspex.tuning._space import SpaceOverride, search_space, suggest
-from dspex.tuning._study import OPTIMIZER_ATTR, RUN_ATTR, finished, open_study, prepare
+from dspex.tuning._study import (
+    OPTIMIZER_ATTR,
+    RUN_ATTR,
+    check_direction,
+    finished,
+    open_study,
+    prepare,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -117,41 +124,64 @@ def tune(
         TuningError: bad arguments or search space (nothing was started or written).
         LockedError: another optimizer holds a variable (or took it over mid-run).
         Exception: whatever the program or metric raised (the trial is marked failed).
+            After any failure the starting values are put back before the lock is released.
     """
     session = session if session is not None else current_session()
-    pool = None if isinstance(workers, int) else workers
-    if pool is not None and concurrency != 1:
-        raise TuningError(
-            "a dspex.Remote of the program reads the live session, so it evaluates one trial "
-            "at a time; use concurrency=1, or workers=N for concurrent pinned trials"
-        )
-    count = 0 if pool is not None else workers
+    pool, count = _pool(workers, concurrency)
     _check_counts(devset, n_trials=n_trials, workers=count, concurrency=concurrency)
-    before = {name: session.variable(name) for name in variables}
-    distributions = search_space(list(before.values()), space)
+    if not variables:
+        raise TuningError("no variables to tune; name at least one in `variables`")
+    distributions = search_space([session.variable(n) for n in variables], space)
     name = study_name or "dspex-" + "-".join(sorted(variables))
     optimizer = optimizer_id or f"optuna:{name}"
     study = study if study is not None else open_study(storage, name, sampler, pruner)
+    check_direction(study)
     run = _Run(session, study, distributions, secrets.token_hex(8), optimizer)
     with session.optimizing(
         *variables, optimizer_id=optimizer, policy=policy, timeout=lock_timeout
     ) as lock:
-        start = {n: r.value for n, r in before.items()} if baseline else None
-        prepare(study, optimizer, start, distributions)
+        before = {n: session.variable(n) for n in variables}  # read under the lock
+        prepare(study, optimizer, _values(before) if baseline else None, distributions)
         evaluator = Evaluator(program, metric, devset)
         backend = _backend(evaluator, pool or count, session, worker_timeout)
         try:
             size = _batch(batch, len(devset), pool.workers if pool else count, study)
             run.start(lock, backend, len(devset), size)
-            left = n_trials - finished(study)
-            if left > 0:
-                study.optimize(
-                    run.objective, n_trials=left, n_jobs=concurrency,
-                    callbacks=[run.publish, *callbacks],
-                )  # fmt: skip
+            _optimize(run, n_trials, concurrency, callbacks)
+        except BaseException:
+            run.restore(before)  # no trial's values are left live after a failed run
+            raise
         finally:
             backend.close()
         return run.keep_best(before)
+
+
+def _pool(workers: Any, concurrency: int) -> tuple[Any, Any]:
+    """(a caller's Remote or None, the worker count to start)."""
+    if isinstance(workers, int):
+        return None, workers
+    if concurrency != 1:
+        raise TuningError(
+            "a dspex.Remote of the program reads the live session, so it evaluates one trial "
+            "at a time; use concurrency=1, or workers=N for concurrent pinned trials"
+        )
+    return workers, 0
+
+
+def _values(records: Mapping[str, VariableRecord]) -> dict[str, Any]:
+    return {name: record.value for name, record in records.items()}
+
+
+def _optimize(
+    run: _Run, n_trials: int, concurrency: int, callbacks: Iterable[StudyCallback]
+) -> None:
+    """Run the trials the study still lacks (a resumed study holds some already)."""
+    left = n_trials - finished(run.study)
+    if left > 0:
+        run.study.optimize(
+            run.objective, n_trials=left, n_jobs=concurrency,
+            callbacks=[run.publish, *callbacks],
+        )  # fmt: skip
 
 
 def _check_counts(devset: Sequence[Any], **counts: int) -> None:
@@ -246,6 +276,13 @@ class _Run:
             best_values=None if best is None else dict(best.params),
             finished=finished(study),
         )  # fmt: skip
+
+    def restore(self, before: Mapping[str, VariableRecord]) -> None:
+        """Put the starting values back after a failed run (best effort: the lock may be gone)."""
+        try:
+            self.context.run(keep, self.session, before, {})
+        except DspexError:
+            pass
 
     def keep_best(self, before: Mapping[str, VariableRecord]) -> TuneResult:
         """Restore the starting values, then keep the best ones: two atomic batches."""
