@@ -55,7 +55,7 @@ def test_two_optimizers_run_at_once_and_a_third_gets_its_policy(
         assert code == 0 and b_outcome is not None, b.stderr()
         code, w_outcome = waiting.finish()
         assert code == 0 and w_outcome is not None, waiting.stderr()
-        assert min(_trial_times(waiting)) > b_outcome["kept_at"]  # it waited for B
+        assert min(_trial_times(waiting)) > max(_trial_times(b))  # it waited for B
         assert store_session.get("top_k") == w_outcome["best_values"]["top_k"]
 
         taking = Tuner(
@@ -66,7 +66,9 @@ def test_two_optimizers_run_at_once_and_a_third_gets_its_policy(
         assert code == 0 and p_outcome is not None, taking.stderr()
         code, _ = a.finish()
         assert code == 3, a.stderr()
-        assert any("'P'" in line for line in a.lines if line.startswith("locked:")), a.lines
+        said = [line for line in a.lines if line.startswith("locked:")]
+        # Refused while P holds it, or (if P was already done) told its lock is gone.
+        assert said and ("optimizer 'P'" in said[0] or "not locked" in said[0]), said
         assert store_session.get("temperature") == p_outcome["best_values"]["temperature"]
         assert store_session.variable("temperature").lock is None
     finally:

@@ -42,7 +42,10 @@ def test_a_killed_run_resumes_its_study_and_retries_the_trial_it_was_running(
     first.wait_for("trial ", count=3)
     reader = _journal(path) if kind == "journal" else storage
     deadline = time.monotonic() + 30
-    while not any(t.state == optuna.trial.TrialState.RUNNING for t in _states(reader)):
+    # Kill while a trial runs with its values chosen, so there is something to retry.
+    while not any(
+        t.state == optuna.trial.TrialState.RUNNING and t.params for t in _states(reader)
+    ):
         assert time.monotonic() < deadline, "the run never had a trial running"
         time.sleep(0.02)
     first.kill()

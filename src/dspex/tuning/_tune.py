@@ -248,10 +248,13 @@ class _Run:
         return self.context.copy().run(self._trial, trial)
 
     def _trial(self, trial: optuna.trial.Trial) -> float:
-        assert self.backend is not None
+        assert self.backend is not None and self.lock is not None
         trial.set_user_attr(OPTIMIZER_ATTR, self.optimizer_id)
         trial.set_user_attr(RUN_ATTR, self.run_id)
         values = {name: suggest(trial, name, d) for name, d in self.space.items()}
+        # Renewing first proves the lock is still ours: once it is lost (preempted, expired)
+        # a write to the then unlocked variable would succeed and clobber the new holder's.
+        self.lock.report(trial=trial.number, state="running", score=None)
         records = _records(self._write(values))
         trial.set_user_attr("dspex_revision", max(r.revision for r in records.values()))
         return score_trial(trial, self.backend, records, self.examples, self.batch)
@@ -278,11 +281,13 @@ class _Run:
         )  # fmt: skip
 
     def restore(self, before: Mapping[str, VariableRecord]) -> None:
-        """Put the starting values back after a failed run (best effort: the lock may be gone)."""
+        """Put the starting values back after a failed run, if the lock is still ours."""
         try:
+            if self.lock is not None:
+                self.lock.report(state="failed")  # raises once the lock is lost
             self.context.run(keep, self.session, before, {})
         except DspexError:
-            pass
+            pass  # lost: the values belong to whoever holds the lock now
 
     def keep_best(self, before: Mapping[str, VariableRecord]) -> TuneResult:
         """Restore the starting values, then keep the best ones: two atomic batches."""
