@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from dspex.errors import SessionClosedError, SessionError
 from dspex.state import LocalProvider, SessionContext, StateProvider
@@ -39,7 +39,13 @@ __all__ = ["Session", "current_session"]
 
 _current: ContextVar[Session | None] = ContextVar("dspex_session", default=None)
 
+_entries: ContextVar[tuple[_Entry, ...]] = ContextVar("dspex_session_entries", default=())
+"""This context's open ``with session:`` blocks, innermost last (see :meth:`Session.__enter__`)."""
+
 _STORE_SCHEMES = ("grpc://", "grpcs://", "unix://", "unix:")
+
+_DSPY_SETTINGS = "dspy.dsp.utils.settings"
+_DSPY_KEY = "dspex_session"
 
 
 def current_session() -> Session:
@@ -47,15 +53,21 @@ def current_session() -> Session:
 
     Looks at this context first, then at ``dspy.context(dspex_session=...)`` (which DSPy copies
     into ``dspy.Parallel`` and ``Evaluate`` threads). Plain ``threading.Thread`` targets need
-    ``contextvars.copy_context().run``.
+    ``contextvars.copy_context().run``. A session found in this context is also put into DSPy's
+    overlay if it is missing there (DSPy was imported after the session was entered), so thread
+    pools started from here reach it.
 
     Raises:
         SessionError: no session is active.
     """
     session = _current.get()
-    if session is None and "dspy" in sys.modules:
-        session = sys.modules["dspy"].settings.get("dspex_session")
-    if session is None:
+    if session is not None:
+        if _DSPY_SETTINGS in sys.modules:
+            _offer_to_dspy(session)
+        return session
+    if "dspy" in sys.modules:
+        session = sys.modules["dspy"].settings.get(_DSPY_KEY)
+    if not isinstance(session, Session):
         raise SessionError("no active dspex session; wrap the code in `with dspex.Session(): ...`")
     return session
 
@@ -142,19 +154,41 @@ class _EmbeddedStore:
             self._dir = None
 
 
-def _enter_dspy_overlay(session: Session) -> Any:
-    """Put ``session`` in DSPy's per-context settings overlay; returns the reset token.
+class _Entry(NamedTuple):
+    """One ``with session:`` block: the session and the token restoring the previous one."""
+
+    session: Session
+    token: Token[Session | None]
+
+
+def _offer_to_dspy(session: Session) -> None:
+    """Make ``session`` the one in DSPy's per-context settings overlay, in this context.
 
     DSPy copies that overlay into ``dspy.Parallel``/``Evaluate`` threads and ``asyncify``, so
-    the session reaches them. Only our key is added: ``dspy.context(...)`` would also snapshot
-    the global settings, hiding a later ``dspy.configure(lm=...)`` made inside the session.
+    the session reaches them. Only our key is changed: ``dspy.context(...)`` would also
+    snapshot the global settings, hiding a later ``dspy.configure(lm=...)`` made inside the
+    session. Called on entry when DSPy is loaded, and by :func:`current_session` otherwise
+    (DSPy imported inside the ``with`` block).
     """
-    settings = sys.modules.get("dspy.dsp.utils.settings")
+    overlay = sys.modules[_DSPY_SETTINGS].thread_local_overrides
+    current = overlay.get()
+    if current.get(_DSPY_KEY) is not session:
+        overlay.set(type(current)({**current, _DSPY_KEY: session}))
+
+
+def _withdraw_from_dspy(session: Session, outer: Session | None) -> None:
+    """Undo :func:`_offer_to_dspy` in this context: the overlay names ``outer`` again."""
+    settings = sys.modules.get(_DSPY_SETTINGS)
     if settings is None:
-        return None
+        return
     overlay = settings.thread_local_overrides
     current = overlay.get()
-    return overlay.set(type(current)({**current, "dspex_session": session}))
+    if current.get(_DSPY_KEY) is not session:
+        return
+    restored = {key: value for key, value in current.items() if key != _DSPY_KEY}
+    if outer is not None:
+        restored[_DSPY_KEY] = outer
+    overlay.set(type(current)(restored))
 
 
 class Session(SessionContext):
@@ -199,7 +233,7 @@ class Session(SessionContext):
                 provider.close()
             raise
         super().__init__(provider, session_id)
-        self._tokens: list[tuple[Token[Session | None], Any]] = []
+        self._entered = 0  # open `with` blocks, over every thread and task
         self.closed = False
         self._store = _reachable_at(provider) if self.backend == "session_store" else None
         self._embedded: _EmbeddedStore | None = None
@@ -320,7 +354,25 @@ class Session(SessionContext):
         return self._tool_table().call(name, arguments or {}, timeout)
 
     def __enter__(self) -> Session:
-        self._tokens.append((_current.set(self), _enter_dspy_overlay(self)))
+        """Make this session current in this thread or task (re-entrant, from any number).
+
+        Each ``with`` block restores, on exit, the session that was current in its own thread
+        or task; the session closes when the last open block (over all of them) exits.
+
+        Raises:
+            SessionClosedError: the session is already closed.
+        """
+        with self._promotion_lock:
+            if self.closed:
+                raise SessionClosedError(
+                    f"session {self.session_id!r} is closed (its last `with` block ended); "
+                    "open a new dspex.Session, or keep one block open around the others",
+                    session_id=self.session_id,
+                )
+            self._entered += 1
+        _entries.set((*_entries.get(), _Entry(self, _current.set(self))))
+        if _DSPY_SETTINGS in sys.modules:
+            _offer_to_dspy(self)
         return self
 
     def __exit__(
@@ -329,12 +381,30 @@ class Session(SessionContext):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token, dspy_token = self._tokens.pop()
-        _current.reset(token)
-        if dspy_token is not None:
-            sys.modules["dspy.dsp.utils.settings"].thread_local_overrides.reset(dspy_token)
-        if not self._tokens:
+        self._leave_context()
+        with self._promotion_lock:
+            self._entered -= 1
+            last = self._entered <= 0
+        if last:
             self.close()
+
+    def _leave_context(self) -> None:
+        """Restore the session that was current before this context's innermost entry."""
+        entries = _entries.get()
+        for index in range(len(entries) - 1, -1, -1):
+            if entries[index].session is self:
+                break
+        else:  # entered in another thread or task, left here: nothing of ours to restore
+            return
+        entry = entries[index]
+        remaining = entries[:index] + entries[index + 1 :]
+        _entries.set(remaining)
+        try:
+            _current.reset(entry.token)
+        except ValueError:  # a context copied after the entry: restore the value by hand
+            old = entry.token.old_value
+            _current.set(None if old is Token.MISSING else old)
+        _withdraw_from_dspy(self, _current.get())
 
     def close(self) -> None:
         """Close the session if this object created it, and the provider if it opened it.
