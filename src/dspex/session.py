@@ -29,7 +29,7 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from dspex.errors import SessionClosedError, SessionError
+from dspex.errors import SessionClosedError, SessionError, SessionNotFoundError
 from dspex.state import LocalProvider, SessionContext, StateProvider
 from dspex.state._heartbeat import SessionHeartbeat
 from dspex.state._tool_model import ToolHandler, ToolInfo
@@ -90,6 +90,24 @@ def _open_store(
         return SessionStoreProvider(store, token=token), "session_store"
     backend = "local" if isinstance(store, LocalProvider) else "session_store"
     return store, backend
+
+
+def _open_session(
+    provider: StateProvider, session_id: str | None, create: bool, ttl: float | None
+) -> str:
+    """Create (``create``) or join ``session_id`` in ``provider``; returns the session id."""
+    if create:
+        return provider.create_session(session_id, ttl=ttl)  # an existing id is joined
+    assert session_id is not None
+    try:
+        provider.get_session(session_id)  # joining: fail early if it does not exist
+    except SessionNotFoundError as exc:
+        raise SessionNotFoundError(
+            f"{exc.message} (dspex.Session(store, session_id={session_id!r}, create=True) "
+            "creates it when missing)",
+            **exc.details,
+        ) from exc
+    return session_id
 
 
 # Longest unix socket path the kernel accepts is 107 bytes on Linux (103 on macOS).
@@ -197,11 +215,25 @@ class Session(SessionContext):
     Args:
         store: ``None`` for an in-process session; ``"grpc://host:port"`` or
             ``"unix:///path"`` for a session store; or a provider object.
-        session_id: join this existing session instead of creating a new one.
+        session_id: the session's name: join this existing session (or, with ``create=True``,
+            create it if the store does not have it yet). None: a new session with a random id.
+        create: create ``session_id`` when it does not exist (create-or-join; several processes
+            may do this at once and all end up in one session).
+        keep: keep the session in the store when this object closes (the last ``with`` block
+            exits), so that later processes can join it. Default: a named session
+            (``session_id`` given) is kept, a new random one is closed. A kept session lives
+            until ``dspex sessions close`` or, if it has a TTL, until no process heartbeats it
+            for that long. Needs a store: an in-process session ends with its process.
         ttl: seconds without heartbeat after which the store expires the session. A session
-            this object creates with a TTL (its own, or the store's default) is kept alive by
-            a heartbeat every ``ttl / 3`` seconds until it is closed.
+            this object creates (new, or ``create=True``) with a TTL (its own, or the store's
+            default) is kept alive by a heartbeat every ``ttl / 3`` seconds until it is closed.
         token: bearer token for a store address that requires one (default: ``$DSPEX_TOKEN``).
+
+    Raises:
+        SessionError: ``keep=True`` without a store, or a store address not understood.
+        SessionNotFoundError: ``session_id`` does not exist and ``create`` is False.
+        SessionClosedError: ``session_id`` was closed.
+        StoreUnavailableError: the store cannot be reached.
 
     Examples:
         >>> import dspex
@@ -210,6 +242,9 @@ class Session(SessionContext):
         ...     _ = session.set("temperature", 0.2)
         ...     session.get("temperature")
         0.2
+        >>> # in any number of processes: the first creates "support", the others join it
+        >>> shared = dspex.Session("grpc://127.0.0.1:50051", session_id="support",
+        ...                        create=True)  # doctest: +SKIP
     """
 
     def __init__(
@@ -217,17 +252,22 @@ class Session(SessionContext):
         store: str | StateProvider | None = None,
         *,
         session_id: str | None = None,
+        create: bool = False,
+        keep: bool | None = None,
         ttl: float | None = None,
         token: str | None = None,
     ) -> None:
+        self.keep = session_id is not None if keep is None else keep
+        if self.keep and store is None:
+            raise SessionError(
+                "keep=True needs a session store: an in-process session ends with its process; "
+                "pass store='grpc://HOST:PORT' (a `dspex serve` address)"
+            )
         provider, self.backend = _open_store(store, token)
         self._owns_provider = store is None or isinstance(store, str)
-        self._owns_session = session_id is None
+        creates = session_id is None or create
         try:
-            if session_id is None:
-                session_id = provider.create_session(ttl=ttl)
-            else:
-                provider.get_session(session_id)  # joining: fail early if it does not exist
+            session_id = _open_session(provider, session_id, creates, ttl)
         except BaseException:
             if self._owns_provider:  # do not leak a channel we opened for a failed join
                 provider.close()
@@ -240,12 +280,10 @@ class Session(SessionContext):
         self._promotion_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
         self._tools: SessionTools | None = None
-        self._heartbeat = self._start_heartbeat(ttl)
+        self._heartbeat = self._start_heartbeat(ttl) if creates else None
 
     def _start_heartbeat(self, ttl: float | None) -> SessionHeartbeat | None:
         """Beat for a session this object created with a TTL (given, or the store's default)."""
-        if not self._owns_session:
-            return None
         if ttl is None and self.backend == "session_store":
             ttl = self.provider.get_session(self.session_id).ttl
         return None if ttl is None else SessionHeartbeat(self.provider, self.session_id, ttl / 3)
@@ -407,7 +445,7 @@ class Session(SessionContext):
         _withdraw_from_dspy(self, _current.get())
 
     def close(self) -> None:
-        """Close the session if this object created it, and the provider if it opened it.
+        """Close the session in its store (unless ``keep``), and the provider if it opened it.
 
         Worker pools started on the session (``dspex.Remote``) are closed first, and an embedded
         store server started by :meth:`promote` is stopped.
@@ -424,7 +462,7 @@ class Session(SessionContext):
         if self._recomputer is not None:
             self._recomputer.stop()
         try:
-            if self._owns_session:
+            if not self.keep:
                 with contextlib.suppress(SessionError):
                     self.provider.close_session(self.session_id)
         finally:
