@@ -47,6 +47,10 @@ _STORE_SCHEMES = ("grpc://", "grpcs://", "unix://", "unix:")
 _DSPY_SETTINGS = "dspy.dsp.utils.settings"
 _DSPY_KEY = "dspex_session"
 
+_entered_before_dspy = False
+"""Set once a session is entered while DSPy is not loaded: only then must
+:func:`current_session` check that DSPy's overlay has it (keeps the common path at one lookup)."""
+
 
 def current_session() -> Session:
     """Return the innermost active session.
@@ -62,7 +66,7 @@ def current_session() -> Session:
     """
     session = _current.get()
     if session is not None:
-        if _DSPY_SETTINGS in sys.modules:
+        if _entered_before_dspy and _DSPY_SETTINGS in sys.modules:
             _offer_to_dspy(session)
         return session
     if "dspy" in sys.modules:
@@ -411,6 +415,9 @@ class Session(SessionContext):
         _entries.set((*_entries.get(), _Entry(self, _current.set(self))))
         if _DSPY_SETTINGS in sys.modules:
             _offer_to_dspy(self)
+        else:
+            global _entered_before_dspy
+            _entered_before_dspy = True
         return self
 
     def __exit__(
