@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,12 @@ def test_joining_a_missing_session_says_how_to_create_it(server: ServeProcess) -
 def test_keep_without_a_store_is_refused() -> None:
     with pytest.raises(SessionError, match="needs a session store"):
         dspex.Session(keep=True)
+
+
+def test_a_kept_session_with_a_ttl_expires_after_its_last_process_left() -> None:
+    with ServeProcess("--session-ttl", "1") as server:
+        _run(server.address, session_id="brief", create=True, set={"t": 0.5})
+        deadline = time.monotonic() + 15
+        while "brief" in _open_sessions(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "brief" not in _open_sessions(server)
