@@ -261,12 +261,13 @@ class Session(SessionContext):
         ttl: float | None = None,
         token: str | None = None,
     ) -> None:
-        self.keep = session_id is not None if keep is None else keep
-        if self.keep and store is None:
+        if keep and store is None:
             raise SessionError(
                 "keep=True needs a session store: an in-process session ends with its process; "
                 "pass store='grpc://HOST:PORT' (a `dspex serve` address)"
             )
+        self.keep = session_id is not None if keep is None else keep
+        """Whether closing this object leaves the session open in its store."""
         provider, self.backend = _open_store(store, token)
         self._owns_provider = store is None or isinstance(store, str)
         creates = session_id is None or create

@@ -106,3 +106,10 @@ def test_a_kept_session_with_a_ttl_expires_after_its_last_process_left() -> None
         while "brief" in _open_sessions(server) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert "brief" not in _open_sessions(server)
+
+
+def test_an_in_process_named_session_needs_no_keep() -> None:
+    with dspex.Session(session_id="local-name", create=True) as session:
+        assert session.session_id == "local-name"
+        session.register("t", float, 0.1)
+    assert session.closed
