@@ -19,14 +19,15 @@ def _clean_dspy(clean_dspy_settings: None) -> Iterator[None]:
 
 
 @pytest.mark.parametrize(
-    ("value", "found"),
+    "value",
     [
-        (["What is 2 + 2?", "4"], "a list whose item 0 is a str"),
-        ({"question": "What is 2 + 2?", "answer": "4"}, "a dict"),
-        ([{"question": "q", "answer": "a"}, ["q", "a"]], "a list whose item 1 is a list"),
+        ["What is 2 + 2?", "4"],
+        {"question": "What is 2 + 2?", "answer": "4"},
+        [{"question": "q", "answer": "a"}, ["q", "a"]],
     ],
+    ids=["list-of-strings", "object", "one-item-a-list"],
 )
-def test_a_bad_demos_value_names_the_variable_and_the_shape(value: Any, found: str) -> None:
+def test_a_bad_demos_value_names_the_variable_and_the_shape(value: Any) -> None:
     examples = dspex.Variable(list, [], name="examples")
     qa = dspex.bind(dspy.Predict("question -> answer"), demos=examples)
     dspy.configure(lm=dspex.SimLM("dspex/sim"))
@@ -36,10 +37,10 @@ def test_a_bad_demos_value_names_the_variable_and_the_shape(value: Any, found: s
         with pytest.raises(BindingError) as caught:
             qa(question="What is 3 + 3?")
     message = str(caught.value)
-    assert "variable 'examples'" in message
-    assert f"holds {found};" in message
-    assert "JSON list of objects" in message
-    assert "Frozen" not in message
+    assert "variable 'examples' is bound to 'demos' but holds " in message
+    assert "demos must be a JSON" in message and "of objects" in message  # the expected shape
+    assert "[{'question': '...', 'answer': '...'}]" in message
+    assert "Frozen" not in message  # never the store's internal read-only containers
 
 
 def test_a_stored_list_set_into_a_string_variable_is_named_list() -> None:
