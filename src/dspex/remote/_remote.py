@@ -18,7 +18,8 @@ import cloudpickle
 
 from dspex.errors import WorkerError, WorkerSetupError
 from dspex.remote._progress import ProgressOption, progress_callback
-from dspex.remote._shipping import settings_blob
+from dspex.remote._shipping import check_settings_travel
+from dspex.remote._shipping import settings_blob as _settings_blob
 from dspex.remote._worker import CallPayload, RemoteSetup
 from dspex.runtime import WorkerPool
 from dspex.runtime._pickling import describe, explain_unpicklable
@@ -58,9 +59,8 @@ class Remote:
 
     Raises:
         SessionError: no session is given or active.
-        WorkerSetupError: the module, or the LM or adapter configured in ``dspy.settings``,
-            cannot be pickled (the message names it and the part that cannot), an argument is
-            invalid, or the workers cannot start.
+        WorkerSetupError: the module cannot be pickled (the message names the part that
+            cannot), an argument is invalid, or the workers cannot start.
 
     Examples:
         >>> with dspex.Session() as session:  # doctest: +SKIP
@@ -81,12 +81,12 @@ class Remote:
         _check_arguments(workers, retries, timeout)
         self.session = session if session is not None else current_session()
         self.module_name = type(module).__name__
+        check_settings_travel()  # an LM or adapter that cannot be pickled: nothing started
         self.timeout = timeout
         blob = _pickle_module(module)  # before anything starts: a bad module changes nothing
-        settings = settings_blob()  # likewise an LM or adapter that cannot travel
         address = self.session.promote()
         setup = RemoteSetup(
-            blob, address, self.session.session_id, self.session.store_token, settings
+            blob, address, self.session.session_id, self.session.store_token, _settings_blob()
         )
         self._pool = WorkerPool(
             setup, workers=workers, retries=retries, name=f"dspex-remote-{self.module_name}"

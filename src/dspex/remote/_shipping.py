@@ -9,12 +9,11 @@ workers without an LM ("No LM is loaded") at their first call.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from dspex.errors import WorkerSetupError
 from dspex.runtime._pickling import describe, dumps, explain_unpicklable
 
-__all__ = ["SHIPPED_SETTINGS", "settings_blob", "travel_blob"]
+__all__ = ["SHIPPED_SETTINGS", "check_settings_travel", "settings_blob", "travel_blob"]
 
 SHIPPED_SETTINGS = ("lm", "adapter")
 """The ``dspy.settings`` keys the workers get from the parent."""
@@ -33,13 +32,25 @@ def settings_blob() -> bytes | None:
     dspy = sys.modules.get("dspy")
     if dspy is None:
         return None
-    shipped: dict[str, Any] = {}
-    for key in SHIPPED_SETTINGS:
-        value = dspy.settings.get(key)
-        if value is not None:
+    shipped = {key: dspy.settings.get(key) for key in SHIPPED_SETTINGS}
+    shipped = {key: value for key, value in shipped.items() if value is not None}
+    if not shipped:
+        return None
+    try:
+        return dumps(shipped)
+    except Exception:
+        for key, value in shipped.items():  # name the one that cannot travel
             travel_blob(value, f"dspy.settings.{key}")
-            shipped[key] = value
-    return dumps(shipped) if shipped else None
+        raise
+
+
+def check_settings_travel() -> None:
+    """Fail now, before anything starts, if the configured LM or adapter cannot be pickled.
+
+    Raises:
+        WorkerSetupError: as :func:`settings_blob`.
+    """
+    settings_blob()
 
 
 def travel_blob(value: object, where: str) -> bytes:
