@@ -26,7 +26,7 @@ import dspy
 
 from dspex._model import VariableRecord
 from dspex.binding import SECTION, BoundModule, dump_variables, prepare_load
-from dspex.errors import SessionError, VariableAssignmentError, VariableExistsError
+from dspex.errors import SessionError, VariableExistsError
 from dspex.session import current_session
 from dspex.variables import Variable
 
@@ -61,30 +61,6 @@ def _declarations(cls: type) -> dict[str, Variable]:
     return found
 
 
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _clash(cls: type[Program], other: type[Program]) -> VariableExistsError | None:
-    """The error for a variable that ``cls`` and ``other`` declare differently, if any."""
-    for name, mine in cls.declared_variables.items():
-        theirs = other.declared_variables.get(name)
-        difference = None if theirs is None else theirs.conflict_with(mine)
-        if difference is None:
-            continue
-        first, second = _qualified(other), _qualified(cls)
-        redefined = " (the class was defined again, e.g. a re-run cell)" if first == second else ""
-        return VariableExistsError(
-            f"variable {name!r} is declared by both {first} and {second}{redefined}, with "
-            f"{difference}; in one session both use one variable, so {cls.__name__} would not "
-            f"get its own declaration but {other.__name__}'s. Rename one (dspex.Variable(..., "
-            "name='...')) or declare it once in a common base class.",
-            name=name,
-            classes=[first, second],
-        )
-    return None
-
-
 class Program(dspy.Module):  # type: ignore[misc]
     """A DSPy module with declared, session-scoped variables.
 
@@ -113,13 +89,13 @@ class Program(dspy.Module):  # type: ignore[misc]
     declared_variables: ClassVar[dict[str, Variable]] = {}
     """Name -> declaration, collected from the class and its bases when the class is made."""
 
-    _declared_attributes: ClassVar[dict[str, str]] = {}
-    """Attribute name -> variable name, for the assignment check."""
+    _declared_attributes: ClassVar[dict[str, Variable]] = {}
+    """Attribute name -> declaration, for the assignment check."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.declared_variables = _declarations(cls)
-        cls._declared_attributes = {attr: v.name or attr for attr, v in _declared(cls)}
+        cls._declared_attributes = dict(_declared(cls))
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Set an attribute; a declared variable's name is refused (its value is the session's).
@@ -127,27 +103,17 @@ class Program(dspy.Module):  # type: ignore[misc]
         Raises:
             VariableAssignmentError: ``name`` is a declared variable.
         """
-        if name in type(self)._declared_attributes:
-            raise self._assignment_error(name, "assigned", f"= {value!r}")
+        declared = type(self)._declared_attributes.get(name)
+        if declared is not None:
+            raise declared.assignment_error(type(self), name, f"program.{name} = {value!r}")
         super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
         """Delete an attribute; a declared variable cannot be deleted from an instance."""
-        if name in type(self)._declared_attributes:
-            raise self._assignment_error(name, "deleted", "deleted")
+        declared = type(self)._declared_attributes.get(name)
+        if declared is not None:
+            raise declared.assignment_error(type(self), name, f"del program.{name}")
         super().__delattr__(name)
-
-    def _assignment_error(self, attribute: str, verb: str, how: str) -> VariableAssignmentError:
-        name = type(self)._declared_attributes[attribute]
-        cls = type(self).__name__
-        return VariableAssignmentError(
-            f"{cls}.{attribute} is a session variable ({name!r}) shared by every program in "
-            f"the session, so it cannot be {verb} on one instance (program.{attribute} {how}); "
-            "set it in the session instead: "
-            f"session.set({name!r}, value) or {cls}.{attribute}.set(value) inside the session",
-            attribute=attribute,
-            name=name,
-        )
 
     def __init__(self, callbacks: list[Any] | None = None) -> None:
         super().__init__(callbacks=callbacks)
@@ -247,3 +213,27 @@ class Program(dspy.Module):  # type: ignore[misc]
                 with _registered_lock:
                     classes.discard(cls)
             raise
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _clash(cls: type[Program], other: type[Program]) -> VariableExistsError | None:
+    """The error for a variable that ``cls`` and ``other`` declare differently, if any."""
+    for name, mine in cls.declared_variables.items():
+        theirs = other.declared_variables.get(name)
+        difference = None if theirs is None else theirs.conflict_with(mine)
+        if difference is None:
+            continue
+        first, second = _qualified(other), _qualified(cls)
+        redefined = " (the class was defined again, e.g. a re-run cell)" if first == second else ""
+        return VariableExistsError(
+            f"variable {name!r} is declared by both {first} and {second}{redefined}, with "
+            f"{difference}; in one session both use one variable, so {cls.__name__} would not "
+            f"get its own declaration but {other.__name__}'s. Rename one (dspex.Variable(..., "
+            "name='...')) or declare it once in a common base class.",
+            name=name,
+            classes=[first, second],
+        )
+    return None

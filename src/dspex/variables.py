@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspex._model import FrozenDict, VariableRecord, VariableSpec, make_spec, validate
+from dspex.errors import VariableAssignmentError
 from dspex.session import current_session
 
 __all__ = ["Variable"]
@@ -87,6 +88,24 @@ class Variable:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Variable:
         return self  # deeply immutable, like a tuple of immutables: a copy would be identical
+
+    def assignment_error(
+        self, owner: type, attribute: str, statement: str
+    ) -> VariableAssignmentError:
+        """The error for ``statement`` (an assignment or ``del`` of ``owner().attribute``).
+
+        A declared variable's value lives in the session, shared by every program there, so a
+        program instance refuses to shadow it; the message says how to set it instead.
+        """
+        cls = owner.__name__
+        return VariableAssignmentError(
+            f"{statement}: {cls}.{attribute} is a session variable ({self.name!r}) shared by "
+            "every program in the session, so it cannot be assigned or deleted on one "
+            f"instance; set it in the session instead: session.set({self.name!r}, value) or "
+            f"{cls}.{attribute}.set(value) inside the session",
+            attribute=attribute,
+            name=self.name,
+        )
 
     def conflict_with(self, other: Variable) -> str | None:
         """How ``other``, a declaration of the same name, differs: spec or default (else None).
