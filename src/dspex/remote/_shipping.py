@@ -38,10 +38,13 @@ def settings_blob() -> bytes | None:
         return None
     try:
         return dumps(shipped)
-    except Exception:
-        for key, value in shipped.items():  # name the one that cannot travel
+    except Exception as exc:  # pickling raises many types (TypeError, PicklingError, ...)
+        for key, value in shipped.items():  # raises, naming the one that cannot travel
             travel_blob(value, f"dspy.settings.{key}")
-        raise
+        raise WorkerSetupError(
+            f"dspex.Remote cannot ship dspy.settings {', '.join(shipped)} to its worker "
+            f"processes: {type(exc).__name__}: {exc}; nothing was started."
+        ) from exc
 
 
 def check_settings_travel() -> None:
