@@ -66,6 +66,7 @@ STATUS_TABLE: Final[Mapping[type[errors.DspexError], grpc.StatusCode]] = {
     errors.StoreProtocolError: _S.INVALID_ARGUMENT,
     errors.StoreDataError: _S.FAILED_PRECONDITION,
     errors.BindingError: _S.INVALID_ARGUMENT,
+    errors.TuningError: _S.INVALID_ARGUMENT,  # client-side; listed for completeness
     errors.ToolError: _S.UNKNOWN,
     errors.ToolNotFoundError: _S.NOT_FOUND,
     errors.ToolExistsError: _S.ALREADY_EXISTS,
