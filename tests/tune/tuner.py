@@ -33,7 +33,7 @@ class Tuner:
             self._queue.put(line.rstrip("\n"))
         self._ended.set()
 
-    def wait_for(self, prefix: str, count: int = 1, timeout: float = 60.0) -> list[str]:
+    def wait_for(self, prefix: str, count: int = 1, timeout: float = 120.0) -> list[str]:
         """Block until ``count`` lines starting with ``prefix`` were printed; return them."""
         deadline = time.monotonic() + timeout
         while sum(1 for line in self.lines if line.startswith(prefix)) < count:
