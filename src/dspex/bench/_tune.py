@@ -4,10 +4,14 @@ The work is a CPU-bound simulation: a program that reads the tuned variables thr
 session and burns ``dspex.sim.burn_cpu`` rounds seeded by them; the metric scores its digest.
 Both sides use the same sampler (``RandomSampler``, same seed), no pruner, in-memory storage.
 
-* Overhead per trial: the same trials (one example of about 50 ms) timed as a plain
-  ``study.optimize`` loop and as ``dspex.tune`` (lock held, each trial written to the session
-  in an atomic batch, evaluated in a pinned view, progress published on the lock), rounds
-  interleaved; plus the same with no work at all, which isolates the fixed cost.
+* Overhead per trial: the same trials timed as a plain ``study.optimize`` loop and as
+  ``dspex.tune`` (lock renewed and the running trial published, the trial's values written in
+  one atomic batch, evaluated in a pinned view, the result published on the lock), rounds
+  interleaved, as the median start-to-start time of consecutive trials. What dspex adds does
+  not depend on the trial's work, so it is measured exactly on trials that do no work, and the
+  target compares it with a 50 ms trial. The same pair on trials of about 50 ms of CPU is
+  reported beside it; on a shared machine its difference is within the noise of the work
+  itself (``tune_trial_ms_plain_optuna_spread``: how much the plain rounds disagree).
 * Throughput: trials per second with 1 and 2 ``dspex.Remote`` workers (each trial's examples
   split across the pool; pool start-up excluded), beside plain Optuna with ``n_jobs`` 1 and 2
   (threads, which the GIL serializes on CPU-bound work: that is the plain baseline). The
@@ -30,7 +34,7 @@ __all__ = ["TARGETS", "run"]
 
 TRIAL_MS: Final = 50.0
 """CPU time of one trial in the overhead figure."""
-ROUNDS: Final = 3
+ROUNDS: Final = 5
 """Interleaved rounds per overhead figure (median taken)."""
 TRIALS: Final = 12
 """Trials per round."""
@@ -40,9 +44,9 @@ EXAMPLES: Final = 8
 """Examples per trial in the throughput figure (split across the workers)."""
 
 TARGETS: Final[dict[str, tuple[str, Callable[[dict[str, Any]], bool]]]] = {
-    "tune_overhead_pct_of_trial": (
-        "<= 5% of a 50 ms trial",
-        lambda f: f["tune_overhead_pct_of_trial"] <= 5.0,
+    "tune_overhead_pct_of_50ms_trial": (
+        "<= 5% (lock + publish + propagation per trial, vs plain Optuna)",
+        lambda f: f["tune_overhead_pct_of_50ms_trial"] <= 5.0,
     ),
 }
 """Figure -> (target text, check) from the tuning issue."""
@@ -118,13 +122,13 @@ def _tuned(session: Session, rounds: int, trials: int, workers: int = 0) -> Any:
     )  # fmt: skip
 
 
-def _overhead(session: Session, rounds: int, trials: int) -> tuple[float, float]:
-    """Per-trial milliseconds of (plain, dspex): medians over interleaved rounds."""
+def _overhead(session: Session, rounds: int, trials: int) -> tuple[list[float], list[float]]:
+    """Per-trial milliseconds of (plain, dspex) in each of the interleaved rounds."""
     plain, tuned = [], []
     for _ in range(ROUNDS):
         plain.append(_per_trial_ms(_plain(rounds, trials)))
         tuned.append(_per_trial_ms(_tuned(session, rounds, trials).study))
-    return statistics.median(plain), statistics.median(tuned)
+    return plain, tuned
 
 
 def _rate(study: Any) -> float:
@@ -144,22 +148,24 @@ def run() -> dict[str, Any]:
     with Session() as session:
         session.register("temperature", float, 0.7, min=0.0, max=2.0)
         session.register("top_k", int, 5, min=1, max=10)
-        plain_ms, tuned_ms = _overhead(session, trial_rounds, TRIALS)
-        plain_noop, tuned_noop = _overhead(session, 0, NOOP_TRIALS)
+        plain_rounds, tuned_rounds = _overhead(session, trial_rounds, TRIALS)
+        plain_noop, tuned_noop = map(statistics.median, _overhead(session, 0, NOOP_TRIALS))
         throughput = {
             w: _rate(_tuned(session, example_rounds, TRIALS, workers=w).study) for w in (1, 2)
         }
         worker_noop = _per_trial_ms(_tuned(session, 0, NOOP_TRIALS // 2, workers=1).study)
     plain_rate = {jobs: _rate(_plain(example_rounds, TRIALS, jobs, EXAMPLES)) for jobs in (1, 2)}
-    overhead = tuned_ms - plain_ms
+    plain_ms, tuned_ms = statistics.median(plain_rounds), statistics.median(tuned_rounds)
+    overhead = tuned_noop - plain_noop
     return {
-        "tune_trial_ms_plain_optuna": round(plain_ms, 2),
-        "tune_trial_ms_dspex": round(tuned_ms, 2),
-        "tune_overhead_ms_per_trial": round(overhead, 3),
-        "tune_overhead_pct_of_trial": round(100 * overhead / plain_ms, 2),
         "tune_noop_trial_ms_plain_optuna": round(plain_noop, 3),
         "tune_noop_trial_ms_dspex": round(tuned_noop, 3),
-        "tune_noop_overhead_ms_per_trial": round(tuned_noop - plain_noop, 3),
+        "tune_overhead_ms_per_trial": round(overhead, 3),
+        "tune_overhead_pct_of_50ms_trial": round(100 * overhead / TRIAL_MS, 2),
+        "tune_trial_ms_plain_optuna": round(plain_ms, 2),
+        "tune_trial_ms_dspex": round(tuned_ms, 2),
+        "tune_trial_ms_difference": round(tuned_ms - plain_ms, 2),
+        "tune_trial_ms_plain_optuna_spread": round(max(plain_rounds) - min(plain_rounds), 2),
         "tune_noop_trial_ms_1_worker": round(worker_noop, 3),
         "tune_trials_per_s_1_worker": round(throughput[1], 2),
         "tune_trials_per_s_2_workers": round(throughput[2], 2),
@@ -167,9 +173,10 @@ def run() -> dict[str, Any]:
         "tune_trials_per_s_plain_optuna_1_job": round(plain_rate[1], 2),
         "tune_trials_per_s_plain_optuna_2_jobs": round(plain_rate[2], 2),
         "tune_overhead_path": (
-            "median start-to-start time of consecutive trials: dspex.tune in process (lock "
-            "held, per trial session.update(atomic) of 2 variables, a pinned Session view, "
-            "lock.report after the trial) vs study.optimize with the same sampler and work"
+            "median start-to-start time of consecutive no-work trials: dspex.tune in process "
+            "(lock held; per trial a lock.report before, session.update(atomic) of 2 "
+            "variables, a pinned Session view, a lock.report after) vs study.optimize with the "
+            "same sampler"
         ),
         "tune_throughput_path": (
             f"{TRIALS} trials of {EXAMPLES} examples of ~{TRIAL_MS / EXAMPLES:.2f} ms CPU each, "
