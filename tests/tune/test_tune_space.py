@@ -75,3 +75,10 @@ def test_a_minimizing_study_or_no_variables_is_refused(session: dspex.Session) -
         dspex.tune(targets.ReadValues(), targets.devset(1), targets.peak, variables=())
     with pytest.raises(TuningError, match="dev set is empty"):
         dspex.tune(targets.ReadValues(), [], targets.peak, variables=("temperature",))
+    for bad in ({"workers": "2"}, {"workers": -1}, {"batch": 0}, {"concurrency": 0}):
+        with pytest.raises(TuningError):
+            dspex.tune(
+                targets.ReadValues(), targets.devset(1), targets.peak,
+                variables=("temperature",), **bad,  # type: ignore[arg-type]
+            )  # fmt: skip
+    assert session.variable("temperature").version == 1  # nothing was ever written

@@ -136,6 +136,7 @@ def tune(
     optimizer = optimizer_id or f"optuna:{name}"
     study = study if study is not None else open_study(storage, name, sampler, pruner)
     check_direction(study)
+    size = _batch(batch, len(devset), pool.workers if pool else count, study)
     run = _Run(session, study, distributions, secrets.token_hex(8), optimizer)
     with session.optimizing(
         *variables, optimizer_id=optimizer, policy=policy, timeout=lock_timeout
@@ -145,7 +146,6 @@ def tune(
         evaluator = Evaluator(program, metric, devset)
         backend = _backend(evaluator, pool or count, session, worker_timeout)
         try:
-            size = _batch(batch, len(devset), pool.workers if pool else count, study)
             run.start(lock, backend, len(devset), size)
             _optimize(run, n_trials, concurrency, callbacks)
         except BaseException:
@@ -156,10 +156,14 @@ def tune(
         return run.keep_best(before)
 
 
-def _pool(workers: Any, concurrency: int) -> tuple[Any, Any]:
+def _pool(workers: Any, concurrency: int) -> tuple[Any, int]:
     """(a caller's Remote or None, the worker count to start)."""
     if isinstance(workers, int):
         return None, workers
+    if not (callable(getattr(workers, "map", None)) and hasattr(workers, "workers")):
+        raise TuningError(
+            f"workers must be a number of processes or a dspex.Remote, got {workers!r}"
+        )
     if concurrency != 1:
         raise TuningError(
             "a dspex.Remote of the program reads the live session, so it evaluates one trial "
