@@ -53,3 +53,18 @@ def test_a_remote_of_the_program_evaluates_one_trial_at_a_time_with_its_values(
                 targets.ReadValues(), targets.devset(4), targets.seen_elsewhere,
                 variables=("temperature",), n_trials=2, workers=pool, concurrency=2,
             )  # fmt: skip
+
+
+def test_a_bound_dspy_program_in_workers_is_called_with_each_trial_s_temperature(
+    session: dspex.Session,
+) -> None:
+    from dspex.demo._program import DemoQA
+    from dspex.sim import load_devset
+
+    result = dspex.tune(
+        DemoQA(), load_devset()[:4], targets.reasoning_temperature,
+        variables=("temperature",), n_trials=4, workers=2, concurrency=2,
+        sampler=optuna.samplers.RandomSampler(seed=8),
+    )  # fmt: skip
+    for trial in result.study.trials:  # what the LM call really received, in the workers
+        assert trial.value == pytest.approx(round(trial.params["temperature"], 2))

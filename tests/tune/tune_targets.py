@@ -76,3 +76,8 @@ class FailsAt:
         if self.calls == self.call:
             raise RuntimeError("metric broke")
         return peak(example, prediction)
+
+
+def reasoning_temperature(example: Any, prediction: Any) -> float:
+    """The temperature SimLM reports it was called with ("... at temperature 0.42 about ...")."""
+    return float(prediction.reasoning.split(" at temperature ")[1].split()[0])
