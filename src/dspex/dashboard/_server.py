@@ -7,9 +7,11 @@ is known (and printed) at once, and a port in use is one clear error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import uvicorn
 
@@ -78,11 +80,30 @@ def serve_dashboard(
     _check_store(provider)
     dashboard = Dashboard(provider, read_only=read_only, sessions=sessions)
     sock = _bind(host, port)
-    with sock:
+    with sock, _signals_end_serving():
         if on_ready is not None:
             on_ready(_url(sock))
         asyncio.run(_uvicorn(dashboard).serve(sockets=[sock]))
     dashboard.close_feeds()
+
+
+@contextlib.contextmanager
+def _signals_end_serving() -> Iterator[None]:
+    """Make SIGTERM/SIGINT end serving and return normally (exit code 0, like ``dspex serve``).
+
+    uvicorn stops on these signals, then raises the signal again for the handler that was in
+    place before it started: that handler is a no-op here, so the process does not die of it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class DashboardServer:

@@ -255,7 +255,8 @@
     };
     const layout = {
       margin: { l: numeric ? 50 : 140, r: 10, t: 10, b: 40 },
-      xaxis: { title: { text: $("xaxis").value }, type: $("xaxis").value === "time" ? "date" : "linear" },
+      xaxis: $("xaxis").value === "time" ? { title: { text: "time" }, type: "date" }
+        : { title: { text: "version" }, type: "linear", ...wholeTicks(records.length) },
       yaxis: { type: numeric ? "linear" : "category", automargin: true },
       showlegend: false,
     };
@@ -279,7 +280,8 @@
     }
     Plotly.react(node, traces, {
       margin: { l: 50, r: 10, t: 10, b: 40 },
-      xaxis: { title: { text: "iteration" } }, yaxis: { title: { text: "score" } },
+      xaxis: { title: { text: "iteration" }, ...wholeTicks(points.length) },
+      yaxis: { title: { text: "score" } },
       legend: { orientation: "h" },
     }, { displaylogo: false, responsive: true });
     const last = optimizer.last;
@@ -289,6 +291,11 @@
     parts.push("iteration " + (last.iteration ?? "?"));
     parts.push("on " + [...optimizer.names].sort().join(", "));
     node.parentElement.querySelector(".best").textContent = parts.join(" · ");
+  }
+
+  // Versions and iterations are whole numbers: no 1.5 ticks while there are few points.
+  function wholeTicks(count) {
+    return count <= 12 ? { dtick: 1, tickformat: "d" } : { tickformat: "d" };
   }
 
   function escapeHtml(text) {
