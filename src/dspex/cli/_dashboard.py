@@ -95,7 +95,7 @@ class BesideStore:
         """True when the dashboard could not start (the store was then asked to stop)."""
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, tls: object) -> BesideStore | None:
+    def from_args(cls, args: argparse.Namespace) -> BesideStore | None:
         """The dashboard the flags ask for, or None; checked before the store listens.
 
         Raises:
@@ -104,7 +104,7 @@ class BesideStore:
         """
         if args.dashboard_port is None:
             return None
-        if tls is not None:
+        if args.tls_cert is not None:
             raise errors.StoreError(
                 "--dashboard-port cannot be combined with --tls-cert: run "
                 "`dspex dashboard --store grpcs://HOST:PORT --tls-ca PEM` beside the server"

@@ -110,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
     # A bad auth file, TLS file, data directory or Redis raises here, before anything listens:
     # the error becomes one line on stderr and exit code 1 (see dspex.cli.main).
+    dashboard = BesideStore.from_args(args)
     security = server_security(args)
-    dashboard = BesideStore.from_args(args, security["tls"])
     engine, where = _open_engine(args)
     try:
         provider = LocalProvider(

@@ -81,7 +81,7 @@ class SessionFeed:
         self._thread.start()
 
     def stop(self) -> None:
-        """End the watch; the thread emits nothing more. Safe to call more than once."""
+        """End the watch; the thread then emits only ``end``. Safe to call more than once."""
         self._stopped.set()
         if self._watch is not None:
             self._watch.cancel()
@@ -93,8 +93,7 @@ class SessionFeed:
             if not self._stopped.is_set():
                 self._emit({"type": "failure", "message": str(exc), "code": exc.code})
         finally:
-            if not self._stopped.is_set():
-                self._emit({"type": "end"})
+            self._emit({"type": "end"})  # also after stop(): the page's event stream ends now
 
     def _follow(self) -> None:
         """Hand every update on, resuming after a lag from the last revision handed on."""

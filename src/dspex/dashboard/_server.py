@@ -40,14 +40,24 @@ def _url(sock: socket.socket) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
-def _uvicorn(dashboard: Dashboard) -> uvicorn.Server:
-    config = uvicorn.Config(
-        dashboard.app,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=_GRACE_SECONDS,
-    )
-    return uvicorn.Server(config)
+class _Uvicorn(uvicorn.Server):
+    """uvicorn that ends the dashboard's event streams first when it shuts down, so open pages
+    get an ``end`` event and the server stops at once instead of cutting them off later."""
+
+    def __init__(self, dashboard: Dashboard) -> None:
+        super().__init__(
+            uvicorn.Config(
+                dashboard.app,
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=_GRACE_SECONDS,
+            )
+        )
+        self.dashboard = dashboard
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.dashboard.close_feeds()
+        await super().shutdown(sockets)
 
 
 def _check_store(provider: StateProvider) -> None:
@@ -83,8 +93,7 @@ def serve_dashboard(
     with sock, _signals_end_serving():
         if on_ready is not None:
             on_ready(_url(sock))
-        asyncio.run(_uvicorn(dashboard).serve(sockets=[sock]))
-    dashboard.close_feeds()
+        asyncio.run(_Uvicorn(dashboard).serve(sockets=[sock]))
 
 
 @contextlib.contextmanager
@@ -120,7 +129,7 @@ class DashboardServer:
         self.dashboard = dashboard
         self.url = _url(sock)
         self._sock = sock
-        self._server = _uvicorn(dashboard)
+        self._server = _Uvicorn(dashboard)
         self._thread = threading.Thread(target=self._run, name="dspex-dashboard", daemon=True)
 
     @classmethod
@@ -160,7 +169,6 @@ class DashboardServer:
 
     def stop(self) -> None:
         """End the live streams and stop the web server (the store client stays open)."""
-        self.dashboard.close_feeds()
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(_GRACE_SECONDS + 5.0)
