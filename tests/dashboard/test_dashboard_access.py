@@ -29,7 +29,9 @@ ROW = 'tr[data-name="{}"]'
 
 
 def rows(page: Any) -> list[str]:
-    return sorted(page.eval_on_selector_all("#variables tbody tr", "rs => rs.map(r => r.dataset.name)"))
+    return sorted(
+        page.eval_on_selector_all("#variables tbody tr", "rs => rs.map(r => r.dataset.name)")
+    )
 
 
 def open_page(browser: Any, url: str, session_id: str) -> Any:
@@ -52,13 +54,17 @@ def test_the_token_decides_what_the_page_shows_and_may_roll_back(tmp_path: Path)
         with (
             DashboardProcess(store.address, "--token", TOKENS["viewer"]) as viewer,
             DashboardProcess(store.address, "--token", TOKENS["operator"]) as operator,
-            DashboardProcess(store.address, "--token", TOKENS["operator"], "--read-only") as frozen,
+            DashboardProcess(
+                store.address, "--token", TOKENS["operator"], "--read-only"
+            ) as frozen,
             chromium() as browser,
         ):
             seen = open_page(browser, viewer.url, sid)
             ops = open_page(browser, operator.url, sid)
             readonly = open_page(browser, frozen.url, sid)
-            ops.wait_for_selector(f"{ROW.format('temperature')} td.rollback button", timeout=WAIT_MS)
+            ops.wait_for_selector(
+                f"{ROW.format('temperature')} td.rollback button", timeout=WAIT_MS
+            )
 
             assert rows(seen) == ["temperature"]  # secret_prompt is not observable
             assert rows(ops) == ["secret_prompt", "temperature"]

@@ -1,4 +1,4 @@
-"""The dashboard page in real headless Chromium, over a real ``dspex serve`` and ``dspex dashboard``.
+"""The dashboard page in real headless Chromium, over real `dspex serve` and `dspex dashboard`.
 
 Changes made from Python reach the open page over the watch stream (server-sent events) within
 a second, without a reload; history plots gain points; optimizer progress and the dependency
@@ -88,7 +88,9 @@ def test_the_page_follows_the_store_live(tmp_path: Any) -> None:
                     session.set("temperature", value)
                     if score > best:
                         best, best_value = score, value
-                    lock.report(iteration=step, score=score, best_score=best, best_value=best_value)
+                    lock.report(
+                        iteration=step, score=score, best_score=best, best_value=best_value
+                    )
                 page.wait_for_selector(f"{cell('temperature', 'lock')} .badge", timeout=1000)
                 assert "grid" in page.text_content(cell("temperature", "lock"))
                 page.wait_for_function(

@@ -82,7 +82,9 @@ def test_serve_with_a_dashboard_port_serves_the_page_beside_the_store() -> None:
 
 
 def test_dashboard_refuses_a_store_it_cannot_use_in_one_line() -> None:
-    nowhere = run_dspex("dashboard", "--store", f"grpc://127.0.0.1:{free_port()}", "--timeout", "2")
+    nowhere = run_dspex(
+        "dashboard", "--store", f"grpc://127.0.0.1:{free_port()}", "--timeout", "2"
+    )
     assert nowhere.returncode == 1
     assert nowhere.stderr.startswith("dspex: error:") and nowhere.stderr.count("\n") == 1
     with ServeProcess("--token", "right") as store:
