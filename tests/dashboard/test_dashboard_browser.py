@@ -110,6 +110,14 @@ def test_the_page_follows_the_store_live(tmp_path: Any) -> None:
                 timeout=1000,
             )
 
+            # the same history against time: a date axis with the same points
+            page.select_option("#xaxis", "time")
+            page.wait_for_function(
+                "document.querySelector('[data-plot=\"temperature\"]').layout.xaxis.type"
+                " === 'date'",
+                timeout=1000,
+            )
+            assert page.evaluate(plot_points("temperature")) == 6
             assert page.evaluate("window.loadedOnce") is True  # no reload happened
             assert problems == []
             assert requests and all(url.startswith(dashboard.url) for url in requests), requests
