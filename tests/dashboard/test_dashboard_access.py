@@ -101,3 +101,33 @@ def test_the_token_decides_what_the_page_shows_and_may_roll_back(tmp_path: Path)
             status, body = http(url, body={"version": "two"}, headers={"X-Dspex-Dashboard": "x"})
             assert status == 403  # the key is checked before anything else
             assert session.variable("temperature").version == 3  # nothing changed
+
+
+def test_a_token_that_may_only_observe_sees_live_changes_of_a_named_session(
+    tmp_path: Path,
+) -> None:
+    tokens = {"owner": TOKENS["owner"], "watcher": "watch-secret"}
+    rules = [RULES[0], {"principal": "watcher", "sessions": "*", "allow": ["observe"]}]
+    with (
+        ServeProcess("--auth-file", str(auth_file(tmp_path, rules, tokens))) as store,
+        dspex.Session(store=store.address, token=TOKENS["owner"]) as session,
+    ):
+        session.register("temperature", float, 0.7)
+        session.register("budget", float, 7.0)
+        session.depend("temperature", "budget")
+        session.set("temperature", 0.2)
+        flags = ("--token", tokens["watcher"], "--session", session.session_id)
+        with DashboardProcess(store.address, *flags) as watcher, chromium() as browser:
+            status, listed = http(f"{watcher.url}api/sessions")
+            assert status == 200 and listed == [{"session_id": session.session_id}]
+            page = browser.new_page()
+            page.goto(watcher.url)  # the one session offered is followed
+            page.wait_for_selector(ROW.format("temperature"), timeout=WAIT_MS)
+            points = "document.querySelector('[data-plot=\"temperature\"]').data[0].x.length"
+            page.wait_for_function(f"{points} === 1", timeout=WAIT_MS)  # history not readable
+            session.set("temperature", 0.4)
+            page.wait_for_function(f"{points} === 2", timeout=1000)  # but changes arrive
+            assert rows(page) == ["budget", "temperature"]
+            assert page.locator("td.rollback button").count() == 0
+            assert page.locator("#graph g").count() == 0  # edges need read
+            assert page.text_content("#banner") == ""
