@@ -74,6 +74,8 @@ class DashboardProcess:
             self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         line = first_line(self.process, START_TIMEOUT)
+        if line.startswith("{"):
+            line = "dspex dashboard on " + json.loads(line)["url"]  # with --json
         if not line.startswith("dspex dashboard on "):
             self.process.kill()
             _, errors = self.process.communicate(timeout=30)

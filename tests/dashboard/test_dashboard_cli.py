@@ -96,6 +96,8 @@ def test_dashboard_refuses_a_store_it_cannot_use_in_one_line() -> None:
                               "--port", port)  # fmt: skip
             assert taken.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
             assert first.stop() == 0
+        with DashboardProcess(store.address, "--token", "right", "--json") as as_json:
+            assert as_json.url.startswith("http://127.0.0.1:")  # read from {"url": ...}
 
 
 def test_serve_refuses_a_dashboard_with_tls_before_listening() -> None:

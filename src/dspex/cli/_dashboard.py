@@ -1,14 +1,15 @@
 """``dspex dashboard --store ADDRESS [--token T] [--port 8080]``: the live web page of a store.
 
-Prints the page's URL (one line, flushed) once it listens, and serves until SIGTERM or
-Ctrl-C. Needs the optional extra ``dspex[dashboard]`` (Starlette, uvicorn, plotly); without
-it the command says so in one line. ``dspex serve --dashboard-port N`` serves the same page
-beside a store (see :class:`BesideStore`).
+Prints the page's URL (one line, flushed; ``{"url": ...}`` with ``--json``) once it listens,
+and serves until SIGTERM or Ctrl-C. Needs the optional extra ``dspex[dashboard]`` (Starlette,
+uvicorn, plotly); without it the command says so in one line. ``dspex serve --dashboard-port
+N`` serves the same page beside a store (see :class:`BesideStore`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     dashboard = _dashboard_module()
 
     def ready(url: str) -> None:
-        print(f"dspex dashboard on {url}", flush=True)
+        print(json.dumps({"url": url}) if args.json else f"dspex dashboard on {url}", flush=True)
 
     with open_store(args) as provider:
         dashboard.serve_dashboard(
@@ -157,7 +158,10 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         help="also serve the live web dashboard on port N (0 = any free port)",
     )
     group.add_argument(
-        "--dashboard-host", default="127.0.0.1", help="address the dashboard listens on"
+        "--dashboard-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the dashboard listens on (%(default)s)",
     )
     group.add_argument(
         "--dashboard-token",
