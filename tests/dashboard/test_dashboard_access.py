@@ -28,6 +28,15 @@ RULES = [
 ROW = 'tr[data-name="{}"]'
 
 
+ROLLBACK_JS = """async ({name, version}) => {
+    const key = document.querySelector('meta[name="dspex-key"]').content;
+    const session = new URLSearchParams(location.search).get("session");
+    const r = await fetch(`api/sessions/${session}/variables/${name}/rollback`, {
+        method: "POST", body: JSON.stringify({version}), headers: {"X-Dspex-Dashboard": key}});
+    return [r.status, (await r.json()).error];
+}"""
+
+
 def rows(page: Any) -> list[str]:
     return sorted(
         page.eval_on_selector_all("#variables tbody tr", "rs => rs.map(r => r.dataset.name)")
@@ -83,18 +92,12 @@ def test_the_token_decides_what_the_page_shows_and_may_roll_back(tmp_path: Path)
             assert (record.value, record.version) == (0.7, 3)
             assert record.writer.startswith("operator@")
 
-            refused = readonly.evaluate(
-                """async () => {
-                    const key = document.querySelector('meta[name="dspex-key"]').content;
-                    const r = await fetch(
-                        `api/sessions/${new URLSearchParams(location.search).get("session")}` +
-                        "/variables/temperature/rollback",
-                        {method: "POST", body: JSON.stringify({version: 2}),
-                         headers: {"X-Dspex-Dashboard": key}});
-                    return [r.status, (await r.json()).error];
-                }"""
-            )
+            refused = readonly.evaluate(ROLLBACK_JS, {"name": "temperature", "version": 2})
             assert refused[0] == 403 and "read-only" in refused[1]
+            unknown = ops.evaluate(ROLLBACK_JS, {"name": "temperature", "version": 99})
+            assert unknown[0] == 404 and "no version 99" in unknown[1]
+            wrong = ops.evaluate(ROLLBACK_JS, {"name": "temperature", "version": "two"})
+            assert wrong[0] == 400 and '{"version": N}' in wrong[1]
             url = f"{operator.url}api/sessions/{sid}/variables/temperature/rollback"
             status, body = http(url, body={"version": 2})  # without the page's key
             assert status == 403 and "X-Dspex-Dashboard" in body["error"]

@@ -61,9 +61,8 @@
     if (!state || state.sessionId !== chosen) follow(chosen);
   }
 
-  function follow(sessionId) {
-    if (source) source.close();
-    showError("");
+  // Every (re)connection starts with the current records, so the page starts afresh too.
+  function reset(sessionId) {
     state = {
       sessionId, records: new Map(), points: new Map(), writable: new Map(),
       rows: new Map(), plots: new Map(), optimizers: new Map(), edges: [],
@@ -71,13 +70,18 @@
     $("variables").tBodies[0].replaceChildren();
     $("plots").replaceChildren();
     $("optimizers").replaceChildren();
-    renderEmpty();
     renderGraph();
+  }
+
+  function follow(sessionId) {
+    if (source) source.close();
+    showError("");
+    reset(sessionId);
     history.replaceState(null, "", "?session=" + encodeURIComponent(sessionId));
     const url = "api/sessions/" + encodeURIComponent(sessionId) + "/events";
     source = new EventSource(url);
     setStatus("connecting…", "");
-    source.addEventListener("open", () => setStatus("live", "live"));
+    source.addEventListener("open", () => { reset(sessionId); setStatus("live", "live"); });
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CLOSED) explainRefusal(url);
       else setStatus("reconnecting…", "down");
@@ -86,7 +90,11 @@
     source.addEventListener("history", (e) => onHistory(JSON.parse(e.data)));
     source.addEventListener("deps", (e) => { state.edges = JSON.parse(e.data).edges; renderGraph(); });
     source.addEventListener("failure", (e) => showError(JSON.parse(e.data).message));
-    source.addEventListener("end", () => { source.close(); setStatus("ended", "down"); });
+    source.addEventListener("end", () => {  // the session closed, or the dashboard stopped
+      source.close();
+      setStatus("ended", "down");
+      loadSessions().catch(() => {});
+    });
   }
 
   async function explainRefusal(url) {
