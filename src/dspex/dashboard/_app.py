@@ -7,7 +7,8 @@ Routes:
   Content-Security-Policy header says so to the browser too).
 * ``GET /api/sessions``: the sessions the token may read, plus those named on the command line.
 * ``GET /api/sessions/{id}/events``: server-sent events from the store's watch stream
-  (see :mod:`dspex.dashboard._feed`), live until the page goes away.
+  (see :mod:`dspex.dashboard._feed`), live until the page goes away. A page that reads too
+  slowly gets ``restart`` (and follows again from the current state) rather than a gap.
 * ``POST /api/sessions/{id}/variables/{name}/rollback`` with ``{"version": N}``: writes that
   version's value as a new version. Refused on a read-only dashboard; the store refuses it
   when the token may not write. The page must send the ``X-Dspex-Dashboard`` header with the
@@ -52,6 +53,8 @@ __all__ = ["KEY_HEADER", "Dashboard"]
 KEY_HEADER = "X-Dspex-Dashboard"
 """Header a rollback request must carry, holding the key the page was served with."""
 _KEEPALIVE_SECONDS = 15.0
+_MAX_PENDING = 10_000
+"""Messages queued for one page; beyond that it is told to ``restart`` from the current state."""
 _STATIC = importlib.resources.files("dspex.dashboard") / "static"
 _CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
@@ -122,9 +125,16 @@ class Dashboard:
         loop = asyncio.get_running_loop()
         messages: asyncio.Queue[Message] = asyncio.Queue()
 
-        def emit(message: Message) -> None:
+        def deliver(message: Message) -> None:  # on the event loop
+            if messages.qsize() < _MAX_PENDING:
+                messages.put_nowait(message)
+            elif not feed.stopped:  # the page reads too slowly: it starts afresh, no gap
+                feed.stop()
+                messages.put_nowait({"type": "restart", "reason": "the page fell behind"})
+
+        def emit(message: Message) -> None:  # on the feed's thread
             with suppress(RuntimeError):  # the loop has closed: nobody is listening
-                loop.call_soon_threadsafe(messages.put_nowait, message)
+                loop.call_soon_threadsafe(deliver, message)
 
         feed = SessionFeed(view, emit, read_only=self.read_only)
         try:
@@ -151,14 +161,14 @@ class Dashboard:
                     yield ": keepalive\n\n"
                     continue
                 yield f"event: {message['type']}\ndata: {json.dumps(message)}\n\n"
-                if message["type"] == "end":
+                if message["type"] in ("end", "restart"):
                     return
         finally:
             feed.stop()
             self._feeds.discard(feed)
 
     async def _rollback(self, request: Request) -> Response:
-        if request.headers.get(KEY_HEADER) != self.key:
+        if not secrets.compare_digest(request.headers.get(KEY_HEADER, ""), self.key):
             return _refused(403, f"missing or wrong {KEY_HEADER} header: reload the page")
         if self.read_only:
             return _refused(403, "this dashboard is read-only (started with --read-only)")

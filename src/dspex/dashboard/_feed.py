@@ -80,6 +80,11 @@ class SessionFeed:
         )
         self._thread.start()
 
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopped.is_set()
+
     def stop(self) -> None:
         """End the watch; the thread then emits only ``end``. Safe to call more than once."""
         self._stopped.set()
