@@ -1,16 +1,21 @@
-"""The event stream of a page that reads too slowly: told to restart, never given a gap.
+"""Slow readers on either side of the dashboard get every change or an explicit restart.
 
-The dashboard runs in this process (``DashboardServer``, real uvicorn) over a real
-``dspex serve``; the "page" is a raw socket with a tiny receive buffer that stops reading.
+A page that reads too slowly is told to restart (the dashboard runs in this process,
+``DashboardServer`` with real uvicorn, and the "page" is a raw socket with a tiny receive
+buffer that stops reading); a store watch that lags resumes with no gap and no duplicate.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import urllib.parse
+import urllib.request
+from typing import Any
 
 import pytest
+from dashboard_support import DashboardProcess
 from serve_process import ServeProcess
 
 import dspex
@@ -63,3 +68,40 @@ def test_a_page_that_reads_too_slowly_is_told_to_restart(monkeypatch: pytest.Mon
         finally:
             server.stop()
             provider.close()
+
+
+def test_a_lagging_store_watch_resumes_without_gap_or_duplicate() -> None:
+    """With a 2-update watcher queue on the server, batches of 50 changes make the dashboard's
+    watch lag; it resumes from the last revision it handed on, so the page gets each change
+    exactly once (without the resume it would get a failure and the end of the stream)."""
+    names = [f"v{i:02d}" for i in range(50)]
+    with (
+        ServeProcess("--watch-queue-size", "2") as store,
+        dspex.Session(store=store.address) as session,
+    ):
+        for name in names:
+            session.register(name, int, 0)
+        with DashboardProcess(store.address) as dashboard:
+            path = f"{dashboard.url}api/sessions/{session.session_id}/events"
+            with urllib.request.urlopen(path, timeout=20) as stream:
+                events = events_of(stream, count=len(names) * 2 + 1)  # initial, history, deps
+                for round_ in range(1, 6):
+                    session.update(dict.fromkeys(names, round_))
+                events = events_of(stream, count=len(names) * 5)
+            assert dashboard.stop() == 0
+    assert [e for e in events if e["type"] != "variable" or e["kind"] != "set"] == []
+    changes = [(e["record"]["name"], e["record"]["version"]) for e in events]
+    assert sorted(changes) == [(name, v) for name in names for v in range(2, 7)]
+
+
+def events_of(stream: Any, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` events of an open event stream, decoded (fewer if it ends)."""
+    events: list[dict[str, Any]] = []
+    while len(events) < count:
+        raw = stream.readline()
+        if not raw:
+            break
+        line = raw.decode().strip()
+        if line.startswith("data: "):
+            events.append(json.loads(line[len("data: ") :]))
+    return events
