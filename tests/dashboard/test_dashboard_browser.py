@@ -77,6 +77,13 @@ def test_the_page_follows_the_store_live(tmp_path: Any) -> None:
             # strings plot as categories, labelled by their (shortened) text
             session.set("instructions", "Think step by step, then answer.")
             page.wait_for_function(f"{plot_points('instructions')} === 2", timeout=1000)
+            markup = '<img src=x onerror="window.pwned=1"><b>bold</b>'
+            session.set("instructions", markup)
+            wait_text(page, cell("instructions", "value"), markup, timeout_ms=1000)
+            page.wait_for_function(f"{plot_points('instructions')} === 3", timeout=1000)
+            tick = page.text_content("[data-plot='instructions'] .ytick text >> nth=-1")
+            assert page.evaluate("window.pwned") is None  # text, never markup
+            assert tick is not None and tick.startswith("<img src=x")
             axis = page.evaluate(
                 "document.querySelector('[data-plot=\"instructions\"]').layout.yaxis.type"
             )

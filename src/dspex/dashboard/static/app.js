@@ -256,8 +256,9 @@
     const node = plotNode(name, name, $("plots"), "data-plot");
     const trace = {
       x: records.map(xOf),
-      y: records.map((r) => (numeric ? r.number : r.label)),
-      text: records.map((r) => `v${r.version} by ${r.writer}<br>${escapeHtml(r.text)}`),
+      // plotly reads labels and hovers as HTML: values and writers are escaped as text
+      y: records.map((r) => (numeric ? r.number : escapeHtml(r.label))),
+      text: records.map((r) => `v${r.version} by ${escapeHtml(r.writer)}<br>${escapeHtml(r.text)}`),
       hoverinfo: "text",
       mode: "lines+markers",
       line: { shape: numeric ? "linear" : "hv" },
@@ -309,7 +310,7 @@
   }
 
   function escapeHtml(text) {
-    return text.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+    return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
   }
 
   // -- dependency graph ----------------------------------------------------------------------
