@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -141,3 +142,12 @@ def test_a_stopping_dashboard_ends_open_pages_streams_at_once() -> None:
             assert time.monotonic() - started < 1.0  # not cut off after a grace period
             assert dashboard.process.stderr is not None
             assert dashboard.process.stderr.read() == ""
+
+
+def test_serve_stops_with_exit_code_1_when_its_dashboard_cannot_start() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_dspex("serve", "--address", "127.0.0.1:0", "--dashboard-port", str(port))
+    assert result.returncode == 1
+    assert f"dspex: error: dashboard: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "dspex session store stopped" in result.stderr

@@ -30,8 +30,8 @@ def _bind(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
         raise StoreError(
-            f"dashboard cannot listen on {host}:{port}: {exc.strerror or exc}; "
-            "choose another --port (0 picks a free one)"
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "choose another port (0 picks a free one)"
         ) from exc
 
 
