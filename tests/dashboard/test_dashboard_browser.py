@@ -68,6 +68,7 @@ def test_the_page_follows_the_store_live(tmp_path: Any) -> None:
             session.set("temperature", 0.25)
             wait_text(page, cell("temperature", "value"), "0.25", timeout_ms=1000)
             seen_after = time.monotonic() - started
+            print(f"set -> shown on the page in {seen_after * 1000:.0f} ms")
             page.wait_for_function(f"{plot_points('temperature')} === 3", timeout=1000)
             assert page.text_content(cell("temperature", "version")) == "3"
             # budget went stale when its upstream changed: in the table and in the graph
