@@ -3,7 +3,7 @@
 ``DashboardProcess`` runs ``dspex dashboard --store ADDRESS --port 0 FLAGS`` as a child process
 and reads the URL it prints; ``chromium()`` launches Debian's headless Chromium through
 Playwright (``executable_path``: Playwright's own browser downloads are never used);
-``artifact_dir()`` is where screenshots go (printed by the tests that write there).
+``save_screenshot()`` saves one where the end of the test run names it.
 """
 
 from __future__ import annotations
@@ -38,11 +38,18 @@ CHROMIUM_ARGS = [
 START_TIMEOUT = 30.0
 
 
-def artifact_dir() -> Path:
-    """Where the tests save screenshots ($DSPEX_TEST_ARTIFACTS, else a tmp folder)."""
+SAVED_ARTIFACTS: list[Path] = []
+"""Files the tests saved, named at the end of the run (see conftest.py)."""
+
+
+def save_screenshot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot under $DSPEX_TEST_ARTIFACTS (else a tmp folder)."""
     default = Path(tempfile.gettempdir()) / "dspex-test-artifacts"
-    path = Path(os.environ.get("DSPEX_TEST_ARTIFACTS", default))
-    path.mkdir(parents=True, exist_ok=True)
+    folder = Path(os.environ.get("DSPEX_TEST_ARTIFACTS", default))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    page.screenshot(path=str(path), full_page=True)
+    SAVED_ARTIFACTS.append(path)
     return path
 
 

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from dashboard_support import DashboardProcess, artifact_dir, chromium
+from dashboard_support import DashboardProcess, chromium, save_screenshot
 from serve_process import ServeProcess
 
 import dspex
@@ -110,9 +110,7 @@ def test_the_page_follows_the_store_live(tmp_path: Any) -> None:
                 assert "best score 0.8" in summary and "best value 0.3" in summary
                 assert "iteration 2" in summary
                 page.wait_for_function(f"{plot_points('temperature')} === 6", timeout=1000)
-                shot = artifact_dir() / "dashboard.png"
-                page.screenshot(path=str(shot), full_page=True)
-                print(f"dashboard screenshot: {shot}")
+                save_screenshot(page, "dashboard.png")
             page.wait_for_function(
                 f"document.querySelector('{cell('temperature', 'lock')}').textContent === ''",
                 timeout=1000,
