@@ -128,4 +128,12 @@ def test_the_page_follows_the_store_live(tmp_path: Any) -> None:
             assert problems == []
             assert requests and all(url.startswith(dashboard.url) for url in requests), requests
             assert seen_after < 1.0
+
+            unknown = browser.new_page()  # a session id that is not open: said on the page
+            unknown.goto(f"{dashboard.url}?session=no-such-session")
+            unknown.wait_for_function(
+                "document.querySelector('#banner').textContent.includes('no-such-session')",
+                timeout=WAIT_MS,
+            )
+            assert unknown.text_content("#status") == "refused"
             assert dashboard.stop() == 0
