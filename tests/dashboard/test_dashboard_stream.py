@@ -21,6 +21,7 @@ from serve_process import ServeProcess
 import dspex
 import dspex.dashboard._app as dashboard_app
 from dspex.dashboard import DashboardServer
+from dspex.state import SessionContext
 from dspex.state.store import SessionStoreProvider
 
 pytestmark = pytest.mark.timeout(120)
@@ -105,3 +106,31 @@ def events_of(stream: Any, count: int) -> list[dict[str, Any]]:
         if line.startswith("data: "):
             events.append(json.loads(line[len("data: ") :]))
     return events
+
+
+def test_the_stream_carries_on_after_the_store_restarts(tmp_path: Any) -> None:
+    """A durable store killed with SIGKILL and started again: the page is told the store is
+    unreachable, then live again, and gets the changes made after the restart, once each."""
+    store = ServeProcess("--data", str(tmp_path / "data"))
+    with store:
+        client = SessionStoreProvider(store.address)
+        view = SessionContext(client, client.create_session())
+        view.register("temperature", float, 0.1)
+        with DashboardProcess(store.address) as dashboard:
+            path = f"{dashboard.url}api/sessions/{view.session_id}/events"
+            with urllib.request.urlopen(path, timeout=30) as stream:
+                assert [e["type"] for e in events_of(stream, 3)] == ["variable", "history", "deps"]
+                store.kill()
+                lost = events_of(stream, 1)[0]
+                assert lost["type"] == "status" and lost["state"] == "reconnecting"
+                assert "unreachable" in lost["message"]
+                store.start()
+                assert events_of(stream, 1)[0] == {"type": "status", "state": "live"}
+                client.close()
+                client = SessionStoreProvider(store.address)
+                SessionContext(client, view.session_id).set("temperature", 0.9)
+                change = events_of(stream, 1)[0]
+            assert dashboard.stop() == 0
+        client.close()
+    assert change["type"] == "variable" and change["kind"] == "set"
+    assert (change["record"]["value"], change["record"]["version"]) == (0.9, 2)

@@ -4,7 +4,9 @@ A :class:`SessionFeed` runs in a thread of its own (store calls block). It opens
 the current records first (``initial=True``), then for every update emits a ``variable``
 message; the first time it sees a variable it also emits that variable's kept ``history`` and
 whether this dashboard may roll it back; after changes it emits the session's dependency
-edges (``deps``) when they differ from the last ones sent. Everything goes through the store's
+edges (``deps``) when they differ from the last ones sent. While the store is unreachable it
+says so (``status``) and watches again, from the last revision it handed on, once the store
+is back. Everything goes through the store's
 access control with the dashboard's token: a variable the token may not observe never
 arrives, and history or edges it may not read are simply left out.
 """
@@ -18,7 +20,7 @@ from typing import Any
 from dspex._jsonable import record_json
 from dspex._model import VariableRecord, VariableUpdate
 from dspex.dashboard._values import display
-from dspex.errors import AccessError, DspexError, WatchLaggedError
+from dspex.errors import AccessError, DspexError, StoreUnavailableError, WatchLaggedError
 from dspex.state import SessionContext, VariableWatch
 
 __all__ = ["Message", "SessionFeed"]
@@ -32,6 +34,8 @@ _GRAPH_KINDS = frozenset({"initial", "register", "set", "rollback", "delete", "s
 # Updates handled before the dependency edges are read again, while updates keep coming.
 _BATCH = 64
 _QUIET_SECONDS = 0.05
+_RETRY_FIRST_SECONDS = 0.2
+_RETRY_MAX_SECONDS = 5.0
 
 
 def page_record(record: VariableRecord) -> Message:
@@ -101,13 +105,39 @@ class SessionFeed:
             self._emit({"type": "end"})  # also after stop(): the page's event stream ends now
 
     def _follow(self) -> None:
-        """Hand every update on, resuming after a lag from the last revision handed on."""
+        """Hand every update on, resuming from the last revision handed on after a lag or
+        after the store was unreachable for a while (restarted, network cut)."""
         while self._watch is not None and not self._stopped.is_set():
+            watch = self._watch
             try:
-                self._drain(self._watch)
+                self._drain(watch)
                 return  # cancelled, or the session closed: the watch ended normally
             except WatchLaggedError as lagged:
                 self._watch = self._reopen(lagged.details.get("resume_from"))
+            except StoreUnavailableError as lost:
+                self._emit({"type": "status", "state": "reconnecting", "message": str(lost)})
+                self._watch = self._reconnect(watch.last_revision)
+                if self._watch is not None:
+                    self._emit({"type": "status", "state": "live"})
+
+    def _reconnect(self, resume_from: int) -> VariableWatch | None:
+        """Watch again once the store answers (None if stopped first), retrying with backoff.
+
+        Raises:
+            SessionNotFoundError, SessionClosedError: the store is back without the session.
+        """
+        delay = _RETRY_FIRST_SECONDS
+        while not self._stopped.wait(delay):
+            try:
+                watch = self._reopen(resume_from)
+            except StoreUnavailableError:
+                delay = min(delay * 2, _RETRY_MAX_SECONDS)
+                continue
+            if self._stopped.is_set():
+                watch.cancel()
+                return None
+            return watch
+        return None
 
     def _reopen(self, resume_from: int | None) -> VariableWatch:
         if resume_from is not None:

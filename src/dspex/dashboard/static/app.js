@@ -1,7 +1,7 @@
 // dspex dashboard page: follows one session over server-sent events (no polling, no reload).
 // Events: "variable" (a record after a change), "history" (kept versions of a variable),
-// "deps" (dependency edges), "failure" (the watch ended with an error), "end", and "restart"
-// (this page read too slowly: follow again from the current state).
+// "deps" (dependency edges), "status" (the store is unreachable / back), "failure" (the watch
+// ended with an error), "end", and "restart" (this page read too slowly: follow again afresh).
 "use strict";
 (() => {
   const KEY = document.querySelector('meta[name="dspex-key"]').content;
@@ -91,6 +91,11 @@
     source.addEventListener("history", (e) => onHistory(JSON.parse(e.data)));
     source.addEventListener("deps", (e) => { state.edges = JSON.parse(e.data).edges; renderGraph(); });
     source.addEventListener("failure", (e) => showError(JSON.parse(e.data).message));
+    source.addEventListener("status", (e) => {  // the store went away for a while, or is back
+      const status = JSON.parse(e.data);
+      showError(status.message || "");
+      setStatus(status.state === "live" ? "live" : "reconnecting…", status.state === "live" ? "live" : "down");
+    });
     source.addEventListener("restart", () => follow(sessionId));  // fell behind: start afresh
     source.addEventListener("end", () => {  // the session closed, or the dashboard stopped
       source.close();
