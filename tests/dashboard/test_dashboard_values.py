@@ -3,11 +3,13 @@ labelled categories; long values are shortened, and huge ones travel as text onl
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 import dspex
 from dspex.dashboard._feed import page_record
-from dspex.dashboard._values import LABEL_CHARS, MAX_VALUE_CHARS, display
+from dspex.dashboard._values import LABEL_CHARS, MAX_VALUE_CHARS, display, json_text
 
 
 def test_numbers_have_a_plot_value_and_other_types_only_labels() -> None:
@@ -48,3 +50,15 @@ def test_a_tensor_record_becomes_plain_json_for_the_page() -> None:
         False,
         None,
     )
+
+
+def test_progress_that_is_not_a_number_reaches_the_page_as_null() -> None:
+    with dspex.Session() as session:
+        session.register("temperature", float, 0.7)
+        with session.optimizing("temperature", optimizer_id="grid") as lock:
+            lock.report(iteration=1, score=float("nan"), best_score=float("-inf"))
+            message = {"type": "variable", "record": page_record(session.variable("temperature"))}
+    text = json_text(message)
+    assert "NaN" not in text and "Infinity" not in text
+    progress = json.loads(text)["record"]["lock"]["progress"]
+    assert progress == {"iteration": 1, "score": None, "best_score": None}

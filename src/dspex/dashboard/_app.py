@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import html
 import importlib.resources
-import json
 import secrets
 from collections.abc import AsyncIterator, Iterable
 from contextlib import suppress
@@ -35,7 +34,6 @@ from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
     HTMLResponse,
-    JSONResponse,
     Response,
     StreamingResponse,
 )
@@ -45,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from dspex.dashboard._feed import Message, SessionFeed, page_record
+from dspex.dashboard._values import json_text
 from dspex.errors import AccessError, DspexError
 from dspex.state import SessionContext, StateProvider
 
@@ -118,7 +117,7 @@ class Dashboard:
         listed = [dataclasses.asdict(info) for info in infos]
         known = {info["session_id"] for info in listed}
         listed += [{"session_id": sid} for sid in self.sessions if sid not in known]
-        return JSONResponse(listed)
+        return _json(listed)
 
     async def _events(self, request: Request) -> Response:
         view = SessionContext(self.provider, request.path_params["session_id"])
@@ -160,7 +159,7 @@ class Dashboard:
                 except asyncio.TimeoutError:
                     yield ": keepalive\n\n"
                     continue
-                yield f"event: {message['type']}\ndata: {json.dumps(message)}\n\n"
+                yield f"event: {message['type']}\ndata: {json_text(message)}\n\n"
                 if message["type"] in ("end", "restart"):
                     return
         finally:
@@ -184,7 +183,7 @@ class Dashboard:
             record = await run_in_threadpool(view.rollback, request.path_params["name"], version)
         except DspexError as exc:
             return _error(exc)
-        return JSONResponse(page_record(record))
+        return _json(page_record(record))
 
 
 class _SecurityHeaders:
@@ -219,4 +218,8 @@ def _error(exc: DspexError) -> Response:
 
 def _refused(status: int, message: str, *, code: str = "dashboard") -> Response:
     body: dict[str, Any] = {"error": message, "code": code}
-    return JSONResponse(body, status_code=status)
+    return _json(body, status)
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json_text(body), status_code=status, media_type="application/json")

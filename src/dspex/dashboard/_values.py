@@ -9,9 +9,10 @@ browser on every change (a big tensor, a long list of demos) travel as their tex
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
-__all__ = ["LABEL_CHARS", "MAX_VALUE_CHARS", "display"]
+__all__ = ["LABEL_CHARS", "MAX_VALUE_CHARS", "display", "json_text"]
 
 LABEL_CHARS = 40
 """Longest label on a categorical plot axis."""
@@ -50,3 +51,29 @@ def _is_number(value: Any) -> bool:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def json_text(message: Any) -> str:
+    """``message`` as JSON text a browser can parse: NaN and infinities become null.
+
+    Variable values are always finite, but published optimizer progress may not be (a failed
+    trial's score), and ``JSON.parse`` refuses Python's ``NaN``. A plot leaves a gap at null.
+
+    Examples:
+        >>> json_text({"best_score": float("nan"), "iteration": 3})
+        '{"best_score": null, "iteration": 3}'
+    """
+    try:
+        return json.dumps(message, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(message), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
