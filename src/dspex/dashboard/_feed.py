@@ -102,6 +102,8 @@ class SessionFeed:
             if not self._stopped.is_set():
                 self._emit({"type": "failure", "message": str(exc), "code": exc.code})
         finally:
+            if self._watch is not None:
+                self._watch.cancel()  # one reopened while stop() ran is not left open
             self._emit({"type": "end"})  # also after stop(): the page's event stream ends now
 
     def _follow(self) -> None:
