@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def _vars(store: ServeProcess, session: dspex.Session, *args: str) -> list[str]:
-    return ["vars", *args, "--store", store.address, "--session", session.session_id]
+    where = ["--store", store.address, "--session", session.session_id]
+    return ["vars", *args, *where, "--timeout", "60"]  # generous per call: shared machine
 
 
 def test_lock_holds_until_unlock_and_progress_shows_the_holder(
@@ -50,7 +51,7 @@ def test_lock_holds_until_unlock_and_progress_shows_the_holder(
         assert store_session.variable("top_k").lock["optimizer_id"] == "ops"
         assert run_dspex(*_vars(store, store_session, "set", "temperature", "1.0")).returncode == 0
         holder.terminate()  # SIGTERM: leaves through the `with`, releasing top_k
-        assert holder.wait(30) == 0
+        assert holder.wait(60) == 0
         assert "released temperature, top_k" in holder.stdout.read()
         assert store_session.variable("top_k").lock is None
     finally:
