@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 import dspy
 
 from dspex._model import VariableRecord
-from dspex.binding import SECTION, BoundModule, dump_variables, prepare_load
+from dspex.binding import SECTION, bound_variables, dump_variables, prepare_load
+from dspex.binding._state import SavedVariables
 from dspex.errors import SessionError, VariableExistsError
 from dspex.session import current_session
 from dspex.variables import Variable
@@ -55,7 +56,7 @@ def _declarations(cls: type) -> dict[str, Variable]:
     return found
 
 
-class Program(dspy.Module):  # type: ignore[misc]
+class Program(SavedVariables, dspy.Module):  # type: ignore[misc]
     """A DSPy module with declared, session-scoped variables.
 
     Subclass it, declare :class:`dspex.Variable` class attributes, and bind them to DSPy hooks
@@ -111,10 +112,9 @@ class Program(dspy.Module):  # type: ignore[misc]
         declaration; its spec lives in the session.
         """
         found: dict[str, Variable | None] = dict(type(self).declared_variables)
-        for _, module in self.named_sub_modules(type_=BoundModule):
-            for name, declared in module.named_variables():
-                if found.get(name) is None:
-                    found[name] = declared
+        for name, declared in bound_variables(self):
+            if found.get(name) is None:
+                found[name] = declared
         return list(found.items())
 
     def register_variables(self) -> list[VariableRecord]:
@@ -138,15 +138,22 @@ class Program(dspy.Module):  # type: ignore[misc]
     def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:
         """Load DSPy's state, then set the saved variables in the current session.
 
-        The variables are checked before anything is applied; a bad section changes nothing.
+        The variables of the top-level section and of every bound predictor's state are checked
+        before anything is applied and set in one atomic batch; a bad section changes nothing.
 
         Raises:
             SessionError: the state has variables and no session is active.
             VariableExistsError: a saved spec conflicts with a declaration or the session.
         """
-        section = state.get(SECTION)
+        state = dict(state)
+        section: dict[str, Any] = dict(state.pop(SECTION, None) or {})
+        for name, value in list(state.items()):
+            if isinstance(value, dict) and SECTION in value:
+                value = dict(value)
+                section.update(value.pop(SECTION) or {})
+                state[name] = value
         declared = {name: v for name, v in self.named_variables() if v is not None}
-        commit = prepare_load(section, declared) if section is not None else None
+        commit = prepare_load(section, declared) if section else None
         super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         if commit is not None:
             commit()
@@ -157,6 +164,8 @@ class Program(dspy.Module):  # type: ignore[misc]
             session = current_session()
         except SessionError:
             return  # the bound calls inside will say that no session is active
+        if "_dspex_pending" in self.__dict__:
+            self.apply_pending()
         done = _registered.get(session)
         if done is None or type(self) not in done:
             self._register_declared(session)

@@ -1,9 +1,15 @@
 """Layer 3: the ``dspex_variables`` section that ``save``/``load`` add to DSPy's program state.
 
 DSPy's ``dump_state`` keeps signatures and demos but drops ``Predict.config`` (temperature,
-max_tokens ...). Bound values live in the session, so :class:`~dspex.Program` and
-:class:`~dspex.binding.BoundModule` write each bound or declared variable's spec and current
-value into one extra section, and loading it sets them in the current session.
+max_tokens ...). Bound values live in the session, so each bound predictor writes the spec and
+current value of every variable bound to it into a section of its own state (so any
+``dspy.Module`` containing a bound module saves them, under unchanged parameter names), and
+:class:`~dspex.Program` adds one top-level section for its declarations. Loading sets them in
+the current session.
+
+``save(dir, save_program=True)`` pickles the whole program; :class:`SavedVariables` (a mixin of
+``dspex.Program`` and of bound modules) puts the section into that pickle, and ``dspy.load``
+applies it in the current session (or, without one, on the first call inside one).
 
 Section format (plain JSON)::
 
@@ -17,6 +23,7 @@ Section format (plain JSON)::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from dspex._model import VariableRecord, VariableSpec, make_spec, validate
@@ -30,19 +37,19 @@ from dspex.errors import (
 from dspex.session import Session, current_session
 from dspex.variables import Variable
 
-__all__ = ["SECTION", "dump_variables", "prepare_load"]
+__all__ = ["SECTION", "SavedVariables", "dump_variables", "plain", "prepare_load"]
 
 SECTION = "dspex_variables"
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A JSON-ready copy: arrays -> nested lists, tuples -> lists, frozen containers -> plain."""
     if hasattr(value, "tolist"):
         return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -70,7 +77,7 @@ def dump_variables(named: Sequence[tuple[str, Variable | None]]) -> dict[str, An
             spec, value, version = declared.spec, declared.default, None
         else:
             continue
-        section[name] = {**spec.to_json(), "value": _plain(value), "version": version}
+        section[name] = {**spec.to_json(), "value": plain(value), "version": version}
     return section
 
 
@@ -153,3 +160,51 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b) and type(a) is type(b)
     except (ValueError, TypeError, DspexError):  # arrays compare element-wise
         return False
+
+
+_SAVING: ContextVar[Any] = ContextVar("dspex_saving", default=None)
+_SAVED_KEY = "_dspex_saved_variables"
+
+
+class SavedVariables:
+    """Mixin: ``save(..., save_program=True)`` and ``dspy.load`` keep the variables.
+
+    The class using it provides ``named_variables()``.
+    """
+
+    def named_variables(self) -> list[tuple[str, Variable | None]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def save(self, path: Any, save_program: bool = False, modules_to_serialize: Any = None) -> Any:
+        """DSPy's ``save``; with ``save_program=True`` the pickle also holds the variables."""
+        token = _SAVING.set(self if save_program else None)
+        try:
+            return super().save(  # type: ignore[misc]
+                path, save_program=save_program, modules_to_serialize=modules_to_serialize
+            )
+        finally:
+            _SAVING.reset(token)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc]
+        if _SAVING.get() is self:
+            state[_SAVED_KEY] = dump_variables(self.named_variables())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        saved = state.pop(_SAVED_KEY, None)
+        super().__setstate__(state)  # type: ignore[misc]
+        if saved:
+            self.__dict__["_dspex_pending"] = saved
+            if _active_session() is not None:
+                self.apply_pending()
+
+    def apply_pending(self) -> None:
+        """Set the variables a ``dspy.load``-ed program carried, once, in the current session."""
+        saved = self.__dict__.get("_dspex_pending")
+        if saved is None or _active_session() is None:
+            return
+        declared = {n: v for n, v in self.named_variables() if v is not None}
+        prepare_load(saved, declared)()
+        self.__dict__.pop("_dspex_pending", None)

@@ -1,0 +1,486 @@
+"""Layer 3: per-predictor hooks, the attributes a bound ``dspy.Predict`` reads per call.
+
+``Predict.forward`` reads ``self.signature``, ``self.demos``, ``self.config`` and ``self.lm`` on
+every call. ``bind`` turns each predictor inside the bound module into an instance of a
+*hooked* subclass of its own class (same name, ``isinstance`` unchanged) whose four attributes
+are properties:
+
+* ``signature``: the predictor's signature with the bound ``instructions`` as its task
+  instructions (text the module added after them, such as ReAct's tool protocol, is kept);
+* ``demos``: the bound ``demos``;
+* ``config``: the predictor's own config without the keys bound as LM keywords (those reach the
+  LM as an LM copy at the bind boundary, see :mod:`dspex.binding._bound`);
+* ``lm``: the predictor's own LM. When it has none, it is None inside the bound call (``Predict``
+  then uses the boundary's LM, as in DSPy) and, outside it, the LM the boundary would use, so
+  ``BestOfN``/``Refine``/``SIMBA`` wrapped around a bound module find it with ``get_lm()``.
+
+Values come from the bound call's snapshot (``dspy.context(dspex_values=...)``, copied by DSPy
+into its threads), else from the current session, else the predictor's own value.
+
+Assigning one of these attributes after ``bind`` (an optimizer installing compiled demos or
+instructions, ``load_state``, ``reset()``) stores it on the predictor, and the stored value
+then wins over the variable, as a value set on a predictor wins in plain DSPy: nothing compiled
+is hidden. When such a value differs from the session's variable, a warning names the variable
+once; :func:`dspex.publish` moves the compiled values into the variables and hands the hooks
+back to them.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+
+from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
+
+from dspex.binding._models import bound_lm, lm_for_key
+from dspex.binding._state import SECTION, dump_variables, plain, prepare_load
+from dspex.errors import BindingError, SessionError, VariableNotFoundError
+from dspex.session import current_session
+from dspex.variables import Variable
+
+__all__ = [
+    "VALUES_KEY",
+    "Binding",
+    "Hooked",
+    "HookedPredictor",
+    "Layer",
+    "hook_predictor",
+    "local_view",
+    "restore",
+]
+
+VALUES_KEY: Final = "dspex_values"
+"""The ``dspy.context`` key holding a bound call's values (variable name -> value)."""
+
+_UNSET: Final = object()
+_LOCAL: ContextVar[bool] = ContextVar("dspex_local_view", default=False)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One hook -> variable pair, checked at bind time (deep-copyable, picklable)."""
+
+    hook: str  # the LM keyword, or "instructions" / "demos" / "lm"
+    kind: str  # "config", "instructions", "demos" or "lm"
+    name: str  # the variable name in the session
+    declared: Variable | None  # the declaration, when a Variable (not a name) was bound
+
+    @property
+    def models(self) -> Mapping[str, Any] | None:
+        """For an ``lm`` binding of a ``dspex.Choice(key=LM, ...)``: key -> LM object."""
+        declared = self.declared
+        return getattr(declared.type, "objects", None) if declared is not None else None
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The bindings one ``bind`` call applies to one predictor.
+
+    ``distance`` is how deep the predictor sits below the bound module (0: the predictor itself),
+    so the innermost ``bind`` wins per hook; ``suffix`` is the text the predictor's module added
+    after the task instructions (ReAct's protocol and tool list).
+    """
+
+    distance: int
+    bindings: tuple[Binding, ...]
+    suffix: str = ""
+
+
+class _Hooks:
+    """What a hooked predictor reads: the winning binding per hook, derived from its layers."""
+
+    __slots__ = ("config", "config_names", "demos", "instructions", "layers", "lm", "suffix")
+
+    def __init__(self, layers: tuple[Layer, ...]) -> None:
+        self.layers = tuple(sorted(layers, key=lambda layer: -layer.distance))  # outer first
+        self.instructions: Binding | None = None
+        self.demos: Binding | None = None
+        self.lm: Binding | None = None
+        self.suffix = ""
+        config: dict[str, Binding] = {}
+        for layer in self.layers:  # inner layers come last and win
+            for b in layer.bindings:
+                if b.kind == "instructions":
+                    self.instructions, self.suffix = b, layer.suffix
+                elif b.kind == "demos":
+                    self.demos = b
+                elif b.kind == "lm":
+                    self.lm = b
+                else:
+                    config[b.hook] = b
+        self.config = tuple(config.values())
+        self.config_names = frozenset(config)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Hooks, (self.layers,))
+
+    def bindings(self) -> list[Binding]:
+        """Every binding that reaches this predictor, outer first."""
+        return [b for layer in self.layers for b in layer.bindings]
+
+
+def local_view() -> Any:
+    """Context manager: hooked attributes read the predictor's own values (for saving)."""
+    return _LocalView()
+
+
+class _LocalView:
+    def __enter__(self) -> None:
+        self._token = _LOCAL.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        _LOCAL.reset(self._token)
+
+
+# ------------------------------------------------------------------------------------------
+# reading a bound value
+
+
+def call_values() -> Mapping[str, Any] | None:
+    """The values of the bound call in progress (None outside every bound call)."""
+    values: Mapping[str, Any] | None = thread_local_overrides.get().get(VALUES_KEY)
+    return values
+
+
+def _value(binding: Binding) -> Any:
+    values = call_values()
+    if values is not None:
+        value = values.get(binding.name, _UNSET)
+        if value is not _UNSET:
+            return value
+    return session_value(binding)
+
+
+def session_value(binding: Binding) -> Any:
+    """The binding's value in the current session, converted for its hook (``_UNSET`` if none)."""
+    try:
+        session = current_session()
+    except SessionError:
+        return _UNSET
+    try:
+        raw = session.provider.get_variable(session.session_id, binding.name).value
+    except VariableNotFoundError:
+        if binding.declared is None:
+            return _UNSET
+        raw = binding.declared.default
+    return convert(binding, raw)
+
+
+def convert(binding: Binding, raw: Any) -> Any:
+    """A session value as DSPy wants it for ``binding``'s hook (demos become plain dicts)."""
+    if binding.kind == "demos":
+        return demos_value(binding.name, raw)
+    return raw
+
+
+def demos_value(name: str, value: Any) -> list[dict[str, Any]]:
+    """Check and thaw a demos value: a list of plain dicts.
+
+    Raises:
+        BindingError: the value is not a JSON array of objects.
+    """
+    if not isinstance(value, list | tuple) or not all(isinstance(d, Mapping) for d in value):
+        raise BindingError(
+            f"variable {name!r} is bound to 'demos' but holds {_json_kind(value)}; demos must "
+            "be a JSON array of objects, e.g. [{'question': '...', 'answer': '...'}]",
+            name=name,
+            hook="demos",
+        )
+    return [plain(d) for d in value]
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "an array whose items are not all objects"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
+
+
+@lru_cache(maxsize=1024)
+def instructed(signature: Any, text: str, suffix: str) -> Any:
+    """``signature`` with ``text`` as its task instructions, keeping the module's ``suffix``."""
+    new = text + suffix if text else suffix.lstrip("\n")
+    return signature if new == signature.instructions else signature.with_instructions(new)
+
+
+def _lm_outside(hooks: _Hooks) -> Any:
+    """The LM this predictor's bind boundary would run it with (read outside the call)."""
+    chosen = None
+    if hooks.lm is not None:
+        key = session_value(hooks.lm)
+        if key is not _UNSET:
+            chosen = lm_for_key(key, hooks.lm.models)
+    config = {}
+    for b in hooks.config:
+        value = session_value(b)
+        if value is not _UNSET:
+            config[b.hook] = value
+    if chosen is None and not config:
+        return None
+    current = thread_local_overrides.get().get("lm", main_thread_config.get("lm"))
+    return bound_lm(current, chosen, config, main_thread_config.get("lm"))
+
+
+# ------------------------------------------------------------------------------------------
+# the hooked attributes
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_shadowed(hook: str, name: str) -> None:
+    key = (hook, name)
+    if key in _warned:
+        return
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(
+        f"a bound predictor holds {hook} assigned after bind (by an optimizer, load_state or "
+        f"your code) that differ from variable {name!r} in the session; the assigned {hook} "
+        "are used, as in plain DSPy. Call dspex.publish(program) to move them into the "
+        "session's variables (the predictors then follow the variables again).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _same_demos(local: Any, value: list[dict[str, Any]]) -> bool:
+    try:
+        return len(local) == len(value) and all(
+            dict(d.items()) == v for d, v in zip(local, value, strict=True)
+        )
+    except (TypeError, AttributeError):
+        return False
+
+
+class Hooked:
+    """Base of the hook mixins: pickles and deep-copies as the hooked class of the base class."""
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        cls = type(self)
+        return (restore, (cls.__dspex_base__, cls.__dspex_kinds__), self.__getstate__())  # type: ignore[attr-defined]
+
+
+class HookedPredictor(Hooked):
+    """Mixin placed before a ``Predict`` subclass by :func:`hook_predictor` (see module doc)."""
+
+    @property
+    def signature(self) -> Any:
+        d = self.__dict__
+        own = d["_dspex_signature"]
+        b = d["_dspex_hooks"].instructions
+        if b is None or _LOCAL.get():
+            return own
+        if "signature" in d["_dspex_assigned"]:
+            text = _value(b) if call_values() is not None else _UNSET
+            if text is not _UNSET and not own.instructions.startswith(text):
+                _warn_shadowed("instructions", b.name)
+            return own
+        text = _value(b)
+        if text is _UNSET:
+            return own
+        return instructed(own, text, d["_dspex_hooks"].suffix)
+
+    @signature.setter
+    def signature(self, value: Any) -> None:
+        self.__dict__["_dspex_signature"] = value
+        self.__dict__["_dspex_assigned"] |= {"signature"}
+
+    @property
+    def demos(self) -> Any:
+        d = self.__dict__
+        own = d["_dspex_demos"]
+        b = d["_dspex_hooks"].demos
+        if b is None or _LOCAL.get():
+            return own
+        if "demos" in d["_dspex_assigned"]:
+            value = _value(b) if call_values() is not None else _UNSET
+            if value is not _UNSET and not _same_demos(own, value):
+                _warn_shadowed("demos", b.name)
+            return own
+        value = _value(b)
+        return own if value is _UNSET else value
+
+    @demos.setter
+    def demos(self, value: Any) -> None:
+        self.__dict__["_dspex_demos"] = value
+        self.__dict__["_dspex_assigned"] |= {"demos"}
+
+    @property
+    def config(self) -> Any:
+        d = self.__dict__
+        own = d["_dspex_config"]
+        names = d["_dspex_hooks"].config_names
+        if not names or "config" in d["_dspex_assigned"] or _LOCAL.get():
+            return own
+        view = d.get("_dspex_config_view")
+        if view is None or view[0] is not own:
+            view = (own, {k: v for k, v in own.items() if k not in names})
+            d["_dspex_config_view"] = view
+        return view[1]
+
+    @config.setter
+    def config(self, value: Any) -> None:
+        self.__dict__["_dspex_config"] = value
+        self.__dict__["_dspex_assigned"] |= {"config"}
+
+    @property
+    def lm(self) -> Any:
+        d = self.__dict__
+        own = d["_dspex_lm"]
+        if own is not None or _LOCAL.get():
+            return own
+        hooks = d["_dspex_hooks"]
+        if hooks.lm is None and not hooks.config:
+            return None
+        values = call_values()
+        probe = hooks.lm or hooks.config[0]
+        if values is not None and probe.name in values:
+            return None  # inside the bound call: Predict uses the boundary's LM, as in DSPy
+        return _lm_outside(hooks)
+
+    @lm.setter
+    def lm(self, value: Any) -> None:
+        self.__dict__["_dspex_lm"] = value
+
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
+        """DSPy's state of the predictor's own values, plus its variables (``dspex_variables``)."""
+        with local_view():
+            state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+        state[SECTION] = dump_variables(hooked_variables(self))
+        return state
+
+    def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:
+        """Load DSPy's state, then its saved variables into the current session.
+
+        A loaded value equal to the one the predictor had stays a default (the variable keeps
+        control); a different one counts as assigned (compiled) and wins.
+        """
+        state = dict(state)
+        section = state.pop(SECTION, None)
+        declared = {b.name: b.declared for b in self._dspex_hooks.bindings() if b.declared}
+        commit = prepare_load(section, declared) if section else None
+        d = self.__dict__
+        before = (d["_dspex_signature"], d["_dspex_demos"], d["_dspex_assigned"])
+        super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)  # type: ignore[misc]
+        assigned = set(before[2])
+        if _same_signature(before[0], d["_dspex_signature"]):
+            d["_dspex_signature"] = before[0]
+        else:
+            assigned.add("signature")
+        if not _same_demos(before[1], d["_dspex_demos"]):
+            assigned.add("demos")
+        d["_dspex_assigned"] = frozenset(assigned)
+        if commit is not None:
+            commit()
+        return self
+
+
+def _same_signature(a: Any, b: Any) -> bool:
+    try:
+        return bool(a.dump_state() == b.dump_state() and a.fields.keys() == b.fields.keys())
+    except Exception:  # a signature class that cannot dump itself: treat as changed
+        return False
+
+
+def hooked_variables(predictor: Any) -> list[tuple[str, Variable | None]]:
+    """(name, declaration) of every variable bound to ``predictor``."""
+    seen: dict[str, Variable | None] = {}
+    for b in predictor.__dict__["_dspex_hooks"].bindings():
+        if seen.get(b.name) is None:
+            seen[b.name] = b.declared
+    return list(seen.items())
+
+
+# ------------------------------------------------------------------------------------------
+# installing the hooks
+
+_classes: dict[tuple[type, frozenset[str]], type] = {}
+_classes_lock = threading.Lock()
+_MIXINS: dict[str, type] = {"predictor": HookedPredictor}
+
+
+def register_mixin(kind: str, mixin: type) -> None:
+    """Register the mixin of a hook kind (``"boundary"`` is registered by ``_bound``)."""
+    _MIXINS[kind] = mixin
+
+
+def class_for(base: type, kinds: frozenset[str]) -> type:
+    """The subclass of ``base`` with the mixins of ``kinds`` (cached; same name as ``base``)."""
+    key = (base, kinds)
+    cls = _classes.get(key)
+    if cls is None:
+        with _classes_lock:
+            cls = _classes.get(key)
+            if cls is None:
+                mixins = tuple(_MIXINS[k] for k in ("boundary", "predictor") if k in kinds)
+                cls = type(
+                    base.__name__,
+                    (*mixins, base),
+                    {
+                        "__module__": base.__module__,
+                        "__qualname__": base.__qualname__,
+                        "__dspex_base__": base,
+                        "__dspex_kinds__": kinds,
+                    },
+                )
+                _classes[key] = cls
+    return cls
+
+
+def restore(base: type, kinds: frozenset[str]) -> Any:
+    """Unpickling and deepcopy: a blank instance of the hooked class (state set after)."""
+    return object.__new__(class_for(base, kinds))
+
+
+def add_kind(module: Any, kind: str) -> None:
+    """Switch ``module`` to the hooked class that also has ``kind``."""
+    cls = type(module)
+    base = getattr(cls, "__dspex_base__", cls)
+    kinds = frozenset(getattr(cls, "__dspex_kinds__", frozenset()) | {kind})
+    if kinds != getattr(cls, "__dspex_kinds__", None):
+        module.__class__ = class_for(base, kinds)
+
+
+def hook_predictor(predictor: Any, layer: Layer) -> None:
+    """Install the per-call hooks on ``predictor`` (in place) and add ``layer``'s bindings."""
+    d = predictor.__dict__
+    if "_dspex_hooks" not in d:
+        for attr in ("signature", "demos", "config", "lm"):
+            d[f"_dspex_{attr}"] = d.pop(attr)
+        d["_dspex_assigned"] = frozenset()
+        d["_dspex_hooks"] = _Hooks(())
+        add_kind(predictor, "predictor")
+    d["_dspex_hooks"] = _Hooks((*d["_dspex_hooks"].layers, layer))
+
+
+def assigned_hooks(predictor: Any) -> frozenset[str]:
+    """The hooked attributes assigned on ``predictor`` after bind."""
+    result: frozenset[str] = predictor.__dict__.get("_dspex_assigned", frozenset())
+    return result
+
+
+def release(predictor: Any, hooks: frozenset[str]) -> None:
+    """Hand ``hooks`` back to their variables (after :func:`dspex.publish`)."""
+    d = predictor.__dict__
+    d["_dspex_assigned"] = d["_dspex_assigned"] - hooks
+
+
+def winning(predictor: Any) -> _Hooks:
+    """The predictor's hooks (which binding wins per hook)."""
+    hooks: _Hooks = predictor.__dict__["_dspex_hooks"]
+    return hooks
