@@ -16,7 +16,7 @@ from dspex.state import LocalProvider, SessionContext, StateProvider, VariableWa
 from dspex.variables import Variable
 
 if typing.TYPE_CHECKING:
-    from dspex.binding import bind
+    from dspex.binding import Published, bind, publish
     from dspex.program import Program
     from dspex.remote import Remote
     from dspex.sim import SimLM
@@ -32,7 +32,9 @@ _DSPY_NAMES = {
     "Program": "dspex.program",
     "Remote": "dspex.remote",
     "SimLM": "dspex.sim",
+    "Published": "dspex.binding",
     "bind": "dspex.binding",
+    "publish": "dspex.binding",
     "tool": "dspex.tools",
 }
 
@@ -53,6 +55,7 @@ __all__ = [
     "DspexError",
     "LocalProvider",
     "Program",
+    "Published",
     "Remote",
     "Session",
     "SessionContext",
@@ -67,5 +70,6 @@ __all__ = [
     "bind",
     "current_session",
     "errors",
+    "publish",
     "tool",
 ]

@@ -83,7 +83,9 @@ def lm_for_key(key: Any, models: Mapping[str, Any] | None) -> Any:
         if lm is not None:
             return lm
     if not isinstance(key, str) or not key:
-        raise BindingError(f"the bound lm value {key!r} is not a model name or choice key", key=key)
+        raise BindingError(
+            f"the bound lm value {key!r} is not a model name or choice key", key=key
+        )
     return resolve_lm(key)
 
 

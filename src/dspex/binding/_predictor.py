@@ -236,18 +236,9 @@ def _lm_outside(hooks: _Hooks) -> Any:
 # ------------------------------------------------------------------------------------------
 # the hooked attributes
 
-_warned: set[tuple[str, str]] = set()
-_warned_lock = threading.Lock()
-
 
 def _warn_shadowed(hook: str, name: str) -> None:
-    key = (hook, name)
-    if key in _warned:
-        return
-    with _warned_lock:
-        if key in _warned:
-            return
-        _warned.add(key)
+    # Python's warning registry shows it once per variable (the message names it).
     warnings.warn(
         f"a bound predictor holds {hook} assigned after bind (by an optimizer, load_state or "
         f"your code) that differ from variable {name!r} in the session; the assigned {hook} "

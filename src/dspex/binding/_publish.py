@@ -93,7 +93,8 @@ def publish(program: Any) -> Published:
     bindings: dict[str, Binding] = {}
     releases: list[tuple[Any, frozenset[str]]] = []
     kept: list[str] = []
-    for path, predictor in program.named_sub_modules(type_=HookedPredictor):
+    for found_path, predictor in program.named_sub_modules(type_=HookedPredictor):
+        path = _display(found_path, program)
         assigned = assigned_hooks(predictor)
         if not assigned:
             continue
@@ -114,6 +115,11 @@ def publish(program: Any) -> Published:
     for predictor, hooks in releases:
         release(predictor, hooks)
     return Published(session, records, previous, tuple(kept))
+
+
+def _display(path: str, program: Any) -> str:
+    """``self.a.predict`` -> ``a.predict``; the program itself by its class name."""
+    return path[5:] if path.startswith("self.") else type(program).__name__
 
 
 def _compiled(
