@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import re
 import sys
-from types import MappingProxyType
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
 from dspex import errors
@@ -138,7 +138,10 @@ class Choice:
         object.__setattr__(self, "objects", MappingProxyType(dict(objects)))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_make_choice, (self.choices[: len(self.choices) - len(self.objects)], dict(self.objects)))
+        return (
+            _make_choice,
+            (self.choices[: len(self.choices) - len(self.objects)], dict(self.objects)),
+        )
 
 
 def _make_choice(choices: tuple[Any, ...], objects: dict[str, Any]) -> Choice:

@@ -146,12 +146,14 @@ class Program(SavedVariables, dspy.Module):  # type: ignore[misc]
             VariableExistsError: a saved spec conflicts with a declaration or the session.
         """
         state = dict(state)
-        section: dict[str, Any] = dict(state.pop(SECTION, None) or {})
-        for name, value in list(state.items()):
-            if isinstance(value, dict) and SECTION in value:
-                value = dict(value)
-                section.update(value.pop(SECTION) or {})
-                state[name] = value
+        own: dict[str, Any] = dict(state.pop(SECTION, None) or {})
+        section: dict[str, Any] = {}
+        for name, entry in list(state.items()):
+            if isinstance(entry, dict) and SECTION in entry:
+                stripped = dict(entry)
+                section.update(stripped.pop(SECTION) or {})
+                state[name] = stripped
+        section.update(own)  # the program's own section wins over its predictors' copies
         declared = {name: v for name, v in self.named_variables() if v is not None}
         commit = prepare_load(section, declared) if section else None
         super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
