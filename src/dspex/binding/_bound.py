@@ -219,7 +219,8 @@ def bind(module: Any, /, **bindings: Any) -> BoundModule:
             if pair.declared is not None:
                 pair.declared.register()
     _install(module, tuple(pairs))
-    return module
+    bound: BoundModule = module
+    return bound
 
 
 def _install(module: Any, pairs: tuple[Binding, ...]) -> None:
@@ -227,8 +228,8 @@ def _install(module: Any, pairs: tuple[Binding, ...]) -> None:
     predictors = list(module.named_sub_modules(type_=dspy.Predict))
     if not predictors:
         raise BindingError(
-            f"{type(module).__name__} holds no dspy.Predict, so no LM call inside it can be bound; "
-            "bind the module that owns the predictors",
+            f"{type(module).__name__} holds no dspy.Predict, so no LM call inside it can be "
+            "bound; bind the module that owns the predictors",
             module=type(module).__name__,
         )
     tasks = _task_texts(module) if any(b.kind == "instructions" for b in pairs) else ()

@@ -299,7 +299,7 @@ class HookedPredictor(Hooked):
         if b is None or _LOCAL.get():
             return own
         if "demos" in d["_dspex_assigned"]:
-            value = _value(b) if call_values() is not None else _UNSET
+            value: Any = _value(b) if call_values() is not None else _UNSET
             if value is not _UNSET and not _same_demos(own, value):
                 _warn_shadowed("demos", b.name)
             return own
@@ -363,7 +363,7 @@ class HookedPredictor(Hooked):
         """
         state = dict(state)
         section = state.pop(SECTION, None)
-        declared = {b.name: b.declared for b in self._dspex_hooks.bindings() if b.declared}
+        declared = {b.name: b.declared for b in winning(self).bindings() if b.declared}
         commit = prepare_load(section, declared) if section else None
         d = self.__dict__
         before = (d["_dspex_signature"], d["_dspex_demos"], d["_dspex_assigned"])

@@ -186,7 +186,8 @@ class SavedVariables:
             _SAVING.reset(token)
 
     def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc]
+        raw: Any = super().__getstate__()  # type: ignore[misc]
+        state: dict[str, Any] = raw
         if _SAVING.get() is self:
             state[_SAVED_KEY] = dump_variables(self.named_variables())
         return state
