@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import dspy
-from dspy.dsp.utils.settings import main_thread_config
+from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
 from dspex._model import VariableRecord, VariableSpec
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
@@ -18,7 +18,6 @@ from dspex.binding._predictor import (
     HookedPredictor,
     Layer,
     add_kind,
-    call_values,
     demos_value,
     hook_predictor,
     hooked_variables,
@@ -39,7 +38,7 @@ class _Plan:
     routes every attribute read through a Python-level ``__getattribute__``).
     """
 
-    __slots__ = ("bindings", "names")
+    __slots__ = ("_checked", "_memo", "bindings", "names")
 
     def __init__(self, bindings: tuple[Binding, ...]) -> None:
         self.__setstate__(bindings)
@@ -50,6 +49,13 @@ class _Plan:
     def __setstate__(self, bindings: tuple[Binding, ...]) -> None:
         self.bindings = bindings
         self.names = tuple(dict.fromkeys(b.name for b in bindings))
+        # Per-call caches (a lost race only recomputes): the spec each binding was last
+        # checked against (records share spec objects), and the last bound LM.
+        self._checked: dict[int, Any] = {}
+        self._memo: tuple[Any, ...] = (None, None, None, None)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Plan:
+        return self  # never changed after construction (bind builds a new one)
 
     def call_settings(self, module: Any) -> dict[str, Any]:
         """The ``dspy.context`` settings of one bound call (one snapshot of the variables).
@@ -62,9 +68,12 @@ class _Plan:
         values: dict[str, Any] = {}
         config: dict[str, Any] = {}
         chosen: Any = None
-        for b in self.bindings:
+        checked = self._checked
+        for index, b in enumerate(self.bindings):
             record = records[b.name]
-            check_fit(b.hook, b.kind, b.name, record.spec)
+            if checked.get(index) is not record.spec:
+                check_fit(b.hook, b.kind, b.name, record.spec)
+                checked[index] = record.spec
             value = record.value
             kind = b.kind
             if kind == "config":
@@ -74,16 +83,28 @@ class _Plan:
             elif kind == "lm":
                 chosen = lm_for_key(value, b.models)
             values[b.name] = value
-        outer = call_values()
+        overlay = thread_local_overrides.get()
+        outer = overlay.get(VALUES_KEY)
         settings: dict[str, Any] = {
             VALUES_KEY: {**outer, **values} if outer else values,
             "dspex_session": session,
         }
         if config or chosen is not None:
-            lm = bound_lm(dspy.settings.lm, chosen, config, main_thread_config.get("lm"))
+            current = overlay["lm"] if "lm" in overlay else main_thread_config.get("lm")
+            lm = self._bound_lm(current, chosen, config)
             if lm is not None:
                 settings["lm"] = lm
         return settings
+
+    def _bound_lm(self, current: Any, chosen: Any, config: dict[str, Any]) -> Any:
+        """:func:`bound_lm`, remembered for the last (current LM, chosen LM, config)."""
+        items = tuple(config.items())
+        memo = self._memo
+        if memo[0] is current and memo[1] is chosen and memo[2] == items:
+            return memo[3]
+        lm = bound_lm(current, chosen, config, main_thread_config.get("lm"))
+        self._memo = (current, chosen, items, lm)
+        return lm
 
     def _records(self, module: Any, session: Session) -> dict[str, VariableRecord]:
         try:

@@ -70,6 +70,9 @@ class Binding:
     name: str  # the variable name in the session
     declared: Variable | None  # the declaration, when a Variable (not a name) was bound
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Binding:
+        return self  # immutable: a copy would be identical (deep copies of modules are hot)
+
     @property
     def models(self) -> Mapping[str, Any] | None:
         """For an ``lm`` binding of a ``dspex.Choice(key=LM, ...)``: key -> LM object."""
@@ -89,6 +92,9 @@ class Layer:
     distance: int
     bindings: tuple[Binding, ...]
     suffix: str = ""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Layer:
+        return self  # immutable
 
 
 class _Hooks:
@@ -118,6 +124,9 @@ class _Hooks:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_Hooks, (self.layers,))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Hooks:
+        return self  # never changed after construction (hook_predictor builds a new one)
 
     def bindings(self) -> list[Binding]:
         """Every binding that reaches this predictor, outer first."""
