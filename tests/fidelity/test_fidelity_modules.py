@@ -24,8 +24,10 @@ def test_predict() -> None:
     assert_same(lambda sig, bind: bind(dspy.Predict(sig)), ask)
 
 
-def test_chain_of_thought() -> None:
-    assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), ask)
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
+def test_chain_of_thought(values: Values) -> None:
+    requests = assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), ask, values)
+    assert {r.model for r in requests} == {f"dspex/sim{'-large' if values.lm else ''}"}
 
 
 def lookup(query: str) -> str:
