@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
@@ -267,6 +267,32 @@ def _same_demos(local: Any, value: list[dict[str, Any]]) -> bool:
         return False
 
 
+def _has_instructions(signature: Any, text: str) -> bool:
+    return bool(signature.instructions.startswith(text))
+
+
+def _read(
+    d: dict[str, Any],
+    attr: str,
+    binding: Binding | None,
+    same: Callable[[Any, Any], bool],
+    suffix: str | None,
+) -> Any:
+    """A hooked ``signature`` (``suffix`` given) or ``demos`` read: own, assigned or bound."""
+    own = d[f"_dspex_{attr}"]
+    if binding is None or _LOCAL.get():
+        return own
+    if attr in d["_dspex_assigned"]:  # assigned after bind: it wins; say when it hides a value
+        value = _value(binding) if call_values() is not None else _UNSET
+        if value is not _UNSET and not same(own, value):
+            _warn_shadowed("instructions" if suffix is not None else attr, binding.name)
+        return own
+    value = _value(binding)
+    if value is _UNSET:
+        return own
+    return value if suffix is None else instructed(own, value, suffix)
+
+
 class Hooked:
     """Base of the hook mixins: pickles and deep-copies as the hooked class of the base class."""
 
@@ -281,19 +307,8 @@ class HookedPredictor(Hooked):
     @property
     def signature(self) -> Any:
         d = self.__dict__
-        own = d["_dspex_signature"]
-        b = d["_dspex_hooks"].instructions
-        if b is None or _LOCAL.get():
-            return own
-        if "signature" in d["_dspex_assigned"]:
-            text = _value(b) if call_values() is not None else _UNSET
-            if text is not _UNSET and not own.instructions.startswith(text):
-                _warn_shadowed("instructions", b.name)
-            return own
-        text = _value(b)
-        if text is _UNSET:
-            return own
-        return instructed(own, text, d["_dspex_hooks"].suffix)
+        hooks = d["_dspex_hooks"]
+        return _read(d, "signature", hooks.instructions, _has_instructions, hooks.suffix)
 
     @signature.setter
     def signature(self, value: Any) -> None:
@@ -303,17 +318,7 @@ class HookedPredictor(Hooked):
     @property
     def demos(self) -> Any:
         d = self.__dict__
-        own = d["_dspex_demos"]
-        b = d["_dspex_hooks"].demos
-        if b is None or _LOCAL.get():
-            return own
-        if "demos" in d["_dspex_assigned"]:
-            value: Any = _value(b) if call_values() is not None else _UNSET
-            if value is not _UNSET and not _same_demos(own, value):
-                _warn_shadowed("demos", b.name)
-            return own
-        value = _value(b)
-        return own if value is _UNSET else value
+        return _read(d, "demos", d["_dspex_hooks"].demos, _same_demos, None)
 
     @demos.setter
     def demos(self, value: Any) -> None:
