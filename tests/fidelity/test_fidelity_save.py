@@ -50,11 +50,18 @@ def temperature_sent(make: Any) -> str:
     return dict(env.recorder.requests[-1].kwargs)["temperature"]
 
 
-@pytest.mark.parametrize("kind", ["program", "bound module"])
+MAKERS = {
+    "program": Support,
+    "bound module": lambda: Plain(bound=True).answer,
+    "plain module": lambda: Plain(bound=True),
+}
+
+
+@pytest.mark.parametrize("kind", list(MAKERS))
 def test_save_program_and_dspy_load_keep_the_values(tmp_path: Path, kind: str) -> None:
     """Defect 5: after save(save_program=True) and dspy.load the LM got the default 0.2."""
     with dspex.Session() as session:
-        program = Support() if kind == "program" else Plain(bound=True).answer
+        program = MAKERS[kind]()
         session.set("s_temperature", 0.33)
         program.save(tmp_path / "saved", save_program=True)
     with dspex.Session():
@@ -70,6 +77,18 @@ def test_dspy_load_outside_a_session_applies_the_values_on_the_first_call(tmp_pa
     loaded = dspy.load(tmp_path / "saved", allow_pickle=True)
     with dspex.Session():
         assert temperature_sent(lambda: loaded) == "0.44"
+
+
+def test_a_loaded_plain_module_keeps_the_values_a_session_already_has(tmp_path: Path) -> None:
+    """Pickled values only fill a session that lacks the variables (as Remote workers join)."""
+    with dspex.Session() as session:
+        program = Plain(bound=True)
+        session.set("s_temperature", 0.33)
+        program.save(tmp_path / "saved", save_program=True)
+    with dspex.Session() as session:
+        session.register("s_temperature", float, 0.6, min=0.0, max=2.0)
+        loaded = dspy.load(tmp_path / "saved", allow_pickle=True)
+        assert temperature_sent(lambda: loaded) == "0.6"
 
 
 def test_a_plain_module_containing_a_bind_saves_and_loads_its_variables(tmp_path: Path) -> None:

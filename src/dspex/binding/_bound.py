@@ -23,12 +23,14 @@ from dspex.binding._predictor import (
     hooked_variables,
     register_mixin,
 )
-from dspex.binding._state import SavedVariables
+from dspex.binding._state import SavedVariables, dump_variables, register_saved
 from dspex.errors import BindingError, SessionError, VariableNotFoundError
 from dspex.session import Session, current_session
 from dspex.variables import Variable
 
 __all__ = ["BoundModule", "bind", "bound_variables"]
+
+_CARRIED = "_dspex_carried"
 
 
 class _Plan:
@@ -111,8 +113,11 @@ class _Plan:
             return session.provider.get_variables(session.session_id, self.names)
         except VariableNotFoundError:
             pass
+        carried = module.__dict__.get(_CARRIED) or {}
         for b in self.bindings:  # first use in this session: register the declarations
-            if b.declared is not None:
+            if b.name in carried:  # a loaded program brings its saved value
+                register_saved(b.name, carried[b.name])
+            elif b.declared is not None:
                 b.declared.register()
         try:
             return session.provider.get_variables(session.session_id, self.names)
@@ -158,6 +163,17 @@ class BoundModule(SavedVariables, Hooked):
             if seen.get(name) is None:
                 seen[name] = declared
         return list(seen.items())
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled state: a pickled bound module carries its variables' specs and values.
+
+        Loaded in a session that lacks them (``dspy.load`` of a plain ``dspy.Module`` saved
+        with ``save_program=True``), they are registered with those values on the first call;
+        a session that has them keeps its own values (``dspex.Remote`` workers).
+        """
+        state: dict[str, Any] = super().__getstate__()
+        state[_CARRIED] = dump_variables(self.named_variables(), registered_only=True)
+        return state
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         d = self.__dict__

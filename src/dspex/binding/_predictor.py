@@ -27,6 +27,7 @@ back to them.
 
 from __future__ import annotations
 
+import copy
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -294,11 +295,28 @@ def _read(
 
 
 class Hooked:
-    """Base of the hook mixins: pickles and deep-copies as the hooked class of the base class."""
+    """Base of the hook mixins: pickles and deep-copies as the hooked class of the base class.
+
+    A deep copy copies the module's own state only; a pickle (``save_program=True``,
+    ``dspex.Remote``, cloudpickle) goes through ``__getstate__``, where bound modules add the
+    values of their variables (see ``BoundModule.__getstate__``).
+    """
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         cls = type(self)
         return (restore, (cls.__dspex_base__, cls.__dspex_kinds__), self.__getstate__())  # type: ignore[attr-defined]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        cls = type(self)
+        new = restore(cls.__dspex_base__, cls.__dspex_kinds__)  # type: ignore[attr-defined]
+        memo[id(self)] = new
+        state = dict(self.__dict__)
+        for key in ("history", "callbacks", "_dspex_pending"):  # as Module.__getstate__ does
+            state.pop(key, None)
+        new.__dict__.update(copy.deepcopy(state, memo))
+        new.__dict__.setdefault("history", [])
+        new.__dict__.setdefault("callbacks", [])
+        return new
 
 
 class HookedPredictor(Hooked):

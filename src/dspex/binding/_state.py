@@ -37,7 +37,14 @@ from dspex.errors import (
 from dspex.session import Session, current_session
 from dspex.variables import Variable
 
-__all__ = ["SECTION", "SavedVariables", "dump_variables", "plain", "prepare_load"]
+__all__ = [
+    "SECTION",
+    "SavedVariables",
+    "dump_variables",
+    "plain",
+    "prepare_load",
+    "register_saved",
+]
 
 SECTION = "dspex_variables"
 
@@ -60,12 +67,14 @@ def _active_session() -> Session | None:
         return None
 
 
-def dump_variables(named: Sequence[tuple[str, Variable | None]]) -> dict[str, Any]:
+def dump_variables(
+    named: Sequence[tuple[str, Variable | None]], *, registered_only: bool = False
+) -> dict[str, Any]:
     """Return the section for ``named`` variables (name, declaration or None).
 
     Values come from the current session; without one, declared variables are written with
-    their defaults (``"version": null``) and name-only bindings, whose spec lives only in a
-    session, are left out.
+    their defaults (``"version": null``) unless ``registered_only``, and name-only bindings,
+    whose spec lives only in a session, are left out.
     """
     session = _active_session()
     section: dict[str, Any] = {}
@@ -73,7 +82,7 @@ def dump_variables(named: Sequence[tuple[str, Variable | None]]) -> dict[str, An
         record = _record(session, name)
         if record is not None:
             spec, value, version = record.spec, record.value, record.version
-        elif declared is not None:
+        elif declared is not None and not registered_only:
             spec, value, version = declared.spec, declared.default, None
         else:
             continue
@@ -99,6 +108,18 @@ def _parse_entry(name: str, entry: Any) -> tuple[VariableSpec, Any]:
         )
     spec = make_spec(entry["type"], **dict(entry.get("constraints") or {}))
     return spec, validate(spec, entry["value"], name)
+
+
+def register_saved(name: str, entry: Any) -> None:
+    """Register a saved variable in the current session; an existing one keeps its value.
+
+    Raises:
+        VariableExistsError: the session holds it with another spec.
+        ConstraintError, VariableValueError: the saved spec or value is invalid.
+    """
+    spec, value = _parse_entry(name, entry)
+    session = current_session()
+    session.provider.register_variable(session.session_id, name, spec, value)
 
 
 def prepare_load(
