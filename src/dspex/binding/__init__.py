@@ -17,10 +17,10 @@ How the values reach DSPy
 -------------------------
 *The bind boundary.* ``module`` becomes an instance of a subclass of its own class (same name;
 attribute paths, ``named_parameters()`` and ``named_predictors()`` unchanged, so saves made
-before adopting ``bind`` still load). Its ``__call__``/``acall`` enter
-``dspy.context(dspex_values=<snapshot>, dspex_session=<session>, lm=<bound LM copy>)`` and run
-the module's own call. DSPy copies that overlay into ``dspy.Parallel``/``Evaluate`` threads,
-``asyncify``, ``streamify`` and async tasks.
+before adopting ``bind`` still load). Its ``__call__``/``acall`` set DSPy's context overlay, as
+``dspy.context(dspex_values=<snapshot>, dspex_session=<session>, lm=<bound LM copy>)`` would,
+and run the module's own call. DSPy copies that overlay into ``dspy.Parallel``/``Evaluate``
+threads, ``asyncify``, ``streamify`` and async tasks.
 
 *Per-predictor hooks.* Every ``dspy.Predict`` inside ``module`` gets the same treatment; its
 ``signature``, ``demos``, ``config`` and ``lm`` attributes, which ``Predict.forward`` reads per

@@ -59,11 +59,13 @@ class _Plan:
     def __deepcopy__(self, memo: dict[int, Any]) -> _Plan:
         return self  # never changed after construction (bind builds a new one)
 
-    def call_settings(self, module: Any) -> dict[str, Any]:
-        """The ``dspy.context`` settings of one bound call (one snapshot of the variables).
+    def call_overlay(self, module: Any) -> Any:
+        """The DSPy settings overlay of one bound call (one snapshot of the variables).
 
-        ``dspex_values`` (what the hooked predictors read), the session (so thread pools started
-        inside resolve in it), and, when LM keywords or the model are bound, the bound LM copy.
+        The current overlay plus ``dspex_values`` (what the hooked predictors read), the session
+        (so thread pools started inside resolve in it), and, when LM keywords or the model are
+        bound, the bound LM copy: what ``dspy.context(**those)`` would set, without its copy of
+        the process-wide settings (DSPy reads those when a key is not in the overlay).
         """
         session = current_session()
         records = self._records(module, session)
@@ -87,16 +89,15 @@ class _Plan:
             values[b.name] = value
         overlay = thread_local_overrides.get()
         outer = overlay.get(VALUES_KEY)
-        settings: dict[str, Any] = {
-            VALUES_KEY: {**outer, **values} if outer else values,
-            "dspex_session": session,
-        }
+        new = type(overlay)(overlay)
+        new[VALUES_KEY] = {**outer, **values} if outer else values
+        new["dspex_session"] = session
         if config or chosen is not None:
             current = overlay["lm"] if "lm" in overlay else main_thread_config.get("lm")
             lm = self._bound_lm(current, chosen, config)
             if lm is not None:
-                settings["lm"] = lm
-        return settings
+                new["lm"] = lm
+        return new
 
     def _bound_lm(self, current: Any, chosen: Any, config: dict[str, Any]) -> Any:
         """:func:`bound_lm`, remembered for the last (current LM, chosen LM, config)."""
@@ -143,9 +144,9 @@ class BoundModule(SavedVariables, Hooked):
 
     ``bind`` switches the module, in place, to a subclass of its own class with this mixin (same
     class name; ``isinstance`` checks, attribute paths, ``named_parameters()`` and
-    ``named_predictors()`` stay as they were). Calling it enters
-    ``dspy.context(dspex_values=..., dspex_session=..., [lm=...])`` for the call and then runs
-    the module's own ``__call__``/``acall`` (callbacks, history, usage as usual).
+    ``named_predictors()`` stay as they were). Calling it sets DSPy's context overlay for the
+    call (as ``dspy.context(dspex_values=..., dspex_session=..., [lm=...])`` would) and then
+    runs the module's own ``__call__``/``acall`` (callbacks, history, usage as usual).
     """
 
     @property
@@ -179,16 +180,22 @@ class BoundModule(SavedVariables, Hooked):
         d = self.__dict__
         if "_dspex_pending" in d:
             self.apply_pending()
-        with dspy.context(**d["_dspex_plan"].call_settings(self)):
+        token = thread_local_overrides.set(d["_dspex_plan"].call_overlay(self))
+        try:
             return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            thread_local_overrides.reset(token)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Async call: the module's own ``acall`` inside the bind boundary."""
         d = self.__dict__
         if "_dspex_pending" in d:
             self.apply_pending()
-        with dspy.context(**d["_dspex_plan"].call_settings(self)):
+        token = thread_local_overrides.set(d["_dspex_plan"].call_overlay(self))
+        try:
             return await super().acall(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            thread_local_overrides.reset(token)
 
 
 register_mixin("boundary", BoundModule)
