@@ -56,8 +56,8 @@ PLAIN_PATH: Final = (
 )
 BOUND_PATH: Final = (
     "dspex.bind(dspy.Predict(sig), temperature=, max_tokens=, instructions=) in a local "
-    "session: 3 variables read per call, LM keywords as a cached LM copy in dspy.context, "
-    "instructions through the predictor's signature hook"
+    "session: 3 variables read per call, LM keywords as a cached LM copy in DSPy's context "
+    "overlay, instructions through the predictor's signature hook"
 )
 
 REMOTE_CALLS: Final = 200
