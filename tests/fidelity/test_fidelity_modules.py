@@ -66,13 +66,9 @@ def best_of(module: dspy.Module) -> dspy.Module:
     return dspy.BestOfN(module, N=3, reward_fn=reward, threshold=1.0)
 
 
-def test_best_of_n_bound_outside() -> None:
-    requests = assert_same(
-        lambda sig, bind: bind(
-            dspy.BestOfN(dspy.Predict(sig), N=3, reward_fn=reward, threshold=1.0)
-        ),
-        ask,
-    )
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
+def test_best_of_n_bound_outside(values: Values) -> None:
+    requests = assert_same(lambda sig, bind: bind(best_of(dspy.Predict(sig))), ask, values)
     assert len(requests) == 6
     assert {kwargs_of(r)["temperature"] for r in requests} == {"1.0"}
     assert len({kwargs_of(r)["rollout_id"] for r in requests}) == 3
@@ -80,9 +76,7 @@ def test_best_of_n_bound_outside() -> None:
 
 def test_best_of_n_around_a_bound_module() -> None:
     requests = assert_same(
-        lambda sig, bind: dspy.BestOfN(
-            bind(dspy.Predict(sig)), N=3, reward_fn=reward, threshold=1.0
-        ),
+        lambda sig, bind: best_of(bind(dspy.Predict(sig))),
         ask,
     )
     assert len(requests) == 6
@@ -92,9 +86,7 @@ def test_best_of_n_around_a_bound_lm_with_no_lm_configured() -> None:
     """Defect 3: BestOfN(bind(..., lm=...)) with no LM configured raised AttributeError."""
     values = Values(temperature=None, max_tokens=None, lm="large")
     requests = assert_same(
-        lambda sig, bind: dspy.BestOfN(
-            bind(dspy.Predict(sig)), N=3, reward_fn=reward, threshold=1.0
-        ),
+        lambda sig, bind: best_of(bind(dspy.Predict(sig))),
         ask,
         values,
         configure_lm=False,

@@ -49,7 +49,8 @@ def test_labeled_few_shot() -> None:
     assert sum(role == "assistant" for role, _ in requests[-1].messages) == 3
 
 
-def test_bootstrap_few_shot_rounds() -> None:
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
+def test_bootstrap_few_shot_rounds(values: Values) -> None:
     """Defect 3: BootstrapFewShot(max_rounds=3) lost its rollout rounds to a bound LM copy."""
 
     def optimize(program: dspy.Module, env: Env) -> Any:
@@ -58,7 +59,7 @@ def test_bootstrap_few_shot_rounds() -> None:
         )
         return tp.compile(program, trainset=TRAIN[:2])
 
-    requests = assert_same(build, compiled(optimize))
+    requests = assert_same(build, compiled(optimize), values)
     rollouts = {dict(r.kwargs).get("rollout_id") for r in requests}
     assert {"1", "2"} <= rollouts
 
