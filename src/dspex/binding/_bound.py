@@ -221,11 +221,12 @@ def bind(module: Any, /, **bindings: Any) -> BoundModule:
     Args:
         module: any ``dspy.Module`` (``Predict``, ``ChainOfThought``, ``ReAct``, your own).
         **bindings: hook name -> ``dspex.Variable`` (or a registered variable's name). Hooks:
-            ``instructions`` (string), ``demos`` (json list of objects), ``lm`` (string or choice
-            of model names: ``dspex/sim...`` is the built-in simulation, anything else goes to
-            ``dspy.LM``), any common LM keyword (``temperature``, ``max_tokens``, ``top_p``,
-            ``n``, ``stop``, ``seed`` ...), and ``config={"kwarg": variable}`` for any other LM
-            keyword.
+            ``instructions`` (string: each predictor's task instructions), ``demos`` (json list
+            of objects: each predictor's demos), ``lm`` (a key of a ``dspex.Choice`` mapping keys
+            to configured ``dspy.LM`` objects, or a model name: ``dspex/sim...`` is the built-in
+            simulation, ``provider/model`` goes to ``dspy.LM``), any common LM keyword
+            (``temperature``, ``max_tokens``, ``top_p``, ``n``, ``stop``, ``seed`` ...), and
+            ``config={"kwarg": variable}`` for any other LM keyword.
 
     Returns:
         ``module`` itself, now a :class:`BoundModule` (bound in place: same object, same
@@ -234,8 +235,9 @@ def bind(module: Any, /, **bindings: Any) -> BoundModule:
         values are kept), otherwise on the first call inside one.
 
     Raises:
-        BindingError: ``module`` is not a ``dspy.Module``; a hook does not exist; a value is not
-            a variable; or a variable's type does not fit its hook.
+        BindingError: ``module`` is not a ``dspy.Module`` or holds no ``dspy.Predict``; a hook
+            does not exist; a value is not a variable; or a variable's type does not fit its
+            hook. At call time: a bad demos value or model name.
 
     Examples:
         >>> import dspy, dspex
