@@ -9,21 +9,12 @@ import dspy
 from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
 from dspex._model import VariableRecord, VariableSpec
+from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
 from dspex.binding._models import bound_lm, lm_for_key
-from dspex.binding._predictor import (
-    VALUES_KEY,
-    Binding,
-    Hooked,
-    HookedPredictor,
-    Layer,
-    add_kind,
-    demos_value,
-    hook_predictor,
-    hooked_variables,
-    register_mixin,
-)
+from dspex.binding._predictor import HookedPredictor, hook_predictor, hooked_variables
 from dspex.binding._state import SavedVariables, dump_variables, register_saved
+from dspex.binding._values import VALUES_KEY, Binding, Layer, demos_value
 from dspex.errors import BindingError, SessionError, VariableNotFoundError
 from dspex.session import Session, current_session
 from dspex.variables import Variable

@@ -27,75 +27,38 @@ back to them.
 
 from __future__ import annotations
 
-import copy
-import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Final
+from typing import Any
 
 from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
+from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._models import bound_lm, lm_for_key
-from dspex.binding._state import SECTION, dump_variables, plain, prepare_load
-from dspex.errors import BindingError, SessionError, VariableNotFoundError
-from dspex.session import current_session
+from dspex.binding._state import SECTION, dump_variables, prepare_load
+from dspex.binding._values import (
+    UNSET,
+    Binding,
+    Layer,
+    call_values,
+    instructed,
+    session_value,
+    value_of,
+)
 from dspex.variables import Variable
 
 __all__ = [
-    "VALUES_KEY",
-    "Binding",
-    "Hooked",
     "HookedPredictor",
-    "Layer",
+    "assigned_hooks",
     "hook_predictor",
+    "hooked_variables",
     "local_view",
-    "restore",
+    "release",
+    "winning",
 ]
 
-VALUES_KEY: Final = "dspex_values"
-"""The ``dspy.context`` key holding a bound call's values (variable name -> value)."""
-
-_UNSET: Final = object()
 _LOCAL: ContextVar[bool] = ContextVar("dspex_local_view", default=False)
-
-
-@dataclass(frozen=True)
-class Binding:
-    """One hook -> variable pair, checked at bind time (deep-copyable, picklable)."""
-
-    hook: str  # the LM keyword, or "instructions" / "demos" / "lm"
-    kind: str  # "config", "instructions", "demos" or "lm"
-    name: str  # the variable name in the session
-    declared: Variable | None  # the declaration, when a Variable (not a name) was bound
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Binding:
-        return self  # immutable: a copy would be identical (deep copies of modules are hot)
-
-    @property
-    def models(self) -> Mapping[str, Any] | None:
-        """For an ``lm`` binding of a ``dspex.Choice(key=LM, ...)``: key -> LM object."""
-        declared = self.declared
-        return getattr(declared.type, "objects", None) if declared is not None else None
-
-
-@dataclass(frozen=True)
-class Layer:
-    """The bindings one ``bind`` call applies to one predictor.
-
-    ``distance`` is how deep the predictor sits below the bound module (0: the predictor itself),
-    so the innermost ``bind`` wins per hook; ``suffix`` is the text the predictor's module added
-    after the task instructions (ReAct's protocol and tool list).
-    """
-
-    distance: int
-    bindings: tuple[Binding, ...]
-    suffix: str = ""
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Layer:
-        return self  # immutable
 
 
 class _Hooks:
@@ -147,95 +110,17 @@ class _LocalView:
         _LOCAL.reset(self._token)
 
 
-# ------------------------------------------------------------------------------------------
-# reading a bound value
-
-
-def call_values() -> Mapping[str, Any] | None:
-    """The values of the bound call in progress (None outside every bound call)."""
-    values: Mapping[str, Any] | None = thread_local_overrides.get().get(VALUES_KEY)
-    return values
-
-
-def _value(binding: Binding) -> Any:
-    values = call_values()
-    if values is not None:
-        value = values.get(binding.name, _UNSET)
-        if value is not _UNSET:
-            return value
-    return session_value(binding)
-
-
-def session_value(binding: Binding) -> Any:
-    """The binding's value in the current session, converted for its hook (``_UNSET`` if none)."""
-    try:
-        session = current_session()
-    except SessionError:
-        return _UNSET
-    try:
-        raw = session.provider.get_variable(session.session_id, binding.name).value
-    except VariableNotFoundError:
-        if binding.declared is None:
-            return _UNSET
-        raw = binding.declared.default
-    return convert(binding, raw)
-
-
-def convert(binding: Binding, raw: Any) -> Any:
-    """A session value as DSPy wants it for ``binding``'s hook (demos become plain dicts)."""
-    if binding.kind == "demos":
-        return demos_value(binding.name, raw)
-    return raw
-
-
-def demos_value(name: str, value: Any) -> list[dict[str, Any]]:
-    """Check and thaw a demos value: a list of plain dicts.
-
-    Raises:
-        BindingError: the value is not a JSON array of objects.
-    """
-    if not isinstance(value, list | tuple) or not all(isinstance(d, Mapping) for d in value):
-        raise BindingError(
-            f"variable {name!r} is bound to 'demos' but holds {_json_kind(value)}; demos must "
-            "be a JSON array of objects, e.g. [{'question': '...', 'answer': '...'}]",
-            name=name,
-            hook="demos",
-        )
-    return [plain(d) for d in value]
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return "an array whose items are not all objects"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null" if value is None else type(value).__name__
-
-
-@lru_cache(maxsize=1024)
-def instructed(signature: Any, text: str, suffix: str) -> Any:
-    """``signature`` with ``text`` as its task instructions, keeping the module's ``suffix``."""
-    new = text + suffix if text else suffix.lstrip("\n")
-    return signature if new == signature.instructions else signature.with_instructions(new)
-
-
 def _lm_outside(hooks: _Hooks) -> Any:
     """The LM this predictor's bind boundary would run it with (read outside the call)."""
     chosen = None
     if hooks.lm is not None:
         key = session_value(hooks.lm)
-        if key is not _UNSET:
+        if key is not UNSET:
             chosen = lm_for_key(key, hooks.lm.models)
     config = {}
     for b in hooks.config:
         value = session_value(b)
-        if value is not _UNSET:
+        if value is not UNSET:
             config[b.hook] = value
     if chosen is None and not config:
         return None
@@ -284,39 +169,14 @@ def _read(
     if binding is None or _LOCAL.get():
         return own
     if attr in d["_dspex_assigned"]:  # assigned after bind: it wins; say when it hides a value
-        value = _value(binding) if call_values() is not None else _UNSET
-        if value is not _UNSET and not same(own, value):
+        value = value_of(binding) if call_values() is not None else UNSET
+        if value is not UNSET and not same(own, value):
             _warn_shadowed("instructions" if suffix is not None else attr, binding.name)
         return own
-    value = _value(binding)
-    if value is _UNSET:
+    value = value_of(binding)
+    if value is UNSET:
         return own
     return value if suffix is None else instructed(own, value, suffix)
-
-
-class Hooked:
-    """Base of the hook mixins: pickles and deep-copies as the hooked class of the base class.
-
-    A deep copy copies the module's own state only; a pickle (``save_program=True``,
-    ``dspex.Remote``, cloudpickle) goes through ``__getstate__``, where bound modules add the
-    values of their variables (see ``BoundModule.__getstate__``).
-    """
-
-    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        cls = type(self)
-        return (restore, (cls.__dspex_base__, cls.__dspex_kinds__), self.__getstate__())  # type: ignore[attr-defined]
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        cls = type(self)
-        new = restore(cls.__dspex_base__, cls.__dspex_kinds__)  # type: ignore[attr-defined]
-        memo[id(self)] = new
-        state = dict(self.__dict__)
-        for key in ("history", "callbacks", "_dspex_pending"):  # as Module.__getstate__ does
-            state.pop(key, None)
-        new.__dict__.update(copy.deepcopy(state, memo))
-        new.__dict__.setdefault("history", [])
-        new.__dict__.setdefault("callbacks", [])
-        return new
 
 
 class HookedPredictor(Hooked):
@@ -432,51 +292,7 @@ def hooked_variables(predictor: Any) -> list[tuple[str, Variable | None]]:
 # ------------------------------------------------------------------------------------------
 # installing the hooks
 
-_classes: dict[tuple[type, frozenset[str]], type] = {}
-_classes_lock = threading.Lock()
-_MIXINS: dict[str, type] = {"predictor": HookedPredictor}
-
-
-def register_mixin(kind: str, mixin: type) -> None:
-    """Register the mixin of a hook kind (``"boundary"`` is registered by ``_bound``)."""
-    _MIXINS[kind] = mixin
-
-
-def class_for(base: type, kinds: frozenset[str]) -> type:
-    """The subclass of ``base`` with the mixins of ``kinds`` (cached; same name as ``base``)."""
-    key = (base, kinds)
-    cls = _classes.get(key)
-    if cls is None:
-        with _classes_lock:
-            cls = _classes.get(key)
-            if cls is None:
-                mixins = tuple(_MIXINS[k] for k in ("boundary", "predictor") if k in kinds)
-                cls = type(
-                    base.__name__,
-                    (*mixins, base),
-                    {
-                        "__module__": base.__module__,
-                        "__qualname__": base.__qualname__,
-                        "__dspex_base__": base,
-                        "__dspex_kinds__": kinds,
-                    },
-                )
-                _classes[key] = cls
-    return cls
-
-
-def restore(base: type, kinds: frozenset[str]) -> Any:
-    """Unpickling and deepcopy: a blank instance of the hooked class (state set after)."""
-    return object.__new__(class_for(base, kinds))
-
-
-def add_kind(module: Any, kind: str) -> None:
-    """Switch ``module`` to the hooked class that also has ``kind``."""
-    cls = type(module)
-    base = getattr(cls, "__dspex_base__", cls)
-    kinds = frozenset(getattr(cls, "__dspex_kinds__", frozenset()) | {kind})
-    if kinds != getattr(cls, "__dspex_kinds__", None):
-        module.__class__ = class_for(base, kinds)
+register_mixin("predictor", HookedPredictor)
 
 
 def hook_predictor(predictor: Any, layer: Layer) -> None:

@@ -18,7 +18,6 @@ import dspy
 
 from dspex._model import VariableRecord
 from dspex.binding._predictor import (
-    Binding,
     HookedPredictor,
     assigned_hooks,
     local_view,
@@ -26,6 +25,7 @@ from dspex.binding._predictor import (
     winning,
 )
 from dspex.binding._state import plain
+from dspex.binding._values import Binding
 from dspex.errors import BindingError, VariableNotFoundError
 from dspex.session import Session, current_session
 
