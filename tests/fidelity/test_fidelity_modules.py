@@ -203,3 +203,16 @@ def test_literal_output_with_demos() -> None:
 
     requests = assert_same(build, run, Values(demos=demos))
     assert any("Awful." in content for r in requests for _, content in r.messages)
+
+
+def test_react_v2_keeps_its_agent_text() -> None:
+    def run(program: dspy.Module, env: Env) -> None:
+        try:
+            program(question=question(0))
+        except (AdapterParseError, ValueError):  # the simulation LM cannot call tools well
+            pass
+
+    requests = assert_same(
+        lambda sig, bind: bind(dspy.ReActV2(sig, tools=[lookup], max_iters=2)), run
+    )
+    assert any("You are an Agent" in content for r in requests for _, content in r.messages)
