@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from dspy.utils.callback import BaseCallback
 
 import dspex
-from dspex.errors import BindingError
+from dspex.errors import BindingError, WorkerSetupError
 from dspex.sim import SimLM
 
 pytestmark = pytest.mark.timeout(60)
@@ -82,3 +83,20 @@ def test_a_choice_of_model_names_still_works() -> None:
     with dspex.Session():
         dspex.bind(dspy.Predict("question -> answer"), lm=model)(question="What is 2 + 2?")
     assert seen.calls[0][0].model == "dspex/sim-large"
+
+
+class HeldLM(SimLM):
+    """A simulation LM holding a live object (a lock), so it cannot be pickled."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.lock = threading.Lock()
+
+
+def test_a_choice_lm_that_cannot_travel_is_named_when_the_remote_is_created() -> None:
+    choice = dspex.Choice(ok=SimLM("dspex/sim"), held=HeldLM("dspex/sim-large"))
+    model = dspex.Variable(choice, "ok", name="m_travel")
+    with dspex.Session():
+        program = dspex.bind(dspy.Predict("question -> answer"), lm=model)
+        with pytest.raises(WorkerSetupError, match=r"choice 'held' of variable 'm_travel'"):
+            dspex.Remote(program, workers=1)

@@ -14,7 +14,7 @@ from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
 from dspex.binding._models import bound_lm, lm_for_key
 from dspex.binding._predictor import HookedPredictor, hook_predictor, hooked_variables
 from dspex.binding._state import SavedVariables, dump_variables, register_saved
-from dspex.binding._values import VALUES_KEY, Binding, Layer, demos_value
+from dspex.binding._values import VALUES_KEY, Binding, Layer, check_travel, demos_value
 from dspex.errors import BindingError, SessionError, VariableNotFoundError
 from dspex.session import Session, current_session
 from dspex.variables import Variable
@@ -37,6 +37,7 @@ class _Plan:
         self.__setstate__(bindings)
 
     def __getstate__(self) -> tuple[Binding, ...]:
+        check_travel(self.bindings)
         return self.bindings
 
     def __setstate__(self, bindings: tuple[Binding, ...]) -> None:

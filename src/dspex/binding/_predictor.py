@@ -42,6 +42,7 @@ from dspex.binding._values import (
     Binding,
     Layer,
     call_values,
+    check_travel,
     instructed,
     session_value,
     value_of,
@@ -87,6 +88,7 @@ class _Hooks:
         self.config_names = frozenset(config)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        check_travel(tuple(self.bindings()))
         return (_Hooks, (self.layers,))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Hooks:

@@ -25,6 +25,7 @@ __all__ = [
     "Binding",
     "Layer",
     "call_values",
+    "check_travel",
     "demos_value",
     "instructed",
     "session_value",
@@ -55,6 +56,32 @@ class Binding:
         """For an ``lm`` binding of a ``dspex.Choice(key=LM, ...)``: key -> LM object."""
         declared = self.declared
         return getattr(declared.type, "objects", None) if declared is not None else None
+
+
+def check_travel(bindings: tuple[Binding, ...]) -> None:
+    """Check that the LM objects of bound choices can be pickled (saved, sent to workers).
+
+    Called when a module is pickled, so ``dspex.Remote`` and ``save_program=True`` fail up front
+    with the choice key and LM named, instead of a worker finding no LM.
+
+    Raises:
+        BindingError: an LM of a bound ``dspex.Choice`` cannot be pickled.
+    """
+    import cloudpickle
+
+    for b in bindings:
+        for key, lm in (b.models or {}).items():
+            try:
+                cloudpickle.dumps(lm)
+            except Exception as exc:  # pickling raises many types
+                raise BindingError(
+                    f"the LM {type(lm).__name__}({getattr(lm, 'model', '?')!r}) of choice "
+                    f"{key!r} of variable {b.name!r} cannot be pickled ({type(exc).__name__}: "
+                    f"{exc}), so it cannot be saved or sent to worker processes; keep live "
+                    "clients out of the LM object or create them lazily",
+                    name=b.name,
+                    key=key,
+                ) from exc
 
 
 @dataclass(frozen=True)
