@@ -11,6 +11,11 @@ The values V are configured the natural DSPy way in the plain run: LM keywords a
 instructions on the task signature the modules are built from, and the demos on every predictor
 of the module that the bound run binds. The bound run builds the same modules from the default
 signature, binds V's variables where the case says, and sets V in a session.
+
+The plain context wraps the whole run, the bound values wrap each bound call: the two agree as
+long as no code inside swaps in an LM that is not a rollout copy (an optimizer's own
+``task_model``, for instance, would get the bound keywords too; the cases pass such LMs
+explicitly only where DSPy keeps them outside the bound module).
 """
 
 from __future__ import annotations
