@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
+
 import dspy
 import pytest
 from fidelity_support import DEMOS, Env
@@ -118,3 +121,32 @@ def test_a_predictor_config_under_a_bound_keyword_does_not_hide_the_variable(env
         session.set("p_temperature", 0.25)
         program(question="What is 2 + 2?")
     assert dict(env.recorder.requests[-1].kwargs)["temperature"] == "0.25"
+
+
+@pytest.mark.filterwarnings("ignore:a bound predictor holds")
+def test_publish_writes_as_the_optimization_lock_holder(env: Env) -> None:
+    with dspex.Session() as session:
+        compiled = compiled_program()
+        with session.optimizing("p_instructions", "p_demos", optimizer_id="tune"):
+            dspex.publish(compiled)
+        assert session.get("p_instructions") == "Compiled: reply with a number."
+
+        other = compiled_program()
+        other.signature = other.signature.with_instructions("Other text.")
+        held, done = threading.Event(), threading.Event()
+
+        def hold_lock() -> None:
+            with session.optimizing("p_instructions", optimizer_id="someone-else"):
+                held.set()
+                done.wait(30)
+
+        holder = threading.Thread(target=contextvars.copy_context().run, args=(hold_lock,))
+        holder.start()
+        try:
+            assert held.wait(30)
+            with pytest.raises(BatchUpdateError, match="locked by optimizer .someone-else"):
+                dspex.publish(other)
+        finally:
+            done.set()
+            holder.join(30)
+        assert session.get("p_instructions") == "Compiled: reply with a number."  # nothing applied

@@ -80,7 +80,9 @@ def publish(program: Any) -> Published:
         BindingError: ``program`` is not a dspy.Module; two predictors compiled different values
             for one variable; or compiled instructions rewrote text the module adds after the
             task instructions (ReAct's tool protocol), which an instructions variable cannot hold.
-        BatchUpdateError: a value breaks its variable's constraints (nothing was written).
+        BatchUpdateError: a value breaks its variable's constraints, or a variable is locked by
+            another optimizer (nothing was written). Inside ``session.optimizing(...)`` the
+            batch is written as that lock's holder.
     """
     if not isinstance(program, dspy.Module):
         raise BindingError(
