@@ -144,7 +144,7 @@ def test_publish_writes_as_the_optimization_lock_holder(env: Env) -> None:
         holder.start()
         try:
             assert held.wait(30)
-            with pytest.raises(BatchUpdateError, match="locked by optimizer .someone-else"):
+            with pytest.raises(BatchUpdateError, match=r"locked by optimizer 'someone-else'"):
                 dspex.publish(other)
         finally:
             done.set()
