@@ -7,6 +7,10 @@ current value of every variable bound to it into a section of its own state (so 
 :class:`~dspex.Program` adds one top-level section for its declarations. Loading sets them in
 the current session.
 
+A ``Program`` checks every section of a state first and sets them in one atomic batch. A plain
+``dspy.Module`` loads its predictors one by one, so each bound predictor checks and sets its own
+section as DSPy reaches it (DSPy's trial load on a copy reaches them first).
+
 ``save(dir, save_program=True)`` pickles the whole program; :class:`SavedVariables` (a mixin of
 ``dspex.Program`` and of bound modules) puts the section into that pickle, and ``dspy.load``
 applies it in the current session (or, without one, on the first call inside one).
