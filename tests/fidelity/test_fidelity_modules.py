@@ -216,3 +216,18 @@ def test_react_v2_keeps_its_agent_text() -> None:
         lambda sig, bind: bind(dspy.ReActV2(sig, tools=[lookup], max_iters=2)), run
     )
     assert any("You are an Agent" in content for r in requests for _, content in r.messages)
+
+
+@pytest.mark.filterwarnings("ignore:a bound predictor holds")  # the edited demos win, as in DSPy
+def test_in_place_edits_of_demos_and_config_are_kept() -> None:
+    """SIMBA appends demos in place (predictor.demos.append); config edits work the same way."""
+
+    def run(program: dspy.Module, env: Env) -> None:
+        program(question=question(0))
+        program.demos.append({"question": "What is 1 + 1?", "answer": "2"})
+        program.config["stop"] = ["\n\n"]
+        program(question=question(1))
+
+    requests = assert_same(lambda sig, bind: bind(dspy.Predict(sig)), run)
+    assert sum(role == "assistant" for role, _ in requests[-1].messages) == 3
+    assert kwargs_of(requests[-1])["stop"] == repr(["\n\n"])

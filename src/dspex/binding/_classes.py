@@ -32,7 +32,7 @@ class Hooked:
         new = restore(cls.__dspex_base__, cls.__dspex_kinds__)  # type: ignore[attr-defined]
         memo[id(self)] = new
         state = dict(self.__dict__)
-        for key in ("history", "callbacks", "_dspex_pending"):  # as Module.__getstate__ does
+        for key in ("history", "callbacks", "_dspex_pending", "_dspex_config_view"):
             state.pop(key, None)
         new.__dict__.update(copy.deepcopy(state, memo))
         new.__dict__.setdefault("history", [])

@@ -160,13 +160,14 @@ def _has_instructions(signature: Any, text: str) -> bool:
 
 
 def _read(
-    d: dict[str, Any],
+    predictor: Any,
     attr: str,
     binding: Binding | None,
     same: Callable[[Any, Any], bool],
     suffix: str | None,
 ) -> Any:
     """A hooked ``signature`` (``suffix`` given) or ``demos`` read: own, assigned or bound."""
+    d = predictor.__dict__
     own = d[f"_dspex_{attr}"]
     if binding is None or _LOCAL.get():
         return own
@@ -178,7 +179,69 @@ def _read(
     value = value_of(binding)
     if value is UNSET:
         return own
-    return value if suffix is None else instructed(own, value, suffix)
+    if suffix is None:
+        return AdoptedList(value, predictor)
+    return instructed(own, value, suffix)
+
+
+# Bound values as read from a predictor are fresh containers; DSPy code that edits them in place
+# (SIMBA appends a demo with ``predictor.demos.append``) would edit a copy. These containers make
+# themselves the predictor's own value on their first edit, as the edit would in plain DSPy.
+
+_LIST_EDITS = (
+    "append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse",
+    "__setitem__", "__delitem__", "__iadd__", "__imul__",
+)  # fmt: skip
+_DICT_EDITS = (
+    "__setitem__", "__delitem__", "update", "pop", "popitem", "clear", "setdefault", "__ior__",
+)  # fmt: skip
+
+
+class AdoptedList(list):  # type: ignore[type-arg]
+    """Bound demos read from a predictor; the first in-place edit makes them its own demos."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, items: Any, owner: Any) -> None:
+        super().__init__(items)
+        self._owner = owner
+
+    def _adopt(self) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.demos = self
+
+
+class AdoptedDict(dict):  # type: ignore[type-arg]
+    """A bound predictor's config view; the first in-place edit makes it its own config."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, items: Any, owner: Any) -> None:
+        super().__init__(items)
+        self._owner = owner
+
+    def _adopt(self) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.config = self
+
+
+def _adopting(base: type, name: str) -> Callable[..., Any]:
+    method = getattr(base, name)
+
+    def edit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._adopt()
+        return method(self, *args, **kwargs)
+
+    edit.__name__ = name
+    return edit
+
+
+for _name in _LIST_EDITS:
+    setattr(AdoptedList, _name, _adopting(list, _name))
+for _name in _DICT_EDITS:
+    setattr(AdoptedDict, _name, _adopting(dict, _name))
 
 
 class HookedPredictor(Hooked):
@@ -188,7 +251,7 @@ class HookedPredictor(Hooked):
     def signature(self) -> Any:
         d = self.__dict__
         hooks = d["_dspex_hooks"]
-        return _read(d, "signature", hooks.instructions, _has_instructions, hooks.suffix)
+        return _read(self, "signature", hooks.instructions, _has_instructions, hooks.suffix)
 
     @signature.setter
     def signature(self, value: Any) -> None:
@@ -197,8 +260,7 @@ class HookedPredictor(Hooked):
 
     @property
     def demos(self) -> Any:
-        d = self.__dict__
-        return _read(d, "demos", d["_dspex_hooks"].demos, _same_demos, None)
+        return _read(self, "demos", self.__dict__["_dspex_hooks"].demos, _same_demos, None)
 
     @demos.setter
     def demos(self, value: Any) -> None:
@@ -213,8 +275,9 @@ class HookedPredictor(Hooked):
         if not names or "config" in d["_dspex_assigned"] or _LOCAL.get():
             return own
         view = d.get("_dspex_config_view")
-        if view is None or view[0] is not own:
-            view = (own, {k: v for k, v in own.items() if k not in names})
+        if view is None or view[0] is not own or view[1]._owner is None:
+            kept = {k: v for k, v in own.items() if k not in names}
+            view = (own, AdoptedDict(kept, self))
             d["_dspex_config_view"] = view
         return view[1]
 
@@ -241,6 +304,12 @@ class HookedPredictor(Hooked):
     @lm.setter
     def lm(self, value: Any) -> None:
         self.__dict__["_dspex_lm"] = value
+
+    def __getstate__(self) -> dict[str, Any]:
+        raw: Any = super().__getstate__()  # type: ignore[misc]
+        state: dict[str, Any] = raw
+        state.pop("_dspex_config_view", None)  # a cache
+        return state
 
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
         """DSPy's state of the predictor's own values, plus its variables (``dspex_variables``)."""
