@@ -18,7 +18,8 @@ Values come from the bound call's snapshot (``dspy.context(dspex_values=...)``, 
 into its threads), else from the current session, else the predictor's own value.
 
 Assigning one of these attributes after ``bind`` (an optimizer installing compiled demos or
-instructions, ``load_state``, ``reset()``) stores it on the predictor, and the stored value
+instructions, ``load_state``, ``reset()``), or editing the demos or config read from it in place
+(SIMBA's ``predictor.demos.append``), stores it on the predictor, and the stored value
 then wins over the variable, as a value set on a predictor wins in plain DSPy: nothing compiled
 is hidden. When such a value differs from the session's variable, a warning names the variable
 once; :func:`dspex.publish` moves the compiled values into the variables and hands the hooks
