@@ -24,8 +24,13 @@ from typing import Any, ClassVar
 import dspy
 
 from dspex._model import VariableRecord
-from dspex.binding import SECTION, bound_variables, dump_variables, prepare_load
-from dspex.binding._state import SavedVariables
+from dspex.binding import (
+    SECTION,
+    SavedVariables,
+    bound_variables,
+    dump_variables,
+    prepare_load,
+)
 from dspex.errors import SessionError, VariableExistsError
 from dspex.session import current_session
 from dspex.variables import Variable
