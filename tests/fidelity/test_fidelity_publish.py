@@ -11,7 +11,7 @@ from fidelity_support import DEMOS, Env
 
 import dspex
 from dspex.errors import BatchUpdateError, BindingError
-from dspex.sim import load_devset
+from dspex.sim import SimLM, load_devset
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,3 +150,24 @@ def test_publish_writes_as_the_optimization_lock_holder(env: Env) -> None:
             done.set()
             holder.join(30)
         assert session.get("p_instructions") == "Compiled: reply with a number."  # nothing applied
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_workers_use_published_values_on_their_next_call() -> None:
+    """A Remote worker process runs the uncompiled program and follows publish and rollback."""
+    temperature = dspex.Variable(float, 0.7, name="w_temperature", min=0.0, max=2.0)
+    program = dspex.bind(dspy.ChainOfThought("question -> answer"), temperature=temperature)
+    ask = {"question": "What is 12 * 7?"}
+    with (
+        dspex.Session(),
+        dspy.context(lm=SimLM("dspex/sim")),
+        dspex.Remote(program, workers=1, timeout=60) as remote,
+    ):
+        assert "temperature 0.70" in remote(**ask).reasoning
+        compiled = program.deepcopy()
+        compiled.predict.config = {"temperature": 0.25}  # a compiled config for the hook
+        published = dspex.publish(compiled)
+        assert "temperature 0.25" in remote(**ask).reasoning
+        published.rollback()
+        assert "temperature 0.70" in remote(**ask).reasoning
