@@ -198,34 +198,35 @@ _DICT_EDITS = (
 )  # fmt: skip
 
 
-class AdoptedList(list):  # type: ignore[type-arg]
+class _Adopting:
+    """Base of the adopting containers: ``attr`` names the predictor attribute they become."""
+
+    __slots__ = ()
+    attr = ""
+    _owner: Any
+
+    def __init__(self, items: Any, owner: Any) -> None:
+        super().__init__(items)  # type: ignore[call-arg]
+        self._owner = owner
+
+    def _adopt(self) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            setattr(owner, self.attr, self)
+
+
+class AdoptedList(_Adopting, list):  # type: ignore[type-arg]
     """Bound demos read from a predictor; the first in-place edit makes them its own demos."""
 
     __slots__ = ("_owner",)
-
-    def __init__(self, items: Any, owner: Any) -> None:
-        super().__init__(items)
-        self._owner = owner
-
-    def _adopt(self) -> None:
-        owner, self._owner = self._owner, None
-        if owner is not None:
-            owner.demos = self
+    attr = "demos"
 
 
-class AdoptedDict(dict):  # type: ignore[type-arg]
+class AdoptedDict(_Adopting, dict):  # type: ignore[type-arg]
     """A bound predictor's config view; the first in-place edit makes it its own config."""
 
     __slots__ = ("_owner",)
-
-    def __init__(self, items: Any, owner: Any) -> None:
-        super().__init__(items)
-        self._owner = owner
-
-    def _adopt(self) -> None:
-        owner, self._owner = self._owner, None
-        if owner is not None:
-            owner.config = self
+    attr = "config"
 
 
 def _adopting(base: type, name: str) -> Callable[..., Any]:
