@@ -16,7 +16,7 @@ from dspex.state import LocalProvider, SessionContext, StateProvider, VariableWa
 from dspex.variables import Variable
 
 if typing.TYPE_CHECKING:
-    from dspex.binding import bind
+    from dspex.binding import Published, bind, publish
     from dspex.program import Program
     from dspex.remote import Remote
     from dspex.sim import SimLM
@@ -33,7 +33,9 @@ _DSPY_NAMES = {
     "Program": "dspex.program",
     "Remote": "dspex.remote",
     "SimLM": "dspex.sim",
+    "Published": "dspex.binding",
     "bind": "dspex.binding",
+    "publish": "dspex.binding",
     "tool": "dspex.tools",
     "tune": "dspex.tuning",
 }
@@ -55,6 +57,7 @@ __all__ = [
     "DspexError",
     "LocalProvider",
     "Program",
+    "Published",
     "Remote",
     "Session",
     "SessionContext",
@@ -69,6 +72,7 @@ __all__ = [
     "bind",
     "current_session",
     "errors",
+    "publish",
     "tool",
     "tune",
 ]

@@ -11,7 +11,7 @@ from dspy.utils.callback import BaseCallback
 
 @dataclass(frozen=True)
 class LMCall:
-    """What one LM call received, as DSPy handed it to the LM."""
+    """What one LM call received: the LM's own kwargs merged with the call's, as sent."""
 
     thread: int
     model: str
@@ -31,7 +31,8 @@ class CallRecorder(BaseCallback):
         messages = inputs.get("messages") or []
         system = next((m["content"] for m in messages if m.get("role") == "system"), "")
         user = "\n".join(m["content"] for m in messages if m.get("role") == "user")
-        call = LMCall(threading.get_ident(), instance.model, dict(inputs["kwargs"]), system, user)
+        kwargs = {**(getattr(instance, "kwargs", None) or {}), **inputs["kwargs"]}
+        call = LMCall(threading.get_ident(), instance.model, kwargs, system, user)
         with self._lock:
             self.calls.append(call)
 

@@ -6,6 +6,7 @@ import dspy
 import numpy as np
 import pytest
 from dspy.utils import DummyLM
+from dspy_support import CallRecorder
 
 import dspex
 from dspex.errors import BindingError, SessionError, VariableNotFoundError
@@ -102,14 +103,13 @@ def test_unknown_variable_name_at_call_time_is_a_clear_error() -> None:
         assert lm.history == []
 
 
-def test_declared_variable_is_registered_on_first_use() -> None:
+def test_declared_variable_is_registered_on_first_use(recorder: CallRecorder) -> None:
     bound = dspex.bind(dspy.Predict("q -> a"), temperature=TEMPERATURE)
     with dspex.Session() as session:
-        lm = DummyLM({"": {"a": "x"}})
-        with dspy.context(lm=lm):
+        with dspy.context(lm=DummyLM({"": {"a": "x"}}), callbacks=[recorder]):
             bound(q="x")
         assert session.get("temperature") == 0.7
-        assert lm.history[-1]["kwargs"]["temperature"] == 0.7
+        assert recorder.calls[-1].kwargs["temperature"] == 0.7
 
 
 def test_call_without_session_says_how_to_fix_it() -> None:
@@ -121,11 +121,15 @@ def test_call_without_session_says_how_to_fix_it() -> None:
 def test_bad_demos_value_and_bad_model_name_fail_at_call_time() -> None:
     with dspex.Session() as session:
         session.register("demos", dict, {"not": "a list"})
+        session.register("numbers", list, [1, 2])
         session.register("model", str, "openai/")
         lm = DummyLM({"": {"a": "x"}})
         with dspy.context(lm=lm):
-            with pytest.raises(BindingError, match="JSON list of objects"):
+            with pytest.raises(BindingError, match="holds an object; demos must be a JSON array"):
                 dspex.bind(dspy.Predict("q -> a"), demos="demos")(q="x")
+            with pytest.raises(BindingError, match="holds an array whose items are not all") as e:
+                dspex.bind(dspy.Predict("q -> a"), demos="numbers")(q="x")
+            assert "Frozen" not in str(e.value)  # no internal type names in the message
             with pytest.raises(BindingError, match="'openai/' cannot be turned into an LM"):
                 dspex.bind(dspy.Predict("q -> a"), lm="model")(q="x")
         assert lm.history == []

@@ -73,7 +73,7 @@ def test_parallel_threads_with_concurrent_sets_see_consistent_live_values(
 
     class LiveWriter(dspy.utils.callback.BaseCallback):  # type: ignore[name-defined,misc]
         def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-            temperature = inputs["kwargs"]["temperature"]
+            temperature = {**instance.kwargs, **inputs["kwargs"]}["temperature"]
             instructions = objective(inputs["messages"][0]["content"])
             index = int(instructions[1:])
             if pairs[index] != (temperature, instructions):
@@ -170,11 +170,16 @@ with dspex.Session() as session:                 # so the session is only in dsp
             pairs = [(self.inner, {"question": q}) for q in questions]
             return dspy.Parallel(num_threads=3, disable_progress_bar=True)(pairs)
 
+    class Sent(dspy.utils.callback.BaseCallback):
+        kwargs = []
+
+        def on_lm_start(self, call_id, instance, inputs):
+            self.kwargs.append({**instance.kwargs, **inputs["kwargs"]})
+
     outer = dspex.bind(FanOut(), max_tokens=dspex.Variable(int, 9, name="max_tokens"))
-    lm = DummyLM({"": {"answer": "a"}})
-    with dspy.context(lm=lm):
+    with dspy.context(lm=DummyLM({"": {"answer": "a"}}), callbacks=[Sent()]):
         outer(questions=["q1", "q2", "q3", "q4", "q5", "q6"])
-    kwargs = [h["kwargs"] for h in lm.history]
+    kwargs = Sent.kwargs
     assert kwargs == [{"max_tokens": 9, "temperature": 0.3}] * 6, kwargs
 print("ok")
 """

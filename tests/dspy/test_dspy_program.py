@@ -125,7 +125,7 @@ def test_save_and_load_round_trip_values_and_specs(tmp_path: Path) -> None:
     path = tmp_path / "support.json"
     with dspex.Session() as session:
         program = Tuned()
-        program.answer.module.predict.demos = [{"question": "q", "reasoning": "r", "answer": "a"}]
+        program.answer.predict.demos = [{"question": "q", "reasoning": "r", "answer": "a"}]
         session.update({"temperature": 0.25, "model": "dspex/sim-large", "max_tokens": 32})
         session.set("instructions", "Be exact.")
         with dspy.context(lm=dspex.SimLM()):  # the polish step uses the configured LM
@@ -154,7 +154,7 @@ def test_save_and_load_round_trip_values_and_specs(tmp_path: Path) -> None:
             "polish_instructions": "Polish it.",
         }
         assert fresh.variable("temperature").spec == Support.temperature.spec
-        assert restored.answer.module.predict.demos == [
+        assert restored.answer.predict.demos == [
             {"question": "q", "reasoning": "r", "answer": "a"}
         ]
         restored(question="What is 3 + 4?")
@@ -188,17 +188,17 @@ def test_bad_load_changes_nothing(tmp_path: Path) -> None:
         program.save(str(path))
     state: dict[str, Any] = json.loads(path.read_text())
     target = Support()
-    target.answer.module.predict.demos = [{"question": "keep"}]
+    target.answer.predict.demos = [{"question": "keep"}]
 
     with pytest.raises(SessionError, match="inside"):
         target.load(str(path))  # no session
-    assert target.answer.module.predict.demos == [{"question": "keep"}]
+    assert target.answer.predict.demos == [{"question": "keep"}]
 
     with dspex.Session() as session:
         session.register("temperature", int, 3)
         with pytest.raises(VariableExistsError, match="temperature"):
             target.load(str(path))
-        assert target.answer.module.predict.demos == [{"question": "keep"}]
+        assert target.answer.predict.demos == [{"question": "keep"}]
         assert session.list("instructions") == []
 
     bad = json.loads(json.dumps(state))
@@ -226,7 +226,7 @@ def test_program_survives_deepcopy_and_cloudpickle() -> None:
             cloudpickle.loads(cloudpickle.dumps(program)),
         ]
         for twin in copies:
-            assert [n for n, _ in twin.named_predictors()] == ["answer.module.predict"]
+            assert [n for n, _ in twin.named_predictors()] == ["answer.predict"]
             with dspy.context(callbacks=[recorder := CallRecorder()]):
                 twin(question="q")
             assert recorder.calls[0].kwargs["temperature"] == 0.4
@@ -258,7 +258,7 @@ def test_optimizer_compiles_a_program_with_bound_modules() -> None:
         )
         compiled = optimizer.compile(student, trainset=load_devset("arithmetic")[:8])
         assert [len(p.demos) for _, p in compiled.named_predictors()] == [2]
-        assert student.answer.module.demos == []  # the optimizer worked on a copy
+        assert student.answer.demos == []  # the optimizer worked on a copy
         session.set("temperature", 0.05)
         with dspy.context(callbacks=[recorder]):
             compiled(question="What is 23 * 4?")
