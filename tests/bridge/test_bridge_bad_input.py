@@ -13,8 +13,8 @@ import dspex.errors as errors
 from dspex._model import make_spec
 from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex.state import LocalProvider
-from dspex.state._grpc import _status
 from dspex.state.store import SessionStoreProvider, StoreServer
+from dspex.state.wire import status as _status
 
 MAX_MESSAGE = 1024 * 1024
 MAX_VALUE = 64 * 1024

@@ -14,8 +14,8 @@ from bridge_support import FLOAT, child_read_pickled, served, spawn
 import dspex
 import dspex.errors as errors
 from dspex.state import LocalProvider, SessionContext
-from dspex.state._grpc._channel import parse_address
 from dspex.state.store import CachedProvider, SessionStoreProvider, StoreServer
+from dspex.state.wire.channel import parse_address
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from bridge_support import WAIT, served, wait_until
 from dspex._model import make_spec
 from dspex.errors import StoreUnavailableError
 from dspex.state import LocalProvider
-from dspex.state._watch import VariableWatch
+from dspex.state.core.watch import VariableWatch
 from dspex.state.store import SessionStoreProvider
 
 INT = make_spec(int)

@@ -12,8 +12,8 @@ from dspex._model import make_spec
 from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex._proto.bridge.v1 import store_pb2_grpc as pb_grpc
 from dspex.state import LocalProvider
-from dspex.state._grpc import _status
 from dspex.state.store import SessionStoreProvider, StoreServer
+from dspex.state.wire import status as _status
 
 
 def _all_error_classes() -> list[type[errors.DspexError]]:
@@ -28,7 +28,7 @@ def _all_error_classes() -> list[type[errors.DspexError]]:
 
 def test_status_table_covers_every_dspex_error() -> None:
     missing = [cls.__name__ for cls in _all_error_classes() if cls not in _status.STATUS_TABLE]
-    assert missing == [], f"add these to STATUS_TABLE in state/_grpc/_status.py: {missing}"
+    assert missing == [], f"add these to STATUS_TABLE in state/wire/status.py: {missing}"
 
 
 def test_every_wire_code_is_unique_and_rebuilds_its_class() -> None:

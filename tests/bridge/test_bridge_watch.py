@@ -12,8 +12,8 @@ import dspex.errors as errors
 from dspex._model import make_spec
 from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex.state import LocalProvider
-from dspex.state._grpc import _status
 from dspex.state.store import SessionStoreProvider, StoreServer
+from dspex.state.wire import status as _status
 
 
 def test_watch_resumes_from_a_revision_with_no_gap_or_duplicate(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from engine_support import ENGINE_KINDS, EngineMaker
 
-from dspex.state._engines import Engine
+from dspex.state.engines import Engine
 
 
 @pytest.fixture(name="engine_kind", params=ENGINE_KINDS)

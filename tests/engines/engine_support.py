@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from dspex._model import VariableUpdate
-from dspex.state._engines import Engine, MemoryEngine
-from dspex.state._engines._redis import RedisEngine
-from dspex.state._engines._sqlite import SQLiteEngine
+from dspex.state.engines import Engine, MemoryEngine
+from dspex.state.engines.redis import RedisEngine
+from dspex.state.engines.sqlite import SQLiteEngine
 
 ENGINE_KINDS = ["memory", "sqlite", "redis"]
 

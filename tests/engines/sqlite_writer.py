@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 
 from dspex._model import EMPTY, make_spec
-from dspex.state._engines._base import Write
-from dspex.state._engines._sqlite import SQLiteEngine
+from dspex.state.engines.contract import Write
+from dspex.state.engines.sqlite import SQLiteEngine
 
 SPEC = make_spec(int)
 

@@ -23,7 +23,7 @@ from dspex._model import (
     make_spec,
 )
 from dspex._model import validate as check
-from dspex.state._engines import (
+from dspex.state.engines import (
     Engine,
     EngineConflict,
     LogCompacted,

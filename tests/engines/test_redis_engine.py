@@ -18,8 +18,8 @@ from redis_server import RedisServer, free_port
 
 from dspex import errors
 from dspex._model import EMPTY, VariableRecord, freeze, make_spec
-from dspex.state._engines import EngineConflict, UnknownSession, Write, open_engine
-from dspex.state._engines._redis import FORMAT_VERSION, RedisEngine
+from dspex.state.engines import EngineConflict, UnknownSession, Write, open_engine
+from dspex.state.engines.redis import FORMAT_VERSION, RedisEngine
 
 INT = make_spec(int)
 pytestmark = pytest.mark.redis

@@ -19,8 +19,8 @@ from engine_support import Collector
 
 from dspex import errors
 from dspex._model import EMPTY, make_spec
-from dspex.state._engines import Write, open_engine
-from dspex.state._engines._sqlite import DB_NAME, FORMAT_VERSION, SQLiteEngine
+from dspex.state.engines import Write, open_engine
+from dspex.state.engines.sqlite import DB_NAME, FORMAT_VERSION, SQLiteEngine
 
 WRITER = Path(__file__).with_name("sqlite_writer.py")
 FLOAT = make_spec(float)
@@ -230,7 +230,7 @@ def test_open_engine_maps_specs_without_eager_imports(tmp_path: Path) -> None:
     assert (tmp_path / "a" / DB_NAME).exists() and (tmp_path / "b" / DB_NAME).exists()
     assert type(open_engine("memory")).__name__ == "MemoryEngine"
     code = (
-        "import sys, dspex, dspex.state._engines as e; "
+        "import sys, dspex, dspex.state.engines as e; "
         "assert 'sqlite3' not in sys.modules and 'redis' not in sys.modules, 'eager'; "
         "e.SQLiteEngine; assert 'sqlite3' in sys.modules"
     )
@@ -240,7 +240,7 @@ def test_open_engine_maps_specs_without_eager_imports(tmp_path: Path) -> None:
 def _hold(directory: Path) -> subprocess.Popen[str]:
     """A child process that opens an engine on ``directory`` and waits to be killed."""
     code = (
-        "import sys, time; from dspex.state._engines._sqlite import SQLiteEngine; "
+        "import sys, time; from dspex.state.engines.sqlite import SQLiteEngine; "
         f"SQLiteEngine({str(directory)!r}); print('ready', flush=True); time.sleep(600)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

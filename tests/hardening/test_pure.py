@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dspex import errors
-from dspex.state import _locks
-from dspex.state._access import AccessPolicy
-from dspex.state._deps import DependencyGraph
+from dspex.state.core import locks as _locks
+from dspex.state.core.access import AccessPolicy
+from dspex.state.core.dependencies import DependencyGraph
 
 NAMES = st.sampled_from(list("abcdefg"))
 

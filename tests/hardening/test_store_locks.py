@@ -17,8 +17,8 @@ from dspex._model import VariableUpdate
 from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex._proto.bridge.v1 import store_pb2_grpc as pb_grpc
 from dspex.state import LocalProvider, SessionContext, VariableWatch
-from dspex.state._grpc import _status
 from dspex.state.store import SessionStoreProvider, StoreServer
+from dspex.state.wire import status as _status
 
 
 @pytest.fixture(name="local")

@@ -13,8 +13,8 @@ from hardening_support import FLOAT, TOKENS, WAIT, served, standard_auth
 
 from dspex import errors
 from dspex.state import LocalProvider, SessionContext
-from dspex.state._engines import SQLiteEngine
-from dspex.state._grpc.server import may_block
+from dspex.state.engines import SQLiteEngine
+from dspex.state.server.servicer import may_block
 from dspex.state.store import AccessPolicy, SessionStoreProvider, StoreServer
 
 

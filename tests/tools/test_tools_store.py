@@ -268,7 +268,7 @@ def test_the_store_refuses_callers_without_the_token() -> None:
                 assert stranger.call_tool("guarded") == "ok"
             finally:
                 stranger.close()
-            from dspex.state._tools_client import ToolStoreClient
+            from dspex.state.client.tools import ToolStoreClient
 
             anonymous = ToolStoreClient(server.address)
             try:
@@ -296,8 +296,8 @@ def test_payload_limits_and_malformed_requests_are_clear_errors() -> None:
                 ):
                     caller.call_tool("echo", {"text": "x" * 2000})
                 assert caller.call_tool("echo", {"text": "x" * 100}) == "x" * 100
-                from dspex.state._grpc._convert.tools import ToolSpecText
-                from dspex.state._tools_client import ToolStoreClient
+                from dspex.state.client.tools import ToolStoreClient
+                from dspex.state.wire.tools import ToolSpecText
 
                 raw = ToolStoreClient(server.address)
                 try:
