@@ -8,11 +8,11 @@ ToolStore service (the caller does not own them). Process boundaries are covered
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pydantic
 import pytest
+from support import wait_until
 
 import dspex
 from dspex.errors import (
@@ -28,15 +28,6 @@ from dspex.errors import (
 )
 from dspex.state import LocalProvider
 from dspex.state.store import StoreLimits, StoreServer
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 class Reading(pydantic.BaseModel):

@@ -1,7 +1,8 @@
 """Core: the StateProvider contract every backend (local, session store, ...) fulfils.
 
-This module is mostly documentation: the Protocol's docstrings are the contract, and the
-shared contract test suite (``tests/contract``) asserts every ``Raises:`` against every backend.
+This module is mostly documentation: the Protocol's docstrings are the contract, and the shared
+contract test suite (``tests/state/test_contract.py``) asserts every ``Raises:`` against every
+backend.
 """
 
 from __future__ import annotations
