@@ -10,7 +10,6 @@ import contextvars
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Protocol
 
 from dspex._model import VariableRecord
@@ -78,12 +77,7 @@ class OptimizationLock:
         self._renewer.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join(timeout=5)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from dspex.errors import DspexError, ToolError, ToolNotFoundError
@@ -80,15 +80,8 @@ class ToolLink(Protocol):
     def register_tool(self, session_id: str, owner: str, spec: ToolSpecText) -> ToolInfo:
         """Register one tool of ``owner``."""
 
-    def unregister_tools(
-        self,
-        session_id: str,
-        owner: str,
-        names: Iterable[str] = (),
-        *,
-        timeout: float | None = None,
-    ) -> int:
-        """Remove ``owner``'s tools (all when ``names`` is empty); return how many."""
+    def unregister_tools(self, session_id: str, owner: str, *, timeout: float | None) -> int:
+        """Remove every tool of ``owner``; return how many."""
 
     def list_tools(self, session_id: str) -> list[ToolInfo]:
         """Every tool of the session."""

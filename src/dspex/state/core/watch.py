@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import Any
 
 from dspex._model import VariableUpdate
@@ -95,10 +94,5 @@ class VariableWatch:
     def __enter__(self) -> VariableWatch:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.cancel()

@@ -16,7 +16,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Final
 
 import grpc
@@ -242,12 +241,7 @@ class StoreServer:
     def __enter__(self) -> StoreServer:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, Final, NoReturn
 
 import grpc
@@ -195,11 +194,6 @@ class translate_rpc_errors:  # noqa: N801 - used like a function: `with translat
     def __enter__(self) -> None:
         return None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         if isinstance(exc, grpc.RpcError):
             raise error_from_rpc(exc, self.address) from exc
