@@ -294,7 +294,7 @@ class SessionStoreProvider:
         request = convert.watch_variables_request(
             session_id, names, after_revision, include_initial
         )
-        reader = StoreWatchReader(self)
+        reader = StoreWatchReader(self._streams_loop(), self.address, self._auth, self._forget)
         with self._lock:
             self._streams.add(reader)
         return reader.start(request, self.timeout)
@@ -310,7 +310,13 @@ class SessionStoreProvider:
             stream = self._shared.get(session_id)
             first = stream is None or stream.ended
             if stream is None or stream.ended:
-                stream = SharedWatchStream(self, loop, session_id)
+                stream = SharedWatchStream(
+                    loop,
+                    session_id,
+                    address=self.address,
+                    metadata=self._auth,
+                    release=self._release_shared,
+                )
                 self._shared[session_id] = stream
             stream.pending += 1
         try:

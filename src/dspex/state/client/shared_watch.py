@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from dspex.errors import DspexError, StoreUnavailableError, WatchLaggedError
 from dspex.state.client import convert
@@ -29,20 +30,20 @@ _DEFAULT_QUEUE = 1024
 _RESUME = re.compile(r"after_revision=\d+")
 
 
-class _Owner(Protocol):
-    """What a shared stream needs from its SessionStoreProvider."""
-
-    address: str
-    _auth: tuple[tuple[str, str], ...]
-
-    def _release_shared(self, stream: SharedWatchStream) -> None: ...
-
-
 class SharedWatchStream:
     """One WatchVariables stream (all names) of a session, feeding many local watchers."""
 
-    def __init__(self, owner: _Owner, loop: StreamLoop, session_id: str) -> None:
-        self._owner = owner
+    def __init__(
+        self,
+        loop: StreamLoop,
+        session_id: str,
+        *,
+        address: str,
+        metadata: tuple[tuple[str, str], ...],
+        release: Callable[[SharedWatchStream], None],
+    ) -> None:
+        self.address = address
+        self._release = release
         self.session_id = session_id
         self._lock = threading.Lock()
         self._watchers: list[Watcher] = []
@@ -54,7 +55,7 @@ class SharedWatchStream:
         self._failure: DspexError | None = None
         self._started = threading.Event()
         request = convert.watch_variables_request(session_id, (), None, False)
-        self._stop = loop.follow(request, owner._auth, self._handle, self._end)
+        self._stop = loop.follow(request, metadata, self._handle, self._end)
 
     @property
     def idle(self) -> bool:
@@ -71,9 +72,8 @@ class SharedWatchStream:
         """
         if not self._started.wait(timeout):
             raise StoreUnavailableError(
-                f"session store {self._owner.address} did not confirm the watch within "
-                f"{timeout:g} s",
-                address=self._owner.address,
+                f"session store {self.address} did not confirm the watch within {timeout:g} s",
+                address=self.address,
             )
         if self._failure is not None:
             raise _copy(self._failure)
@@ -91,7 +91,7 @@ class SharedWatchStream:
         with self._lock:
             if watcher in self._watchers:
                 self._watchers.remove(watcher)
-        self._owner._release_shared(self)
+        self._release(self)
 
     def stop(self) -> None:
         """Cancel the server stream; local watches get nothing more (idempotent)."""
@@ -121,7 +121,7 @@ class SharedWatchStream:
         try:
             if not self._started.is_set():
                 self._failure = error or StoreUnavailableError(
-                    "watch stream ended before it started", address=self._owner.address
+                    "watch stream ended before it started", address=self.address
                 )
             elif not self._cancelled:
                 for watcher in watchers:
@@ -129,7 +129,7 @@ class SharedWatchStream:
                         watcher.end(END if error is None else self._rebase(error, watcher))
         finally:
             self._started.set()
-            self._owner._release_shared(self)
+            self._release(self)
 
     def _rebase(self, error: DspexError, watcher: Watcher) -> DspexError:
         """``error`` as this watcher's own, resuming from its own last revision."""
@@ -145,7 +145,7 @@ class SharedWatchStream:
                 return StoreUnavailableError(
                     f"{error.message}; the watch stream was lost: watch again with "
                     f"after_revision={own}",
-                    address=self._owner.address,
+                    address=self.address,
                     resume_from=own,
                 )
             details = {**error.details, "resume_from": own}

@@ -8,7 +8,8 @@ lag rule, as a local watch, so a watch over the store behaves like a local one.
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from dspex.errors import DspexError, StoreUnavailableError
 from dspex.state.client.streams import StreamLoop
@@ -20,22 +21,27 @@ __all__ = ["StoreWatchReader"]
 _DEFAULT_QUEUE = 1024
 
 
-class _Owner(Protocol):
-    """What a reader needs from its SessionStoreProvider."""
-
-    address: str
-    _auth: tuple[tuple[str, str], ...]
-
-    def _streams_loop(self) -> StreamLoop: ...
-
-    def _forget(self, reader: StoreWatchReader) -> None: ...
-
-
 class StoreWatchReader:
-    """Feeds one WatchVariables stream (read on the client's stream loop) into a watch queue."""
+    """Feeds one WatchVariables stream (read on the client's stream loop) into a watch queue.
 
-    def __init__(self, owner: _Owner) -> None:
-        self._owner = owner
+    Args:
+        loop: the client's stream loop.
+        address: the store's address (for errors).
+        metadata: the call metadata (the bearer token).
+        forget: called with this reader once it ended, so the client stops tracking it.
+    """
+
+    def __init__(
+        self,
+        loop: StreamLoop,
+        address: str,
+        metadata: tuple[tuple[str, str], ...],
+        forget: Callable[[StoreWatchReader], None],
+    ) -> None:
+        self._loop = loop
+        self.address = address
+        self._metadata = metadata
+        self._forget = forget
         self._started = threading.Event()
         self._failure: DspexError | None = None
         self._cancelled = False
@@ -50,14 +56,12 @@ class StoreWatchReader:
             DspexError: the store refused the watch (unknown session, resume too old ...).
             StoreUnavailableError: no confirmation within ``timeout`` seconds.
         """
-        loop = self._owner._streams_loop()
-        self._stop = loop.follow(request, self._owner._auth, self._handle, self._end)
+        self._stop = self._loop.follow(request, self._metadata, self._handle, self._end)
         if not self._started.wait(timeout):
             self.cancel()
             raise StoreUnavailableError(
-                f"session store {self._owner.address} did not confirm the watch within "
-                f"{timeout:g} s",
-                address=self._owner.address,
+                f"session store {self.address} did not confirm the watch within {timeout:g} s",
+                address=self.address,
             )
         if self._failure is not None or self._watcher is None:
             raise self._failure or StoreUnavailableError("watch stream ended before it started")
@@ -68,7 +72,7 @@ class StoreWatchReader:
         self._cancelled = True
         if self._stop is not None:
             self._stop()
-        self._owner._forget(self)
+        self._forget(self)
 
     def _handle(self, kind: str, payload: Any) -> bool:
         """Apply one stream event (on the stream loop); False to stop reading."""
@@ -102,7 +106,7 @@ class StoreWatchReader:
                 self._watcher.items.put(END)  # the session was closed: a normal end
         finally:
             self._started.set()
-            self._owner._forget(self)
+            self._forget(self)
 
     def _fail(self, exc: DspexError) -> None:
         if self._cancelled:
@@ -115,7 +119,7 @@ class StoreWatchReader:
             exc = StoreUnavailableError(
                 f"{exc.message}; the watch stream was lost: watch again with "
                 f"after_revision={watcher.last_put}",
-                address=self._owner.address,
+                address=self.address,
                 resume_from=watcher.last_put,
             )
         watcher.items.put(exc)
