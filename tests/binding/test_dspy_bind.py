@@ -8,7 +8,7 @@ from typing import Any
 import dspy
 import pytest
 from dspy.utils import DummyLM
-from dspy_support import CallRecorder, objective
+from support.binding import CallRecorder, objective
 
 import dspex
 from dspex.binding import BoundModule, resolve_lm

@@ -11,7 +11,7 @@ from typing import Any
 import dspy
 import pytest
 from dspy.utils import DummyLM
-from dspy_support import CallRecorder, objective
+from support.binding import CallRecorder, objective
 
 import dspex
 from dspex.errors import SessionError

@@ -9,7 +9,7 @@ from typing import Any
 import cloudpickle
 import dspy
 import pytest
-from dspy_support import CallRecorder, objective
+from support.binding import CallRecorder, objective
 
 import dspex
 from dspex.errors import SessionError, VariableExistsError

@@ -1,4 +1,4 @@
-"""Helpers for the DSPy integration tests: an LM-call recorder and prompt readers."""
+"""Helpers for the DSPy binding tests (tests/binding): an LM-call recorder and prompt readers."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from dspy_support import CallRecorder
+from support.binding import CallRecorder
 
 import dspex
 
