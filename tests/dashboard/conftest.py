@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard_support import SAVED_ARTIFACTS
+from support.dashboard import SAVED_ARTIFACTS
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

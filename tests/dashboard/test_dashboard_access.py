@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dashboard_support import DashboardProcess, auth_file, chromium, http
-from serve_process import ServeProcess
+from support.dashboard import DashboardProcess, auth_file, chromium, http
+from support.serve_process import ServeProcess
 
 import dspex
 

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 import pytest
-from dashboard_support import DashboardProcess, chromium, save_screenshot
-from serve_process import ServeProcess
+from support.dashboard import DashboardProcess, chromium, save_screenshot
+from support.serve_process import ServeProcess
 
 import dspex
 

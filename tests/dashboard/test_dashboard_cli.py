@@ -12,9 +12,9 @@ import time
 import urllib.request
 
 import pytest
-from dashboard_support import DashboardProcess, first_line, http
-from redis_server import free_port
-from serve_process import DSPEX, ServeProcess, run_dspex
+from support.dashboard import DashboardProcess, first_line, http
+from support.redis_server import free_port
+from support.serve_process import DSPEX, ServeProcess, run_dspex
 
 import dspex
 from dspex.state.store import SessionStoreProvider

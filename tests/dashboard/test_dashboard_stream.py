@@ -15,8 +15,8 @@ import urllib.request
 from typing import Any
 
 import pytest
-from dashboard_support import DashboardProcess
-from serve_process import ServeProcess
+from support.dashboard import DashboardProcess
+from support.serve_process import ServeProcess
 
 import dspex
 import dspex.dashboard._app as dashboard_app

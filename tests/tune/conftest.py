@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serve_process import ServeProcess
+from support.serve_process import ServeProcess
 
 import dspex
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from serve_process import run_dspex
+from support.serve_process import run_dspex
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from serve_process import DSPEX, ServeProcess, run_dspex
+from support.serve_process import DSPEX, ServeProcess, run_dspex
 from tuner import Tuner
 
 import dspex

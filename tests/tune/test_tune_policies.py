@@ -9,7 +9,7 @@ holder's next write is refused and its run ends with a LockedError).
 from __future__ import annotations
 
 import pytest
-from serve_process import ServeProcess
+from support.serve_process import ServeProcess
 from tuner import Tuner
 
 import dspex

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from serve_process import ServeProcess
+from support.serve_process import ServeProcess
 from tuner import Tuner
 
 import dspex

@@ -21,7 +21,7 @@ from dspex.cli._serve_options import add_hardening_options, provider_limits, ser
 from dspex.cli._vars import TOKEN_ENV
 
 if TYPE_CHECKING:
-    from dspex.state._engines import Engine
+    from dspex.state.engines import Engine
 
 __all__ = ["add_parser"]
 
@@ -160,7 +160,7 @@ def _open_engine(args: argparse.Namespace) -> tuple[Engine, str]:
         StoreDataError: the data directory is unusable, locked, full or from a newer dspex.
         StoreUnavailableError: Redis cannot be reached.
     """
-    from dspex.state._engines import MemoryEngine, RedisEngine, SQLiteEngine
+    from dspex.state.engines import MemoryEngine, RedisEngine, SQLiteEngine
 
     sizes = {"history_size": args.history_size, "log_size": args.log_size}
     if args.fsync and args.data is None:

@@ -106,9 +106,9 @@ def add_parser(subparsers: Any) -> None:
 @contextmanager
 def open_store(args: argparse.Namespace) -> Iterator[Any]:
     """A connected SessionStoreProvider for ``--store`` (closed afterwards)."""
-    from dspex.state.store import SessionStoreProvider
+    from dspex.state.client.connect import open_store as open_provider
 
-    provider = SessionStoreProvider(
+    provider = open_provider(
         args.store,
         token=args.token,
         timeout=args.timeout,
