@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from serve_process import ServeProcess
+from support.serve_process import ServeProcess
 
 import dspex
 from dspex import errors

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from faults_support import TEXT, record_figures
-from serve_process import ServeProcess
+from support.faults import TEXT, record_figures
+from support.serve_process import ServeProcess
 
 from dspex.state.store import SessionStoreProvider
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from faults_support import skewed_clock
-from redis_server import RedisServer
-from serve_process import ServeProcess
+from support.faults import skewed_clock
+from support.redis_server import RedisServer
+from support.serve_process import ServeProcess
 
 from dspex import errors
 from dspex._model import make_spec

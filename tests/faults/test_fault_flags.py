@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from serve_process import DSPEX, ServeProcess, run_dspex
+from support.serve_process import DSPEX, ServeProcess, run_dspex
 
 from dspex import errors
 from dspex._model import make_spec
@@ -59,7 +59,7 @@ def test_value_limit_above_request_limit_is_refused() -> None:
 def test_engines_refuse_a_history_size_of_zero(tmp_path: Path, engine: str) -> None:
     """The API path of `--history-size 0 --data`: the engine refuses to be built, instead of a
     set that failed with IndexError after it was applied."""
-    from dspex.state._engines import MemoryEngine, SQLiteEngine
+    from dspex.state.engines import MemoryEngine, SQLiteEngine
 
     with pytest.raises(errors.ConstraintError, match=r"history_size must be .* at least 1"):
         if engine == "memory":

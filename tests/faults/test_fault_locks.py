@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from faults_support import WAIT, record_figures
-from serve_process import ServeProcess
+from support.faults import WAIT, record_figures
+from support.serve_process import ServeProcess
 
 import dspex
 from dspex._model import make_spec

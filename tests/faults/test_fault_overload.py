@@ -6,8 +6,8 @@ store (not as an unreachable one), and a TLS mismatch is reported as TLS.
 from __future__ import annotations
 
 import pytest
-from faults_support import TEXT
-from serve_process import ServeProcess
+from support.faults import TEXT
+from support.serve_process import ServeProcess
 
 from dspex import errors
 from dspex.state.store import SessionStoreProvider

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from faults_support import WAIT, record_figures
-from redis_server import RedisServer
-from serve_process import ServeProcess
+from support.faults import WAIT, record_figures
+from support.redis_server import RedisServer
+from support.serve_process import ServeProcess
 
 from dspex import errors
 from dspex._model import make_spec

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faults_support import TEXT, WAIT, flip_byte, killed_with_writes, record_figures
-from serve_process import ServeProcess, run_dspex
+from support.faults import TEXT, WAIT, flip_byte, killed_with_writes, record_figures
+from support.serve_process import ServeProcess, run_dspex
 
 from dspex import errors
 from dspex.state.store import SessionStoreProvider

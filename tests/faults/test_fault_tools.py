@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from faults_support import record_figures
-from serve_process import ServeProcess
+from support.faults import record_figures
+from support.serve_process import ServeProcess
 
 import dspex
 from dspex._proto.bridge.v1 import tools_pb2, tools_pb2_grpc
