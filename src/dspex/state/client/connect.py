@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dspex.state.core.context import require_owner
 from dspex.state.core.contract import StateProvider
 from dspex.state.core.semantics import EngineProvider
 from dspex.state.core.tools import ToolLink
@@ -21,6 +22,7 @@ def open_store(
     *,
     token: str | None = None,
     follow: str | None = None,
+    owner: str | None = None,
     **client_options: Any,
 ) -> StateProvider:
     """Open the provider a session lives in.
@@ -33,6 +35,8 @@ def open_store(
         follow: a session id: wrap the store client in a
             :class:`~dspex.state.store.CachedProvider` that follows that session (reads served
             from a watch-coherent cache; what worker processes use).
+        owner: with ``follow``: refuse (``PermissionDeniedError``) before following unless
+            this principal created the session.
         client_options: more ``SessionStoreProvider`` options (``timeout``, ``root_cert``,
             ``client_cert``, ``client_key``...).
 
@@ -56,6 +60,7 @@ def open_store(
 
     cached = CachedProvider(client)
     try:
+        require_owner(client, follow, owner)
         cached.follow(follow)
     except BaseException:
         cached.close()

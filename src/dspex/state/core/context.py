@@ -28,7 +28,12 @@ class StoreConnector(Protocol):
     """
 
     def __call__(
-        self, store: str, *, token: str | None = None, follow: str | None = None
+        self,
+        store: str,
+        *,
+        token: str | None = None,
+        follow: str | None = None,
+        owner: str | None = None,
     ) -> StateProvider: ...
 
 
@@ -225,13 +230,7 @@ class SessionContext:
         """
         if cls.connector is None:
             raise RuntimeError("import dspex.state to install the store connector")
-        provider = cls.connector(address, token=token, follow=session_id)
-        try:
-            require_owner(provider, session_id, owner)
-        except BaseException:
-            provider.close()
-            raise
-        return cls(provider, session_id)
+        return cls(cls.connector(address, token=token, follow=session_id, owner=owner), session_id)
 
 
 def require_owner(provider: StateProvider, session_id: str, owner: str | None) -> None:
