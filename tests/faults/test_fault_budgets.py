@@ -11,6 +11,7 @@ import pytest
 from support.faults import TEXT, record_figures
 from support.serve_process import ServeProcess
 
+from dspex import errors
 from dspex.state.store import SessionStoreProvider
 
 VALUE = 256 * 1024
@@ -53,3 +54,29 @@ def test_history_and_log_are_bounded_in_bytes(tmp_path: Path, engine: str) -> No
         f"history_bytes_{engine}", sets=SETS, value_kib=VALUE // 1024,
         versions_kept=len(history), rss_growth_mib=round(grown, 1),
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("engine", ["memory", "sqlite"])
+def test_session_and_store_byte_budgets_refuse_writes_naming_the_limit(
+    tmp_path: Path, engine: str
+) -> None:
+    data = ("--data", str(tmp_path / "data")) if engine == "sqlite" else ()
+    budgets = ("--max-session-bytes", str(3 * VALUE), "--max-store-bytes", str(9 * VALUE // 2))
+    with ServeProcess(*data, *budgets) as server:
+        client = SessionStoreProvider(server.address, timeout=30.0)
+        try:
+            first, second = client.create_session(), client.create_session()
+            client.register_variable(first, "a", TEXT, "x" * VALUE)
+            client.register_variable(first, "b", TEXT, "y" * VALUE)
+            with pytest.raises(errors.LimitExceededError, match="bytes kept in session") as hit:
+                client.update_variables(first, {"a": "z" * VALUE, "b": "w" * VALUE}, atomic=True)
+            assert f"limit {3 * VALUE}" in str(hit.value)
+            assert client.get_variable(first, "a").value == "x" * VALUE  # nothing applied
+            client.register_variable(second, "c", TEXT, "v" * VALUE)
+            client.register_variable(second, "d", TEXT, "u" * VALUE)
+            with pytest.raises(errors.LimitExceededError, match="bytes kept in the whole store"):
+                client.set_variable(second, "c", "t" * VALUE)
+            client.delete_variable(first, "b")  # freeing space makes room again
+            assert client.set_variable(second, "c", "t" * VALUE).version == 2
+        finally:
+            client.close()

@@ -127,6 +127,17 @@ def add_parser(subparsers: Any) -> None:
         help="bytes of values kept per session's change log, at least 1024 (default: 1 GiB; "
         "not with --redis)",
     )
+    budgets = (("--max-session-bytes", "one session"), ("--max-store-bytes", "the store"))
+    for flag, where in budgets:
+        parser.add_argument(
+            flag,
+            type=int_at_least(1024),
+            default=None,
+            metavar="N",
+            help=f"budget on the bytes of values kept (every kept version) in {where}: a write "
+            "past it is refused with RESOURCE_EXHAUSTED naming the budget (default: none; not "
+            "with --redis)",
+        )
     parser.add_argument(
         "--watch-queue-size",
         type=int_at_least(1),
@@ -207,12 +218,18 @@ def _open_engine(args: argparse.Namespace) -> tuple[Engine, str]:
     from dspex.state.engines import MemoryEngine, RedisEngine, SQLiteEngine
 
     sizes: dict[str, int] = {"history_size": args.history_size, "log_size": args.log_size}
-    byte_bounds = {"history_bytes": args.history_bytes, "log_bytes": args.log_bytes}
+    byte_bounds = {
+        "history_bytes": args.history_bytes,
+        "log_bytes": args.log_bytes,
+        "max_session_bytes": args.max_session_bytes,
+        "max_store_bytes": args.max_store_bytes,
+    }
     given = {name: value for name, value in byte_bounds.items() if value is not None}
     if given and args.redis is not None:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise errors.StoreError(
-            "--history-bytes and --log-bytes are not supported with --redis (bound Redis's "
-            "memory with its maxmemory setting, and history with --history-size)"
+            f"{flags}: not supported with --redis (bound Redis's memory with its maxmemory "
+            "setting, and history with --history-size)"
         )
     if args.fsync and args.data is None:
         raise errors.StoreError("--fsync needs --data DIR (it flushes the SQLite data file)")

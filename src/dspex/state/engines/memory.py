@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from dspex._model import VariableRecord, VariableUpdate
-from dspex.state.core.limits import SIZED_TYPES, value_size
+from dspex.state.core.limits import SIZED_TYPES, exceeded, value_size
 from dspex.state.engines.contract import (
     EngineConflict,
     EngineListener,
@@ -48,6 +48,7 @@ class _Space:
         "edges",
         "history",
         "history_bytes",
+        "kept_bytes",
         "last_heartbeat",
         "lock",
         "log",
@@ -71,6 +72,7 @@ class _Space:
         # Bytes of sized values (strings, JSON, arrays) kept in each history and in the log.
         self.history_bytes: dict[str, int] = {}
         self.log_bytes = 0
+        self.kept_bytes = 0  # the sum of history_bytes: what the session's budget counts
         self.edges: list[tuple[str, str]] = []
         # (first, last, generation) of revisions a durable engine lost and will never reissue.
         self.lost: tuple[int, int, int] | None = None
@@ -86,6 +88,9 @@ class MemoryEngine:
             always kept): history is bounded in bytes as well as versions.
         log_bytes: bytes of values kept in a session's change log (the last update is always
             kept); a watch resuming from before what is kept gets ``watch_lagged``.
+        max_session_bytes, max_store_bytes: budgets on the bytes of values kept (every kept
+            version) in one session and in the whole store; a write that would pass one is
+            refused with ``LimitExceededError`` (RESOURCE_EXHAUSTED) naming it (None: none).
     """
 
     def __init__(
@@ -95,13 +100,22 @@ class MemoryEngine:
         log_size: int = 10_000,
         history_bytes: int = HISTORY_BYTES,
         log_bytes: int = LOG_BYTES,
+        max_session_bytes: int | None = None,
+        max_store_bytes: int | None = None,
     ) -> None:
+        budgets = {"max_session_bytes": max_session_bytes, "max_store_bytes": max_store_bytes}
         check_sizes(
             history_size=history_size,
             log_size=log_size,
             history_bytes=history_bytes,
             log_bytes=log_bytes,
+            **{name: value for name, value in budgets.items() if value is not None},
         )
+        self.max_session_bytes = max_session_bytes
+        self.max_store_bytes = max_store_bytes
+        self._budgeted = max_session_bytes is not None or max_store_bytes is not None
+        self.store_bytes = 0  # bytes of values kept in every session (see kept_bytes)
+        self._bytes_lock = threading.Lock()
         self.history_size = history_size
         self.log_size = log_size
         self.history_bytes = history_bytes
@@ -165,6 +179,7 @@ class MemoryEngine:
                     return False
                 self._dropped(session_id)  # may raise: the session is still there
                 del self._spaces[session_id]
+                self._count_bytes(space, -space.kept_bytes)
             for listener in self._listeners:
                 listener(session_id, (), True)
         return True
@@ -203,6 +218,8 @@ class MemoryEngine:
                 elif current.revision != write.expect_revision:
                     raise EngineConflict(write.name)
             updates = self._plan(space, writes)
+            if self._budgeted:
+                self._check_budgets(session_id, space, updates)  # raises: nothing applied
             if self._durable:
                 self._persist(session_id, updates)  # may raise: memory untouched until it passes
             for update in updates:
@@ -301,6 +318,8 @@ class MemoryEngine:
                 old.metadata, False, old.lock,
             ))  # fmt: skip
             update: VariableUpdate = _new_tuple(VariableUpdate, (revision, "set", name, record))
+            if self._budgeted:
+                self._check_budgets(session_id, space, (update,))  # raises: nothing applied
             space.revision = revision
             space.variables[name] = record
             self._keep_version(space, name, record)
@@ -333,13 +352,14 @@ class MemoryEngine:
         if update.kind == "delete":
             del space.variables[name]
             del space.history[name]
-            space.history_bytes.pop(name, None)
+            self._history_total(space, name, 0)
+            del space.history_bytes[name]
         else:
             space.variables[name] = record
             kept = space.history.get(name)
             if kept is None or update.kind == "register":
                 space.history[name] = deque((record,), maxlen=self.history_size)
-                space.history_bytes[name] = record_bytes(record)
+                self._history_total(space, name, record_bytes(record))
             elif kept[-1].version == record.version:
                 kept[-1] = record  # stale/lock changes annotate the version, not add one
             else:
@@ -359,7 +379,51 @@ class MemoryEngine:
         total += record_bytes(record)
         while total > self.history_bytes and len(kept) > 1:
             total -= record_bytes(kept.popleft())
+        self._history_total(space, name, total)
+
+    def _history_total(self, space: _Space, name: str, total: int) -> None:
+        """Set the bytes kept in ``name``'s history, keeping session and store totals."""
+        delta = total - space.history_bytes.get(name, 0)
         space.history_bytes[name] = total
+        if delta:
+            self._count_bytes(space, delta)
+
+    def _count_bytes(self, space: _Space, delta: int) -> None:
+        space.kept_bytes += delta
+        with self._bytes_lock:
+            self.store_bytes += delta
+
+    def _check_budgets(
+        self, session_id: str, space: _Space, updates: Sequence[VariableUpdate]
+    ) -> None:
+        """Refuse ``updates`` if the bytes they keep would pass a budget.
+
+        Raises:
+            LimitExceededError: naming the budget (RESOURCE_EXHAUSTED on the wire).
+        """
+        growth = sum(self._growth(space, update) for update in updates)
+        if growth <= 0:
+            return
+        hint = "delete variables or sessions you no longer need, or keep large data elsewhere"
+        limit = self.max_session_bytes
+        if limit is not None and space.kept_bytes + growth > limit:
+            raise exceeded(f"bytes kept in session {session_id!r}", limit, hint)
+        limit = self.max_store_bytes
+        if limit is not None and self.store_bytes + growth > limit:
+            raise exceeded("bytes kept in the whole store", limit, hint)
+
+    def _growth(self, space: _Space, update: VariableUpdate) -> int:
+        """How many bytes ``update`` adds to the session's kept values (negative: frees)."""
+        name, record = update.name, update.record
+        held = space.history_bytes.get(name, 0)
+        if update.kind == "delete":
+            return -held
+        kept = space.history.get(name)
+        if kept is None or update.kind == "register":
+            return record_bytes(record) - held
+        if kept[-1].version == record.version:
+            return record_bytes(record) - record_bytes(kept[-1])
+        return self._history_after(space, name, record)[1] - held
 
     def _keep_change(self, space: _Space, update: VariableUpdate) -> None:
         """Append ``update`` to the change log, bounded by ``log_size`` and ``log_bytes``."""
@@ -373,6 +437,10 @@ class MemoryEngine:
 
     def _versions_kept(self, space: _Space, name: str, record: VariableRecord) -> int:
         """How many versions ``name`` keeps once ``record`` is appended (nothing changes)."""
+        return self._history_after(space, name, record)[0]
+
+    def _history_after(self, space: _Space, name: str, record: VariableRecord) -> tuple[int, int]:
+        """(versions, bytes) ``name`` keeps once ``record`` is appended (nothing changes)."""
         kept = space.history.get(name) or deque()
         total, first = space.history_bytes.get(name, 0), 0
         if len(kept) == self.history_size:
@@ -380,7 +448,7 @@ class MemoryEngine:
         count, total = len(kept) - first + 1, total + record_bytes(record)
         while total > self.history_bytes and count > 1:
             total, first, count = total - record_bytes(kept[first]), first + 1, count - 1
-        return count
+        return count, total
 
     def _oldest_logged(self, space: _Space, updates: Sequence[VariableUpdate]) -> int | None:
         """The oldest revision the log keeps once ``updates`` are appended, or None when

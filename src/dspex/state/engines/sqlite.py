@@ -127,12 +127,16 @@ class SQLiteEngine(MemoryEngine):
         accept_loss: bool = False,
         history_bytes: int = HISTORY_BYTES,
         log_bytes: int = LOG_BYTES,
+        max_session_bytes: int | None = None,
+        max_store_bytes: int | None = None,
     ) -> None:
         super().__init__(
             history_size=history_size,
             log_size=log_size,
             history_bytes=history_bytes,
             log_bytes=log_bytes,
+            max_session_bytes=max_session_bytes,
+            max_store_bytes=max_store_bytes,
         )
         self.directory = Path(directory).expanduser().absolute()
         self.fsync = fsync
@@ -401,7 +405,7 @@ class SQLiteEngine(MemoryEngine):
             record = decode_record(text)
             if name not in space.history:
                 space.history[name] = deque((record,), maxlen=self.history_size)
-                space.history_bytes[name] = record_bytes(record)
+                self._history_total(space, name, record_bytes(record))
             else:
                 self._keep_version(space, name, record)
             space.variables[name] = record
