@@ -22,7 +22,12 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec
-from dspex.errors import PermissionDeniedError, StoreError, StoreUnavailableError
+from dspex.errors import (
+    PermissionDeniedError,
+    StoreError,
+    StoreProtocolError,
+    StoreUnavailableError,
+)
 from dspex.state.client import convert
 from dspex.state.client.shared_watch import SharedWatchStream
 from dspex.state.client.streams import HolderStream, StreamLoop
@@ -212,8 +217,25 @@ class SessionStoreProvider:
         return convert.session_result(self._call("GetSession", request))
 
     def list_sessions(self) -> list[SessionInfo]:
-        response = self._call("ListSessions", convert.list_sessions_request())
-        return convert.sessions_result(response)
+        """Every session, oldest first, following the store's pages (each response bounded).
+
+        Raises:
+            StoreProtocolError: the store's pages do not advance.
+        """
+        sessions: list[SessionInfo] = []
+        token, seen = "", set()
+        while True:
+            response = self._call("ListSessions", convert.list_sessions_request(token))
+            page, token = convert.sessions_result(response)
+            sessions.extend(page)
+            if not token:
+                return sessions
+            if token in seen or not page:
+                raise StoreProtocolError(
+                    f"session store {self.address} repeated a ListSessions page; "
+                    "client and server versions may differ"
+                )
+            seen.add(token)
 
     def heartbeat(self, session_id: str) -> None:
         self._call("Heartbeat", convert.session_request("Heartbeat", session_id))

@@ -50,16 +50,17 @@ _SESSION_REQUESTS: Final = {
 }
 
 
-def list_sessions_request() -> Any:
-    return pb.ListSessionsRequest()
+def list_sessions_request(page_token: str = "") -> Any:
+    return pb.ListSessionsRequest(page_token=page_token)
 
 
 def session_result(response: Any) -> SessionInfo:
     return session_from_proto(response.session)
 
 
-def sessions_result(response: Any) -> list[SessionInfo]:
-    return [session_from_proto(m) for m in response.sessions]
+def sessions_result(response: Any) -> tuple[list[SessionInfo], str]:
+    """One page of sessions and the next page's token ("" after the last)."""
+    return [session_from_proto(m) for m in response.sessions], str(response.next_page_token)
 
 
 def register_variable_request(

@@ -34,6 +34,42 @@ def read_session_id(request: Any) -> str:
     return str(request.session_id)
 
 
+MAX_SESSIONS_PAGE: Final = 1000
+"""Most sessions one ListSessions response carries (a bounded response, however many)."""
+
+
+def read_list_sessions(request: Any) -> tuple[int, str]:
+    """(page size within 1..MAX_SESSIONS_PAGE, page token) of a ListSessions request."""
+    size = int(request.page_size)
+    return (size if 0 < size < MAX_SESSIONS_PAGE else MAX_SESSIONS_PAGE), str(request.page_token)
+
+
+def sessions_page(
+    infos: Iterable[SessionInfo], size: int, token: str
+) -> tuple[list[SessionInfo], str]:
+    """The page of ``infos`` (oldest first) after ``token``, and the next page's token.
+
+    Raises:
+        StoreProtocolError: the token is not one this server handed out.
+    """
+    ordered = sorted(infos, key=lambda i: (i.created_at, i.session_id))
+    if token:
+        created, sep, after = token.partition("|")
+        try:
+            start = (float(created), after)
+        except ValueError:
+            start = None
+        if not sep or start is None:
+            raise errors.StoreProtocolError(
+                f"ListSessions page_token {token[:60]!r} is not one this store handed out; "
+                "start again with an empty page_token"
+            )
+        ordered = [i for i in ordered if (i.created_at, i.session_id) > start]
+    page = ordered[:size]
+    more = len(ordered) > size
+    return page, (f"{page[-1].created_at!r}|{page[-1].session_id}" if more else "")
+
+
 def read_variable(request: Any) -> tuple[str, str]:
     """(session_id, name) of a request naming one variable."""
     return request.session_id, request.name
@@ -174,8 +210,10 @@ def session_response(info: SessionInfo) -> Any:
     return pb.GetSessionResponse(session=session_to_proto(info))
 
 
-def sessions_response(infos: Iterable[SessionInfo]) -> Any:
-    return pb.ListSessionsResponse(sessions=[session_to_proto(i) for i in infos])
+def sessions_response(infos: Iterable[SessionInfo], next_page_token: str = "") -> Any:
+    return pb.ListSessionsResponse(
+        sessions=[session_to_proto(i) for i in infos], next_page_token=next_page_token
+    )
 
 
 def empty_response(kind: str) -> Any:

@@ -148,10 +148,11 @@ class SessionStoreServicer(LockingRpcs):
 
     @unary()
     def ListSessions(self, request: Any, call: CallInfo) -> Any:
+        size, token = convert.read_list_sessions(request)
         infos = self.provider.list_sessions()
         if self.guard is not None:
             infos = self.guard.readable_sessions(call.principal, infos)
-        return convert.sessions_response(infos)
+        return convert.sessions_response(*convert.sessions_page(infos, size, token))
 
     @unary()
     def Heartbeat(self, request: Any, call: CallInfo) -> Any:
