@@ -5,6 +5,7 @@ Also the in-memory image that :class:`SQLiteEngine` keeps and persists on every 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -27,6 +28,8 @@ __all__ = ["MemoryEngine"]
 
 _new_tuple: Any = tuple.__new__
 
+
+_log = logging.getLogger("dspex.state")
 
 HISTORY_BYTES: Final = 256 * 1024 * 1024
 """Default bound on the bytes of values kept in one variable's history."""
@@ -180,8 +183,7 @@ class MemoryEngine:
                 self._dropped(session_id)  # may raise: the session is still there
                 del self._spaces[session_id]
                 self._count_bytes(space, -space.kept_bytes)
-            for listener in self._listeners:
-                listener(session_id, (), True)
+            self._notify(session_id, (), True)
         return True
 
     # -- records --------------------------------------------------------------------------
@@ -224,8 +226,7 @@ class MemoryEngine:
                 self._persist(session_id, updates)  # may raise: memory untouched until it passes
             for update in updates:
                 self._install(space, update)
-            for listener in self._listeners:
-                listener(session_id, updates, False)
+            self._notify(session_id, updates, False)
             return updates
 
     def changes(self, session_id: str, after_revision: int) -> list[VariableUpdate]:
@@ -324,9 +325,17 @@ class MemoryEngine:
             space.variables[name] = record
             self._keep_version(space, name, record)
             self._keep_change(space, update)
-            for listener in self._listeners:
-                listener(session_id, (update,), False)
+            self._notify(session_id, (update,), False)
             return update
+
+    def _notify(self, session_id: str, updates: Sequence[VariableUpdate], closed: bool) -> None:
+        """Tell the listeners; one that fails is logged, never turned into a failure of the
+        change, which is applied by now (a write that reports failure was never applied)."""
+        for listener in self._listeners:
+            try:
+                listener(session_id, updates, closed)
+            except Exception:
+                _log.exception("engine listener failed on session %s", session_id)
 
     def _plan(self, space: _Space, writes: Sequence[Write]) -> list[VariableUpdate]:
         now = self.now()

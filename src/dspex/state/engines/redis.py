@@ -285,7 +285,22 @@ class RedisEngine:
             expect = "" if write.expect_revision is None else str(write.expect_revision)
             prefix = "" if write.kind == "delete" else _record_prefix(write, now)
             args += [write.name, expect, write.kind, str(write.version), prefix]
-        reply = self._run("COMMIT", keys, args, f"write to session {session_id!r}")
+        try:
+            reply = self._run("COMMIT", keys, args, f"write to session {session_id!r}")
+        except errors.StoreUnavailableError as exc:
+            cause = exc.__cause__
+            sent = isinstance(cause, redis.ConnectionError | redis.TimeoutError) and (
+                "connecting" not in str(cause).lower()  # could not even connect: not sent
+            )
+            if sent:
+                # The script may have run before the connection broke: say so, never "failed".
+                raise errors.StoreUnavailableError(
+                    f"{exc.message}; the connection broke after the write was sent, so it may "
+                    "or may not have been applied: read the variable back before retrying",
+                    **exc.details,
+                    outcome_unknown=True,
+                ) from exc
+            raise
         if reply[0] == -1:
             raise UnknownSession(session_id)
         if reply[0] == 0:
