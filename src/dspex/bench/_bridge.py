@@ -31,11 +31,11 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Final
 
-from dspex.bench._raw_grpc import ECHO, POKE, raw_server, subscribe, unary
+from dspex.bench._raw_grpc import ECHO, POKE, raw_server, spawned_server, subscribe, unary
 
 __all__ = ["TARGETS", "run"]
 
@@ -137,21 +137,8 @@ def _watchers_main(
     provider.close()
 
 
-@contextmanager
-def _store_process() -> Iterator[str]:
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(target=_server_main, args=(child,), daemon=True)
-    process.start()
-    try:
-        if not parent.poll(30):
-            raise RuntimeError("bench store server did not start within 30 s")
-        yield str(parent.recv())
-    finally:
-        parent.send("stop")
-        process.join(10)
-        if process.is_alive():
-            process.terminate()
+def _store_process() -> AbstractContextManager[str]:
+    return spawned_server(_server_main, "bench store server")
 
 
 # -- figures ------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
-__all__ = ["ECHO", "POKE", "SUBSCRIBE", "raw_server", "unary"]
+__all__ = ["ECHO", "POKE", "SUBSCRIBE", "raw_server", "spawned_server", "subscribe", "unary"]
 
 ECHO: Final = "/bench.Raw/Echo"
 POKE: Final = "/bench.Raw/Poke"
@@ -74,16 +74,22 @@ async def _serve(conn: Any) -> None:
     await server.stop(0.2)
 
 
-@contextmanager
-def raw_server() -> Iterator[str]:
+def raw_server() -> AbstractContextManager[str]:
     """The bare server in a spawned process; yields its ``HOST:PORT``."""
+    return spawned_server(_serve_main, "bench raw gRPC server")
+
+
+@contextmanager
+def spawned_server(main: Callable[[Any], None], what: str) -> Iterator[str]:
+    """Run ``main(conn)`` in a spawned process; yield the address it sends on ``conn``, and
+    tell it to stop (``conn`` receives) when done."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=_serve_main, args=(child,), daemon=True)
+    process = context.Process(target=main, args=(child,), daemon=True)
     process.start()
     try:
         if not parent.poll(30):
-            raise RuntimeError("bench raw gRPC server did not start within 30 s")
+            raise RuntimeError(f"{what} did not start within 30 s")
         yield str(parent.recv())
     finally:
         parent.send("stop")

@@ -33,6 +33,16 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser"]
 
+_BYTE_FLAGS = (
+    ("--history-bytes", "bytes of values kept per variable's history (the current version is "
+     "always kept; default: 256 MiB)"),
+    ("--log-bytes", "bytes of values kept per session's change log (default: 1 GiB)"),
+    ("--max-session-bytes", "budget on the bytes of values kept (every kept version) in one "
+     "session: a write past it is refused with RESOURCE_EXHAUSTED (default: none)"),
+    ("--max-store-bytes", "the same budget for the whole store (default: none)"),
+)  # fmt: skip
+"""Byte bounds of the memory and SQLite engines: flag and help."""
+
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``serve`` sub-command."""
@@ -113,30 +123,13 @@ def add_parser(subparsers: Any) -> None:
         default=10_000,
         help="changes kept per session for watch resume, at least 1 (default: %(default)s)",
     )
-    parser.add_argument(
-        "--history-bytes",
-        type=int_at_least(1024),
-        default=None,
-        help="bytes of values kept per variable's history, at least 1024 (the current version "
-        "is always kept; default: 256 MiB; not with --redis, whose memory Redis bounds)",
-    )
-    parser.add_argument(
-        "--log-bytes",
-        type=int_at_least(1024),
-        default=None,
-        help="bytes of values kept per session's change log, at least 1024 (default: 1 GiB; "
-        "not with --redis)",
-    )
-    budgets = (("--max-session-bytes", "one session"), ("--max-store-bytes", "the store"))
-    for flag, where in budgets:
+    for flag, what in _BYTE_FLAGS:
         parser.add_argument(
             flag,
             type=int_at_least(1024),
             default=None,
             metavar="N",
-            help=f"budget on the bytes of values kept (every kept version) in {where}: a write "
-            "past it is refused with RESOURCE_EXHAUSTED naming the budget (default: none; not "
-            "with --redis)",
+            help=f"{what}; at least 1024, not with --redis (whose memory Redis bounds)",
         )
     parser.add_argument(
         "--watch-queue-size",
