@@ -8,6 +8,7 @@ from typing import Any
 
 import dspy
 
+from dspex import _tracing
 from dspex._model import VariableRecord, VariableSpec, type_name
 from dspex.binding._adapter import HookAdapter, Overrides, resolve_lm
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
@@ -17,6 +18,10 @@ from dspex.session import Session, current_session
 from dspex.variables import Variable
 
 __all__ = ["BoundModule", "bind"]
+
+_SPAN = "dspex.bind "
+"""A traced bound call is a span named after the module, with the variable names and versions
+it read (``dspex.variable.names`` / ``dspex.variable.versions``; see :mod:`dspex._tracing`)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class _Plan:
     def resolve(self, module: Any, session: Session) -> Overrides:
         """Read the bound variables once (one snapshot) and turn them into overrides."""
         records = self._records(module, session)
+        _tracing.note_variables(
+            session.session_id, list(self.names), [records[n].version for n in self.names]
+        )
         config: dict[str, Any] = {}
         instructions: str | None = None
         demos: list[Any] | None = None
@@ -174,13 +182,19 @@ class BoundModule(dspy.Module):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         module = self.module
-        with dspy.context(**self._plan.hooks(module)):
+        with (
+            _tracing.span(_SPAN + type(module).__name__),
+            dspy.context(**self._plan.hooks(module)),
+        ):
             return module(*args, **kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Async call: ``await bound.acall(...)`` runs the wrapped module's ``acall``."""
         module = self.module
-        with dspy.context(**self._plan.hooks(module)):
+        with (
+            _tracing.span(_SPAN + type(module).__name__),
+            dspy.context(**self._plan.hooks(module)),
+        ):
             return await module.acall(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

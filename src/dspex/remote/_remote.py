@@ -16,6 +16,7 @@ from typing import Any
 
 import cloudpickle
 
+from dspex import _tracing
 from dspex.errors import WorkerError, WorkerSetupError
 from dspex.remote._progress import ProgressOption, progress_callback
 from dspex.remote._shipping import check_settings_travel
@@ -134,7 +135,8 @@ class Remote:
         """
         revision = self._revision()
         payloads = [
-            CallPayload(revision, (), _kwargs_of(item, i)) for i, item in enumerate(inputs)
+            CallPayload(revision, (), _kwargs_of(item, i), _tracing.carrier())
+            for i, item in enumerate(inputs)
         ]
         with progress_callback(progress, f"{self.module_name} on {self.workers} workers") as cb:
             return self._pool.map(
@@ -187,7 +189,7 @@ class Remote:
         return f"<Remote {self.module_name} {state} session={self.session.session_id!r}>"
 
     def _payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallPayload:
-        return CallPayload(self._revision(), args, kwargs)
+        return CallPayload(self._revision(), args, kwargs, _tracing.carrier())
 
     def _revision(self) -> int:
         """The session revision now: the worker catches up to it before running the call."""

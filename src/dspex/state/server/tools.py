@@ -56,6 +56,7 @@ class ToolStoreServicer:
         self.limits = store.limits
         self.hub = ToolHub()
         self.stopping = False
+        self.events = store.events
 
     def _check(self, call: CallInfo, permission: str, session_id: str) -> None:
         """Raises SessionError (not open) or AccessError (not allowed)."""
@@ -98,14 +99,19 @@ class ToolStoreServicer:
         session_id, name, arguments_json, timeout = convert.read_call(request)
         self._check_size(name, arguments_json, "arguments")
         await self._allow(call, "write", session_id)
-        pending = self.hub.submit(session_id, name, arguments_json)
-        wait = _wait_time(timeout, call.deadline)
+        verdict = "failed"
         try:
-            outcome = await asyncio.wait_for(pending.future, wait)
-        except asyncio.TimeoutError:
-            raise _timed_out(pending, timeout if timeout is not None else wait) from None
-        finally:  # also when the caller went away (this task is cancelled)
-            self.hub.forget(pending)
+            pending = self.hub.submit(session_id, name, arguments_json)
+            wait = _wait_time(timeout, call.deadline)
+            try:
+                outcome = await asyncio.wait_for(pending.future, wait)
+            except asyncio.TimeoutError:
+                raise _timed_out(pending, timeout if timeout is not None else wait) from None
+            finally:  # also when the caller went away (this task is cancelled)
+                self.hub.forget(pending)
+            verdict = "ok" if outcome[1] is None else "raised"
+        finally:
+            self.events.tool_called(name, verdict)
         return convert.call_response(outcome, pending.stream.owner)
 
     @unary()
