@@ -1,12 +1,14 @@
 """Server side: watching every call once, for metrics and traces.
 
-:class:`CallObserver` is told when an RPC starts and how it ended (its status code); the
-:class:`ObservingInterceptor` wraps each method handler of the server once (cached per method)
-so every observer sees every call, unary or streaming, of every service (the session store,
-the tool store, health, reflection), without any servicer method knowing. :class:`StoreEvents`
-are the few moments only a servicer can see (a lock waited on, a watch dropped for lagging, a
-tool call's outcome); the servicer reports them to its ``events`` and the base class ignores
-them, so a server without metrics pays nothing.
+:class:`CallObserver` is told when an RPC starts and how it ended (its status code);
+:func:`observed` wraps each servicer method once, when the service is registered (see
+:func:`~dspex.state.server.handlers.register_service`), so every observer sees every call,
+unary or streaming, of the session store and the tool store without any servicer method
+knowing (at less cost per call than a grpc server interceptor, and none without observers).
+
+:class:`StoreEvents` are the few moments only a servicer can see (a lock waited on, a watch
+dropped for lagging, a tool call's outcome); the servicer reports them to its ``events`` and
+the base class ignores them, so a server without metrics pays nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Protocol
 
 import grpc
 
-__all__ = ["CallObserver", "ObservingInterceptor", "StoreEvents", "status_of"]
+__all__ = ["CallObserver", "StoreEvents", "observed", "status_of"]
 
 
 class StoreEvents:
@@ -122,39 +124,13 @@ def _observed_stream(
     return writer
 
 
-class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps every unary-unary and unary-stream handler so ``observers`` see each call.
-
-    Client-streaming methods (none in dspex's services) pass through unobserved.
-    """
-
-    def __init__(self, observers: Sequence[CallObserver]) -> None:
-        self._observers = tuple(observers)
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
-
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, method: str, handler: Any) -> Any:
-        options = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            behavior = _observed_unary(self._observers, method, handler.unary_unary)
-            return grpc.unary_unary_rpc_method_handler(behavior, **options)
-        if handler.unary_stream is not None:
-            behavior = _observed_stream(self._observers, method, handler.unary_stream)
-            return grpc.unary_stream_rpc_method_handler(behavior, **options)
-        return handler
+def observed(
+    observers: Sequence[CallObserver], method: str, behavior: Callable[..., Any], streaming: bool
+) -> Callable[..., Any]:
+    """``behavior`` (a handler of RPC ``method``, ``/package.Service/Method``) with every
+    observer told when each call starts and how it ends; ``behavior`` itself without any."""
+    if not observers:
+        return behavior
+    if streaming:
+        return _observed_stream(tuple(observers), method, behavior)
+    return _observed_unary(tuple(observers), method, behavior)

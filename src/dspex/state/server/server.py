@@ -31,7 +31,7 @@ from dspex.state.core.semantics import EngineProvider
 from dspex.state.server import convert as server_convert
 from dspex.state.server.guard import AccessGuard
 from dspex.state.server.handlers import register_service
-from dspex.state.server.observe import CallObserver, ObservingInterceptor
+from dspex.state.server.observe import CallObserver
 from dspex.state.server.servicer import SessionStoreServicer, StoreLimits
 from dspex.state.server.tools import ToolStoreServicer, add_tool_store
 from dspex.state.wire.channel import StoreAddress, parse_address, server_options
@@ -81,19 +81,19 @@ class _Running:
                 os.unlink(self.url[len("unix://") :])
 
 
-def _register(servicer: SessionStoreServicer, server: Any) -> None:
-    """Add every SessionStore RPC of ``servicer`` to ``server``."""
-    register_service(server, SERVICE_NAME, servicer, server_convert.method_table())
+def _register(servicer: SessionStoreServicer, server: Any, observers: list[CallObserver]) -> None:
+    """Add every SessionStore RPC of ``servicer`` to ``server``, seen by ``observers``."""
+    register_service(server, SERVICE_NAME, servicer, server_convert.method_table(), observers)
 
 
-def _interceptors(metrics: ServerMetrics | None) -> list[Any]:
+def _observers(metrics: ServerMetrics | None) -> list[CallObserver]:
     """What watches every call: the metrics, and a span per call when the process traces."""
     observers: list[CallObserver] = [] if metrics is None else [metrics]
     if _tracing.enabled():
         from dspex.state.server.tracing import TracingObserver
 
         observers.append(TracingObserver())
-    return [ObservingInterceptor(observers)] if observers else []
+    return observers
 
 
 async def _start(
@@ -105,16 +105,15 @@ async def _start(
     *,
     metrics: ServerMetrics | None = None,
 ) -> _Running:
-    server = grpc.aio.server(
-        options=server_options(limits.max_message_bytes), interceptors=_interceptors(metrics)
-    )
+    server = grpc.aio.server(options=server_options(limits.max_message_bytes))
+    observers = _observers(metrics)
     guard = None if policy is None else AccessGuard(policy, provider)
     servicer = SessionStoreServicer(provider, limits, guard=guard, events=metrics)
     if metrics is not None:
         metrics.watch(servicer)
-    _register(servicer, server)
+    _register(servicer, server, observers)
     tools = ToolStoreServicer(servicer)
-    add_tool_store(tools, server)
+    add_tool_store(tools, server, observers)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME, TOOLS_SERVICE_NAME):

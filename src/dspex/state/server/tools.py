@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 from dspex._proto.bridge.v1 import tools_pb2
@@ -29,6 +30,7 @@ from dspex.errors import (
 )
 from dspex.state.server.calls import CallInfo, checked, enter_call, reset, run_sync, unary
 from dspex.state.server.handlers import register_service, service_methods
+from dspex.state.server.observe import CallObserver
 from dspex.state.server.servicer import SessionStoreServicer
 from dspex.state.server.tool_routes import PendingCall, ToolHub
 from dspex.state.wire import tools as convert
@@ -191,9 +193,10 @@ def _timed_out(pending: PendingCall, waited: float | None) -> ToolTimeoutError:
     )
 
 
-def add_tool_store(servicer: ToolStoreServicer, server: Any) -> None:
+def add_tool_store(
+    servicer: ToolStoreServicer, server: Any, observers: Sequence[CallObserver] = ()
+) -> None:
     """Add every ToolStore RPC of ``servicer`` to an aio ``server`` (malformed request bytes
-    are answered INVALID_ARGUMENT, as for the session store)."""
-    register_service(
-        server, convert.SERVICE_NAME, servicer, service_methods(tools_pb2, "ToolStore")
-    )
+    are answered INVALID_ARGUMENT, as for the session store), seen by ``observers``."""
+    methods = service_methods(tools_pb2, "ToolStore")
+    register_service(server, convert.SERVICE_NAME, servicer, methods, observers)
