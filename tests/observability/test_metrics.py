@@ -7,6 +7,7 @@ text-format parser, checking that every metric moved by what was done.
 
 from __future__ import annotations
 
+import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import wait_until
 from support.redis_server import free_port
-from support.serve_process import ServeProcess
+from support.serve_process import ServeProcess, run_dspex
 
 import dspex
 from dspex.errors import ToolError, ToolNotFoundError, VariableNotFoundError, WatchLaggedError
@@ -218,3 +219,15 @@ def test_a_watch_that_lags_is_counted(
             pass
     assert metrics.now("dspex_watch_lag_drops_total") == drops + 1
     assert rpcs(metrics, "WatchVariables", "OUT_OF_RANGE") >= 1
+
+
+def test_a_busy_metrics_port_stops_dspex_serve_before_it_listens() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_dspex("serve", "--address", "127.0.0.1:0", "--metrics-port", str(port))
+    assert result.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+    assert "choose another --metrics-port" in result.stderr
+    assert "listening" not in result.stdout
