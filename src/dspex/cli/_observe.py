@@ -47,10 +47,15 @@ def open_metrics(args: argparse.Namespace) -> tuple[ServerMetrics, MetricsEndpoi
 
     Raises:
         DspexError: the ``dspex[metrics]`` extra is not installed.
-        StoreError: the port cannot be used.
+        StoreError: the port is out of range or cannot be used.
     """
     if args.metrics_port is None:
         return None
+    if not 0 <= args.metrics_port <= 65535:
+        raise errors.StoreError(
+            f"--metrics-port must be a port number from 0 to 65535 (0 = any free port), "
+            f"got {args.metrics_port}"
+        )
     module: Any
     try:
         import dspex.state.server.metrics as module

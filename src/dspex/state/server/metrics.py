@@ -71,12 +71,12 @@ class _StateCollector(Collector):  # type: ignore[misc]
         )
         yield GaugeMetricFamily(
             "dspex_lock_holders",
-            "Client connections holding locks (open HoldLocks streams)",
+            "Client connections that hold locks for their life (open HoldLocks streams)",
             value=store.holders.count,
         )
         yield GaugeMetricFamily(
             "dspex_locks_held",
-            "Locks held by those connections",
+            "Locks those connections hold now",
             value=store.holders.held_count,
         )
 
