@@ -4,8 +4,9 @@ This process traces the standard way (a global SDK ``TracerProvider`` with the S
 exporter) and runs the store server in-process on its own thread, so the server's spans land in
 the same exporter. The worker is a spawned process that configures itself from the environment
 (``OTEL_TRACES_EXPORTER=jsonl``) and appends its finished spans to a file the test reads. The
-parent-child links must form one trace: the test's span -> the bound call in the worker (with
-the variable versions it used) -> the worker's client RPC -> the server's span.
+parent-child links must form one trace: the test's span -> the Remote call -> the bound call in
+the worker (with the variable versions it used) -> the worker's client RPC -> the server's
+span.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def test_one_trace_crosses_the_worker_and_the_store(
                 session.set("temperature", 0.3)  # version 2: what the bound call must use
                 prediction = remote(question="What is DSPy?")
             assert prediction.pid != os.getpid()
+            remote.map([{"question": "one"}, {"question": "two"}], progress=False)
     finally:
         server.stop()
         provider.close()
@@ -107,9 +109,12 @@ def test_one_trace_crosses_the_worker_and_the_store(
         s for s in here if s.kind is trace.SpanKind.SERVER and ids(s)[2] == ids(client_set)[1]
     )
     assert ids(server_set)[0] == trace_id and server_set.name == SET
-    # in the worker: the bound call continues the caller's trace, with the versions it used
-    bound = one(worker, name="dspex.bind Answer")
-    assert (bound["trace_id"], bound["parent_span_id"]) == (trace_id, root_id)
+    # the Remote call is a span here; in the worker, the bound call continues it, with the
+    # variable versions it used
+    [call] = [s for s in here if s.name == "dspex.remote Traced"]
+    assert ids(call)[::2] == (trace_id, root_id)
+    bound = one(worker, name="dspex.bind Answer", trace_id=trace_id)
+    assert (bound["trace_id"], bound["parent_span_id"]) == (trace_id, ids(call)[1])
     assert bound["pid"] == prediction.pid and bound["service"] == "dspex-worker"
     assert bound["attributes"]["dspex.variable.names"] == ["temperature"]
     assert bound["attributes"]["dspex.variable.versions"] == [2]
@@ -122,6 +127,10 @@ def test_one_trace_crosses_the_worker_and_the_store(
     ]
     assert ids(served)[0] == trace_id and served.name == SET
     assert served.attributes is not None and served.attributes["rpc.grpc.status_code"] == 0
+    # a map is one span here, parent of each of its calls in the worker
+    [batch] = [s for s in here if s.name == "dspex.remote Traced.map"]
+    mapped = [s for s in worker if s["parent_span_id"] == ids(batch)[1]]
+    assert [s["name"] for s in mapped] == ["dspex.bind Answer"] * 2
 
 
 def test_dspex_serve_traces_from_the_environment(

@@ -82,6 +82,8 @@ class Remote:
         _check_arguments(workers, retries, timeout)
         self.session = session if session is not None else current_session()
         self.module_name = type(module).__name__
+        self._span = f"dspex.remote {self.module_name}"
+        """A traced call is a span of this name; the worker's spans are its children."""
         check_settings_travel()  # an LM or adapter that cannot be pickled: nothing started
         self.timeout = timeout
         blob = _pickle_module(module)  # before anything starts: a bad module changes nothing
@@ -106,12 +108,14 @@ class Remote:
             WorkerTimeoutError: the call ran longer than ``timeout``.
             WorkerError: the Remote is closed, or an argument or result cannot be pickled.
         """
-        return self._pool.call(self._payload(args, kwargs), timeout=self.timeout)
+        with _tracing.span(self._span):
+            return self._pool.call(self._payload(args, kwargs), timeout=self.timeout)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Async twin of :meth:`__call__`: awaits the worker without blocking the event loop."""
-        future = self._pool.submit(self._payload(args, kwargs), timeout=self.timeout)
-        return await asyncio.wrap_future(future)
+        with _tracing.span(self._span):
+            future = self._pool.submit(self._payload(args, kwargs), timeout=self.timeout)
+            return await asyncio.wrap_future(future)
 
     def map(
         self,
@@ -133,15 +137,20 @@ class Remote:
         Raises:
             Exception: the first failure, unless ``return_exceptions``.
         """
-        revision = self._revision()
-        payloads = [
-            CallPayload(revision, (), _kwargs_of(item, i), _tracing.carrier())
-            for i, item in enumerate(inputs)
-        ]
-        with progress_callback(progress, f"{self.module_name} on {self.workers} workers") as cb:
-            return self._pool.map(
-                payloads, timeout=self.timeout, progress=cb, return_exceptions=return_exceptions
-            )
+        with _tracing.span(f"{self._span}.map"):
+            revision, trace = self._revision(), _tracing.carrier()
+            payloads = [
+                CallPayload(revision, (), _kwargs_of(item, i), trace)
+                for i, item in enumerate(inputs)
+            ]
+            label = f"{self.module_name} on {self.workers} workers"
+            with progress_callback(progress, label) as cb:
+                return self._pool.map(
+                    payloads,
+                    timeout=self.timeout,
+                    progress=cb,
+                    return_exceptions=return_exceptions,
+                )
 
     # -- pool ---------------------------------------------------------------------------------
 
