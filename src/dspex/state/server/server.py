@@ -5,7 +5,8 @@ and promoting a local session). :func:`serve` runs it in the foreground until SI
 (``dspex serve``). Both add grpc health checking and server reflection (which stay open when
 access control is on), optional TLS and access control, and shut down gracefully: health turns
 NOT_SERVING, watch streams end with "resume from revision N", and in-flight calls get
-``grace`` seconds to finish.
+``grace`` seconds to finish. Given ``metrics``, every call is counted and timed; when the process
+traces (see :mod:`dspex._tracing`), every call is a span.
 """
 
 from __future__ import annotations
