@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import wait_until
-from support.redis_server import free_port
+from support.redis_server import RedisServer, free_port
 from support.serve_process import ServeProcess, run_dspex
 
 import dspex
@@ -238,3 +238,32 @@ def test_a_metrics_port_out_of_range_is_refused_in_one_line() -> None:
     assert result.returncode == 1
     assert "--metrics-port must be a port number from 0 to 65535" in result.stderr
     assert "Traceback" not in result.stderr and "listening" not in result.stdout
+
+
+@pytest.mark.redis
+def test_engine_operations_are_timed_on_a_blocking_engine(redis_server: RedisServer) -> None:
+    """On Redis (calls run in worker threads) the engine's own operations are timed too:
+    every read is an engine call there, so a get shows as an engine ``get``."""
+    port = free_port()
+    flags = ("--redis", redis_server.url, "--redis-prefix", f"metrics{port}")
+    with ServeProcess(*flags, "--metrics-port", str(port)) as store:
+        metrics = Scraper(f"http://127.0.0.1:{port}/metrics")
+        client = SessionStoreProvider(store.address)
+        try:
+            view = SessionContext(client, client.create_session())
+            view.register("temperature", float, 0.1)
+            before = metrics.scrape().total(
+                "dspex_engine_operation_duration_seconds_count", operation="get"
+            )
+            for _ in range(3):
+                assert view.get("temperature") == 0.1
+            metrics.scrape()
+            gets = metrics.total("dspex_engine_operation_duration_seconds_count", operation="get")
+            assert gets >= before + 3
+            assert metrics.total(
+                "dspex_engine_operation_duration_seconds_count", operation="commit"
+            )
+            assert rpcs(metrics, "GetVariable") == 3
+            assert metrics("dspex_sessions") >= 1
+        finally:
+            client.close()
