@@ -18,6 +18,7 @@ from typing import Any
 import dspy
 import pytest
 from compile_targets import INSTRUCTIONS, bound_qa, demo_turns, plain_messages
+from dspy.teleprompt import Teleprompter
 
 import dspex
 from dspex.errors import LockedError, TuningError
@@ -151,6 +152,9 @@ def test_copro_scores_on_workers_under_the_lock_and_publishes_its_instructions(
     progress = [lock["progress"] for lock in metric.locks if lock]
     assert progress[0]["teleprompter"] == "COPRO" and progress[0]["state"] == "compiling"
     assert [p["evaluations"] for p in progress[:: len(TRAIN)]] == [0, 1, 2]
+    # The candidates COPRO keeps on the result run here once the run's workers are gone.
+    candidate = result.program.candidate_programs[-1]["program"]
+    assert candidate(question=QUESTIONS[2]).pid == os.getpid()
 
 
 @pytest.mark.timeout(180)
@@ -207,6 +211,25 @@ def held_by_another(session: dspex.Session) -> None:
     finally:
         done.set()
         holder.join(30)
+
+
+class Breaks(Teleprompter):  # type: ignore[misc]
+    """A teleprompter that assigns demos on its copy, then fails."""
+
+    def compile(self, student: Any, *, trainset: Any, **kwargs: Any) -> Any:
+        copy = student.deepcopy()
+        copy.predict.demos = [trainset[0]]
+        raise RuntimeError("the teleprompter broke")
+
+
+def test_a_failing_teleprompter_publishes_nothing_and_releases_the_lock() -> None:
+    with dspex.Session() as session:
+        program = bound_qa("t")
+        with pytest.raises(RuntimeError, match="the teleprompter broke"):
+            dspex.compile(program, Breaks(), trainset=TRAIN)
+        assert session.get("t_demos") == [] and len(session.history("t_demos")) == 1
+        assert session.variable("t_demos").lock is None
+        session.set("t_demos", [])  # anyone may write it again
 
 
 def test_bad_input_is_refused_before_anything_starts() -> None:

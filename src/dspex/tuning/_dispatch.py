@@ -65,11 +65,10 @@ class Dispatching:
     _dspex_pool: Pool
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        import dspy
-
-        if args or dspy.settings.trace is not None:
+        pool = type(self)._dspex_pool
+        if args or _here(self) or pool.remote.closed:
             return super().__call__(*args, **kwargs)  # type: ignore[misc]
-        return type(self)._dspex_pool.call(self, kwargs)
+        return pool.call(self, kwargs)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
         cls = type(self)
@@ -86,6 +85,18 @@ class Dispatching:
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         return _twin(self).__reduce_ex__(protocol)
+
+
+def _here(program: Any) -> bool:
+    """Whether a call must run in this process.
+
+    When a trace is recorded; when the teleprompter replaced ``forward`` on the instance
+    (``bootstrap_trace_data``, used by GEPA, records traces that way inside ``Evaluate``); and,
+    after the run (the pool closed), for copies the teleprompter kept (``candidate_programs``).
+    """
+    import dspy
+
+    return dspy.settings.trace is not None or "forward" in program.__dict__
 
 
 def dispatching(program: Any, pool: Pool) -> Any:
