@@ -232,6 +232,39 @@ def test_a_failing_teleprompter_publishes_nothing_and_releases_the_lock() -> Non
         session.set("t_demos", [])  # anyone may write it again
 
 
+class PreemptedMidRun(Teleprompter):  # type: ignore[misc]
+    """Compiles demos while another optimizer preempts the lock on them (and holds it)."""
+
+    def __init__(self, session: dspex.Session, done: threading.Event) -> None:
+        self.session, self.done = session, done
+
+    def compile(self, student: Any, *, trainset: Any, **kwargs: Any) -> Any:
+        held = threading.Event()
+
+        def urgent() -> None:
+            with self.session.optimizing("t_demos", optimizer_id="urgent", policy="preempt"):
+                held.set()
+                self.done.wait(30)
+
+        threading.Thread(target=contextvars.copy_context().run, args=(urgent,)).start()
+        assert held.wait(30)
+        compiled = student.deepcopy()
+        compiled.predict.demos = [trainset[0]]
+        return compiled
+
+
+def test_a_run_preempted_mid_run_publishes_nothing() -> None:
+    with dspex.Session() as session:
+        done = threading.Event()
+        try:
+            with pytest.raises(LockedError, match="urgent"):
+                dspex.compile(bound_qa("t"), PreemptedMidRun(session, done), trainset=TRAIN)
+            assert session.get("t_demos") == [] and len(session.history("t_demos")) == 1
+            assert session.get("t_instructions") == INSTRUCTIONS
+        finally:
+            done.set()
+
+
 def test_bad_input_is_refused_before_anything_starts() -> None:
     with dspex.Session() as session:
         session.register("t_demos", list, [])

@@ -22,9 +22,10 @@ from dspy.utils.callback import BaseCallback
 
 from dspex._model import VariableRecord
 from dspex.binding import BoundModule, Published, publish
-from dspex.errors import BatchUpdateError, LockedError, TuningError
+from dspex.errors import TuningError
 from dspex.session import Session, current_session
 from dspex.tuning._dispatch import Pool, dispatching, undispatched
+from dspex.tuning._keep import lost_lock_plainly
 
 __all__ = ["CompileResult", "compile", "compiled_variables"]
 
@@ -176,13 +177,8 @@ def _student(
 
 
 def _publish(compiled: Any) -> Published:
-    try:
+    with lost_lock_plainly():
         return publish(compiled)
-    except BatchUpdateError as exc:
-        for result in exc.details.get("results", {}).values():
-            if isinstance(result, LockedError):
-                raise result from exc  # preempted or expired: say so plainly
-        raise
 
 
 class _Progress(BaseCallback):  # type: ignore[misc]

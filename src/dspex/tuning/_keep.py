@@ -9,13 +9,28 @@ compiled values as the run's one batch. Call it inside the optimizer's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dspex._model import VariableRecord
+from dspex.errors import BatchUpdateError, LockedError
 from dspex.session import Session
 
-__all__ = ["keep"]
+__all__ = ["keep", "lost_lock_plainly"]
+
+
+@contextlib.contextmanager
+def lost_lock_plainly() -> Iterator[None]:
+    """Around an optimizer's batch write: a batch refused because the optimizer lost its lock
+    (preempted, expired) raises that :class:`LockedError` itself, not the batch error."""
+    try:
+        yield
+    except BatchUpdateError as exc:
+        for result in exc.details.get("results", {}).values():
+            if isinstance(result, LockedError):
+                raise result from exc
+        raise
 
 
 def keep(
