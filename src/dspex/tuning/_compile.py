@@ -13,6 +13,7 @@ run on a ``dspex.Remote`` pool (see :mod:`dspex.tuning._dispatch`).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -191,6 +192,7 @@ class _Progress(BaseCallback):  # type: ignore[misc]
         self.evaluations = 0
         self.score: float | None = None
         self.best: float | None = None
+        self._lock = threading.Lock()
 
     def on_evaluate_end(
         self, call_id: str, outputs: Any | None, exception: Exception | None = None
@@ -199,10 +201,11 @@ class _Progress(BaseCallback):  # type: ignore[misc]
         score = getattr(outputs, "score", outputs)
         if exception is not None or not isinstance(score, int | float):
             return
-        self.evaluations += 1
-        self.score = float(score)
-        self.best = self.score if self.best is None else max(self.best, self.score)
-        self.report("compiling")
+        with self._lock:  # a teleprompter may run evaluations in parallel
+            self.evaluations += 1
+            self.score = float(score)
+            self.best = self.score if self.best is None else max(self.best, self.score)
+            self.report("compiling")
 
     def report(self, state: str, **more: Any) -> None:
         """Put the state and the counts on the lock."""
