@@ -14,10 +14,11 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 PROMISE = re.compile(r"^(?P<indent>\s*)print\((?P<expr>.*)\)\s*# -> (?P<value>.+?)\s*$")
 CHECK = """
-def __promised(value, expected, line):
-    print(value)
-    if str(value) != expected:
-        raise SystemExit(f"README line {line!r} printed {value!r}; it promises {expected}")
+def __promised(expected, line, *values):
+    printed = " ".join(str(value) for value in values)
+    print(printed)
+    if printed != expected:
+        raise SystemExit(f"README line {line!r} printed {printed!r}; it promises {expected}")
 """
 
 
@@ -31,7 +32,7 @@ def _checked(block: str) -> tuple[str, int]:
             continue
         promises += 1
         expr, value = found["expr"], found["value"]
-        lines.append(f"{found['indent']}__promised({expr}, {value!r}, {line.strip()!r})")
+        lines.append(f"{found['indent']}__promised({value!r}, {line.strip()!r}, {expr})")
     return CHECK + "\n".join(lines) + "\n", promises
 
 

@@ -14,6 +14,11 @@ from support.redis_server import require_redis_server
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SET_FIGURES = ("memory_engine_set_us_p50", "sqlite_engine_set_us_p50", "redis_engine_set_us_p50")
+CONCURRENT_FIGURES = (
+    "concurrent8_memory_set_us_p50",
+    "concurrent8_sqlite_fsync_set_us_p50",
+    "sqlite_fsync_vs_memory_set_ratio",
+)
 DSPEX = str(Path(sys.executable).with_name("dspex"))
 
 
@@ -25,7 +30,11 @@ def _bench(path: str) -> dict[str, object]:
     assert completed.returncode == 0, completed.stderr
     result: dict[str, object] = json.loads(completed.stdout)  # exactly one JSON document
     assert result["suites"] == ["engines"]
-    assert set(result["targets"]) == {"sqlite_engine_set_us_p50"}  # type: ignore[arg-type]
+    targets = {"sqlite_engine_set_us_p50", "sqlite_fsync_vs_memory_set_ratio"}
+    assert set(result["targets"]) == targets  # type: ignore[arg-type]
+    for figure in CONCURRENT_FIGURES:  # 8 concurrent writers, memory vs SQLite with --fsync
+        value = result[figure]
+        assert isinstance(value, float) and value > 0, (figure, value)
     return result
 
 
