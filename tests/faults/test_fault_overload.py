@@ -46,3 +46,20 @@ def test_tls_to_a_plaintext_store_is_reported_as_tls() -> None:
             client.close()
     assert str(failed.value).startswith("TLS with session store"), failed.value
     assert "check that client and server agree on TLS" in str(failed.value)
+
+
+def test_an_answer_too_large_for_the_client_is_not_called_a_refused_request() -> None:
+    with ServeProcess() as server:
+        writer = SessionStoreProvider(server.address, timeout=10.0)
+        reader = SessionStoreProvider(server.address, timeout=10.0, max_message_bytes=50_000)
+        try:
+            session_id = writer.create_session()
+            writer.register_variable(session_id, "x", TEXT, "a" * 90_000)
+            with pytest.raises(errors.LimitExceededError) as too_big:
+                reader.get_variable(session_id, "x")
+        finally:
+            writer.close()
+            reader.close()
+    assert str(too_big.value).startswith("the answer of session store"), too_big.value
+    assert "refused the request" not in str(too_big.value)
+    assert too_big.value.details.get("response") is True

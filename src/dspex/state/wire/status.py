@@ -192,7 +192,8 @@ _OVERLOAD: Final = "Concurrent RPC limit exceeded"
 def _transport_trouble(
     status: grpc.StatusCode | None, message: str, address: str
 ) -> errors.DspexError | None:
-    """A failed TLS handshake or an overloaded store, each said as such (None: neither)."""
+    """A failed TLS handshake, an overloaded store or an answer too large for this client,
+    each said as such (None: none of them)."""
     if status == _S.UNAVAILABLE and _TLS_WORDS.search(message):
         return errors.StoreUnavailableError(
             f"TLS with session store {address} failed ({message}); check that client and "
@@ -201,6 +202,14 @@ def _transport_trouble(
             "(its CA) and sends a client certificate if the server requires one",
             address=address,
             tls=True,
+        )
+    if status == _S.RESOURCE_EXHAUSTED and "CLIENT: Received message larger than max" in message:
+        return errors.LimitExceededError(
+            f"the answer of session store {address} is larger than this client accepts "
+            f"({message}); read less per call, or raise the client's max_message_bytes "
+            "(SessionStoreProvider(..., max_message_bytes=N))",
+            address=address,
+            response=True,
         )
     if status == _S.RESOURCE_EXHAUSTED and _OVERLOAD in message:
         return errors.StoreUnavailableError(
