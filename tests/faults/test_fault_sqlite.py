@@ -8,6 +8,7 @@ resuming a watch from a lost revision is refused.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,3 +133,27 @@ def _stderr_soon(server: ServeProcess) -> list[str]:
     ):
         time.sleep(0.05)
     return list(server.stderr_lines)
+
+
+def test_a_data_dir_of_format_1_is_upgraded_not_refused(tmp_path: Path) -> None:
+    """A directory written before checksums and the seal existed (format 1, rebuilt here from
+    a current one) opens: its records get checksums, and a seal is started."""
+    acked = killed_with_writes(tmp_path, 5)
+    with ServeProcess("--data", str(tmp_path)) as server:
+        assert server.stop() == 0  # a clean close: everything in the main file
+    db = sqlite3.connect(tmp_path / "dspex.sqlite3")
+    for table in ("history", "log"):
+        db.execute(f"UPDATE {table} SET record = substr(record, 10)")  # drop "crc32hex:"
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    db.execute("DELETE FROM meta WHERE key IN ('changes', 'generation')")
+    db.commit()
+    db.close()
+    (tmp_path / "dspex.seal").unlink()
+    with ServeProcess("--data", str(tmp_path)) as server:
+        client = SessionStoreProvider(server.address, timeout=10.0)
+        try:
+            assert client.get_variable("kept", "v").value == acked[-1].value
+            assert client.set_variable("kept", "v", "next").revision == acked[-1].revision + 1
+        finally:
+            client.close()
+    assert (tmp_path / "dspex.seal").exists()
