@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import re
 import reprlib
 from typing import Any, Final
 
 from dspex import errors
+from dspex._canonical import INT64_MAX, INT64_MIN, Int64RangeError, canonical_json, parse_int64
+from dspex._pattern import compiled
 from dspex._spec import NUMERIC_KINDS, VariableSpec, freeze, normalize_type
 
 __all__ = ["validate"]
@@ -112,6 +113,8 @@ def _validate_integer(spec: VariableSpec, value: Any, name: str) -> int:
         result = int(float(value))  # 3.0 -> 3: an integral float is an integer value
     else:
         raise _type_error(name, value, "integer")
+    if not INT64_MIN <= result <= INT64_MAX:
+        raise _value_error(name, value, "64-bit signed range [-2^63, 2^63-1]")
     if spec.constraints:
         _check_range(spec, result, name)
     return result
@@ -142,7 +145,7 @@ def _check_length(spec: VariableSpec, value: Any, name: str) -> None:
 
 def _check_pattern_match(spec: VariableSpec, value: str, name: str) -> None:
     pattern = spec.constraints.get("pattern")
-    if pattern is not None and re.fullmatch(pattern, value) is None:
+    if pattern is not None and compiled(pattern).fullmatch(value) is None:
         raise _value_error(name, value, f"pattern={pattern!r} (full match)")
 
 
@@ -225,12 +228,16 @@ def _validate_json(spec: VariableSpec, value: Any, name: str) -> Any:
         text = json.dumps(value, allow_nan=False)
         # The JSON round trip is the canonical form (tuples -> lists, keys -> str); freezing it
         # keeps the stored snapshot and its history safe from callers mutating what they read.
-        canonical = freeze(json.loads(text))
+        plain = json.loads(text, parse_int=parse_int64)
+    except Int64RangeError:
+        raise _value_error(name, value, "integers in the 64-bit signed range") from None
     except (TypeError, ValueError, RecursionError) as exc:
         raise _type_error(name, value, f"JSON-serializable value ({exc})") from exc
-    if "max_length" in spec.constraints and len(text) > spec.constraints["max_length"]:
-        raise _value_error(name, value, f"max_length={spec.constraints['max_length']} (JSON)")
-    return canonical
+    limit = spec.constraints.get("max_length")
+    # Measured on the canonical (RFC 8785) text so every language counts the same length.
+    if limit is not None and len(canonical_json(plain)) > limit:
+        raise _value_error(name, value, f"max_length={limit} (canonical JSON)")
+    return freeze(plain)
 
 
 _VALIDATORS: Final = {
