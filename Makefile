@@ -17,11 +17,16 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/dspex demo
 
-# Everything the tests need beyond Python packages: a real redis-server on loopback.
+# Everything the tests need beyond Python packages: a real redis-server on loopback, and Node.js
+# with the protocol conformance client's npm packages (tests/protocol/node, project-local).
 test-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server (apt)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing nodejs and npm (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tests/protocol/node && npm ci --no-audit --no-fund --loglevel=error
 
 lint: install
 	$(BIN)/ruff check src tests scripts

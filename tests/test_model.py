@@ -234,7 +234,7 @@ def test_float_messages_name_variable_value_and_rule() -> None:
     with pytest.raises(errors.VariableValueError) as caught:
         validate(spec, 3.5, "temperature")
     assert str(caught.value) == "variable 'temperature': value 3.5 breaks rule max=2.0"
-    assert caught.value.details == {"name": "temperature", "value": "3.5", "rule": "max=2.0"}
+    assert caught.value.details == {"name": "temperature", "value": 3.5, "rule": "max=2.0"}
     with pytest.raises(errors.VariableTypeError, match="has type str, expected float"):
         validate(spec, "3.5", "temperature")
     with pytest.raises(errors.VariableValueError, match="finite"):

@@ -45,7 +45,7 @@ def _type_error(name: str, value: Any, expected: str) -> errors.VariableTypeErro
         f"variable {name!r}: value {_short(value)} has type {type(value).__name__}, "
         f"expected {expected}",
         name=name,
-        value=_short(value),
+        value=plain_detail(value),
     )
 
 
@@ -53,9 +53,34 @@ def _value_error(name: str, value: Any, rule: str) -> errors.VariableValueError:
     return errors.VariableValueError(
         f"variable {name!r}: value {_short(value)} breaks rule {rule}",
         name=name,
-        value=_short(value),
+        value=plain_detail(value),
         rule=rule,
     )
+
+
+def plain_detail(value: Any) -> Any:
+    """``value`` as an error detail any client can read: a plain JSON value, never a repr.
+
+    Short JSON values stay themselves; an array becomes ``{"dtype", "shape"}``; anything else
+    (too long, not JSON, out of the int64 range) a shortened text.
+    """
+    if isinstance(value, str):
+        return value if len(value) <= _DETAIL_CHARS else value[: _DETAIL_CHARS - 3] + "..."
+    ndim = getattr(value, "ndim", None)
+    if ndim == 0:
+        value = value.item()  # numpy scalar -> Python number
+    elif ndim is not None:
+        return {"dtype": str(value.dtype), "shape": list(value.shape)}
+    try:
+        text = json.dumps(value, allow_nan=False)
+        if len(text) <= _DETAIL_CHARS:
+            return json.loads(text, parse_int=parse_int64)
+    except (TypeError, ValueError, RecursionError):
+        pass
+    return _short(value)
+
+
+_DETAIL_CHARS: Final = 200
 
 
 def _short(value: Any) -> str:

@@ -188,3 +188,23 @@ def test_dtypes_without_a_portable_name_are_refused(given: Any) -> None:
         pytest.skip("longdouble is float64 on this platform")
     with pytest.raises(errors.ConstraintError, match="dtype"):
         make_spec("tensor", dtype=given)
+
+
+ARRAY_DETAIL = {"dtype": "float32", "shape": [2, 3]}
+
+
+@pytest.mark.parametrize(
+    ("value", "spec", "detail"),
+    [
+        ("yes", make_spec(bool), "yes"),
+        (5, make_spec(float, max=1.0), 5),
+        ([1, "x"], make_spec("embedding", dimensions=2), [1, "x"]),
+        (np.zeros((2, 3), np.float32), make_spec("tensor", shape=[3, 2]), ARRAY_DETAIL),
+        ({1, 2}, make_spec("json"), "{1, 2}"),
+    ],
+)  # fmt: skip
+def test_error_details_carry_plain_json_values(value: Any, spec: Any, detail: Any) -> None:
+    with pytest.raises(errors.VariableValueError) as caught:
+        validate(spec, value, "v")
+    assert caught.value.details["value"] == detail
+    json.dumps(caught.value.details, allow_nan=False)  # every detail is plain JSON
