@@ -198,7 +198,7 @@ ARRAY_DETAIL = {"dtype": "float32", "shape": [2, 3]}
     [
         ("yes", make_spec(bool), "yes"),
         (5, make_spec(float, max=1.0), 5),
-        ([1, "x"], make_spec("embedding", dimensions=2), [1, "x"]),
+        ([1, 2, 3], make_spec("embedding", dimensions=2), [1, 2, 3]),
         (np.zeros((2, 3), np.float32), make_spec("tensor", shape=[3, 2]), ARRAY_DETAIL),
         ({1, 2}, make_spec("json"), "{1, 2}"),
     ],
