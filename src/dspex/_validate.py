@@ -15,7 +15,7 @@ from typing import Any, Final
 from dspex import errors
 from dspex._canonical import INT64_MAX, INT64_MIN, Int64RangeError, canonical_json, parse_int64
 from dspex._pattern import compiled
-from dspex._spec import NUMERIC_KINDS, VariableSpec, freeze, normalize_type
+from dspex._spec import DTYPES, NUMERIC_KINDS, VariableSpec, freeze, normalize_type
 
 __all__ = ["validate"]
 
@@ -227,6 +227,8 @@ def _validate_tensor(spec: VariableSpec, value: Any, name: str) -> Any:
             raise _type_error(name, value, f"rectangular numeric nested list ({exc})") from exc
     if value.dtype.kind not in NUMERIC_KINDS:
         raise _type_error(name, value, f"numeric tensor (got dtype {value.dtype})")
+    if value.dtype.newbyteorder("=").name not in DTYPES:
+        raise _type_error(name, value, f"tensor of a portable dtype (got {value.dtype})")
     _check_tensor(spec, value, name)
     out = np.array(value, copy=True)
     out.flags.writeable = False

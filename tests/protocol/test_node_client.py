@@ -95,11 +95,6 @@ def server() -> Iterator[ServeProcess]:
         yield process
 
 
-@pytest.mark.skip(
-    reason="needs the store-side parts of issue 11 (google.rpc.Status details, case-insensitive "
-    "Bearer, read revision, batch markers, store-side tool argument checks), which land in "
-    "state/ after the state/ split (issue 9) is merged"
-)
 @pytest.mark.timeout(120)
 def test_node_client_speaks_the_whole_protocol(server: ServeProcess) -> None:
     client = NodeClient(server.address)

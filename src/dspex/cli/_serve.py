@@ -97,6 +97,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown"
     )
+    parser.add_argument(
+        "--snakepit-compat",
+        action="store_true",
+        help="also serve snakepit.bridge.BridgeService, the original Elixir/Python bridge's "
+        "protocol, over the same sessions (docs/protocol.md)",
+    )
     add_hardening_options(parser)
     parser.set_defaults(func=run)
 
@@ -122,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         max_value_bytes=args.max_value_bytes,
         heartbeat_interval=args.heartbeat,
         session_ttl=args.session_ttl,
+        snakepit_compat=args.snakepit_compat,
     )
 
     def ready(address: str) -> None:

@@ -534,7 +534,8 @@ class LocalProvider:
         if after is not None and after > revision:
             # A revision this session never reached: the watcher saw another history (e.g. a
             # store that restarted empty). Resuming would silently mix the two.
-            raise cannot_resume(session_id, after, f"the session is only at revision {revision}")
+            why = f"the session is only at revision {revision}"
+            raise cannot_resume(session_id, after, why, revision)
         start = revision if after is None else after
         watcher.last_put = start
         if initial:
@@ -545,7 +546,7 @@ class LocalProvider:
                 watcher.preload(self.engine.changes(session_id, after))
             except LogCompacted as exc:
                 why = f"changes before revision {exc.args[0]} are no longer kept"
-                raise cannot_resume(session_id, after, why) from None
+                raise cannot_resume(session_id, after, why, exc.args[0] - 1) from None
             except UnknownSession:
                 raise self._missing_session(session_id) from None
         return start

@@ -359,6 +359,8 @@ async function main() {
   process.stdout.write(JSON.stringify({ ready: { session_id: sid } }) + "\n");
   const input = readline.createInterface({ input: process.stdin });
   for await (const line of input) if (line.trim() === "done") break;
+  input.close();
+  process.stdin.destroy(); // nothing more to read: let the process end
   served.stream.cancel();
   await call(store, "CloseSession", { session_id: sid });
   await fails(call(store, "GetSession", { session_id: sid }), "FAILED_PRECONDITION", "session_closed");

@@ -24,7 +24,7 @@ import redis
 
 import dspex.errors as errors
 from dspex._model import VariableUpdate
-from dspex.state._engines._base import EngineListener, LogCompacted, UnknownSession
+from dspex.state._engines._base import EngineListener, LogCompacted, UnknownSession, mark_batch
 from dspex.state._engines._codec import record_from_dict
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class FeedReader(threading.Thread):
             self._deliver(session_id, (), closed=True)
         else:
             updates = [_update(data) for data in json.loads(fields["u"])]
-            self._offer(session_id, updates)
+            self._offer(session_id, mark_batch(updates) if len(updates) > 1 else updates)
 
     def _offer(self, session_id: str, updates: Sequence[VariableUpdate]) -> None:
         """Deliver ``updates`` that are new; fill a jump from the session's change log."""

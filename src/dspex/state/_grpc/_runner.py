@@ -21,7 +21,6 @@ from typing import Any, Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from dspex._proto.bridge.v1 import store_pb2
 from dspex.errors import DspexError, StoreError
@@ -31,6 +30,8 @@ from dspex.state._grpc._convert import server as server_convert
 from dspex.state._grpc._convert.tools import SERVICE_NAME as TOOLS_SERVICE_NAME
 from dspex.state._grpc._guard import AccessGuard
 from dspex.state._grpc._handlers import register_service
+from dspex.state._grpc._reflection import enable_reflection
+from dspex.state._grpc._snakepit import SNAKEPIT_SERVICE, add_snakepit
 from dspex.state._grpc._tls import ServerTls
 from dspex.state._grpc._tools import ToolStoreServicer, add_tool_store
 from dspex.state._grpc.server import SessionStoreServicer, StoreLimits
@@ -95,13 +96,15 @@ async def _start(
     _register(servicer, server)
     tools = ToolStoreServicer(servicer)
     add_tool_store(tools, server)
+    services = [SERVICE_NAME, TOOLS_SERVICE_NAME]
+    if limits.snakepit_compat:
+        add_snakepit(server, servicer, tools)
+        services.append(SNAKEPIT_SERVICE)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME, TOOLS_SERVICE_NAME):
+    for name in ("", *services):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, TOOLS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection(server, (*services, health.SERVICE_NAME))
     url = _bind(server, address, tls)
     await server.start()
     running = _Running(server, servicer, health_servicer, url)

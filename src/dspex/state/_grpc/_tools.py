@@ -30,6 +30,7 @@ from dspex.state._grpc._calls import CallInfo, checked, enter_call, reset, run_s
 from dspex.state._grpc._convert import tools as convert
 from dspex.state._grpc._handlers import register_service
 from dspex.state._grpc._status import abort
+from dspex.state._grpc._tool_arguments import arguments_failure
 from dspex.state._grpc._tool_hub import PendingCall, ToolHub
 from dspex.state._grpc.server import SessionStoreServicer
 
@@ -97,6 +98,11 @@ class ToolStoreServicer:
         session_id, name, arguments_json, timeout = convert.read_call(request)
         self._check_size(name, arguments_json, "arguments")
         await self._allow(call, "write", session_id)
+        entry = self.hub.entry(session_id, name)
+        if entry is not None:  # the store checks arguments for owners in every language
+            refused = arguments_failure(name, entry[0].parameters_json, arguments_json)
+            if refused is not None:
+                return convert.call_response(("", refused), entry[1])
         pending = self.hub.submit(session_id, name, arguments_json)
         wait = _wait_time(timeout, call.deadline)
         try:
