@@ -535,7 +535,7 @@ class LocalProvider:
             # A revision this session never reached: the watcher saw another history (e.g. a
             # store that restarted empty). Resuming would silently mix the two.
             why = f"the session is only at revision {revision}"
-            raise cannot_resume(session_id, after, why, revision)
+            raise cannot_resume(session_id, after, why, self._earliest_resumable(session_id))
         start = revision if after is None else after
         watcher.last_put = start
         if initial:
@@ -550,6 +550,14 @@ class LocalProvider:
             except UnknownSession:
                 raise self._missing_session(session_id) from None
         return start
+
+    def _earliest_resumable(self, session_id: str) -> int:
+        """The oldest ``after_revision`` a watch of the session can resume from."""
+        try:
+            self.engine.changes(session_id, 0)
+        except LogCompacted as exc:
+            return int(exc.args[0]) - 1
+        return 0
 
     def _lookup(self, session_id: str, name: str) -> VariableRecord | None:
         try:

@@ -34,9 +34,28 @@ def _validator(parameters_json: str) -> Any:
     return cls(schema)
 
 
-def _where(error: Any) -> str:
-    path = list(error.absolute_path)
-    return f"argument {path[0]!r}" if path else "arguments"
+def _problems(validator: Any, arguments: Any) -> list[str]:
+    """Every problem, worded as the owners' own check words them (missing, unknown, per
+    argument), so a caller sees the same message whoever refuses the call."""
+    schema = validator.schema
+    if not isinstance(arguments, dict) or not isinstance(schema, dict):
+        return [f"arguments: {e.message}" for e in validator.iter_errors(arguments)]
+    found = [f"missing required argument {arg!r}" for arg in schema.get("required", ())
+             if arg not in arguments]  # fmt: skip
+    known = schema.get("properties", {})
+    closed = schema.get("additionalProperties") is False
+    by_argument: dict[str, list[str]] = {}
+    for error in validator.iter_errors(arguments):
+        path = list(error.absolute_path)
+        if path:
+            by_argument.setdefault(str(path[0]), []).append(error.message)
+        elif error.validator not in ("required", "additionalProperties"):
+            found.append(f"arguments: {error.message}")
+    for arg in arguments:
+        if closed and arg not in known:
+            found.append(f"unknown argument {arg!r}")
+        found.extend(f"argument {arg!r}: {message}" for message in by_argument.get(arg, ()))
+    return found
 
 
 def arguments_failure(tool: str, parameters_json: str, arguments_json: str) -> ToolFailure | None:
@@ -49,8 +68,7 @@ def arguments_failure(tool: str, parameters_json: str, arguments_json: str) -> T
         validator = _validator(parameters_json)
         if validator is None:
             return None
-        found = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
-        problems = [f"{_where(e)}: {e.message}" for e in found[:_MAX_PROBLEMS]]
+        problems = _problems(validator, arguments)[:_MAX_PROBLEMS]
     if not problems:
         return None
     message = (
