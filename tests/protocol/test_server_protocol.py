@@ -33,21 +33,13 @@ def server() -> Iterator[ServeProcess]:
 
 
 @pytest.fixture
-def channel(server: ServeProcess) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.address.removeprefix("grpc://")) as opened:
-        yield opened
-
-
-@pytest.fixture
 def stub(channel: grpc.Channel) -> Any:
     return store_pb2_grpc.SessionStoreStub(channel)
 
 
 @pytest.fixture
-def client(server: ServeProcess) -> Iterator[SessionStoreProvider]:
-    provider = SessionStoreProvider(server.address, token=TOKEN, timeout=WAIT)
-    yield provider
-    provider.close()
+def token() -> str:
+    return TOKEN
 
 
 def auth(scheme: str = "Bearer") -> tuple[tuple[str, str], ...]:

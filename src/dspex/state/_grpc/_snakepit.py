@@ -276,6 +276,8 @@ class SnakepitServicer:
             self.provider.update_variables(sid, values, atomic=request.atomic) if values else {}
         )
         for name, outcome in results.items():
+            if isinstance(outcome, errors.BatchUpdateError):
+                continue  # only not applied: the original lists just the names that failed
             if isinstance(outcome, errors.DspexError):
                 failed[keys[name]] = snakepit_error(outcome, request, keys[name]).message
             else:
