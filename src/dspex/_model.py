@@ -22,6 +22,7 @@ from dspex._spec import (
     freeze,
     make_spec,
     normalize_type,
+    type_name,
 )
 from dspex._validate import validate
 
@@ -39,6 +40,7 @@ __all__ = [
     "freeze",
     "make_spec",
     "normalize_type",
+    "type_name",
     "validate",
 ]
 

@@ -30,6 +30,7 @@ __all__ = [
     "freeze",
     "make_spec",
     "normalize_type",
+    "type_name",
 ]
 
 TYPES: Final = (
@@ -138,6 +139,16 @@ def freeze(value: Any) -> Any:
     if isinstance(value, list):
         return FrozenList([freeze(v) for v in value])
     return value
+
+
+def type_name(value: Any) -> str:
+    """The type of ``value`` as users know it, for messages: ``list``/``dict`` for the read-only
+    containers that records hold, never ``FrozenList``/``FrozenDict``."""
+    if isinstance(value, FrozenList):
+        return "list"
+    if isinstance(value, FrozenDict):
+        return "dict"
+    return type(value).__name__
 
 
 @dataclass(frozen=True, slots=True, init=False)

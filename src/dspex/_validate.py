@@ -15,7 +15,7 @@ from typing import Any, Final
 from dspex import errors
 from dspex._canonical import INT64_MAX, INT64_MIN, Int64RangeError, canonical_json, parse_int64
 from dspex._pattern import compiled
-from dspex._spec import DTYPES, NUMERIC_KINDS, VariableSpec, freeze, normalize_type
+from dspex._spec import DTYPES, NUMERIC_KINDS, VariableSpec, freeze, normalize_type, type_name
 
 __all__ = ["validate"]
 
@@ -42,7 +42,7 @@ def validate(spec: VariableSpec, value: Any, name: str = "?") -> Any:
 
 def _type_error(name: str, value: Any, expected: str) -> errors.VariableTypeError:
     return errors.VariableTypeError(
-        f"variable {name!r}: value {_short(value)} has type {type(value).__name__}, "
+        f"variable {name!r}: value {_short(value)} has type {type_name(value)}, "
         f"expected {expected}",
         name=name,
         value=plain_detail(value),

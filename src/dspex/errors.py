@@ -11,6 +11,7 @@ DspexError
 │   ├── VariableNotFoundError     (also LookupError)
 │   ├── VersionNotFoundError      (also LookupError)   rollback/history target not kept
 │   ├── VariableExistsError                            same name registered with another spec
+│   ├── VariableAssignmentError   (also AttributeError)   a declared variable set on an instance
 │   ├── VariableValueError        (also ValueError)    value breaks the declared constraints
 │   │   └── VariableTypeError     (also TypeError)     value has the wrong type
 │   ├── ConstraintError           (also ValueError)    the constraint spec itself is invalid
@@ -77,6 +78,7 @@ __all__ = [
     "ToolTimeoutError",
     "ToolUnavailableError",
     "UnauthenticatedError",
+    "VariableAssignmentError",
     "VariableError",
     "VariableExistsError",
     "VariableNotFoundError",
@@ -183,6 +185,21 @@ class VariableExistsError(VariableError):
     """The name is already registered with a different spec."""
 
     code = "variable_exists"
+
+
+class VariableAssignmentError(VariableError, AttributeError):
+    """A declared variable was assigned (or deleted) on a program instance.
+
+    Its value lives in the session, shared by every program there: set it with
+    ``session.set(name, value)``.
+    """
+
+    code = "variable_assignment"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        # AttributeError's own `name` slot would hide the detail: keep the variable name there.
+        self.name = details.get("name")
 
 
 class VariableValueError(VariableError, ValueError):

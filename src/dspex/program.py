@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import dspy
@@ -37,21 +38,26 @@ _registered: weakref.WeakKeyDictionary[Any, set[type]] = weakref.WeakKeyDictiona
 _registered_lock = threading.Lock()
 
 
-def _declarations(cls: type) -> dict[str, Variable]:
-    found: dict[str, Variable] = {}
+def _declared(cls: type) -> Iterator[tuple[str, Variable]]:
+    """(attribute, declaration) of ``cls`` and its bases, bases first."""
     for klass in reversed(cls.__mro__):
         for attr, value in vars(klass).items():
-            if not isinstance(value, Variable):
-                continue
-            name = value.name or attr
-            other = found.get(name)
-            if other is not None and other.spec != value.spec:
-                raise VariableExistsError(
-                    f"{cls.__name__} declares variable {name!r} twice with different specs "
-                    f"({other.spec.to_json()} and {value.spec.to_json()}); rename one",
-                    name=name,
-                )
-            found[name] = value
+            if isinstance(value, Variable):
+                yield attr, value
+
+
+def _declarations(cls: type) -> dict[str, Variable]:
+    found: dict[str, Variable] = {}
+    for attr, value in _declared(cls):
+        name = value.name or attr
+        other = found.get(name)
+        if other is not None and other.spec != value.spec:
+            raise VariableExistsError(
+                f"{cls.__name__} declares variable {name!r} twice with different specs "
+                f"({other.spec.to_json()} and {value.spec.to_json()}); rename one",
+                name=name,
+            )
+        found[name] = value
     return found
 
 
@@ -83,9 +89,31 @@ class Program(dspy.Module):  # type: ignore[misc]
     declared_variables: ClassVar[dict[str, Variable]] = {}
     """Name -> declaration, collected from the class and its bases when the class is made."""
 
+    _declared_attributes: ClassVar[dict[str, Variable]] = {}
+    """Attribute name -> declaration, for the assignment check."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.declared_variables = _declarations(cls)
+        cls._declared_attributes = dict(_declared(cls))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Set an attribute; a declared variable's name is refused (its value is the session's).
+
+        Raises:
+            VariableAssignmentError: ``name`` is a declared variable.
+        """
+        declared = type(self)._declared_attributes.get(name)
+        if declared is not None:
+            raise declared.assignment_error(type(self), name, f"program.{name} = {value!r}")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        """Delete an attribute; a declared variable cannot be deleted from an instance."""
+        declared = type(self)._declared_attributes.get(name)
+        if declared is not None:
+            raise declared.assignment_error(type(self), name, f"del program.{name}")
+        super().__delattr__(name)
 
     def __init__(self, callbacks: list[Any] | None = None) -> None:
         super().__init__(callbacks=callbacks)
@@ -162,8 +190,50 @@ class Program(dspy.Module):  # type: ignore[misc]
             self._register_declared(session)
 
     def _register_declared(self, session: Any) -> None:
+        """Register this class's declarations in ``session``, after checking that no other
+        Program class registered there declares one of the names differently.
+
+        Raises:
+            VariableExistsError: another class declares a name with another spec or default.
+        """
         cls = type(self)
-        for variable in cls.declared_variables.values():
-            variable.register()
-        with _registered_lock:
-            _registered.setdefault(session, set()).add(cls)
+        with _registered_lock:  # check and claim at once: two clashing classes never both pass
+            classes = _registered.setdefault(session, set())
+            for other in classes - {cls}:
+                clash = _clash(cls, other)
+                if clash is not None:
+                    raise clash
+            claimed = cls not in classes
+            classes.add(cls)
+        try:
+            for variable in cls.declared_variables.values():
+                variable.register()
+        except BaseException:
+            if claimed:
+                with _registered_lock:
+                    classes.discard(cls)
+            raise
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _clash(cls: type[Program], other: type[Program]) -> VariableExistsError | None:
+    """The error for a variable that ``cls`` and ``other`` declare differently, if any."""
+    for name, mine in cls.declared_variables.items():
+        theirs = other.declared_variables.get(name)
+        difference = None if theirs is None else theirs.conflict_with(mine)
+        if difference is None:
+            continue
+        first, second = _qualified(other), _qualified(cls)
+        redefined = " (the class was defined again, e.g. a re-run cell)" if first == second else ""
+        return VariableExistsError(
+            f"variable {name!r} is declared by both {first} and {second}{redefined}, with "
+            f"{difference}; in one session both use one variable, so {cls.__name__} would not "
+            f"get its own declaration but {other.__name__}'s. Rename one (dspex.Variable(..., "
+            "name='...')) or declare it once in a common base class.",
+            name=name,
+            classes=[first, second],
+        )
+    return None

@@ -8,7 +8,7 @@ from typing import Any
 
 import dspy
 
-from dspex._model import VariableRecord, VariableSpec
+from dspex._model import VariableRecord, VariableSpec, type_name
 from dspex.binding._adapter import HookAdapter, Overrides, resolve_lm
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
 from dspex.binding._state import SECTION, dump_variables, prepare_load
@@ -197,14 +197,19 @@ class BoundModule(dspy.Module):  # type: ignore[misc]
 
 
 def _demos(name: str, value: Any) -> list[Any]:
-    if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
-        raise BindingError(
-            f"variable {name!r} is bound to 'demos' but holds {type(value).__name__}; demos must "
-            "be a JSON list of objects, e.g. [{'question': '...', 'answer': '...'}]",
-            name=name,
-            hook="demos",
-        )
-    return [dict(d) for d in value]
+    if isinstance(value, list):
+        bad = next((i for i, d in enumerate(value) if not isinstance(d, dict)), None)
+        if bad is None:
+            return [dict(d) for d in value]
+        found = f"a list whose item {bad} is a {type_name(value[bad])}"
+    else:
+        found = f"a {type_name(value)}"
+    raise BindingError(
+        f"variable {name!r} is bound to 'demos' but holds {found}; demos must be a JSON list "
+        "of objects, one per example, e.g. [{'question': '...', 'answer': '...'}]",
+        name=name,
+        hook="demos",
+    )
 
 
 # ------------------------------------------------------------------------------------------

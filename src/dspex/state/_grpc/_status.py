@@ -48,6 +48,7 @@ STATUS_TABLE: Final[Mapping[type[errors.DspexError], grpc.StatusCode]] = {
     errors.VariableNotFoundError: _S.NOT_FOUND,
     errors.VersionNotFoundError: _S.NOT_FOUND,
     errors.VariableExistsError: _S.ALREADY_EXISTS,
+    errors.VariableAssignmentError: _S.FAILED_PRECONDITION,  # client-side; listed for completeness
     errors.VariableValueError: _S.INVALID_ARGUMENT,
     errors.VariableTypeError: _S.INVALID_ARGUMENT,
     errors.ConstraintError: _S.INVALID_ARGUMENT,

@@ -25,6 +25,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_BATCH_FAILED: _ClassVar[ErrorCode]
     ERROR_CODE_LOCKED: _ClassVar[ErrorCode]
     ERROR_CODE_DEPENDENCY_CYCLE: _ClassVar[ErrorCode]
+    ERROR_CODE_VARIABLE_ASSIGNMENT: _ClassVar[ErrorCode]
     ERROR_CODE_WATCH_ERROR: _ClassVar[ErrorCode]
     ERROR_CODE_WATCH_LAGGED: _ClassVar[ErrorCode]
     ERROR_CODE_ACCESS_ERROR: _ClassVar[ErrorCode]
@@ -65,6 +66,7 @@ ERROR_CODE_VERSION_CONFLICT: ErrorCode
 ERROR_CODE_BATCH_FAILED: ErrorCode
 ERROR_CODE_LOCKED: ErrorCode
 ERROR_CODE_DEPENDENCY_CYCLE: ErrorCode
+ERROR_CODE_VARIABLE_ASSIGNMENT: ErrorCode
 ERROR_CODE_WATCH_ERROR: ErrorCode
 ERROR_CODE_WATCH_LAGGED: ErrorCode
 ERROR_CODE_ACCESS_ERROR: ErrorCode
