@@ -597,7 +597,7 @@ class LocalProvider:
             )
         if session_id in self._closed_ids:
             return errors.SessionClosedError(
-                f"session {session_id!r} was closed; start a new dspex.Session()",
+                f"session {session_id!r} was closed; create a new session",
                 session_id=session_id,
             )
         return errors.SessionNotFoundError(

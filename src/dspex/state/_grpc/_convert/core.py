@@ -138,7 +138,8 @@ def _check_size(name: str, size: int, max_bytes: int | None) -> None:
     if max_bytes is not None and size > max_bytes:
         raise errors.LimitExceededError(
             f"variable {name!r}: value of {size} bytes exceeds the store's limit of "
-            f"{max_bytes} bytes; store a smaller value or raise the server's max_value_bytes",
+            f"{max_bytes} bytes; store a smaller value or raise the server's limit "
+            "(dspex serve --max-value-bytes)",
             name=name,
             size=size,
             limit=max_bytes,
