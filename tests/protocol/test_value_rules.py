@@ -208,3 +208,11 @@ def test_error_details_carry_plain_json_values(value: Any, spec: Any, detail: An
         validate(spec, value, "v")
     assert caught.value.details["value"] == detail
     json.dumps(caught.value.details, allow_nan=False)  # every detail is plain JSON
+
+
+def test_tensor_values_of_a_dtype_without_a_portable_name_are_refused() -> None:
+    if np.dtype(np.longdouble).itemsize == 8:
+        pytest.skip("longdouble is float64 on this platform")
+    with pytest.raises(errors.VariableTypeError, match="portable dtype"):
+        validate(make_spec("tensor"), np.zeros(2, np.longdouble))
+    assert validate(make_spec("tensor"), np.zeros(2, ">f8")).dtype.name == "float64"
