@@ -123,9 +123,12 @@ class SnakepitServicer:
         self._allow(call, permission, sid, record.name)
         return record
 
-    def _names(self, sid: str, identifiers: Iterable[str]) -> dict[str, str | None]:
-        """identifier -> variable name (None when unknown), read at one revision."""
-        names = {record.name for record in self.provider.list_variables(sid)}
+    def _names(
+        self, sid: str, identifiers: Iterable[str], records: Iterable[VariableRecord] = ()
+    ) -> dict[str, str | None]:
+        """identifier -> variable name (None when unknown), read at one revision (or among
+        ``records`` when given)."""
+        names = {record.name for record in (records or self.provider.list_variables(sid))}
         found: dict[str, str | None] = {}
         for ident in identifiers:
             bare = ident[len(ID_PREFIX) :] if ident.startswith(ID_PREFIX) else None
@@ -251,7 +254,7 @@ class SnakepitServicer:
     def SetVariables(self, request: Any, call: CallInfo) -> Any:
         sid = request.session_id
         records = {r.name: r for r in self.provider.list_variables(sid)}
-        names = self._names(sid, request.updates)
+        names = self._names(sid, request.updates, records.values())
         failed: dict[str, str] = {}
         values: dict[str, Any] = {}
         keys: dict[str, str] = {}
