@@ -11,6 +11,7 @@ import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
 from dspex import errors
@@ -153,12 +154,30 @@ def type_name(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True, init=False)
 class Choice:
-    """A choice type: ``Choice("dspex/sim", "openai/gpt-4o-mini")`` allows exactly these values."""
+    """A choice type: ``Choice("dspex/sim", "openai/gpt-4o-mini")`` allows exactly these values.
+
+    Keyword choices map keys to objects that stay in the process:
+    ``Choice(fast=dspy.LM("openai/gpt-4o-mini", api_key=...), local=dspy.LM(..., api_base=...))``
+    allows the values ``"fast"`` and ``"local"``; only the key is stored in a session, and a
+    ``bind(module, lm=...)`` of such a variable runs the mapped LM object.
+    """
 
     choices: tuple[Any, ...]
+    objects: Mapping[str, Any] = field(repr=False, compare=False)
 
-    def __init__(self, *choices: Any) -> None:
-        object.__setattr__(self, "choices", tuple(choices))
+    def __init__(self, *choices: Any, **objects: Any) -> None:
+        object.__setattr__(self, "choices", (*choices, *objects))
+        object.__setattr__(self, "objects", MappingProxyType(dict(objects)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _make_choice,
+            (self.choices[: len(self.choices) - len(self.objects)], dict(self.objects)),
+        )
+
+
+def _make_choice(choices: tuple[Any, ...], objects: dict[str, Any]) -> Choice:
+    return Choice(*choices, **objects)
 
 
 def normalize_type(type_: Any) -> str:

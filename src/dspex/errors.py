@@ -31,6 +31,7 @@ DspexError
 │   ├── StoreProtocolError                              unknown status, version skew
 │   └── StoreDataError                                  data dir unwritable/full/locked/newer
 ├── BindingError                  (also TypeError)      a variable bound to the wrong DSPy hook
+├── TuningError                   (also ValueError)     a search space or tuning setup refused
 ├── ToolError                                           a tool raised; carries its traceback
 │   ├── ToolNotFoundError         (also LookupError)   no such tool in the session
 │   ├── ToolExistsError                                another connected process owns the name
@@ -77,6 +78,7 @@ __all__ = [
     "ToolNotFoundError",
     "ToolTimeoutError",
     "ToolUnavailableError",
+    "TuningError",
     "UnauthenticatedError",
     "VariableAssignmentError",
     "VariableError",
@@ -357,6 +359,12 @@ class ToolTimeoutError(ToolError, TimeoutError):
     """The tool's owner did not answer within the call's timeout."""
 
     code = "tool_timeout"
+
+
+class TuningError(DspexError, ValueError):
+    """A tuning run was refused before it started (search space, study, arguments)."""
+
+    code = "tuning_error"
 
 
 class WorkerError(DspexError):

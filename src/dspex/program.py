@@ -25,7 +25,13 @@ from typing import Any, ClassVar
 import dspy
 
 from dspex._model import VariableRecord
-from dspex.binding import SECTION, BoundModule, dump_variables, prepare_load
+from dspex.binding import (
+    SECTION,
+    SavedVariables,
+    bound_variables,
+    dump_variables,
+    prepare_load,
+)
 from dspex.errors import SessionError, VariableExistsError
 from dspex.session import current_session
 from dspex.variables import Variable
@@ -61,7 +67,7 @@ def _declarations(cls: type) -> dict[str, Variable]:
     return found
 
 
-class Program(dspy.Module):  # type: ignore[misc]
+class Program(SavedVariables, dspy.Module):  # type: ignore[misc]
     """A DSPy module with declared, session-scoped variables.
 
     Subclass it, declare :class:`dspex.Variable` class attributes, and bind them to DSPy hooks
@@ -139,10 +145,9 @@ class Program(dspy.Module):  # type: ignore[misc]
         declaration; its spec lives in the session.
         """
         found: dict[str, Variable | None] = dict(type(self).declared_variables)
-        for _, module in self.named_sub_modules(type_=BoundModule):
-            for name, declared in module.named_variables():
-                if found.get(name) is None:
-                    found[name] = declared
+        for name, declared in bound_variables(self):
+            if found.get(name) is None:
+                found[name] = declared
         return list(found.items())
 
     def register_variables(self) -> list[VariableRecord]:
@@ -166,15 +171,24 @@ class Program(dspy.Module):  # type: ignore[misc]
     def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:
         """Load DSPy's state, then set the saved variables in the current session.
 
-        The variables are checked before anything is applied; a bad section changes nothing.
+        The variables of the top-level section and of every bound predictor's state are checked
+        before anything is applied and set in one atomic batch; a bad section changes nothing.
 
         Raises:
             SessionError: the state has variables and no session is active.
             VariableExistsError: a saved spec conflicts with a declaration or the session.
         """
-        section = state.get(SECTION)
+        state = dict(state)
+        own: dict[str, Any] = dict(state.pop(SECTION, None) or {})
+        section: dict[str, Any] = {}
+        for name, entry in list(state.items()):
+            if isinstance(entry, dict) and SECTION in entry:
+                stripped = dict(entry)
+                section.update(stripped.pop(SECTION) or {})
+                state[name] = stripped
+        section.update(own)  # the program's own section wins over its predictors' copies
         declared = {name: v for name, v in self.named_variables() if v is not None}
-        commit = prepare_load(section, declared) if section is not None else None
+        commit = prepare_load(section, declared) if section else None
         super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         if commit is not None:
             commit()
@@ -185,6 +199,8 @@ class Program(dspy.Module):  # type: ignore[misc]
             session = current_session()
         except SessionError:
             return  # the bound calls inside will say that no session is active
+        if "_dspex_pending" in self.__dict__:
+            self.apply_pending()
         done = _registered.get(session)
         if done is None or type(self) not in done:
             self._register_declared(session)

@@ -31,9 +31,10 @@ from typing import Any, NamedTuple
 
 from dspex.errors import SessionClosedError, SessionError, SessionNotFoundError
 from dspex.state import LocalProvider, SessionContext, StateProvider
-from dspex.state._heartbeat import SessionHeartbeat
-from dspex.state._tool_model import ToolHandler, ToolInfo
-from dspex.state._tools import SessionTools
+from dspex.state.client.connect import open_store, tool_link
+from dspex.state.core.heartbeat import SessionHeartbeat
+from dspex.state.core.tool_model import ToolHandler, ToolInfo
+from dspex.state.core.tools import SessionTools
 
 __all__ = ["Session", "current_session"]
 
@@ -79,21 +80,14 @@ def current_session() -> Session:
 def _open_store(
     store: str | StateProvider | None, token: str | None = None
 ) -> tuple[StateProvider, str]:
-    if store is None:
-        return LocalProvider(), "local"
-    if isinstance(store, str):
-        if not store.startswith(_STORE_SCHEMES):
-            raise SessionError(
-                f"store address {store!r} not understood; use 'grpc://HOST:PORT', "
-                "'grpcs://HOST:PORT' or 'unix:///PATH' (or pass a provider object, or None for "
-                "in-process)"
-            )
-        # Imported here so `import dspex` and local sessions never load grpc.
-        from dspex.state._session_store import SessionStoreProvider
-
-        return SessionStoreProvider(store, token=token), "session_store"
-    backend = "local" if isinstance(store, LocalProvider) else "session_store"
-    return store, backend
+    if isinstance(store, str) and not store.startswith(_STORE_SCHEMES):
+        raise SessionError(
+            f"store address {store!r} not understood; use 'grpc://HOST:PORT', "
+            "'grpcs://HOST:PORT' or 'unix:///PATH' (or pass a provider object, or None for "
+            "in-process)"
+        )
+    provider = open_store(store, token=token)
+    return provider, "local" if isinstance(provider, LocalProvider) else "session_store"
 
 
 def _open_session(
@@ -334,7 +328,7 @@ class Session(SessionContext):
                 self._store = (embedded.address, embedded.token)
                 self.backend = "session_store"
                 if self._tools is not None:  # serve the tools registered so far
-                    self._tools.connect(self.provider, embedded.address, embedded.token)
+                    self._tools.connect(tool_link(self.provider, embedded.address, embedded.token))
             return self._store[0]
 
     # -- tools (``@dspex.tool`` registers; every process of the session lists and calls) ---
@@ -348,7 +342,7 @@ class Session(SessionContext):
                     )
                 tools = SessionTools(self.session_id)
                 if self._store is not None:
-                    tools.connect(self.provider, *self._store)
+                    tools.connect(tool_link(self.provider, *self._store))
                 self._tools = tools
                 self._on_close.append(tools.close)
             return self._tools

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from serve_process import ServeProcess
+from support.serve_process import ServeProcess
 
 from dspex.state.store import SessionStoreProvider
 

@@ -1,5 +1,6 @@
 """The error-code list cannot drift: errors.proto, docs/protocol.md, dspex.errors and the
-server's status table must name the same codes with the same statuses."""
+server's status table (dspex.state.wire.status) must name the same codes with the same
+statuses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from pathlib import Path
 
 import dspex.errors as errors
+from dspex.state.wire.status import status_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ERRORS_PROTO = ROOT / "proto" / "dspex" / "bridge" / "v1" / "errors.proto"
@@ -43,6 +45,11 @@ def test_errors_proto_lists_every_code_of_the_library_once() -> None:
     codes = [code for code, _, _ in proto_codes()]
     assert len(codes) == len(set(codes))
     assert sorted(codes) == sorted(cls.code for cls in all_error_classes())
+
+
+def test_errors_proto_statuses_are_the_servers() -> None:
+    sent = {cls.code: status_for(cls).name for cls in all_error_classes()}
+    assert {code: status for code, status, _ in proto_codes()} == sent
 
 
 def test_docs_table_matches_errors_proto() -> None:

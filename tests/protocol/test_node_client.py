@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_process import ServeProcess
+from support.serve_process import ServeProcess
 
 import dspex
 from dspex import errors

@@ -14,7 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
-from serve_process import ServeProcess
+from support.serve_process import ServeProcess
 
 from dspex import errors
 from dspex._model import BatchMark, make_spec

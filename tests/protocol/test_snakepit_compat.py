@@ -12,8 +12,8 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import any_pb2
-from serve_process import ServeProcess
 from snakepit_client import WAIT, SnakepitContext, VariableNotFoundError, encode
+from support.serve_process import ServeProcess
 
 from dspex._model import make_spec
 from dspex._proto.snakepit import snakepit_bridge_pb2 as sp

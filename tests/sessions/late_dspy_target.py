@@ -28,7 +28,9 @@ with dspex.Session() as session:
         def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
             with lock:
                 in_session = dspex.current_session() is session
-                temperature = inputs["kwargs"].get("temperature")
+                # A bound temperature travels on the LM copy, as plain DSPy's lm.copy(...) does.
+                kwargs = {**instance.kwargs, **inputs["kwargs"]}
+                temperature = kwargs.get("temperature")
                 seen.append((threading.get_ident(), in_session, temperature))
 
     class QA(dspex.Program):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_process import ServeProcess, run_dspex
+from support.serve_process import ServeProcess, run_dspex
 
 import dspex
 from dspex.errors import SessionError, SessionNotFoundError

@@ -43,6 +43,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_TOOL_ARGUMENTS: _ClassVar[ErrorCode]
     ERROR_CODE_TOOL_UNAVAILABLE: _ClassVar[ErrorCode]
     ERROR_CODE_TOOL_TIMEOUT: _ClassVar[ErrorCode]
+    ERROR_CODE_TUNING_ERROR: _ClassVar[ErrorCode]
     ERROR_CODE_WORKER_ERROR: _ClassVar[ErrorCode]
     ERROR_CODE_WORKER_CRASHED: _ClassVar[ErrorCode]
     ERROR_CODE_WORKER_SETUP: _ClassVar[ErrorCode]
@@ -84,6 +85,7 @@ ERROR_CODE_TOOL_EXISTS: ErrorCode
 ERROR_CODE_TOOL_ARGUMENTS: ErrorCode
 ERROR_CODE_TOOL_UNAVAILABLE: ErrorCode
 ERROR_CODE_TOOL_TIMEOUT: ErrorCode
+ERROR_CODE_TUNING_ERROR: ErrorCode
 ERROR_CODE_WORKER_ERROR: ErrorCode
 ERROR_CODE_WORKER_CRASHED: ErrorCode
 ERROR_CODE_WORKER_SETUP: ErrorCode
