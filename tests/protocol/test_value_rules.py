@@ -216,3 +216,9 @@ def test_tensor_values_of_a_dtype_without_a_portable_name_are_refused() -> None:
     with pytest.raises(errors.VariableTypeError, match="portable dtype"):
         validate(make_spec("tensor"), np.zeros(2, np.longdouble))
     assert validate(make_spec("tensor"), np.zeros(2, ">f8")).dtype.name == "float64"
+
+
+def test_an_unknown_type_name_is_a_plain_detail() -> None:
+    with pytest.raises(errors.ConstraintError) as caught:
+        make_spec("map")
+    assert caught.value.details["type"] == "map"  # not the repr "'map'"
