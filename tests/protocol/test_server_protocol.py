@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
@@ -120,8 +121,6 @@ def test_reflection_serves_both_versions_with_the_repository_file_names(
     assert {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= (
         names
     )
-    from google.protobuf import descriptor_pb2
-
     files = [
         descriptor_pb2.FileDescriptorProto.FromString(raw)
         for raw in found.file_descriptor_response.file_descriptor_proto

@@ -11,7 +11,9 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from snakepit_client import WAIT, SnakepitContext, VariableNotFoundError, encode
 from support.serve_process import ServeProcess
 
@@ -225,3 +227,23 @@ def test_history_rollback_and_unimplemented(ctx: SnakepitContext) -> None:
         grpc.StatusCode.UNIMPLEMENTED,
         "ToolStore",
     )
+
+
+def test_reflection_and_health_name_the_original_service(channel: grpc.Channel) -> None:
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    symbol = reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="snakepit.bridge.BridgeService"
+    )
+    (found,) = list(call(iter([symbol]), timeout=WAIT))
+    names = {
+        descriptor_pb2.FileDescriptorProto.FromString(raw).name
+        for raw in found.file_descriptor_response.file_descriptor_proto
+    }
+    assert "snakepit_bridge.proto" in names  # the original file name
+    health = health_pb2_grpc.HealthStub(channel)
+    answer = health.Check(health_pb2.HealthCheckRequest(service="snakepit.bridge.BridgeService"))
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
