@@ -20,13 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dspex.errors import DspexError, StoreUnavailableError
+from dspex.errors import DspexError, StoreUnavailableError, WatchLaggedError
 from dspex.state.core.contract import StateProvider
 from dspex.state.core.watch import VariableWatch
 from dspex.state.server import convert
 from dspex.state.server.calls import CallInfo, checked, enter_call, reset, run_sync, unary
 from dspex.state.server.guard import AccessGuard
 from dspex.state.server.locking import LockingRpcs
+from dspex.state.server.observe import StoreEvents
 from dspex.state.server.wakeups import HEARTBEAT, StreamWaiter, StreamWakeups
 from dspex.state.wire.status import abort
 
@@ -90,6 +91,7 @@ class SessionStoreServicer(LockingRpcs):
         guard: access control (None: every call is allowed).
         offload: run provider calls in worker threads so a provider that blocks (SQLite,
             Redis) never stalls the event loop; by default, unless the provider is in memory.
+        events: told of lock waits, lagging watches and tool calls (server metrics).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class SessionStoreServicer(LockingRpcs):
         *,
         guard: AccessGuard | None = None,
         offload: bool | None = None,
+        events: StoreEvents | None = None,
     ) -> None:
         super().__init__()
         self.provider = provider
@@ -108,6 +111,7 @@ class SessionStoreServicer(LockingRpcs):
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dspex-store")
         self.stopping = False
         self._hub: StreamWakeups | None = None
+        self.events = events or StoreEvents()
         self._max_value = self.limits.max_value_bytes
 
     @property
@@ -264,6 +268,8 @@ class SessionStoreServicer(LockingRpcs):
             watch = await run_sync(self, self._open_watch, sid, names, after, initial)
             await self._stream(sid, watch, context, visible)
         except DspexError as exc:
+            if isinstance(exc, WatchLaggedError):
+                self.events.watch_lagged()
             await abort(context, exc)
         finally:
             reset(resets)

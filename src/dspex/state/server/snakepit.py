@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import grpc
@@ -26,6 +26,7 @@ from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex._proto.snakepit import snakepit_bridge_pb2 as sp
 from dspex.state.server.calls import CallInfo, run_sync, unary
 from dspex.state.server.handlers import register_service, service_methods
+from dspex.state.server.observe import CallObserver
 from dspex.state.server.servicer import SessionStoreServicer
 from dspex.state.server.snakepit_errors import snakepit_error
 from dspex.state.wire.snakepit import (
@@ -453,7 +454,11 @@ def _update(update: Any) -> Any:
     )
 
 
-def add_snakepit(server: Any, store: SessionStoreServicer, tools: Any) -> None:
-    """Serve ``snakepit.bridge.BridgeService`` on ``server`` beside ``store`` and ``tools``."""
+def add_snakepit(
+    server: Any, store: SessionStoreServicer, tools: Any, observers: Sequence[CallObserver] = ()
+) -> None:
+    """Serve ``snakepit.bridge.BridgeService`` on ``server`` beside ``store`` and ``tools``,
+    its calls seen by ``observers`` (metrics, traces) like every other RPC."""
     servicer = SnakepitServicer(store, tools)
-    register_service(server, SNAKEPIT_SERVICE, servicer, service_methods(sp, "BridgeService"))
+    methods = service_methods(sp, "BridgeService")
+    register_service(server, SNAKEPIT_SERVICE, servicer, methods, observers)
