@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/dspex demo
 
-# Everything the tests need beyond Python packages: a real redis-server on loopback, and
-# libfaketime for the clock-skew fault tests (tests/faults).
+# Everything the tests need beyond Python packages: a real redis-server on loopback, Node.js
+# with the protocol conformance client's npm packages (tests/protocol/node, project-local),
+# and libfaketime for the clock-skew fault tests (tests/faults).
 test-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server (apt)"; \
@@ -26,6 +27,10 @@ test-deps:
 	@[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || { \
 	  echo "installing libfaketime (apt)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfaketime >/dev/null; }
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing nodejs and npm (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tests/protocol/node && npm ci --no-audit --no-fund --loglevel=error
 	@# the dashboard's browser tests drive Debian's headless Chromium (Playwright, no download)
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing chromium (apt)"; \

@@ -146,6 +146,12 @@ def add_parser(subparsers: Any) -> None:
         default=5.0,
         help="seconds in-flight calls get on shutdown, 0 or more (default: %(default)s)",
     )
+    parser.add_argument(
+        "--snakepit-compat",
+        action="store_true",
+        help="also serve snakepit.bridge.BridgeService, the original Elixir/Python bridge's "
+        "protocol, over the same sessions (docs/protocol.md)",
+    )
     add_hardening_options(parser)
     add_serve_options(parser)
     _observe.add_serve_options(parser)
@@ -170,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat,
         session_ttl=args.session_ttl,
         max_concurrent_calls=args.max_concurrent_calls,
+        snakepit_compat=args.snakepit_compat,
     )
 
     def ready(address: str) -> None:

@@ -22,6 +22,7 @@ from dspex.state.engines.contract import (
     UnknownSession,
     Write,
     check_sizes,
+    mark_batch,
 )
 
 __all__ = ["MemoryEngine"]
@@ -318,7 +319,9 @@ class MemoryEngine:
                 name, old.spec, value, old.version + 1, revision, self.now(), writer,
                 old.metadata, False, old.lock,
             ))  # fmt: skip
-            update: VariableUpdate = _new_tuple(VariableUpdate, (revision, "set", name, record))
+            update: VariableUpdate = _new_tuple(
+                VariableUpdate, (revision, "set", name, record, None)
+            )
             if self._budgeted:
                 self._check_budgets(session_id, space, (update,))  # raises: nothing applied
             space.revision = revision
@@ -352,8 +355,8 @@ class MemoryEngine:
                 record = _new_tuple(VariableRecord, (
                     name, spec, value, version, revision, now, writer, metadata, stale, lock,
                 ))  # fmt: skip
-            updates.append(_new_tuple(VariableUpdate, (revision, kind, name, record)))
-        return updates
+            updates.append(_new_tuple(VariableUpdate, (revision, kind, name, record, None)))
+        return mark_batch(updates) if len(updates) > 1 else updates
 
     def _install(self, space: _Space, update: VariableUpdate) -> None:
         space.revision = update.revision

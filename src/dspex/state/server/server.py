@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from dspex import _tracing
 from dspex._proto.bridge.v1 import store_pb2
@@ -33,7 +32,9 @@ from dspex.state.server import convert as server_convert
 from dspex.state.server.guard import AccessGuard
 from dspex.state.server.handlers import register_service
 from dspex.state.server.observe import CallObserver
+from dspex.state.server.reflection import enable_reflection
 from dspex.state.server.servicer import SessionStoreServicer, StoreLimits
+from dspex.state.server.snakepit import SNAKEPIT_SERVICE, add_snakepit
 from dspex.state.server.tools import ToolStoreServicer, add_tool_store
 from dspex.state.wire.channel import StoreAddress, parse_address, server_options
 from dspex.state.wire.tls import ServerTls
@@ -118,13 +119,15 @@ async def _start(
     _register(servicer, server, observers)
     tools = ToolStoreServicer(servicer)
     add_tool_store(tools, server, observers)
+    services = [SERVICE_NAME, TOOLS_SERVICE_NAME]
+    if limits.snakepit_compat:
+        add_snakepit(server, servicer, tools, observers)
+        services.append(SNAKEPIT_SERVICE)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME, TOOLS_SERVICE_NAME):
+    for name in ("", *services):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, TOOLS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection(server, (*services, health.SERVICE_NAME))
     url = _bind(server, address, tls)
     await server.start()
     running = _Running(server, servicer, health_servicer, url)

@@ -35,6 +35,8 @@ __all__ = ["SessionStoreServicer", "StoreLimits"]
 
 _BATCH: Final = 256
 """Most updates a stream drains before yielding to other streams."""
+_READ_ATTEMPTS: Final = 8
+"""Reads of GetVariables before it settles for the newest record revision."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,8 @@ class StoreLimits:
             keeps such sessions until they are closed.
         max_concurrent_calls: calls and streams in progress at once (None: unbounded); grpc
             answers RESOURCE_EXHAUSTED above it, which clients report as an overloaded store.
+        snakepit_compat: also serve ``snakepit.bridge.BridgeService``, the original bridge's
+            protocol, over the same sessions (``dspex serve --snakepit-compat``).
     """
 
     max_message_bytes: int = 32 * 1024 * 1024
@@ -57,6 +61,7 @@ class StoreLimits:
     heartbeat_interval: float = 15.0
     session_ttl: float | None = None
     max_concurrent_calls: int | None = None
+    snakepit_compat: bool = False
 
 
 def _drain(watch: VariableWatch, limit: int | None) -> tuple[list[Any], DspexError | None]:
@@ -192,8 +197,23 @@ class SessionStoreServicer(LockingRpcs):
     def GetVariables(self, request: Any, call: CallInfo) -> Any:
         sid, names = convert.read_get_variables(request)
         self._allow(call, "read", sid, *names)
-        records = self.provider.get_variables(sid, names)
-        return convert.records_response("GetVariables", (records[n] for n in names))
+        records, revision = self._read_at_one_revision(sid, names)
+        response = convert.records_response("GetVariables", (records[n] for n in names))
+        response.revision = revision
+        return response
+
+    def _read_at_one_revision(
+        self, session_id: str, names: list[str]
+    ) -> tuple[dict[str, Any], int]:
+        """The records and the session revision at which all of them were current: the read
+        is repeated (rarely) until no write landed between the revision and the records."""
+        for _ in range(_READ_ATTEMPTS):
+            before = self.provider.get_session(session_id).revision
+            records = self.provider.get_variables(session_id, names)
+            if self.provider.get_session(session_id).revision == before:
+                return records, before
+        # Writes never paused: every record is current at least as of its own revision.
+        return records, max((r.revision for r in records.values()), default=before)
 
     @unary(writes=True)
     def SetVariable(self, request: Any, call: CallInfo) -> Any:

@@ -34,6 +34,7 @@ from dspex.state.server.calls import CallInfo, checked, enter_call, reset, run_s
 from dspex.state.server.handlers import register_service, service_methods
 from dspex.state.server.observe import CallObserver
 from dspex.state.server.servicer import SessionStoreServicer
+from dspex.state.server.tool_arguments import arguments_failure
 from dspex.state.server.tool_routes import PendingCall, ToolHub
 from dspex.state.wire import tools as convert
 from dspex.state.wire.status import abort
@@ -114,6 +115,12 @@ class ToolStoreServicer:
         session_id, name, arguments_json, timeout = convert.read_call(request)
         self._check_size(name, arguments_json, "arguments")
         await self._allow(call, "write", session_id)
+        entry = self.hub.entry(session_id, name)
+        if entry is not None:  # the store checks arguments for owners in every language
+            refused = arguments_failure(name, entry[0].parameters_json, arguments_json)
+            if refused is not None:  # counted as the owner's own refusal was: "raised"
+                self.events.tool_called(name, "raised")
+                return convert.call_response(("", refused), entry[1])
         verdict = "failed"
         try:
             pending = self.hub.submit(session_id, name, arguments_json)
