@@ -39,6 +39,18 @@ POLICIES = ["fail", "wait", "preempt", "", "shove"]
 CONSTRAINT_KEYS = ["min", "max", "choices", "pattern", "dimensions", "shape", "dtype", "bogus"]
 
 
+_SMALL = [0, 1, 2, 3, 100]
+_INTEGERS = {
+    FieldDescriptor.TYPE_INT64: [*_SMALL, -1, 2**62, -(2**63)],
+    FieldDescriptor.TYPE_SINT64: [*_SMALL, -1, 2**62, -(2**63)],
+    FieldDescriptor.TYPE_UINT64: [*_SMALL, 2**64 - 1],
+    FieldDescriptor.TYPE_INT32: [*_SMALL, -1, 2**31 - 1, -(2**31)],
+    FieldDescriptor.TYPE_SINT32: [*_SMALL, -1, 2**31 - 1, -(2**31)],
+    FieldDescriptor.TYPE_UINT32: [*_SMALL, 2**32 - 1],
+}
+"""Extreme and ordinary values that each integer field type can hold."""
+
+
 class RandomRequests:
     """Random request bytes and messages from one seeded generator."""
 
@@ -122,7 +134,7 @@ class RandomRequests:
             )
         if kind == FieldDescriptor.TYPE_BYTES:
             return self.rng.randbytes(self.rng.choice([0, 1, 7, 8, 16, 24, 100]))
-        return self.rng.choice([0, 1, 2, 3, -1, 100, 2**62, -(2**63)])  # integers
+        return self.rng.choice(_INTEGERS.get(kind, _INTEGERS[FieldDescriptor.TYPE_INT64]))
 
     def _string(self, name: str) -> str:
         rng = self.rng
