@@ -107,10 +107,10 @@ class WorkerPool:
         wait: bool = True,
         name: str = "dspex-worker",
     ) -> None:
-        _check_positive_int("workers", workers, 1)
-        _check_positive_int("retries", retries, 0)
-        _check_positive_int("setup_attempts", setup_attempts, 1)
-        blob = setup if isinstance(setup, bytes) else _pickle_setup(setup)
+        check_positive_int("workers", workers, 1)
+        check_positive_int("retries", retries, 0)
+        check_positive_int("setup_attempts", setup_attempts, 1)
+        blob = setup if isinstance(setup, bytes) else pickle_setup(setup)
         self._core = DispatchCore(
             multiprocessing.get_context("spawn"),
             blob,
@@ -217,8 +217,8 @@ class WorkerPool:
         try:
             for index, payload in enumerate(payloads):
                 futures.append(self._submit(payload, timeout, f"payloads[{index}]"))
-            _await_all(futures, progress, return_exceptions)
-            return [_outcome(future) for future in futures]
+            await_all(futures, progress, return_exceptions)
+            return [outcome(future) for future in futures]
         finally:
             for future in futures:
                 future.cancel()
@@ -255,25 +255,33 @@ class WorkerPool:
         if timeout is not None and not timeout > 0:
             raise WorkerError(f"timeout must be a positive number of seconds, got {timeout!r}")
         call_id = next(self._call_ids)
-        try:
-            data = _pickling.dumps((call_id, payload))
-        except Exception as exc:
-            reason = _pickling.explain_unpicklable(payload, label)
-            raise WorkerError(
-                f"the call {label} cannot be pickled for a worker process: {reason}. "
-                "Pass plain data (or objects cloudpickle can serialize) as payloads."
-            ) from exc
-        job = CallJob(call_id, data, Future(), timeout)
+        job = CallJob(call_id, pickle_call(call_id, payload, label), Future(), timeout)
         self._core.submit(job)
         return job.future
 
 
-def _check_positive_int(name: str, value: object, minimum: int) -> None:
+def pickle_call(call_id: int, payload: Any, label: str) -> bytes:
+    """Pickle one call message ``(call_id, payload)``, or explain which part cannot travel.
+
+    Raises:
+        WorkerError: the payload cannot be pickled (the message names the failing part).
+    """
+    try:
+        return _pickling.dumps((call_id, payload))
+    except Exception as exc:
+        reason = _pickling.explain_unpicklable(payload, label)
+        raise WorkerError(
+            f"the call {label} cannot be pickled for a worker process: {reason}. "
+            "Pass plain data (or objects cloudpickle can serialize) as payloads."
+        ) from exc
+
+
+def check_positive_int(name: str, value: object, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise WorkerSetupError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _pickle_setup(setup: Callable[[], Any]) -> bytes:
+def pickle_setup(setup: Callable[[], Any]) -> bytes:
     """Cloudpickle the setup target, or explain exactly which part cannot travel."""
     if not callable(setup):
         raise WorkerSetupError(
@@ -292,7 +300,7 @@ def _pickle_setup(setup: Callable[[], Any]) -> bytes:
         ) from exc
 
 
-def _await_all(
+def await_all(
     futures: list[Future[Any]], progress: ProgressCallback | None, return_exceptions: bool
 ) -> None:
     total = len(futures)
@@ -305,7 +313,7 @@ def _await_all(
             progress(done, total)
 
 
-def _outcome(future: Future[Any]) -> Any:
+def outcome(future: Future[Any]) -> Any:
     error = future.exception()
     return error if error is not None else future.result()
 

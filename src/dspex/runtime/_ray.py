@@ -1,0 +1,449 @@
+"""Layer 1 runtime: :class:`RayPool`, the worker pool on Ray actors (``pip install 'dspex[ray]'``).
+
+The same contract as :class:`dspex.runtime.WorkerPool` (a setup callable shipped once, then
+``handler(payload)`` per call, crash retries, per-call timeouts, ordered ``map``), with each
+worker a Ray actor of the cluster this process is connected to. ray is imported only when a
+RayPool is created, never by ``import dspex`` or the spawn pool.
+
+Each seat (one actor) has a thread that takes calls from the shared queue and waits on the
+actor's reply with ``ray.get``, so a call costs one actor round trip plus a queue hand-off. A
+dead actor (process killed, node lost) is killed for good and replaced by a new actor in that
+seat, and the lost call is retried there up to ``retries`` times; a call past its timeout kills
+its actor, which is replaced too. A replacement that cannot start within ``setup_timeout``
+(e.g. no node has the resources it asks for any more) fails the call instead of waiting.
+
+The setup travels as a Ray object (``ray.put``): the actor's creation task, which Ray keeps in
+its control store and shows in its dashboard, holds only the object id, never the setup's bytes
+(which may carry a store token).
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from dspex.errors import WorkerCrashedError, WorkerError, WorkerSetupError, WorkerTimeoutError
+from dspex.runtime import _worker
+from dspex.runtime._outcome import rebuild_exception
+from dspex.runtime._pickling import loads
+from dspex.runtime._pool import (
+    ProgressCallback,
+    await_all,
+    check_positive_int,
+    outcome,
+    pickle_call,
+    pickle_setup,
+)
+from dspex.runtime._ray_actor import RayWorker
+from dspex.runtime._slot import CallJob
+
+__all__ = ["ACTOR_OPTIONS", "RayPool", "connect_ray", "import_ray"]
+
+ACTOR_OPTIONS = frozenset(
+    {
+        "num_cpus",
+        "num_gpus",
+        "memory",
+        "resources",
+        "accelerator_type",
+        "runtime_env",
+        "scheduling_strategy",
+        "label_selector",
+        "namespace",
+        "lifetime",
+    }
+)
+"""Ray actor options a RayPool passes through (``.options(...)``); restarts stay the pool's."""
+
+_KILL_GRACE = 2.0  # seconds a seat thread gets to notice its killed actor at close
+
+
+def import_ray() -> Any:
+    """Import ray, or explain how to install it.
+
+    Raises:
+        WorkerSetupError: ray is not installed.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise WorkerSetupError(
+            "backend='ray' needs Ray: pip install 'dspex[ray]' (or pip install 'ray[default]')"
+        ) from exc
+    return ray
+
+
+def connect_ray() -> str:
+    """Connect to the Ray cluster (``ray.init()`` if needed) and return this node's IP.
+
+    ``ray.init()`` follows Ray's usual rules: ``$RAY_ADDRESS`` names a running cluster;
+    without it a local one is started. Call ``ray.init(address=...)`` yourself to choose.
+    """
+    ray = import_ray()
+    if not ray.is_initialized():
+        ray.init()
+    return str(ray.util.get_node_ip_address())
+
+
+@dataclass(eq=False)
+class _Seat:
+    """One actor seat: the actor handle, its readiness and where it runs."""
+
+    index: int
+    actor: Any = None
+    ready_ref: Any = None
+    pid: int | None = None
+    host: str | None = None
+    starts: int = 0
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+class RayPool:
+    """A fixed-size pool of Ray actors running one picklable target (see the module docstring).
+
+    Args:
+        setup: a picklable zero-argument callable returning the handler, or its cloudpickled
+            bytes; it runs once in every actor (and again in a replacement).
+        workers: number of actors (>= 1).
+        retries: how many times a call lost to a dead actor is retried (>= 0).
+        setup_timeout: seconds an actor may take to be placed, start and finish setup.
+        actor_options: Ray actor options passed through (``num_cpus``, ``resources``,
+            ``runtime_env``, ... see :data:`ACTOR_OPTIONS`).
+        name: prefix of the actors' names in Ray.
+
+    Raises:
+        WorkerSetupError: ray is missing, an argument or actor option is invalid, setup cannot
+            be pickled, or an actor cannot start (the message carries its error).
+    """
+
+    def __init__(
+        self,
+        setup: Callable[[], Callable[[Any], Any]] | bytes,
+        *,
+        workers: int = 1,
+        retries: int = 1,
+        setup_timeout: float = 60.0,
+        actor_options: Mapping[str, Any] | None = None,
+        name: str = "dspex-worker",
+    ) -> None:
+        check_positive_int("workers", workers, 1)
+        check_positive_int("retries", retries, 0)
+        options = check_actor_options(actor_options)
+        blob = setup if isinstance(setup, bytes) else pickle_setup(setup)
+        self._ray = import_ray()
+        connect_ray()
+        self._retries = retries
+        self._setup_timeout = setup_timeout
+        self._name = name
+        self._blob_ref = self._ray.put(blob)
+        self._actor_class = self._ray.remote(RayWorker)
+        self._options = {"max_restarts": 0, "max_task_retries": 0, "max_concurrency": 1}
+        self._options.update(options)
+        self._seats = [_Seat(index) for index in range(workers)]
+        self._queue: queue.SimpleQueue[CallJob | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._call_ids = itertools.count()
+        try:
+            for seat in self._seats:
+                self._start(seat)
+            for seat in self._seats:
+                self._await_ready(seat)
+        except BaseException:
+            self._kill_all()
+            raise
+        for seat in self._seats:
+            seat.thread = threading.Thread(
+                target=self._serve, args=(seat,), name=f"{name}-ray-{seat.index}", daemon=True
+            )
+            seat.thread.start()
+
+    # -- caller side --------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        """The number of actor seats."""
+        return len(self._seats)
+
+    @property
+    def pids(self) -> list[int | None]:
+        """The process id of each seat's actor (None while a replacement starts)."""
+        return [seat.pid for seat in self._seats]
+
+    @property
+    def hosts(self) -> list[str | None]:
+        """The host name each seat's actor runs on (None while a replacement starts)."""
+        return [seat.host for seat in self._seats]
+
+    def submit(self, payload: Any, *, timeout: float | None = None) -> Future[Any]:
+        """Queue ``handler(payload)`` on the next free actor; return its future.
+
+        Raises:
+            WorkerError: the pool is closed, or the payload cannot be pickled.
+        """
+        return self._submit(payload, timeout, "payload")
+
+    def call(self, payload: Any, *, timeout: float | None = None) -> Any:
+        """Run ``handler(payload)`` on an actor and return its result (see :meth:`submit`)."""
+        future = self._submit(payload, timeout, "payload")
+        try:
+            return future.result()
+        finally:
+            future.cancel()
+
+    def map(
+        self,
+        payloads: Iterable[Any],
+        *,
+        timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Run the handler on every payload in parallel; results in input order.
+
+        Same contract as :meth:`dspex.runtime.WorkerPool.map`.
+        """
+        futures: list[Future[Any]] = []
+        try:
+            for index, payload in enumerate(payloads):
+                futures.append(self._submit(payload, timeout, f"payloads[{index}]"))
+            await_all(futures, progress, return_exceptions)
+            return [outcome(future) for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def close(self, *, grace: float = 5.0) -> None:
+        """Stop the actors: queued calls fail, running ones get ``grace`` seconds. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._fail_queued()
+        for _ in self._seats:
+            self._queue.put(None)
+        deadline = time.monotonic() + grace
+        for seat in self._seats:
+            if seat.thread is not None:
+                seat.thread.join(max(0.0, deadline - time.monotonic()))
+        self._kill_all()
+        for seat in self._seats:
+            if seat.thread is not None:
+                seat.thread.join(_KILL_GRACE)
+        self._fail_queued()
+
+    def __enter__(self) -> RayPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<RayPool workers={self.workers} {'closed' if self._closed else 'open'}>"
+
+    def _submit(self, payload: Any, timeout: float | None, label: str) -> Future[Any]:
+        if timeout is not None and not timeout > 0:
+            raise WorkerError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        call_id = next(self._call_ids)
+        job = CallJob(call_id, pickle_call(call_id, payload, label), Future(), timeout)
+        with self._lock:
+            if self._closed:
+                raise WorkerError("the Ray worker pool is closed; create a new one")
+            self._queue.put(job)
+        return job.future
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(
+                    WorkerError("the worker pool was closed before this call started")
+                )
+
+    # -- actors -------------------------------------------------------------------------------
+
+    def _start(self, seat: _Seat) -> None:
+        """Create a new actor in ``seat`` (placement and setup go on in the background)."""
+        seat.starts += 1
+        seat.pid = seat.host = None
+        seat.actor = self._actor_class.options(**self._options).remote(self._blob_ref)
+        seat.ready_ref = seat.actor.ready.remote()
+
+    def _await_ready(self, seat: _Seat) -> None:
+        """Wait until the seat's actor finished setup.
+
+        Raises:
+            WorkerSetupError: it failed or did not start within ``setup_timeout``.
+        """
+        ray = self._ray
+        try:
+            seat.pid, seat.host = ray.get(seat.ready_ref, timeout=self._setup_timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise WorkerSetupError(
+                f"Ray actor {seat.index} of {self._name} did not start within "
+                f"{self._setup_timeout:g}s: no node may offer the resources it asks for, or its "
+                "setup hangs. Check `ray status`, the actor options, or raise setup_timeout.",
+                worker=seat.index,
+            ) from None
+        except ray.exceptions.RayError as exc:
+            raise WorkerSetupError(
+                f"Ray actor {seat.index} of {self._name} failed to start: {_ray_reason(exc)}",
+                worker=seat.index,
+            ) from None
+
+    def _replace(self, seat: _Seat) -> None:
+        """Kill the seat's actor for good and start a replacement."""
+        self._kill(seat)
+        if not self._closed:
+            self._start(seat)
+
+    def _kill(self, seat: _Seat) -> None:
+        if seat.actor is not None:
+            try:
+                self._ray.kill(seat.actor, no_restart=True)
+            except Exception:  # already gone; nothing left to stop
+                pass
+        seat.actor = seat.ready_ref = None
+        seat.pid = seat.host = None
+
+    def _kill_all(self) -> None:
+        for seat in self._seats:
+            self._kill(seat)
+
+    # -- the seat threads ---------------------------------------------------------------------
+
+    def _serve(self, seat: _Seat) -> None:
+        """Take calls from the queue and run them on this seat's actor until told to stop."""
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if not job.future.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            try:
+                ok, value = self._run(seat, job)
+            except BaseException as exc:  # never leave a caller waiting on a broken seat
+                ok, value = False, WorkerError(f"the Ray pool failed to run a call: {exc!r}")
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+    def _run(self, seat: _Seat, job: CallJob) -> tuple[bool, Any]:
+        """Run ``job`` on the seat's actor, replacing a dead actor and retrying as allowed."""
+        ray = self._ray
+        while True:
+            if self._closed:
+                return False, WorkerError("the worker pool was closed before this call finished")
+            if seat.actor is None:
+                self._start(seat)
+            if seat.pid is None:
+                try:
+                    self._await_ready(seat)
+                except WorkerSetupError as exc:
+                    self._kill(seat)
+                    return False, exc
+            pid, host = seat.pid, seat.host
+            try:
+                reply = ray.get(seat.actor.call.remote(job.data), timeout=job.timeout)
+            except ray.exceptions.GetTimeoutError:
+                self._replace(seat)
+                return False, _timeout_error(seat.index, pid, host, job.timeout)
+            except ray.exceptions.RayTaskError as exc:  # the actor method itself broke
+                return False, WorkerError(f"a call failed in Ray actor pid {pid}: {exc}")
+            except ray.exceptions.RayError as exc:  # the actor or its node died
+                self._replace(seat)
+                job.crashes += 1
+                if self._closed:
+                    continue
+                if job.crashes > self._retries:
+                    return False, self._crashed_error(seat.index, pid, host, job.crashes, exc)
+                continue
+            return _decode(reply, pid or 0)
+
+    def _crashed_error(
+        self, index: int, pid: int | None, host: str | None, crashes: int, exc: BaseException
+    ) -> WorkerCrashedError:
+        tries = "it was not retried" if crashes == 1 else f"it was tried {crashes} times"
+        return WorkerCrashedError(
+            f"Ray actor {index} (pid {pid} on {host}) died while running a call "
+            f"({_ray_reason(exc)}); {tries} (retries={self._retries}). A replacement actor is "
+            "started; look for code that can kill the process, or for a lost node.",
+            pid=pid,
+            worker=index,
+        )
+
+
+def check_actor_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate Ray actor options (names only: Ray checks the values).
+
+    Raises:
+        WorkerSetupError: an option is not one a pool passes through.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise WorkerSetupError(f"actor_options must be a mapping, got {type(options).__name__}")
+    unknown = sorted(set(options) - ACTOR_OPTIONS)
+    if unknown:
+        raise WorkerSetupError(
+            f"actor option(s) {unknown} are not passed to Ray actors; use some of "
+            f"{sorted(ACTOR_OPTIONS)} (restarts and retries are the pool's: use retries=)"
+        )
+    return dict(options)
+
+
+def _decode(reply: bytes, pid: int) -> tuple[bool, Any]:
+    try:
+        message = loads(reply)
+    except Exception as exc:
+        return False, WorkerError(
+            f"the result of a call on Ray actor pid {pid} cannot be unpickled here: "
+            f"{type(exc).__name__}: {exc}. Return types the caller can import."
+        )
+    if message[0] == _worker.RESULT:
+        return True, message[2]
+    _, _, blob, text, summary = message
+    return False, rebuild_exception(blob, text, summary, pid)
+
+
+def _timeout_error(
+    index: int, pid: int | None, host: str | None, timeout: float | None
+) -> WorkerTimeoutError:
+    return WorkerTimeoutError(
+        f"the call did not finish within its timeout of {timeout}s on Ray actor {index} "
+        f"(pid {pid} on {host}); the actor was killed and is being replaced. Raise the timeout "
+        "or make the call faster.",
+        pid=pid,
+        timeout=timeout,
+    )
+
+
+def _ray_reason(exc: BaseException) -> str:
+    """A Ray error in one line: the error raised last, and where (Ray's first line)."""
+    text = _ANSI.sub("", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) == 1:
+        return lines[0]
+    return f"{lines[-1]} ({lines[0]})"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
