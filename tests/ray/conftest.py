@@ -1,9 +1,9 @@
 """Fixtures for the Ray backend tests: one small local Ray instance per test module.
 
 ``backend`` runs a test once on spawned workers and once on Ray actors. The local Ray instance
-(2 CPUs, 100 MB object store, no dashboard) is started the first time a module needs it and shut
-down after the module; its workers find this folder's modules through the job's code search
-path, as a real cluster finds installed code.
+(2 CPUs, a custom resource, 100 MB object store, no dashboard) is started the first time a
+module needs it and shut down after the module; its workers find this folder's modules through
+the job's code search path, as a real cluster finds installed code.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def local_ray() -> Iterator[Any]:
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=100 * 1024 * 1024,
+        resources={"dspex_test_slot": 4},
         log_to_driver=False,
         job_config=JobConfig(code_search_path=[str(HERE)]),
     )

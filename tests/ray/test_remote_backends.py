@@ -48,9 +48,10 @@ def test_the_session_is_promoted_and_every_call_uses_its_values_at_that_moment(
         ):
             if change:
                 session.update(change)
-            for prediction in [*pool.map([{"question": q} for q in QUESTIONS] * 2), pool(
-                question=QUESTIONS[step]
-            )]:
+            for prediction in [
+                *pool.map([{"question": q} for q in QUESTIONS] * 2),
+                pool(question=QUESTIONS[step]),
+            ]:
                 assert prediction.pid != os.getpid()
                 assert prediction.lm_call == {
                     "model": session.get("model"),
@@ -116,7 +117,8 @@ def test_tools_run_in_their_owner_process(session: dspex.Session, backend: str) 
 
 def test_the_configured_lm_is_shipped(session: dspex.Session, backend: str) -> None:
     lm = dspex.SimLM("dspex/sim-large", cpu_work=10)
-    with dspy.context(lm=lm), remote(backend_targets.UsesConfiguredLM(), backend, workers=1) as pool:
+    module = backend_targets.UsesConfiguredLM()
+    with dspy.context(lm=lm), remote(module, backend, workers=1) as pool:
         prediction = pool(question="What is 2 + 2?")
     assert (prediction.model, prediction.cpu_work) == ("dspex/sim-large", 10)
 
