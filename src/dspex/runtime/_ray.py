@@ -297,8 +297,9 @@ class RayPool:
         except ray.exceptions.GetTimeoutError:
             raise WorkerSetupError(
                 f"Ray actor {seat.index} of {self._name} did not start within "
-                f"{self._setup_timeout:g}s: no node may offer the resources it asks for, or its "
-                "setup hangs. Check `ray status`, the actor options, or raise setup_timeout.",
+                f"{self._setup_timeout:g}s: no node may offer the resources it asks for "
+                f"({self._asks()}), or its setup hangs. Check `ray status`, the actor options, "
+                "or raise setup_timeout.",
                 worker=seat.index,
             ) from None
         except ray.exceptions.RayError as exc:
@@ -306,6 +307,15 @@ class RayPool:
                 f"Ray actor {seat.index} of {self._name} failed to start: {_ray_reason(exc)}",
                 worker=seat.index,
             ) from None
+
+    def _asks(self) -> str:
+        """The resources one actor asks for, as given (Ray's defaults otherwise)."""
+        asked = {
+            k: self._options[k]
+            for k in ("num_cpus", "num_gpus", "resources")
+            if k in self._options
+        }
+        return ", ".join(f"{k}={v!r}" for k, v in asked.items()) or "Ray's defaults: num_cpus=1"
 
     def _replace(self, seat: _Seat) -> None:
         """Kill the seat's actor for good and start a replacement."""
@@ -348,6 +358,7 @@ class RayPool:
     def _run(self, seat: _Seat, job: CallJob) -> tuple[bool, Any]:
         """Run ``job`` on the seat's actor, replacing a dead actor and retrying as allowed."""
         ray = self._ray
+        lost: tuple[int | None, str | None] = (None, None)  # the actor the last try died on
         while True:
             if self._closed:
                 return False, WorkerError("the worker pool was closed before this call finished")
@@ -358,33 +369,37 @@ class RayPool:
                     self._await_ready(seat)
                 except WorkerSetupError as exc:
                     self._kill(seat)
+                    if job.crashes:  # lost to a crash, and no replacement to retry it on
+                        return False, self._crashed_error(seat.index, *lost, job.crashes, exc)
                     return False, exc
-            pid, host = seat.pid, seat.host
+            lost = (seat.pid, seat.host)
             try:
                 reply = ray.get(seat.actor.call.remote(job.data), timeout=job.timeout)
             except ray.exceptions.GetTimeoutError:
                 self._replace(seat)
-                return False, _timeout_error(seat.index, pid, host, job.timeout)
+                return False, _timeout_error(seat.index, *lost, job.timeout)
             except ray.exceptions.RayTaskError as exc:  # the actor method itself broke
-                return False, WorkerError(f"a call failed in Ray actor pid {pid}: {exc}")
+                return False, WorkerError(f"a call failed in Ray actor pid {lost[0]}: {exc}")
             except ray.exceptions.RayError as exc:  # the actor or its node died
                 self._replace(seat)
                 job.crashes += 1
-                if self._closed:
-                    continue
-                if job.crashes > self._retries:
-                    return False, self._crashed_error(seat.index, pid, host, job.crashes, exc)
+                if job.crashes > self._retries and not self._closed:
+                    return False, self._crashed_error(seat.index, *lost, job.crashes, exc)
                 continue
-            return _decode(reply, pid or 0)
+            return _decode(reply, lost[0] or 0)
 
     def _crashed_error(
         self, index: int, pid: int | None, host: str | None, crashes: int, exc: BaseException
     ) -> WorkerCrashedError:
         tries = "it was not retried" if crashes == 1 else f"it was tried {crashes} times"
+        if isinstance(exc, WorkerSetupError):
+            tries += f", and no replacement actor could start to retry it: {exc.message}"
+        else:
+            tries += f" ({_ray_reason(exc)})"
         return WorkerCrashedError(
-            f"Ray actor {index} (pid {pid} on {host}) died while running a call "
-            f"({_ray_reason(exc)}); {tries} (retries={self._retries}). A replacement actor is "
-            "started; look for code that can kill the process, or for a lost node.",
+            f"Ray actor {index} (pid {pid} on {host}) died while running a call; {tries} "
+            f"(retries={self._retries}). A replacement actor is started; look for code that "
+            "can kill the process, or for a lost node.",
             pid=pid,
             worker=index,
         )
