@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 RAY = str(Path(sys.executable).with_name("ray"))
 SRC = Path(__file__).resolve().parents[2] / "src"
 HERE = Path(__file__).resolve().parent

@@ -392,14 +392,15 @@ class RayPool:
         self, index: int, pid: int | None, host: str | None, crashes: int, exc: BaseException
     ) -> WorkerCrashedError:
         tries = "it was not retried" if crashes == 1 else f"it was tried {crashes} times"
+        tries += f" (retries={self._retries})"
         if isinstance(exc, WorkerSetupError):
             tries += f", and no replacement actor could start to retry it: {exc.message}"
         else:
-            tries += f" ({_ray_reason(exc)})"
+            tries += f". Ray says: {_ray_reason(exc)}"
         return WorkerCrashedError(
-            f"Ray actor {index} (pid {pid} on {host}) died while running a call; {tries} "
-            f"(retries={self._retries}). A replacement actor is started; look for code that "
-            "can kill the process, or for a lost node.",
+            f"Ray actor {index} (pid {pid} on {host}) died while running a call; {tries}. A "
+            "replacement actor is started; look for code that can kill the process, or for a "
+            "lost node.",
             pid=pid,
             worker=index,
         )
