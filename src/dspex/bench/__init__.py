@@ -15,6 +15,7 @@ SUITES: dict[str, str] = {
     "dspy": "dspex.bench._dspy",
     "bridge": "dspex.bench._bridge",
     "engines": "dspex.bench._engines",
+    "remote": "dspex.bench._remote",
 }
 """Suite name -> module implementing it."""
 
