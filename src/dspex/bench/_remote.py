@@ -1,15 +1,15 @@
 """Benchmark suite ``remote``: fleet propagation and per-call overhead, spawn vs Ray vs in-process.
 
 **Fleet propagation.** This process plays the optimizer: it sets ``temperature`` in its session,
-then calls every worker once (a ``map`` of one call per worker; the pool hands each idle worker
-one call). Each worker's call resolves the variable the way a bound LM call does (one read from
-its watched cache, after catching up to the revision the call carries) and returns the value and
-the moment it read it. The figure per worker is that moment minus the moment of the set (one
-monotonic clock, one machine): the time until the next call of every worker uses the new value.
-Each call then stays busy for ``LINGER`` seconds (after its read was timed) so that the round's
-calls land on every worker. p50/p99 over ``FLEET_ROUNDS`` rounds, for ``FLEET_SPAWN`` spawned workers and ``FLEET_RAY`` Ray
+then calls every worker once (a ``map`` of one call per worker). Each worker's call resolves the
+variable the way a bound LM call does (one read from its watched cache, after catching up to the
+revision the call carries) and returns the value and the moment it read it. The figure per
+worker is that moment minus the moment of the set (one monotonic clock, one machine): the time
+until the next call of every worker uses the new value. Each call then stays busy for
+``LINGER`` seconds (after its read was timed) so that the round's calls land on every worker.
+p50/p99 over ``FLEET_ROUNDS`` rounds, for ``FLEET_SPAWN`` spawned workers and ``FLEET_RAY`` Ray
 actors. The module is :class:`FleetProbe`, which imports neither DSPy nor ray, so a hundred
-spawned workers stay light (the workers' resident memory is reported too). Beside it, in the same run,
+spawned workers stay light (their resident memory is reported too). Beside it, in the same run,
 ``*_dispatch_ms_p99``: the same round without a set (what reaching every worker costs at all).
 
 **Per-call overhead.** One call of a trivial module (:class:`Echo`) in process, through a
