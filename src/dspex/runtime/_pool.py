@@ -213,15 +213,12 @@ class WorkerPool:
             Exception: the first failure (in completion order) unless ``return_exceptions``;
                 calls that have not started yet are then cancelled.
         """
-        futures: list[Future[Any]] = []
-        try:
-            for index, payload in enumerate(payloads):
-                futures.append(self._submit(payload, timeout, f"payloads[{index}]"))
-            await_all(futures, progress, return_exceptions)
-            return [outcome(future) for future in futures]
-        finally:
-            for future in futures:
-                future.cancel()
+        return map_calls(
+            lambda payload, label: self._submit(payload, timeout, label),
+            payloads,
+            progress,
+            return_exceptions,
+        )
 
     def close(self, *, grace: float = 5.0) -> None:
         """Stop the workers and the dispatcher; safe to call twice and from ``atexit``.
@@ -298,6 +295,28 @@ def pickle_setup(setup: Callable[[], Any]) -> bytes:
             "open files or threads; recreate them inside setup) or leave it out of the target.",
             target=_pickling.describe(setup),
         ) from exc
+
+
+def map_calls(
+    submit: Callable[[Any, str], Future[Any]],
+    payloads: Iterable[Any],
+    progress: ProgressCallback | None,
+    return_exceptions: bool,
+) -> list[Any]:
+    """The ``map`` of every pool: submit each payload, await all, results in input order.
+
+    ``submit(payload, label)`` queues one call. On the first failure (unless
+    ``return_exceptions``) the calls not started yet are cancelled.
+    """
+    futures: list[Future[Any]] = []
+    try:
+        for index, payload in enumerate(payloads):
+            futures.append(submit(payload, f"payloads[{index}]"))
+        await_all(futures, progress, return_exceptions)
+        return [outcome(future) for future in futures]
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def await_all(

@@ -36,9 +36,8 @@ from dspex.runtime._outcome import rebuild_exception
 from dspex.runtime._pickling import loads
 from dspex.runtime._pool import (
     ProgressCallback,
-    await_all,
     check_positive_int,
-    outcome,
+    map_calls,
     pickle_call,
     pickle_setup,
 )
@@ -57,11 +56,10 @@ ACTOR_OPTIONS = frozenset(
         "runtime_env",
         "scheduling_strategy",
         "label_selector",
-        "namespace",
-        "lifetime",
     }
 )
-"""Ray actor options a RayPool passes through (``.options(...)``); restarts stay the pool's."""
+"""Ray actor options a RayPool passes through (``.options(...)``). Restarts and retries stay the
+pool's, and actors are never detached: they end with the pool (or the driver)."""
 
 _KILL_GRACE = 2.0  # seconds a seat thread gets to notice its killed actor at close
 
@@ -117,7 +115,7 @@ class RayPool:
         setup_timeout: seconds an actor may take to be placed, start and finish setup.
         actor_options: Ray actor options passed through (``num_cpus``, ``resources``,
             ``runtime_env``, ... see :data:`ACTOR_OPTIONS`).
-        name: prefix of the actors' names in Ray.
+        name: names the pool in its threads and error messages.
 
     Raises:
         WorkerSetupError: ray is missing, an argument or actor option is invalid, setup cannot
@@ -155,8 +153,9 @@ class RayPool:
         try:
             for seat in self._seats:
                 self._start(seat)
+            deadline = time.monotonic() + setup_timeout  # one deadline: actors start together
             for seat in self._seats:
-                self._await_ready(seat)
+                self._await_ready(seat, max(0.0, deadline - time.monotonic()))
         except BaseException:
             self._kill_all()
             raise
@@ -211,15 +210,12 @@ class RayPool:
 
         Same contract as :meth:`dspex.runtime.WorkerPool.map`.
         """
-        futures: list[Future[Any]] = []
-        try:
-            for index, payload in enumerate(payloads):
-                futures.append(self._submit(payload, timeout, f"payloads[{index}]"))
-            await_all(futures, progress, return_exceptions)
-            return [outcome(future) for future in futures]
-        finally:
-            for future in futures:
-                future.cancel()
+        return map_calls(
+            lambda payload, label: self._submit(payload, timeout, label),
+            payloads,
+            progress,
+            return_exceptions,
+        )
 
     def close(self, *, grace: float = 5.0) -> None:
         """Stop the actors: queued calls fail, running ones get ``grace`` seconds. Idempotent."""
@@ -285,15 +281,16 @@ class RayPool:
         seat.actor = self._actor_class.options(**self._options).remote(self._blob_ref)
         seat.ready_ref = seat.actor.ready.remote()
 
-    def _await_ready(self, seat: _Seat) -> None:
-        """Wait until the seat's actor finished setup.
+    def _await_ready(self, seat: _Seat, timeout: float | None = None) -> None:
+        """Wait until the seat's actor finished setup (at most ``timeout``, else the pool's).
 
         Raises:
             WorkerSetupError: it failed or did not start within ``setup_timeout``.
         """
         ray = self._ray
+        timeout = self._setup_timeout if timeout is None else timeout
         try:
-            seat.pid, seat.host = ray.get(seat.ready_ref, timeout=self._setup_timeout)
+            seat.pid, seat.host = ray.get(seat.ready_ref, timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             raise WorkerSetupError(
                 f"Ray actor {seat.index} of {self._name} did not start within "
