@@ -190,3 +190,31 @@ def _gone(pid: int, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_workers_wait_for_a_store_that_answers_late(backend: str) -> None:
+    """A fleet starting at once can keep the store from answering for a while: workers whose
+    first contact fails (here: the store is down for 6 s) wait for it instead of breaking the
+    pool with three quick setup failures."""
+    from dspex.state import LocalProvider
+    from dspex.state.store import StoreServer
+
+    provider = LocalProvider()
+    server = StoreServer.start(provider, "127.0.0.1:0")
+    address = server.address
+    restarted: list[StoreServer] = []
+    comeback = threading.Timer(
+        6.0, lambda: restarted.append(StoreServer.start(provider, address[len("grpc://") :]))
+    )
+    try:
+        with dspex.Session(store=address) as session:
+            session.register("temperature", float, 0.5)
+            server.stop(grace=0)
+            comeback.start()
+            with remote(backend_targets.Writer(), backend, workers=2) as pool:
+                assert restarted, "the workers were ready before the store was back"
+                assert pool(name="temperature", value=0.9).read == 0.9
+    finally:
+        comeback.cancel()
+        for running in (server, *restarted):
+            running.stop(grace=0)
