@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dspex.errors import WorkerSetupError
-from dspex.remote._worker import RemoteSetup
+from dspex.remote._worker import RemoteSetup, connect_timeout
 from dspex.session import Session
 
 if TYPE_CHECKING:
@@ -45,7 +45,10 @@ def start_ray_pool(
 
     check_actor_options(actor_options)  # before anything starts
     address = session.promote(host=connect_ray())
-    setup = RemoteSetup(module, address, session.session_id, session.store_token, settings)
+    patience = connect_timeout(setup_timeout)
+    setup = RemoteSetup(
+        module, address, session.session_id, session.store_token, settings, patience
+    )
     try:
         return RayPool(
             setup,

@@ -19,7 +19,7 @@ import cloudpickle
 
 from dspex.errors import WorkerError, WorkerSetupError
 from dspex.remote._progress import ProgressOption, progress_callback
-from dspex.remote._worker import CallPayload, RemoteSetup
+from dspex.remote._worker import CallPayload, RemoteSetup, connect_timeout
 from dspex.runtime import WorkerPool
 from dspex.runtime._pickling import describe, explain_unpicklable
 from dspex.session import Session, current_session
@@ -127,7 +127,12 @@ class Remote:
         else:
             address = self.session.promote()
             setup = RemoteSetup(
-                blob, address, self.session.session_id, self.session.store_token, _settings_blob()
+                blob,
+                address,
+                self.session.session_id,
+                self.session.store_token,
+                _settings_blob(),
+                connect_timeout(setup_timeout),
             )
             self._pool = WorkerPool(
                 setup, workers=workers, retries=retries, setup_timeout=setup_timeout, name=name

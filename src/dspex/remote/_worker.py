@@ -25,15 +25,21 @@ import cloudpickle
 from dspex.session import Session
 from dspex.state import StateProvider
 
-__all__ = ["CallPayload", "RemoteHandler", "RemoteSetup"]
+__all__ = ["CallPayload", "RemoteHandler", "RemoteSetup", "connect_timeout"]
 
 CATCH_UP_TIMEOUT = 5.0
 """Longest a worker waits for its cache to reach the caller's revision before reading through."""
 
 CONNECT_TIMEOUT = 30.0
-"""Longest a starting worker waits to first reach the store. A fleet starting at once (a hundred
-workers on two cores) can keep the store from answering for longer than one call's timeout;
-a store that cannot be reached still fails setup within this bound."""
+"""Longest a starting worker waits to first reach the store (at most half the pool's setup
+timeout, see :func:`connect_timeout`). A fleet starting at once (a hundred workers on two cores)
+can keep the store from answering for longer than one call's timeout; a store that cannot be
+reached still fails setup within this bound."""
+
+
+def connect_timeout(setup_timeout: float) -> float:
+    """How long a worker waits to first reach the store, for a pool's ``setup_timeout``."""
+    return min(CONNECT_TIMEOUT, setup_timeout / 2)
 
 
 class CallPayload(NamedTuple):
@@ -55,6 +61,7 @@ class RemoteSetup:
         token: the store's bearer token, if it needs one.
         settings: cloudpickled ``dspy.configure`` keyword arguments (``lm``, ``adapter``) taken
             from the parent, or None.
+        connect_timeout: seconds to wait for the first contact with the store.
     """
 
     module: bytes
@@ -62,10 +69,11 @@ class RemoteSetup:
     session_id: str
     token: str | None
     settings: bytes | None
+    connect_timeout: float = CONNECT_TIMEOUT
 
     def __call__(self) -> RemoteHandler:
         """Connect, enter the session, unpickle the module; return the per-call handler."""
-        provider = _follow(self.address, self.session_id, self.token)
+        provider = _follow(self.address, self.session_id, self.token, self.connect_timeout)
         session = Session(provider, session_id=self.session_id)
         module = cloudpickle.loads(self.module)
         if self.settings is not None:
@@ -84,14 +92,14 @@ class RemoteSetup:
         )
 
 
-def _follow(address: str, session_id: str, token: str | None) -> StateProvider:
-    """What ``SessionContext.connect`` does (a watched read cache), after a patient first
-    contact with the store (see :data:`CONNECT_TIMEOUT`)."""
+def _follow(address: str, session_id: str, token: str | None, patience: float) -> StateProvider:
+    """What ``SessionContext.connect`` does (a watched read cache), after waiting up to
+    ``patience`` seconds for the first contact with the store (see :data:`CONNECT_TIMEOUT`)."""
     from dspex.state.store import CachedProvider, SessionStoreProvider
 
     store = SessionStoreProvider(address, token=token)
     try:
-        store.wait_ready(CONNECT_TIMEOUT)
+        store.wait_ready(patience)
         provider = CachedProvider(store)
         provider.follow(session_id)
     except BaseException:
