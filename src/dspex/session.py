@@ -115,7 +115,8 @@ class _EmbeddedStore:
 
         self.token: str | None = None
         self._dir: str | None = None
-        address = f"{host or '127.0.0.1'}:0"
+        bracketed = f"[{host}]" if host and ":" in host and not host.startswith("[") else host
+        address = f"{bracketed or '127.0.0.1'}:0"  # an IPv6 host goes in brackets
         if host is None and hasattr(os, "getuid"):  # POSIX: unix sockets available
             self._dir = tempfile.mkdtemp(prefix="dspex-")  # created with mode 0700
             path = os.path.join(self._dir, "store.sock")

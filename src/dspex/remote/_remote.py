@@ -125,17 +125,13 @@ class Remote:
                 name=name,
             )
         else:
-            address = self.session.promote()
-            setup = RemoteSetup(
+            self._pool = _start_spawn_pool(
+                self.session,
                 blob,
-                address,
-                self.session.session_id,
-                self.session.store_token,
-                _settings_blob(),
-                connect_timeout(setup_timeout),
-            )
-            self._pool = WorkerPool(
-                setup, workers=workers, retries=retries, setup_timeout=setup_timeout, name=name
+                workers,
+                retries=retries,
+                setup_timeout=setup_timeout,
+                name=name,
             )
         self.closed = False
         self.session._on_close.append(self.close)
@@ -253,6 +249,30 @@ def _check_arguments(workers: object, retries: object, timeout: object) -> None:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
     ):
         raise WorkerSetupError(f"timeout must be positive seconds or None, got {timeout!r}")
+
+
+def _start_spawn_pool(
+    session: Session,
+    module: bytes,
+    workers: int,
+    *,
+    retries: int,
+    setup_timeout: float,
+    name: str,
+) -> WorkerPool:
+    """Promote the session (a private unix socket for an in-process one) and spawn the workers."""
+    address = session.promote()
+    setup = RemoteSetup(
+        module,
+        address,
+        session.session_id,
+        session.store_token,
+        _settings_blob(),
+        connect_timeout(setup_timeout),
+    )
+    return WorkerPool(
+        setup, workers=workers, retries=retries, setup_timeout=setup_timeout, name=name
+    )
 
 
 def _check_backend(backend: object, actor_options: object, setup_timeout: object) -> None:
