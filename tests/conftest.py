@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from redis_server import RedisServer
+from support.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -16,24 +16,28 @@ from dspex.state import LocalProvider, SessionContext, StateProvider, VariableWa
 from dspex.variables import Variable
 
 if typing.TYPE_CHECKING:
-    from dspex.binding import bind
+    from dspex.binding import Published, bind, publish
     from dspex.program import Program
     from dspex.remote import Remote
     from dspex.sim import SimLM
     from dspex.tools import tool
+    from dspex.tuning import tune
 
 __version__ = "0.1.0"
 
 # Names whose modules subclass or build dspy classes (Program, SimLM, bind, tool), or load the
-# worker-pool machinery (Remote). They load on first access (PEP 562) so that `import dspex` stays
-# light: importing dspy costs about a second and is not needed by sessions, variables, the store
-# server or the CLI.
+# worker-pool machinery (Remote) or Optuna (tune). They load on first access (PEP 562) so that
+# `import dspex` stays light: importing dspy costs about a second and is not needed by sessions,
+# variables, the store server or the CLI.
 _DSPY_NAMES = {
     "Program": "dspex.program",
     "Remote": "dspex.remote",
     "SimLM": "dspex.sim",
+    "Published": "dspex.binding",
     "bind": "dspex.binding",
+    "publish": "dspex.binding",
     "tool": "dspex.tools",
+    "tune": "dspex.tuning",
 }
 
 
@@ -53,6 +57,7 @@ __all__ = [
     "DspexError",
     "LocalProvider",
     "Program",
+    "Published",
     "Remote",
     "Session",
     "SessionContext",
@@ -67,5 +72,7 @@ __all__ = [
     "bind",
     "current_session",
     "errors",
+    "publish",
     "tool",
+    "tune",
 ]

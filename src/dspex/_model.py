@@ -22,6 +22,7 @@ from dspex._spec import (
     freeze,
     make_spec,
     normalize_type,
+    type_name,
 )
 from dspex._validate import validate
 
@@ -38,6 +39,7 @@ __all__ = [
     "freeze",
     "make_spec",
     "normalize_type",
+    "type_name",
     "validate",
 ]
 

@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
 from dspex import errors
@@ -27,6 +28,7 @@ __all__ = [
     "freeze",
     "make_spec",
     "normalize_type",
+    "type_name",
 ]
 
 TYPES: Final = (
@@ -119,14 +121,42 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def type_name(value: Any) -> str:
+    """The type of ``value`` as users know it, for messages: ``list``/``dict`` for the read-only
+    containers that records hold, never ``FrozenList``/``FrozenDict``."""
+    if isinstance(value, FrozenList):
+        return "list"
+    if isinstance(value, FrozenDict):
+        return "dict"
+    return type(value).__name__
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class Choice:
-    """A choice type: ``Choice("dspex/sim", "openai/gpt-4o-mini")`` allows exactly these values."""
+    """A choice type: ``Choice("dspex/sim", "openai/gpt-4o-mini")`` allows exactly these values.
+
+    Keyword choices map keys to objects that stay in the process:
+    ``Choice(fast=dspy.LM("openai/gpt-4o-mini", api_key=...), local=dspy.LM(..., api_base=...))``
+    allows the values ``"fast"`` and ``"local"``; only the key is stored in a session, and a
+    ``bind(module, lm=...)`` of such a variable runs the mapped LM object.
+    """
 
     choices: tuple[Any, ...]
+    objects: Mapping[str, Any] = field(repr=False, compare=False)
 
-    def __init__(self, *choices: Any) -> None:
-        object.__setattr__(self, "choices", tuple(choices))
+    def __init__(self, *choices: Any, **objects: Any) -> None:
+        object.__setattr__(self, "choices", (*choices, *objects))
+        object.__setattr__(self, "objects", MappingProxyType(dict(objects)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _make_choice,
+            (self.choices[: len(self.choices) - len(self.objects)], dict(self.objects)),
+        )
+
+
+def _make_choice(choices: tuple[Any, ...], objects: dict[str, Any]) -> Choice:
+    return Choice(*choices, **objects)
 
 
 def normalize_type(type_: Any) -> str:

@@ -14,7 +14,7 @@ import reprlib
 from typing import Any, Final
 
 from dspex import errors
-from dspex._spec import NUMERIC_KINDS, VariableSpec, freeze, normalize_type
+from dspex._spec import NUMERIC_KINDS, VariableSpec, freeze, normalize_type, type_name
 
 __all__ = ["validate"]
 
@@ -41,7 +41,7 @@ def validate(spec: VariableSpec, value: Any, name: str = "?") -> Any:
 
 def _type_error(name: str, value: Any, expected: str) -> errors.VariableTypeError:
     return errors.VariableTypeError(
-        f"variable {name!r}: value {_short(value)} has type {type(value).__name__}, "
+        f"variable {name!r}: value {_short(value)} has type {type_name(value)}, "
         f"expected {expected}",
         name=name,
         value=_short(value),

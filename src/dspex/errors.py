@@ -10,6 +10,7 @@ DspexError
 │   ├── VariableNotFoundError     (also LookupError)
 │   ├── VersionNotFoundError      (also LookupError)   rollback/history target not kept
 │   ├── VariableExistsError                            same name registered with another spec
+│   ├── VariableAssignmentError   (also AttributeError)   a declared variable set on an instance
 │   ├── VariableValueError        (also ValueError)    value breaks the declared constraints
 │   │   └── VariableTypeError     (also TypeError)     value has the wrong type
 │   ├── ConstraintError           (also ValueError)    the constraint spec itself is invalid
@@ -29,6 +30,7 @@ DspexError
 │   ├── StoreProtocolError                              unknown status, version skew
 │   └── StoreDataError                                  data dir unwritable/full/locked/newer
 ├── BindingError                  (also TypeError)      a variable bound to the wrong DSPy hook
+├── TuningError                   (also ValueError)     a search space or tuning setup refused
 ├── ToolError                                           a tool raised; carries its traceback
 │   ├── ToolNotFoundError         (also LookupError)   no such tool in the session
 │   ├── ToolExistsError                                another connected process owns the name
@@ -74,7 +76,9 @@ __all__ = [
     "ToolNotFoundError",
     "ToolTimeoutError",
     "ToolUnavailableError",
+    "TuningError",
     "UnauthenticatedError",
+    "VariableAssignmentError",
     "VariableError",
     "VariableExistsError",
     "VariableNotFoundError",
@@ -171,6 +175,21 @@ class VariableExistsError(VariableError):
     """The name is already registered with a different spec."""
 
     code = "variable_exists"
+
+
+class VariableAssignmentError(VariableError, AttributeError):
+    """A declared variable was assigned (or deleted) on a program instance.
+
+    Its value lives in the session, shared by every program there: set it with
+    ``session.set(name, value)``.
+    """
+
+    code = "variable_assignment"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        # AttributeError's own `name` slot would hide the detail: keep the variable name there.
+        self.name = details.get("name")
 
 
 class VariableValueError(VariableError, ValueError):
@@ -328,6 +347,12 @@ class ToolTimeoutError(ToolError, TimeoutError):
     """The tool's owner did not answer within the call's timeout."""
 
     code = "tool_timeout"
+
+
+class TuningError(DspexError, ValueError):
+    """A tuning run was refused before it started (search space, study, arguments)."""
+
+    code = "tuning_error"
 
 
 class WorkerError(DspexError):

@@ -19,12 +19,19 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import dspy
 
 from dspex._model import VariableRecord
-from dspex.binding import SECTION, BoundModule, dump_variables, prepare_load
+from dspex.binding import (
+    SECTION,
+    SavedVariables,
+    bound_variables,
+    dump_variables,
+    prepare_load,
+)
 from dspex.errors import SessionError, VariableExistsError
 from dspex.session import current_session
 from dspex.variables import Variable
@@ -37,25 +44,30 @@ _registered: weakref.WeakKeyDictionary[Any, set[type]] = weakref.WeakKeyDictiona
 _registered_lock = threading.Lock()
 
 
-def _declarations(cls: type) -> dict[str, Variable]:
-    found: dict[str, Variable] = {}
+def _declared(cls: type) -> Iterator[tuple[str, Variable]]:
+    """(attribute, declaration) of ``cls`` and its bases, bases first."""
     for klass in reversed(cls.__mro__):
         for attr, value in vars(klass).items():
-            if not isinstance(value, Variable):
-                continue
-            name = value.name or attr
-            other = found.get(name)
-            if other is not None and other.spec != value.spec:
-                raise VariableExistsError(
-                    f"{cls.__name__} declares variable {name!r} twice with different specs "
-                    f"({other.spec.to_json()} and {value.spec.to_json()}); rename one",
-                    name=name,
-                )
-            found[name] = value
+            if isinstance(value, Variable):
+                yield attr, value
+
+
+def _declarations(cls: type) -> dict[str, Variable]:
+    found: dict[str, Variable] = {}
+    for attr, value in _declared(cls):
+        name = value.name or attr
+        other = found.get(name)
+        if other is not None and other.spec != value.spec:
+            raise VariableExistsError(
+                f"{cls.__name__} declares variable {name!r} twice with different specs "
+                f"({other.spec.to_json()} and {value.spec.to_json()}); rename one",
+                name=name,
+            )
+        found[name] = value
     return found
 
 
-class Program(dspy.Module):  # type: ignore[misc]
+class Program(SavedVariables, dspy.Module):  # type: ignore[misc]
     """A DSPy module with declared, session-scoped variables.
 
     Subclass it, declare :class:`dspex.Variable` class attributes, and bind them to DSPy hooks
@@ -83,9 +95,31 @@ class Program(dspy.Module):  # type: ignore[misc]
     declared_variables: ClassVar[dict[str, Variable]] = {}
     """Name -> declaration, collected from the class and its bases when the class is made."""
 
+    _declared_attributes: ClassVar[dict[str, Variable]] = {}
+    """Attribute name -> declaration, for the assignment check."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.declared_variables = _declarations(cls)
+        cls._declared_attributes = dict(_declared(cls))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Set an attribute; a declared variable's name is refused (its value is the session's).
+
+        Raises:
+            VariableAssignmentError: ``name`` is a declared variable.
+        """
+        declared = type(self)._declared_attributes.get(name)
+        if declared is not None:
+            raise declared.assignment_error(type(self), name, f"program.{name} = {value!r}")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        """Delete an attribute; a declared variable cannot be deleted from an instance."""
+        declared = type(self)._declared_attributes.get(name)
+        if declared is not None:
+            raise declared.assignment_error(type(self), name, f"del program.{name}")
+        super().__delattr__(name)
 
     def __init__(self, callbacks: list[Any] | None = None) -> None:
         super().__init__(callbacks=callbacks)
@@ -111,10 +145,9 @@ class Program(dspy.Module):  # type: ignore[misc]
         declaration; its spec lives in the session.
         """
         found: dict[str, Variable | None] = dict(type(self).declared_variables)
-        for _, module in self.named_sub_modules(type_=BoundModule):
-            for name, declared in module.named_variables():
-                if found.get(name) is None:
-                    found[name] = declared
+        for name, declared in bound_variables(self):
+            if found.get(name) is None:
+                found[name] = declared
         return list(found.items())
 
     def register_variables(self) -> list[VariableRecord]:
@@ -138,15 +171,24 @@ class Program(dspy.Module):  # type: ignore[misc]
     def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:
         """Load DSPy's state, then set the saved variables in the current session.
 
-        The variables are checked before anything is applied; a bad section changes nothing.
+        The variables of the top-level section and of every bound predictor's state are checked
+        before anything is applied and set in one atomic batch; a bad section changes nothing.
 
         Raises:
             SessionError: the state has variables and no session is active.
             VariableExistsError: a saved spec conflicts with a declaration or the session.
         """
-        section = state.get(SECTION)
+        state = dict(state)
+        own: dict[str, Any] = dict(state.pop(SECTION, None) or {})
+        section: dict[str, Any] = {}
+        for name, entry in list(state.items()):
+            if isinstance(entry, dict) and SECTION in entry:
+                stripped = dict(entry)
+                section.update(stripped.pop(SECTION) or {})
+                state[name] = stripped
+        section.update(own)  # the program's own section wins over its predictors' copies
         declared = {name: v for name, v in self.named_variables() if v is not None}
-        commit = prepare_load(section, declared) if section is not None else None
+        commit = prepare_load(section, declared) if section else None
         super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         if commit is not None:
             commit()
@@ -157,13 +199,57 @@ class Program(dspy.Module):  # type: ignore[misc]
             session = current_session()
         except SessionError:
             return  # the bound calls inside will say that no session is active
+        if "_dspex_pending" in self.__dict__:
+            self.apply_pending()
         done = _registered.get(session)
         if done is None or type(self) not in done:
             self._register_declared(session)
 
     def _register_declared(self, session: Any) -> None:
+        """Register this class's declarations in ``session``, after checking that no other
+        Program class registered there declares one of the names differently.
+
+        Raises:
+            VariableExistsError: another class declares a name with another spec or default.
+        """
         cls = type(self)
-        for variable in cls.declared_variables.values():
-            variable.register()
-        with _registered_lock:
-            _registered.setdefault(session, set()).add(cls)
+        with _registered_lock:  # check and claim at once: two clashing classes never both pass
+            classes = _registered.setdefault(session, set())
+            for other in classes - {cls}:
+                clash = _clash(cls, other)
+                if clash is not None:
+                    raise clash
+            claimed = cls not in classes
+            classes.add(cls)
+        try:
+            for variable in cls.declared_variables.values():
+                variable.register()
+        except BaseException:
+            if claimed:
+                with _registered_lock:
+                    classes.discard(cls)
+            raise
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _clash(cls: type[Program], other: type[Program]) -> VariableExistsError | None:
+    """The error for a variable that ``cls`` and ``other`` declare differently, if any."""
+    for name, mine in cls.declared_variables.items():
+        theirs = other.declared_variables.get(name)
+        difference = None if theirs is None else theirs.conflict_with(mine)
+        if difference is None:
+            continue
+        first, second = _qualified(other), _qualified(cls)
+        redefined = " (the class was defined again, e.g. a re-run cell)" if first == second else ""
+        return VariableExistsError(
+            f"variable {name!r} is declared by both {first} and {second}{redefined}, with "
+            f"{difference}; in one session both use one variable, so {cls.__name__} would not "
+            f"get its own declaration but {other.__name__}'s. Rename one (dspex.Variable(..., "
+            "name='...')) or declare it once in a common base class.",
+            name=name,
+            classes=[first, second],
+        )
+    return None

@@ -27,19 +27,30 @@ import threading
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
-from dspex.errors import SessionClosedError, SessionError
+from dspex.errors import SessionClosedError, SessionError, SessionNotFoundError
 from dspex.state import LocalProvider, SessionContext, StateProvider
-from dspex.state._heartbeat import SessionHeartbeat
-from dspex.state._tool_model import ToolHandler, ToolInfo
-from dspex.state._tools import SessionTools
+from dspex.state.client.connect import open_store, tool_link
+from dspex.state.core.heartbeat import SessionHeartbeat
+from dspex.state.core.tool_model import ToolHandler, ToolInfo
+from dspex.state.core.tools import SessionTools
 
 __all__ = ["Session", "current_session"]
 
 _current: ContextVar[Session | None] = ContextVar("dspex_session", default=None)
 
+_entries: ContextVar[tuple[_Entry, ...]] = ContextVar("dspex_session_entries", default=())
+"""This context's open ``with session:`` blocks, innermost last (see :meth:`Session.__enter__`)."""
+
 _STORE_SCHEMES = ("grpc://", "grpcs://", "unix://", "unix:")
+
+_DSPY_SETTINGS = "dspy.dsp.utils.settings"
+_DSPY_KEY = "dspex_session"
+
+_entered_before_dspy = False
+"""Set once a session is entered while DSPy is not loaded: only then must
+:func:`current_session` check that DSPy's overlay has it (keeps the common path at one lookup)."""
 
 
 def current_session() -> Session:
@@ -47,15 +58,21 @@ def current_session() -> Session:
 
     Looks at this context first, then at ``dspy.context(dspex_session=...)`` (which DSPy copies
     into ``dspy.Parallel`` and ``Evaluate`` threads). Plain ``threading.Thread`` targets need
-    ``contextvars.copy_context().run``.
+    ``contextvars.copy_context().run``. A session found in this context is also put into DSPy's
+    overlay if it is missing there (DSPy was imported after the session was entered), so thread
+    pools started from here reach it.
 
     Raises:
         SessionError: no session is active.
     """
     session = _current.get()
-    if session is None and "dspy" in sys.modules:
-        session = sys.modules["dspy"].settings.get("dspex_session")
-    if session is None:
+    if session is not None:
+        if _entered_before_dspy and _DSPY_SETTINGS in sys.modules:
+            _offer_to_dspy(session)
+        return session
+    if "dspy" in sys.modules:
+        session = sys.modules["dspy"].settings.get(_DSPY_KEY)
+    if not isinstance(session, Session):
         raise SessionError("no active dspex session; wrap the code in `with dspex.Session(): ...`")
     return session
 
@@ -63,21 +80,32 @@ def current_session() -> Session:
 def _open_store(
     store: str | StateProvider | None, token: str | None = None
 ) -> tuple[StateProvider, str]:
-    if store is None:
-        return LocalProvider(), "local"
-    if isinstance(store, str):
-        if not store.startswith(_STORE_SCHEMES):
-            raise SessionError(
-                f"store address {store!r} not understood; use 'grpc://HOST:PORT', "
-                "'grpcs://HOST:PORT' or 'unix:///PATH' (or pass a provider object, or None for "
-                "in-process)"
-            )
-        # Imported here so `import dspex` and local sessions never load grpc.
-        from dspex.state._session_store import SessionStoreProvider
+    if isinstance(store, str) and not store.startswith(_STORE_SCHEMES):
+        raise SessionError(
+            f"store address {store!r} not understood; use 'grpc://HOST:PORT', "
+            "'grpcs://HOST:PORT' or 'unix:///PATH' (or pass a provider object, or None for "
+            "in-process)"
+        )
+    provider = open_store(store, token=token)
+    return provider, "local" if isinstance(provider, LocalProvider) else "session_store"
 
-        return SessionStoreProvider(store, token=token), "session_store"
-    backend = "local" if isinstance(store, LocalProvider) else "session_store"
-    return store, backend
+
+def _open_session(
+    provider: StateProvider, session_id: str | None, create: bool, ttl: float | None
+) -> str:
+    """Create (``create``) or join ``session_id`` in ``provider``; returns the session id."""
+    if create:
+        return provider.create_session(session_id, ttl=ttl)  # an existing id is joined
+    assert session_id is not None
+    try:
+        provider.get_session(session_id)  # joining: fail early if it does not exist
+    except SessionNotFoundError as exc:
+        raise SessionNotFoundError(
+            f"{exc.message} (dspex.Session(store, session_id={session_id!r}, create=True) "
+            "creates it when missing)",
+            **exc.details,
+        ) from exc
+    return session_id
 
 
 # Longest unix socket path the kernel accepts is 107 bytes on Linux (103 on macOS).
@@ -158,19 +186,41 @@ def _check_reachable_from(
     )
 
 
-def _enter_dspy_overlay(session: Session) -> Any:
-    """Put ``session`` in DSPy's per-context settings overlay; returns the reset token.
+class _Entry(NamedTuple):
+    """One ``with session:`` block: the session and the token restoring the previous one."""
+
+    session: Session
+    token: Token[Session | None]
+
+
+def _offer_to_dspy(session: Session) -> None:
+    """Make ``session`` the one in DSPy's per-context settings overlay, in this context.
 
     DSPy copies that overlay into ``dspy.Parallel``/``Evaluate`` threads and ``asyncify``, so
-    the session reaches them. Only our key is added: ``dspy.context(...)`` would also snapshot
-    the global settings, hiding a later ``dspy.configure(lm=...)`` made inside the session.
+    the session reaches them. Only our key is changed: ``dspy.context(...)`` would also
+    snapshot the global settings, hiding a later ``dspy.configure(lm=...)`` made inside the
+    session. Called on entry when DSPy is loaded, and by :func:`current_session` otherwise
+    (DSPy imported inside the ``with`` block).
     """
-    settings = sys.modules.get("dspy.dsp.utils.settings")
+    overlay = sys.modules[_DSPY_SETTINGS].thread_local_overrides
+    current = overlay.get()
+    if current.get(_DSPY_KEY) is not session:
+        overlay.set(type(current)({**current, _DSPY_KEY: session}))
+
+
+def _withdraw_from_dspy(session: Session, outer: Session | None) -> None:
+    """Undo :func:`_offer_to_dspy` in this context: the overlay names ``outer`` again."""
+    settings = sys.modules.get(_DSPY_SETTINGS)
     if settings is None:
-        return None
+        return
     overlay = settings.thread_local_overrides
     current = overlay.get()
-    return overlay.set(type(current)({**current, "dspex_session": session}))
+    if current.get(_DSPY_KEY) is not session:
+        return
+    restored = {key: value for key, value in current.items() if key != _DSPY_KEY}
+    if outer is not None:
+        restored[_DSPY_KEY] = outer
+    overlay.set(type(current)(restored))
 
 
 class Session(SessionContext):
@@ -179,11 +229,25 @@ class Session(SessionContext):
     Args:
         store: ``None`` for an in-process session; ``"grpc://host:port"`` or
             ``"unix:///path"`` for a session store; or a provider object.
-        session_id: join this existing session instead of creating a new one.
+        session_id: the session's name: join this existing session (or, with ``create=True``,
+            create it if the store does not have it yet). None: a new session with a random id.
+        create: create ``session_id`` when it does not exist (create-or-join; several processes
+            may do this at once and all end up in one session).
+        keep: keep the session in the store when this object closes (the last ``with`` block
+            exits), so that later processes can join it. Default: a named session
+            (``session_id`` given) is kept, a new random one is closed. A kept session lives
+            until ``dspex sessions close`` or, if it has a TTL, until no process heartbeats it
+            for that long. Needs a store: an in-process session ends with its process.
         ttl: seconds without heartbeat after which the store expires the session. A session
-            this object creates with a TTL (its own, or the store's default) is kept alive by
-            a heartbeat every ``ttl / 3`` seconds until it is closed.
+            this object creates (new, or ``create=True``) with a TTL (its own, or the store's
+            default) is kept alive by a heartbeat every ``ttl / 3`` seconds until it is closed.
         token: bearer token for a store address that requires one (default: ``$DSPEX_TOKEN``).
+
+    Raises:
+        SessionError: ``keep=True`` without a store, or a store address not understood.
+        SessionNotFoundError: ``session_id`` does not exist and ``create`` is False.
+        SessionClosedError: ``session_id`` was closed.
+        StoreUnavailableError: the store cannot be reached.
 
     Examples:
         >>> import dspex
@@ -192,6 +256,9 @@ class Session(SessionContext):
         ...     _ = session.set("temperature", 0.2)
         ...     session.get("temperature")
         0.2
+        >>> # in any number of processes: the first creates "support", the others join it
+        >>> shared = dspex.Session("grpc://127.0.0.1:50051", session_id="support",
+        ...                        create=True)  # doctest: +SKIP
     """
 
     def __init__(
@@ -199,35 +266,39 @@ class Session(SessionContext):
         store: str | StateProvider | None = None,
         *,
         session_id: str | None = None,
+        create: bool = False,
+        keep: bool | None = None,
         ttl: float | None = None,
         token: str | None = None,
     ) -> None:
+        if keep and store is None:
+            raise SessionError(
+                "keep=True needs a session store: an in-process session ends with its process; "
+                "pass store='grpc://HOST:PORT' (a `dspex serve` address)"
+            )
+        self.keep = session_id is not None if keep is None else keep
+        """Whether closing this object leaves the session open in its store."""
         provider, self.backend = _open_store(store, token)
         self._owns_provider = store is None or isinstance(store, str)
-        self._owns_session = session_id is None
+        creates = session_id is None or create
         try:
-            if session_id is None:
-                session_id = provider.create_session(ttl=ttl)
-            else:
-                provider.get_session(session_id)  # joining: fail early if it does not exist
+            session_id = _open_session(provider, session_id, creates, ttl)
         except BaseException:
             if self._owns_provider:  # do not leak a channel we opened for a failed join
                 provider.close()
             raise
         super().__init__(provider, session_id)
-        self._tokens: list[tuple[Token[Session | None], Any]] = []
+        self._entered = 0  # open `with` blocks, over every thread and task
         self.closed = False
         self._store = _reachable_at(provider) if self.backend == "session_store" else None
         self._embedded: _EmbeddedStore | None = None
         self._promotion_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
         self._tools: SessionTools | None = None
-        self._heartbeat = self._start_heartbeat(ttl)
+        self._heartbeat = self._start_heartbeat(ttl) if creates else None
 
     def _start_heartbeat(self, ttl: float | None) -> SessionHeartbeat | None:
         """Beat for a session this object created with a TTL (given, or the store's default)."""
-        if not self._owns_session:
-            return None
         if ttl is None and self.backend == "session_store":
             ttl = self.provider.get_session(self.session_id).ttl
         return None if ttl is None else SessionHeartbeat(self.provider, self.session_id, ttl / 3)
@@ -282,7 +353,7 @@ class Session(SessionContext):
                 self._store = (embedded.address, embedded.token)
                 self.backend = "session_store"
                 if self._tools is not None:  # serve the tools registered so far
-                    self._tools.connect(self.provider, embedded.address, embedded.token)
+                    self._tools.connect(tool_link(self.provider, embedded.address, embedded.token))
             return self._store[0]
 
     # -- tools (``@dspex.tool`` registers; every process of the session lists and calls) ---
@@ -296,7 +367,7 @@ class Session(SessionContext):
                     )
                 tools = SessionTools(self.session_id)
                 if self._store is not None:
-                    tools.connect(self.provider, *self._store)
+                    tools.connect(tool_link(self.provider, *self._store))
                 self._tools = tools
                 self._on_close.append(tools.close)
             return self._tools
@@ -345,7 +416,28 @@ class Session(SessionContext):
         return self._tool_table().call(name, arguments or {}, timeout)
 
     def __enter__(self) -> Session:
-        self._tokens.append((_current.set(self), _enter_dspy_overlay(self)))
+        """Make this session current in this thread or task (re-entrant, from any number).
+
+        Each ``with`` block restores, on exit, the session that was current in its own thread
+        or task; the session closes when the last open block (over all of them) exits.
+
+        Raises:
+            SessionClosedError: the session is already closed.
+        """
+        with self._promotion_lock:
+            if self.closed:
+                raise SessionClosedError(
+                    f"session {self.session_id!r} is closed (its last `with` block ended); "
+                    "open a new dspex.Session, or keep one block open around the others",
+                    session_id=self.session_id,
+                )
+            self._entered += 1
+        _entries.set((*_entries.get(), _Entry(self, _current.set(self))))
+        if _DSPY_SETTINGS in sys.modules:
+            _offer_to_dspy(self)
+        else:
+            global _entered_before_dspy
+            _entered_before_dspy = True
         return self
 
     def __exit__(
@@ -354,15 +446,33 @@ class Session(SessionContext):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token, dspy_token = self._tokens.pop()
-        _current.reset(token)
-        if dspy_token is not None:
-            sys.modules["dspy.dsp.utils.settings"].thread_local_overrides.reset(dspy_token)
-        if not self._tokens:
+        self._leave_context()
+        with self._promotion_lock:
+            self._entered -= 1
+            last = self._entered <= 0
+        if last:
             self.close()
 
+    def _leave_context(self) -> None:
+        """Restore the session that was current before this context's innermost entry."""
+        entries = _entries.get()
+        for index in range(len(entries) - 1, -1, -1):
+            if entries[index].session is self:
+                break
+        else:  # entered in another thread or task, left here: nothing of ours to restore
+            return
+        entry = entries[index]
+        remaining = entries[:index] + entries[index + 1 :]
+        _entries.set(remaining)
+        try:
+            _current.reset(entry.token)
+        except ValueError:  # a context copied after the entry: restore the value by hand
+            old = entry.token.old_value
+            _current.set(None if old is Token.MISSING else old)
+        _withdraw_from_dspy(self, _current.get())
+
     def close(self) -> None:
-        """Close the session if this object created it, and the provider if it opened it.
+        """Close the session in its store (unless ``keep``), and the provider if it opened it.
 
         Worker pools started on the session (``dspex.Remote``) are closed first, and an embedded
         store server started by :meth:`promote` is stopped.
@@ -379,7 +489,7 @@ class Session(SessionContext):
         if self._recomputer is not None:
             self._recomputer.stop()
         try:
-            if self._owns_session:
+            if not self.keep:
                 with contextlib.suppress(SessionError):
                     self.provider.close_session(self.session_id)
         finally:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspex._model import FrozenDict, VariableRecord, VariableSpec, make_spec, validate
+from dspex.errors import VariableAssignmentError
 from dspex.session import current_session
 
 __all__ = ["Variable"]
@@ -88,6 +89,36 @@ class Variable:
     def __deepcopy__(self, memo: dict[int, Any]) -> Variable:
         return self  # deeply immutable, like a tuple of immutables: a copy would be identical
 
+    def assignment_error(
+        self, owner: type, attribute: str, statement: str
+    ) -> VariableAssignmentError:
+        """The error for ``statement`` (an assignment or ``del`` of ``owner().attribute``).
+
+        A declared variable's value lives in the session, shared by every program there, so a
+        program instance refuses to shadow it; the message says how to set it instead.
+        """
+        cls = owner.__name__
+        return VariableAssignmentError(
+            f"{statement}: {cls}.{attribute} is a session variable ({self.name!r}) shared by "
+            "every program in the session, so it cannot be assigned or deleted on one "
+            f"instance; set it in the session instead: session.set({self.name!r}, value) or "
+            f"{cls}.{attribute}.set(value) inside the session",
+            attribute=attribute,
+            name=self.name,
+        )
+
+    def conflict_with(self, other: Variable) -> str | None:
+        """How ``other``, a declaration of the same name, differs: spec or default (else None).
+
+        Two declarations of one name in one session share one value, so they must agree on
+        what it is; the description is free text and may differ.
+        """
+        if self.spec != other.spec:
+            return f"type {_describe_spec(self.spec)} vs {_describe_spec(other.spec)}"
+        if not _same_value(self.default, other.default):
+            return f"default {self.default!r} vs {other.default!r}"
+        return None
+
     @property
     def spec(self) -> VariableSpec:
         """The validated spec (type name plus constraints)."""
@@ -114,6 +145,11 @@ def _rebuild(
     type_: Any, default: Any, name: str, description: str, constraints: dict[str, Any]
 ) -> Variable:
     return Variable(type_, default, name=name, description=description, **constraints)
+
+
+def _describe_spec(spec: VariableSpec) -> str:
+    rules = ", ".join(f"{key}={value!r}" for key, value in spec.constraints.items())
+    return f"{spec.type}({rules})" if rules else spec.type
 
 
 def _same_value(left: Any, right: Any) -> bool:

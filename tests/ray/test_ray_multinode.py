@@ -17,7 +17,7 @@ from typing import Any
 
 import backend_targets
 import pytest
-from ray_cluster import RayCluster
+from support.ray_cluster import RayCluster
 
 import dspex
 from dspex.errors import WorkerCrashedError, WorkerError

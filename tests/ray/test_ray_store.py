@@ -14,6 +14,7 @@ from typing import Any
 
 import backend_targets
 import pytest
+from support.redis_server import free_port
 
 import dspex
 from dspex.errors import SessionError, WorkerSetupError
@@ -86,7 +87,7 @@ def test_a_cluster_that_cannot_reach_the_store_fails_at_creation_naming_it(
 ) -> None:
     # The actors' gRPC goes through an HTTP proxy that refuses, or never answers: the
     # network between the cluster and the store is broken, while this process reaches it.
-    port = silent_port if proxy == "black hole" else _closed_port()
+    port = silent_port if proxy == "black hole" else free_port()
     options = {"runtime_env": {"env_vars": {"grpc_proxy": f"http://127.0.0.1:{port}"}}}
     started = time.monotonic()
     with pytest.raises(WorkerSetupError) as caught:
@@ -162,9 +163,3 @@ def test_import_dspex_and_the_spawn_backend_never_import_ray() -> None:
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout) == []
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -32,7 +32,7 @@ class LMCallLog(BaseCallback):
         system = next((m["content"] for m in messages if m.get("role") == "system"), "")
         self.last = {
             "model": instance.model,
-            "kwargs": dict(inputs["kwargs"]),
+            "kwargs": {**(instance.kwargs or {}), **inputs["kwargs"]},  # bound: on the LM copy
             "system": system,
             "pid": os.getpid(),
         }

@@ -7,13 +7,13 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tool_targets
+from support import wait_until
 
 import dspex
 from dspex.errors import ToolArgumentsError, ToolError, ToolUnavailableError
@@ -22,15 +22,6 @@ pytestmark = pytest.mark.slow
 
 CALL_TIMEOUT = 60.0
 """Generous bound on any one call (the machine may be loaded); a hang fails the test."""
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_a_worker_calls_a_tool_that_the_parent_runs(session: dspex.Session) -> None:
@@ -134,7 +125,7 @@ def owner_process(session: dspex.Session, tmp_path: Path) -> Iterator[dict[str, 
     )
     process.start()
     try:
-        assert wait_until(ready.exists), "the owner process did not start"
+        assert wait_until(ready.exists, timeout=60.0), "the owner process did not start"
         yield {"process": process, "pid": int(ready.read_text()), "started": started}
     finally:
         if process.is_alive():
@@ -153,7 +144,9 @@ def test_a_killed_owner_fails_its_callers_at_once_naming_tool_and_owner(
         target=lambda: outcome.append(_outcome(session, "stall", {"seconds": 600}))
     )
     call.start()
-    assert wait_until(owner_process["started"].exists), "the call never reached the owner"
+    assert wait_until(owner_process["started"].exists, timeout=60.0), (
+        "the call never reached the owner"
+    )
     os.kill(owner_process["pid"], signal.SIGKILL)
     call.join(CALL_TIMEOUT)
     assert not call.is_alive(), "the caller hangs after its tool's owner died"

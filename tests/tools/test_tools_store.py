@@ -8,11 +8,11 @@ ToolStore service (the caller does not own them). Process boundaries are covered
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pydantic
 import pytest
+from support import wait_until
 
 import dspex
 from dspex.errors import (
@@ -28,15 +28,6 @@ from dspex.errors import (
 )
 from dspex.state import LocalProvider
 from dspex.state.store import StoreLimits, StoreServer
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 class Reading(pydantic.BaseModel):
@@ -268,7 +259,7 @@ def test_the_store_refuses_callers_without_the_token() -> None:
                 assert stranger.call_tool("guarded") == "ok"
             finally:
                 stranger.close()
-            from dspex.state._tools_client import ToolStoreClient
+            from dspex.state.client.tools import ToolStoreClient
 
             anonymous = ToolStoreClient(server.address)
             try:
@@ -296,8 +287,8 @@ def test_payload_limits_and_malformed_requests_are_clear_errors() -> None:
                 ):
                     caller.call_tool("echo", {"text": "x" * 2000})
                 assert caller.call_tool("echo", {"text": "x" * 100}) == "x" * 100
-                from dspex.state._grpc._convert.tools import ToolSpecText
-                from dspex.state._tools_client import ToolStoreClient
+                from dspex.state.client.tools import ToolStoreClient
+                from dspex.state.wire.tools import ToolSpecText
 
                 raw = ToolStoreClient(server.address)
                 try:

@@ -16,6 +16,7 @@ SUITES: dict[str, str] = {
     "bridge": "dspex.bench._bridge",
     "engines": "dspex.bench._engines",
     "remote": "dspex.bench._remote",
+    "tune": "dspex.bench._tune",
 }
 """Suite name -> module implementing it."""
 

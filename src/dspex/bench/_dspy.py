@@ -2,9 +2,19 @@
 
 Both predictors run the same signature, instructions and LM keywords against ``DummyLM`` (no
 network, no cache); the bound one reads temperature, max_tokens and instructions from a local
-session on every call and applies them through the hook adapter. Calls are interleaved one by
-one (plain, bound, plain, ...) so both see the same machine load; p50 is over single calls,
-which take hundreds of microseconds, far above timer resolution.
+session on every call (the LM keywords reach the LM as a cached LM copy at the bind boundary,
+the instructions through the predictor's hooks). Calls are interleaved one by one (plain,
+bound, plain, ...) so both see the same machine load; p50 is over single calls, which take
+hundreds of microseconds, far above timer resolution.
+
+Two more pairs, each beside its plain-DSPy baseline in the same run:
+
+* ``bound_best_of_n_us_p50``: ``bind(dspy.BestOfN(Predict, N=3), temperature=, max_tokens=,
+  instructions=)`` (a reward that never passes, so every call makes 3 rollouts), beside
+  ``dspy_best_of_n_us_p50``, the same BestOfN over a configured predictor;
+* ``bound_program3_us_p50``: a 3-predictor program (three chained ``Predict``) whose predictors
+  each bind their own instructions and whose whole program binds temperature and max_tokens
+  (4 bind boundaries per call), beside ``dspy_program3_us_p50``, the same program configured.
 
 The remote figures measure ``dspex.Remote`` on the same kind of bound predictor (a bound
 temperature, the simulation LM shipped from this process's ``dspy.settings``), in a local session
@@ -34,6 +44,9 @@ __all__ = ["TARGETS", "run"]
 CALLS: Final = 2000
 """Timed calls per figure."""
 
+COMPOSITE_CALLS: Final = 300
+"""Timed calls per figure for BestOfN and the 3-predictor program (several LM calls each)."""
+
 WARMUP: Final = 200
 """Untimed calls per figure first (caches, lru caches, specialization)."""
 
@@ -43,7 +56,8 @@ PLAIN_PATH: Final = (
 )
 BOUND_PATH: Final = (
     "dspex.bind(dspy.Predict(sig), temperature=, max_tokens=, instructions=) in a local "
-    "session: 3 variables read per call, applied via the per-call hook adapter"
+    "session: 3 variables read per call, LM keywords as a cached LM copy in DSPy's context "
+    "overlay, instructions through the predictor's signature hook"
 )
 
 REMOTE_CALLS: Final = 200
@@ -69,13 +83,15 @@ TARGETS: Final[dict[str, tuple[str, Callable[[dict[str, Any]], bool]]]] = {
 """Figure -> (target text, check over all figures) from the DSPy integration issue."""
 
 
-def _time_calls(calls: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:
+def _time_calls(
+    calls: dict[str, Callable[[], Any]], count: int = CALLS, warmup: int = WARMUP
+) -> dict[str, list[float]]:
     for call in calls.values():
-        for _ in range(WARMUP):
+        for _ in range(warmup):
             call()
     samples: dict[str, list[float]] = {key: [] for key in calls}
     clock = time.perf_counter_ns
-    for _ in range(CALLS):
+    for _ in range(count):
         for key, call in calls.items():
             start = clock()
             call()
@@ -108,11 +124,95 @@ def run() -> dict[str, Any]:
                 "bound": lambda: bound(question="Capital of France?"),
             }
         )
+        composite = _composite_figures(lm)
     plain_p50 = statistics.median(samples["plain"])
     bound_p50 = statistics.median(samples["bound"])
     return {
         **_bound_figures(plain_p50, bound_p50),
+        **composite,
         **_remote_figures(),
+    }
+
+
+def _reject(args: Any, prediction: Any) -> float:
+    return 0.0  # never passes: every BestOfN call makes all N rollouts
+
+
+class _Variables:
+    """The variables the composite figures bind (declared once per run)."""
+
+    def __init__(self) -> None:
+        from dspex.variables import Variable
+
+        self.temperature = Variable(float, 0.7, name="c_temperature", min=0.0, max=2.0)
+        self.max_tokens = Variable(int, 64, name="c_max_tokens", min=1)
+        self.instructions = [
+            Variable(str, INSTRUCTIONS, name=f"c_instructions_{i}") for i in range(3)
+        ]
+
+
+def _chain(make: Callable[[int], Any]) -> Any:
+    """A 3-predictor program: three chained predictors built by ``make(i)``."""
+    import dspy
+
+    class Chain(dspy.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = [make(i) for i in range(3)]
+
+        def forward(self, question: str) -> Any:
+            for step in self.steps:
+                question = step(question=question).answer
+            return question
+
+    return Chain()
+
+
+def _composite_figures(lm: Any) -> dict[str, Any]:
+    """Bound BestOfN and a bound 3-predictor program, each beside plain DSPy (same run)."""
+    import dspy
+
+    from dspex.binding import bind
+
+    v = _Variables()
+    signature = dspy.Signature("question -> answer", INSTRUCTIONS)
+
+    def configured() -> Any:  # plain: the values set on the predictor, no per-call cost
+        return dspy.Predict(signature, temperature=0.7, max_tokens=64)
+
+    plain_best = dspy.BestOfN(configured(), N=3, reward_fn=_reject, threshold=1.0)
+    bound_best = bind(
+        dspy.BestOfN(dspy.Predict("question -> answer"), N=3, reward_fn=_reject, threshold=1.0),
+        temperature=v.temperature,
+        max_tokens=v.max_tokens,
+        instructions=v.instructions[0],
+    )
+    plain_chain = _chain(lambda i: configured())
+    bound_chain = bind(
+        _chain(lambda i: bind(dspy.Predict("question -> answer"), instructions=v.instructions[i])),
+        temperature=v.temperature,
+        max_tokens=v.max_tokens,
+    )
+
+    samples = _time_calls(
+        {
+            "plain_best": lambda: plain_best(question="Capital of France?"),
+            "bound_best": lambda: bound_best(question="Capital of France?"),
+            "plain_chain": lambda: plain_chain(question="Capital of France?"),
+            "bound_chain": lambda: bound_chain(question="Capital of France?"),
+        },
+        count=COMPOSITE_CALLS,
+        warmup=COMPOSITE_CALLS // 10,
+    )
+    p50 = {key: statistics.median(values) for key, values in samples.items()}
+    return {
+        "dspy_best_of_n_us_p50": round(p50["plain_best"], 1),
+        "bound_best_of_n_us_p50": round(p50["bound_best"], 1),
+        "bound_best_of_n_ratio": round(p50["bound_best"] / p50["plain_best"], 3),
+        "dspy_program3_us_p50": round(p50["plain_chain"], 1),
+        "bound_program3_us_p50": round(p50["bound_chain"], 1),
+        "bound_program3_ratio": round(p50["bound_chain"] / p50["plain_chain"], 3),
+        "composite_calls": COMPOSITE_CALLS,
     }
 
 

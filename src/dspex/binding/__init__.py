@@ -1,61 +1,76 @@
 """Layer 3: ``dspex.bind``, which feeds session variables into DSPy's per-call hooks.
 
-``bind(module, temperature=..., instructions=..., demos=..., lm=...)`` returns a
-:class:`BoundModule`, a ``dspy.Module`` that wraps ``module``. On every call it reads the bound
-variables from the current session **once** (one consistent snapshot, at one revision) and runs
-``module`` with those values applied to every predictor inside it, for that call only.
+``bind(module, temperature=..., instructions=..., demos=..., lm=...)`` binds ``module`` in place
+and returns it: on every call it reads the bound variables from the current session **once** (one
+consistent snapshot) and the LM sees exactly what plain DSPy sends when those values are
+configured the natural DSPy way (the *fidelity rule*, proved by ``tests/fidelity``):
 
-How the values reach each predictor
------------------------------------
-DSPy's per-call hooks are the ``config=``, ``signature=``, ``demos=`` and ``lm=`` keyword
-arguments of ``Predict``; ``Predict.forward`` merges them and hands the result to the adapter:
-``adapter(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=...)``. A composite
-module (``ChainOfThought``, ``ReAct``, a custom module) does not pass keyword arguments down to
-its predictors, so the wrapper cannot simply add them to its own call. Instead it enters
-``dspy.context(adapter=<hook adapter>, dspex_session=<session>)`` for the duration of the call
-(plus ``lm=`` when the model is bound, so predictors run even with no LM configured). The hook
-adapter is a thin proxy around the adapter that was in effect (or a
-``ChatAdapter``): each predictor call inside the block reaches it with DSPy's own merged
-``lm, lm_kwargs, signature, demos``, and it replaces exactly the bound parts before delegating:
+* LM keywords (temperature, max_tokens, ...) as ``dspy.context(lm=lm.copy(**kwargs))`` around
+  the bound module's call;
+* the chosen model (``lm``) as the context LM of that call: a model name, or the key of a
+  :class:`dspex.Choice` that maps keys to configured ``dspy.LM`` objects;
+* ``instructions`` as each predictor's signature instructions (the task part: ReAct's protocol
+  and tool list after it are kept);
+* ``demos`` as each predictor's demos.
 
-* LM keyword arguments (temperature, max_tokens, ...) are merged over ``lm_kwargs``;
-* ``instructions`` replace the signature's instructions via ``signature.with_instructions`` (a
-  new class, cached; for ``ReAct``, whose agent prompt *starts* with the task instructions,
-  only that task part is replaced, so the tool list survives);
-* ``demos`` replace the demos; ``lm`` replaces the model (resolved by a cached factory:
-  ``dspex/sim...`` gives the built-in simulation LM, anything else ``dspy.LM(name)``).
+How the values reach DSPy
+-------------------------
+*The bind boundary.* ``module`` becomes an instance of a subclass of its own class (same name;
+attribute paths, ``named_parameters()`` and ``named_predictors()`` unchanged, so saves made
+before adopting ``bind`` still load). Its ``__call__``/``acall`` set DSPy's context overlay, as
+``dspy.context(dspex_values=<snapshot>, dspex_session=<session>, lm=<bound LM copy>)`` would,
+and run the module's own call. DSPy copies that overlay into ``dspy.Parallel``/``Evaluate``
+threads, ``asyncify``, ``streamify`` and async tasks.
 
-Alternatives rejected: setting attributes on predictors (races between threads, and the
-original bridge's ``predictor.temperature`` is never read by DSPy); per-call copies of the
-module (breaks predictor identity, which optimizers use to map traces to predictors); patching
-``Predict`` (a global change to DSPy's private methods); callbacks (they cannot change inputs).
-The proxy reports the wrapped adapter's class, so DSPy's ``isinstance(settings.adapter, ...)``
-checks (streaming) still see a ``JSONAdapter`` when one is configured.
+*Per-predictor hooks.* Every ``dspy.Predict`` inside ``module`` gets the same treatment; its
+``signature``, ``demos``, ``config`` and ``lm`` attributes, which ``Predict.forward`` reads per
+call, become properties that read the snapshot (see :mod:`dspex.binding._predictor`). Nothing
+shared is written per call, so threads with different sessions never race.
 
-Nothing shared is mutated: the module, its predictors, their ``config``/``signature``/``demos``
-and ``dspy.settings`` globals stay as they are; the proxy lives only in this call's
-``dspy.context`` overlay. DSPy copies that overlay into ``dspy.Parallel`` / ``Evaluate``
-threads, ``asyncify`` and async tasks, so sub-calls made inside the module see the same values
-and the same session.
-Bound values win over the module's own ``config`` and over per-call arguments; a nested
-``bind`` wins over an outer one for the hooks it binds. Like ``dspy.context(lm=...)``, the
-values apply to every predictor that runs inside the wrapped call.
+DSPy's own per-call choices inside the module keep their plain-DSPy precedence: an inner
+``dspy.context`` (another adapter, another LM) wins over the boundary; the rollout copies that
+``BestOfN``, ``Refine``, ``SIMBA`` and bootstrap rounds make (``rollout_id`` at
+``temperature=1.0``) keep their rollout id and temperature; a predictor's own ``lm`` wins over
+the context LM. One deliberate addition: a bound module's predictors without an LM of their own
+report the bound LM through ``get_lm()`` outside the call, so ``BestOfN(bind(...))`` copies it
+(plain DSPy would find no LM there).
+
+Assigned values and optimizers
+------------------------------
+Optimizers and ``load_state`` *assign* ``predictor.demos``/``predictor.signature`` (and
+``reset_copy()`` clears demos). On a bound predictor an assigned value is kept on that
+predictor object and wins over the variable, as a value set on a predictor wins in plain DSPy;
+so compiling a bound program behaves exactly like compiling it in plain DSPy, and the compiled
+program runs what was compiled. It is never hidden: when the assigned value differs from the
+session's variable a warning names the variable, and :func:`dspex.publish` moves compiled
+instructions, demos and config into the session's variables in one atomic batch (and hands the
+hooks back to the variables; ``rollback()`` on its result restores the earlier values).
+
+Alternatives rejected: a proxy adapter in ``dspy.context`` (an adapter switched inside
+``forward`` dropped every binding, and rollout copies lost to the bound values); wrapper modules
+(renamed parameters, so old saves failed to load); setting attributes per call (races); patching
+``Predict`` globally.
 """
 
 from __future__ import annotations
 
-from dspex.binding._adapter import resolve_lm
-from dspex.binding._bound import BoundModule, bind
+from dspex.binding._bound import BoundModule, bind, bound_variables
 from dspex.binding._hooks import HOOKS, LM_KWARGS
-from dspex.binding._state import SECTION, dump_variables, prepare_load
+from dspex.binding._models import resolve_lm
+from dspex.binding._publish import Published, publish
+from dspex.binding._state import SECTION, SavedVariables, dump_variables, prepare_load
 
 __all__ = [
     "HOOKS",
     "LM_KWARGS",
     "SECTION",
     "BoundModule",
+    "Published",
+    "SavedVariables",
     "bind",
+    "bound_variables",
     "dump_variables",
     "prepare_load",
+    "publish",
     "resolve_lm",
 ]

@@ -3,106 +3,114 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import dspy
+from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
 from dspex._model import VariableRecord, VariableSpec
-from dspex.binding._adapter import HookAdapter, Overrides, resolve_lm
+from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
-from dspex.binding._state import SECTION, dump_variables, prepare_load
+from dspex.binding._models import bound_lm, lm_for_key
+from dspex.binding._predictor import HookedPredictor, hook_predictor, hooked_variables
+from dspex.binding._state import SavedVariables, dump_variables, register_saved
+from dspex.binding._values import VALUES_KEY, Binding, Layer, check_travel, demos_value
 from dspex.errors import BindingError, SessionError, VariableNotFoundError
 from dspex.session import Session, current_session
 from dspex.variables import Variable
 
-__all__ = ["BoundModule", "bind"]
+__all__ = ["BoundModule", "bind", "bound_variables"]
 
-
-@dataclass(frozen=True)
-class _Binding:
-    """One hook -> variable pair, checked at bind time (deep-copyable, picklable)."""
-
-    hook: str  # the LM keyword, or "instructions" / "demos" / "lm"
-    kind: str  # "config", "instructions", "demos" or "lm"
-    name: str  # the variable name in the session
-    declared: Variable | None  # the declaration, when a Variable (not a name) was bound
+_CARRIED = "_dspex_carried"
 
 
 class _Plan:
-    """What a BoundModule resolves per call: its bindings and the variable names to read.
+    """What a bind boundary resolves per call: its bindings and the variable names to read.
 
     Kept apart from the module so the per-call path reads plain attributes (a ``dspy.Module``
     routes every attribute read through a Python-level ``__getattribute__``).
     """
 
-    __slots__ = ("bindings", "names")
+    __slots__ = ("_checked", "_memo", "bindings", "names")
 
-    def __init__(self, bindings: tuple[_Binding, ...]) -> None:
+    def __init__(self, bindings: tuple[Binding, ...]) -> None:
         self.__setstate__(bindings)
 
-    def __getstate__(self) -> tuple[_Binding, ...]:
+    def __getstate__(self) -> tuple[Binding, ...]:
+        check_travel(self.bindings)
         return self.bindings
 
-    def __setstate__(self, bindings: tuple[_Binding, ...]) -> None:
+    def __setstate__(self, bindings: tuple[Binding, ...]) -> None:
         self.bindings = bindings
         self.names = tuple(dict.fromkeys(b.name for b in bindings))
+        # Per-call caches (a lost race only recomputes): the spec each binding was last
+        # checked against (records share spec objects), and the last bound LM.
+        self._checked: dict[int, Any] = {}
+        self._memo: tuple[Any, ...] = (None, None, None, None)
 
-    def hooks(self, module: Any) -> dict[str, Any]:
-        """The ``dspy.context`` settings for one call.
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Plan:
+        return self  # never changed after construction (bind builds a new one)
 
-        The hook adapter, the bound LM (so predictors run even with no LM configured), and the
-        session itself, so that thread pools started inside the call (``dspy.Parallel`` in a
-        custom module) resolve in the same session.
+    def call_overlay(self, module: Any) -> Any:
+        """The DSPy settings overlay of one bound call (one snapshot of the variables).
+
+        The current overlay plus ``dspex_values`` (what the hooked predictors read), the session
+        (so thread pools started inside resolve in it), and, when LM keywords or the model are
+        bound, the bound LM copy: what ``dspy.context(**those)`` would set, without its copy of
+        the process-wide settings (DSPy reads those when a key is not in the overlay).
         """
         session = current_session()
-        overrides = self.resolve(module, session)
-        current = dspy.settings.adapter
-        if type(current) is HookAdapter:  # nested bind: inner values win per hook
-            adapter = HookAdapter(current.inner, overrides.over(current.overrides))
-        else:
-            adapter = HookAdapter(
-                current if current is not None else dspy.ChatAdapter(), overrides
-            )
-        settings = {"adapter": adapter, "dspex_session": session}
-        if adapter.overrides.lm is not None:
-            settings["lm"] = adapter.overrides.lm
-        return settings
-
-    def resolve(self, module: Any, session: Session) -> Overrides:
-        """Read the bound variables once (one snapshot) and turn them into overrides."""
         records = self._records(module, session)
+        values: dict[str, Any] = {}
         config: dict[str, Any] = {}
-        instructions: str | None = None
-        demos: list[Any] | None = None
-        lm: Any = None
-        for b in self.bindings:
+        chosen: Any = None
+        checked = self._checked
+        for index, b in enumerate(self.bindings):
             record = records[b.name]
-            check_fit(b.hook, b.kind, b.name, record.spec)
+            if checked.get(index) is not record.spec:
+                check_fit(b.hook, b.kind, b.name, record.spec)
+                checked[index] = record.spec
             value = record.value
             kind = b.kind
             if kind == "config":
                 config[b.hook] = value
-            elif kind == "instructions":
-                instructions = value
             elif kind == "demos":
-                demos = _demos(b.name, value)
-            else:
-                lm = resolve_lm(value)
-        task = None
-        if instructions is not None:
-            task = getattr(module, "signature", None)
-            if not isinstance(task, type):
-                task = None
-        return Overrides(config, instructions, task, demos, lm)
+                value = demos_value(b.name, value)
+            elif kind == "lm":
+                chosen = lm_for_key(value, b.models)
+            values[b.name] = value
+        overlay = thread_local_overrides.get()
+        outer = overlay.get(VALUES_KEY)
+        new = type(overlay)(overlay)
+        new[VALUES_KEY] = {**outer, **values} if outer else values
+        new["dspex_session"] = session
+        if config or chosen is not None:
+            current = overlay["lm"] if "lm" in overlay else main_thread_config.get("lm")
+            lm = self._bound_lm(current, chosen, config)
+            if lm is not None:
+                new["lm"] = lm
+        return new
+
+    def _bound_lm(self, current: Any, chosen: Any, config: dict[str, Any]) -> Any:
+        """:func:`bound_lm`, remembered for the last (current LM, chosen LM, config)."""
+        items = tuple(config.items())
+        memo = self._memo
+        if memo[0] is current and memo[1] is chosen and memo[2] == items:
+            return memo[3]
+        lm = bound_lm(current, chosen, config, main_thread_config.get("lm"))
+        self._memo = (current, chosen, items, lm)
+        return lm
 
     def _records(self, module: Any, session: Session) -> dict[str, VariableRecord]:
         try:
             return session.provider.get_variables(session.session_id, self.names)
         except VariableNotFoundError:
             pass
+        carried = module.__dict__.get(_CARRIED) or {}
         for b in self.bindings:  # first use in this session: register the declarations
-            if b.declared is not None:
+            if b.name in carried:  # a loaded program brings its saved value
+                register_saved(b.name, carried[b.name])
+            elif b.declared is not None:
                 b.declared.register()
         try:
             return session.provider.get_variables(session.session_id, self.names)
@@ -120,91 +128,79 @@ class _Plan:
 
 
 # ------------------------------------------------------------------------------------------
-# the wrapper module
+# the bind boundary
 
 
-class BoundModule(dspy.Module):  # type: ignore[misc]
-    """A ``dspy.Module`` running ``module`` with session variables on its per-call hooks.
+class BoundModule(SavedVariables, Hooked):
+    """Mixin of a module passed to :func:`bind`: its calls are the bind boundary.
 
-    Build it with :func:`bind`. ``module`` stays a normal attribute, so DSPy's
-    ``named_predictors``, optimizers, ``deepcopy``, ``save``/``load`` and cloudpickle see it.
-
-    The wrapper is transparent to DSPy's call machinery: calling it enters the hook context and
-    calls ``module``, whose own ``__call__`` runs the callbacks, records LM history and tracks
-    usage. The wrapper adds no second module event per call, so ``inspect_history`` is
-    delegated to ``module``.
-
-    Attributes:
-        module: the wrapped DSPy module.
+    ``bind`` switches the module, in place, to a subclass of its own class with this mixin (same
+    class name; ``isinstance`` checks, attribute paths, ``named_parameters()`` and
+    ``named_predictors()`` stay as they were). Calling it sets DSPy's context overlay for the
+    call (as ``dspy.context(dspex_values=..., dspex_session=..., [lm=...])`` would) and then
+    runs the module's own ``__call__``/``acall`` (callbacks, history, usage as usual).
     """
-
-    def __init__(self, module: Any, bindings: tuple[_Binding, ...]) -> None:
-        super().__init__()
-        self.module = module
-        self._plan = _Plan(bindings)
 
     @property
     def bindings(self) -> dict[str, str]:
-        """Hook name -> bound variable name."""
-        return {b.hook: b.name for b in self._plan.bindings}
+        """Hook name -> bound variable name, for the hooks bound on this module."""
+        return {b.hook: b.name for b in self.__dict__["_dspex_plan"].bindings}
 
     def named_variables(self) -> list[tuple[str, Variable | None]]:
         """The bound variables: (name, declaration or None when bound by name)."""
         seen: dict[str, Variable | None] = {}
-        for b in self._plan.bindings:
+        for b in self.__dict__["_dspex_plan"].bindings:
             if seen.get(b.name) is None:
                 seen[b.name] = b.declared
+        for name, declared in bound_variables(self):
+            if seen.get(name) is None:
+                seen[name] = declared
         return list(seen.items())
 
-    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
-        """DSPy's state plus the bound variables' specs and values (see ``dspex_variables``)."""
-        state: dict[str, Any] = super().dump_state(json_mode=json_mode)
-        state[SECTION] = dump_variables(self.named_variables())
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled state: a pickled bound module carries its variables' specs and values.
+
+        Loaded in a session that lacks them (``dspy.load`` of a plain ``dspy.Module`` saved
+        with ``save_program=True``), they are registered with those values on the first call;
+        a session that has them keeps its own values (``dspex.Remote`` workers).
+        """
+        state: dict[str, Any] = super().__getstate__()
+        state[_CARRIED] = dump_variables(self.named_variables(), registered_only=True)
         return state
 
-    def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:
-        """Load DSPy's state, then set the saved variables in the current session."""
-        section = state.get(SECTION)
-        declared = {n: v for n, v in self.named_variables() if v is not None}
-        commit = prepare_load(section, declared) if section is not None else None
-        super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
-        if commit is not None:
-            commit()
-        return self
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        module = self.module
-        with dspy.context(**self._plan.hooks(module)):
-            return module(*args, **kwargs)
+        d = self.__dict__
+        if "_dspex_pending" in d:
+            self.apply_pending()
+        token = thread_local_overrides.set(d["_dspex_plan"].call_overlay(self))
+        try:
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            thread_local_overrides.reset(token)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        """Async call: ``await bound.acall(...)`` runs the wrapped module's ``acall``."""
-        module = self.module
-        with dspy.context(**self._plan.hooks(module)):
-            return await module.acall(*args, **kwargs)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Same as calling the wrapper (kept for DSPy's ``Module`` interface)."""
-        return self.__call__(*args, **kwargs)
-
-    async def aforward(self, *args: Any, **kwargs: Any) -> Any:
-        """Same as :meth:`acall`."""
-        return await self.acall(*args, **kwargs)
-
-    def inspect_history(self, n: int = 1, file: Any = None) -> None:
-        """Print the wrapped module's last ``n`` LM calls."""
-        self.module.inspect_history(n, file=file)
+        """Async call: the module's own ``acall`` inside the bind boundary."""
+        d = self.__dict__
+        if "_dspex_pending" in d:
+            self.apply_pending()
+        token = thread_local_overrides.set(d["_dspex_plan"].call_overlay(self))
+        try:
+            return await super().acall(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            thread_local_overrides.reset(token)
 
 
-def _demos(name: str, value: Any) -> list[Any]:
-    if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
-        raise BindingError(
-            f"variable {name!r} is bound to 'demos' but holds {type(value).__name__}; demos must "
-            "be a JSON list of objects, e.g. [{'question': '...', 'answer': '...'}]",
-            name=name,
-            hook="demos",
-        )
-    return [dict(d) for d in value]
+register_mixin("boundary", BoundModule)
+
+
+def bound_variables(module: Any) -> list[tuple[str, Variable | None]]:
+    """(name, declaration) of the variables bound to the predictors inside ``module``."""
+    seen: dict[str, Variable | None] = {}
+    for _, predictor in module.named_sub_modules(type_=HookedPredictor):
+        for name, declared in hooked_variables(predictor):
+            if seen.get(name) is None:
+                seen[name] = declared
+    return list(seen.items())
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,20 +213,23 @@ def bind(module: Any, /, **bindings: Any) -> BoundModule:
     Args:
         module: any ``dspy.Module`` (``Predict``, ``ChainOfThought``, ``ReAct``, your own).
         **bindings: hook name -> ``dspex.Variable`` (or a registered variable's name). Hooks:
-            ``instructions`` (string), ``demos`` (json list of objects), ``lm`` (string or choice
-            of model names: ``dspex/sim...`` is the built-in simulation, anything else goes to
-            ``dspy.LM``), any common LM keyword (``temperature``, ``max_tokens``, ``top_p``,
-            ``n``, ``stop``, ``seed`` ...), and ``config={"kwarg": variable}`` for any other LM
-            keyword.
+            ``instructions`` (string: each predictor's task instructions), ``demos`` (json list
+            of objects: each predictor's demos), ``lm`` (a key of a ``dspex.Choice`` mapping keys
+            to configured ``dspy.LM`` objects, or a model name: ``dspex/sim...`` is the built-in
+            simulation, ``provider/model`` goes to ``dspy.LM``), any common LM keyword
+            (``temperature``, ``max_tokens``, ``top_p``, ``n``, ``stop``, ``seed`` ...), and
+            ``config={"kwarg": variable}`` for any other LM keyword.
 
     Returns:
-        A :class:`BoundModule` that resolves the values from the current session on every call.
-        Declared variables are registered now when a session is active (existing values are
-        kept), otherwise on the first call inside one.
+        ``module`` itself, now a :class:`BoundModule` (bound in place: same object, same
+        attribute paths and predictor names) that resolves the values from the current session
+        on every call. Declared variables are registered now when a session is active (existing
+        values are kept), otherwise on the first call inside one.
 
     Raises:
-        BindingError: ``module`` is not a ``dspy.Module``; a hook does not exist; a value is not
-            a variable; or a variable's type does not fit its hook.
+        BindingError: ``module`` is not a ``dspy.Module`` or holds no ``dspy.Predict``; a hook
+            does not exist; a value is not a variable; or a variable's type does not fit its
+            hook. At call time: a bad demos value or model name.
 
     Examples:
         >>> import dspy, dspex
@@ -247,7 +246,7 @@ def bind(module: Any, /, **bindings: Any) -> BoundModule:
         raise BindingError(
             f"bind() got no bindings; pass hook=variable pairs, hooks: {', '.join(HOOKS)}"
         )
-    pairs: list[_Binding] = []
+    pairs: list[Binding] = []
     for hook, target in bindings.items():
         if hook == "config":
             pairs.extend(_config_bindings(module, target))
@@ -257,10 +256,66 @@ def bind(module: Any, /, **bindings: Any) -> BoundModule:
         for pair in pairs:
             if pair.declared is not None:
                 pair.declared.register()
-    return BoundModule(module, tuple(pairs))
+    _install(module, tuple(pairs))
+    bound: BoundModule = module
+    return bound
 
 
-def _config_bindings(module: Any, targets: Any) -> list[_Binding]:
+def _install(module: Any, pairs: tuple[Binding, ...]) -> None:
+    """Hook every predictor inside ``module`` and make ``module`` the boundary (in place)."""
+    predictors = list(module.named_sub_modules(type_=dspy.Predict))
+    if not predictors:
+        raise BindingError(
+            f"{type(module).__name__} holds no dspy.Predict, so no LM call inside it can be "
+            "bound; bind the module that owns the predictors",
+            module=type(module).__name__,
+        )
+    tasks = _task_texts(module) if any(b.kind == "instructions" for b in pairs) else ()
+    for path, predictor in predictors:
+        distance = path.count(".")
+        suffix = _suffix(predictor, tasks)
+        hook_predictor(predictor, Layer(distance, pairs, suffix))
+    old = module.__dict__.get("_dspex_plan")
+    if old is not None:
+        new_hooks = {b.hook for b in pairs}
+        pairs = tuple(b for b in old.bindings if b.hook not in new_hooks) + pairs
+    module.__dict__["_dspex_plan"] = _Plan(pairs)
+    add_kind(module, "boundary")
+
+
+def _own_instructions(predictor: Any) -> str:
+    d = predictor.__dict__
+    signature = d.get("_dspex_signature", d.get("signature"))
+    return str(signature.instructions)
+
+
+def _task_texts(module: Any) -> tuple[str, ...]:
+    """Instructions of the task signatures that modules inside ``module`` were built from.
+
+    ``ReAct`` keeps its task signature as ``self.signature`` and builds its agent predictor's
+    instructions as the task instructions followed by its protocol and tool list.
+    """
+    texts = []
+    for _, sub in module.named_sub_modules():
+        if isinstance(sub, dspy.Predict):
+            continue
+        signature = sub.__dict__.get("signature")
+        text = getattr(signature, "instructions", None) if isinstance(signature, type) else None
+        if isinstance(text, str) and text:
+            texts.append(text)
+    return tuple(sorted(set(texts), key=len, reverse=True))
+
+
+def _suffix(predictor: Any, tasks: tuple[str, ...]) -> str:
+    """What the predictor's module added after the task instructions ("" when nothing)."""
+    own = _own_instructions(predictor)
+    for task in tasks:
+        if own != task and own.startswith(task):
+            return own[len(task) :]
+    return ""
+
+
+def _config_bindings(module: Any, targets: Any) -> list[Binding]:
     if not isinstance(targets, Mapping) or not targets:
         raise BindingError(
             "config= takes a non-empty mapping of LM keyword -> variable, "
@@ -281,7 +336,7 @@ def _config_bindings(module: Any, targets: Any) -> list[_Binding]:
     return pairs
 
 
-def _make_binding(module: Any, kind: str, hook: str, target: Any) -> _Binding:
+def _make_binding(module: Any, kind: str, hook: str, target: Any) -> Binding:
     if isinstance(target, Variable):
         if not target.name:
             raise BindingError(
@@ -290,12 +345,12 @@ def _make_binding(module: Any, kind: str, hook: str, target: Any) -> _Binding:
                 hook=hook,
             )
         check_fit(hook, kind, target.name, target.spec)
-        return _Binding(hook, kind, target.name, target)
+        return Binding(hook, kind, target.name, target)
     if isinstance(target, str) and target:
         spec = _registered_spec(target)
         if spec is not None:
             check_fit(hook, kind, target, spec)
-        return _Binding(hook, kind, target, None)
+        return Binding(hook, kind, target, None)
     raise BindingError(
         f"{hook}= must be a dspex.Variable or a variable name, not {target!r}; "
         "for a fixed value pass it to the DSPy module itself "

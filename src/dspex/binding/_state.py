@@ -1,9 +1,19 @@
 """Layer 3: the ``dspex_variables`` section that ``save``/``load`` add to DSPy's program state.
 
 DSPy's ``dump_state`` keeps signatures and demos but drops ``Predict.config`` (temperature,
-max_tokens ...). Bound values live in the session, so :class:`~dspex.Program` and
-:class:`~dspex.binding.BoundModule` write each bound or declared variable's spec and current
-value into one extra section, and loading it sets them in the current session.
+max_tokens ...). Bound values live in the session, so each bound predictor writes the spec and
+current value of every variable bound to it into a section of its own state (so any
+``dspy.Module`` containing a bound module saves them, under unchanged parameter names), and
+:class:`~dspex.Program` adds one top-level section for its declarations. Loading sets them in
+the current session.
+
+A ``Program`` checks every section of a state first and sets them in one atomic batch. A plain
+``dspy.Module`` loads its predictors one by one, so each bound predictor checks and sets its own
+section as DSPy reaches it (DSPy's trial load on a copy reaches them first).
+
+``save(dir, save_program=True)`` pickles the whole program; :class:`SavedVariables` (a mixin of
+``dspex.Program`` and of bound modules) puts the section into that pickle, and ``dspy.load``
+applies it in the current session (or, without one, on the first call inside one).
 
 Section format (plain JSON)::
 
@@ -17,6 +27,7 @@ Section format (plain JSON)::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from dspex._model import VariableRecord, VariableSpec, make_spec, validate
@@ -30,19 +41,26 @@ from dspex.errors import (
 from dspex.session import Session, current_session
 from dspex.variables import Variable
 
-__all__ = ["SECTION", "dump_variables", "prepare_load"]
+__all__ = [
+    "SECTION",
+    "SavedVariables",
+    "dump_variables",
+    "plain",
+    "prepare_load",
+    "register_saved",
+]
 
 SECTION = "dspex_variables"
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A JSON-ready copy: arrays -> nested lists, tuples -> lists, frozen containers -> plain."""
     if hasattr(value, "tolist"):
         return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -53,12 +71,14 @@ def _active_session() -> Session | None:
         return None
 
 
-def dump_variables(named: Sequence[tuple[str, Variable | None]]) -> dict[str, Any]:
+def dump_variables(
+    named: Sequence[tuple[str, Variable | None]], *, registered_only: bool = False
+) -> dict[str, Any]:
     """Return the section for ``named`` variables (name, declaration or None).
 
     Values come from the current session; without one, declared variables are written with
-    their defaults (``"version": null``) and name-only bindings, whose spec lives only in a
-    session, are left out.
+    their defaults (``"version": null``) unless ``registered_only``, and name-only bindings,
+    whose spec lives only in a session, are left out.
     """
     session = _active_session()
     section: dict[str, Any] = {}
@@ -66,11 +86,11 @@ def dump_variables(named: Sequence[tuple[str, Variable | None]]) -> dict[str, An
         record = _record(session, name)
         if record is not None:
             spec, value, version = record.spec, record.value, record.version
-        elif declared is not None:
+        elif declared is not None and not registered_only:
             spec, value, version = declared.spec, declared.default, None
         else:
             continue
-        section[name] = {**spec.to_json(), "value": _plain(value), "version": version}
+        section[name] = {**spec.to_json(), "value": plain(value), "version": version}
     return section
 
 
@@ -92,6 +112,18 @@ def _parse_entry(name: str, entry: Any) -> tuple[VariableSpec, Any]:
         )
     spec = make_spec(entry["type"], **dict(entry.get("constraints") or {}))
     return spec, validate(spec, entry["value"], name)
+
+
+def register_saved(name: str, entry: Any) -> None:
+    """Register a saved variable in the current session; an existing one keeps its value.
+
+    Raises:
+        VariableExistsError: the session holds it with another spec.
+        ConstraintError, VariableValueError: the saved spec or value is invalid.
+    """
+    spec, value = _parse_entry(name, entry)
+    session = current_session()
+    session.provider.register_variable(session.session_id, name, spec, value)
 
 
 def prepare_load(
@@ -153,3 +185,52 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b) and type(a) is type(b)
     except (ValueError, TypeError, DspexError):  # arrays compare element-wise
         return False
+
+
+_SAVING: ContextVar[Any] = ContextVar("dspex_saving", default=None)
+_SAVED_KEY = "_dspex_saved_variables"
+
+
+class SavedVariables:
+    """Mixin: ``save(..., save_program=True)`` and ``dspy.load`` keep the variables.
+
+    The class using it provides ``named_variables()``.
+    """
+
+    def named_variables(self) -> list[tuple[str, Variable | None]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def save(self, path: Any, save_program: bool = False, modules_to_serialize: Any = None) -> Any:
+        """DSPy's ``save``; with ``save_program=True`` the pickle also holds the variables."""
+        token = _SAVING.set(self if save_program else None)
+        try:
+            return super().save(  # type: ignore[misc]
+                path, save_program=save_program, modules_to_serialize=modules_to_serialize
+            )
+        finally:
+            _SAVING.reset(token)
+
+    def __getstate__(self) -> dict[str, Any]:
+        raw: Any = super().__getstate__()  # type: ignore[misc]
+        state: dict[str, Any] = raw
+        if _SAVING.get() is self:
+            state[_SAVED_KEY] = dump_variables(self.named_variables())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        saved = state.pop(_SAVED_KEY, None)
+        super().__setstate__(state)  # type: ignore[misc]
+        if saved:
+            self.__dict__["_dspex_pending"] = saved
+            if _active_session() is not None:
+                self.apply_pending()
+
+    def apply_pending(self) -> None:
+        """Set the variables a ``dspy.load``-ed program carried, once, in the current session."""
+        saved = self.__dict__.get("_dspex_pending")
+        if saved is None or _active_session() is None:
+            return
+        declared = {n: v for n, v in self.named_variables() if v is not None}
+        prepare_load(saved, declared)()
+        self.__dict__.pop("_dspex_pending", None)

@@ -22,6 +22,7 @@ _COMMANDS = (
     "dspex.cli._sessions",
     "dspex.cli._vars",
     "dspex.cli._bench",
+    "dspex.cli._dashboard",
 )
 
 

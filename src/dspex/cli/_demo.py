@@ -15,8 +15,9 @@ def add_parser(subparsers: Any) -> None:
         help="run the guided demo (offline, no API keys)",
         description="Register typed variables, change and watch them live, see a bad value "
         "and a stale write refused, and roll back; then run a DSPy program in this process and "
-        "in two worker processes, and tune its variables live with a grid search under an "
-        "optimization lock. All in a real session, offline (simulation LM, no API keys).",
+        "in two worker processes, and tune its variables live with an Optuna study (dspex.tune) "
+        "under an optimization lock. All in a real session, offline: the LM is a simulation "
+        "that scores instructions by literal phrases of one word list (the demo says which).",
     )
     parser.add_argument("--list", action="store_true", help="list the steps and exit")
     parser.set_defaults(func=run)

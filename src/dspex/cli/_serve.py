@@ -16,11 +16,12 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import dspex.errors as errors
+from dspex.cli._dashboard import BesideStore, add_serve_options
 from dspex.cli._serve_options import add_hardening_options, provider_limits, server_security
 from dspex.cli._vars import TOKEN_ENV
 
 if TYPE_CHECKING:
-    from dspex.state._engines import Engine
+    from dspex.state.engines import Engine
 
 __all__ = ["add_parser"]
 
@@ -98,6 +99,7 @@ def add_parser(subparsers: Any) -> None:
         "--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown"
     )
     add_hardening_options(parser)
+    add_serve_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     # A bad auth file, TLS file, data directory or Redis raises here, before anything listens:
     # the error becomes one line on stderr and exit code 1 (see dspex.cli.main).
+    dashboard = BesideStore.from_args(args)
     security = server_security(args)
     engine, where = _open_engine(args)
     try:
@@ -126,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(address: str) -> None:
         print(f"dspex session store listening on {address}", flush=True)
+        if dashboard is not None:
+            dashboard.start(address)
 
     print(f"dspex session store: sessions kept {where}", file=sys.stderr, flush=True)
     try:
@@ -139,10 +144,12 @@ def run(args: argparse.Namespace) -> int:
             on_ready=ready,
         )
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         provider.close()
         engine.close()  # releases the data directory's lock (the provider does not own it)
     print("dspex session store stopped", file=sys.stderr, flush=True)
-    return 0
+    return 1 if dashboard is not None and dashboard.failed else 0
 
 
 def _open_engine(args: argparse.Namespace) -> tuple[Engine, str]:
@@ -153,7 +160,7 @@ def _open_engine(args: argparse.Namespace) -> tuple[Engine, str]:
         StoreDataError: the data directory is unusable, locked, full or from a newer dspex.
         StoreUnavailableError: Redis cannot be reached.
     """
-    from dspex.state._engines import MemoryEngine, RedisEngine, SQLiteEngine
+    from dspex.state.engines import MemoryEngine, RedisEngine, SQLiteEngine
 
     sizes = {"history_size": args.history_size, "log_size": args.log_size}
     if args.fsync and args.data is None:

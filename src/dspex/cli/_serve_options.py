@@ -83,8 +83,7 @@ def server_security(args: argparse.Namespace) -> dict[str, Any]:
         StoreError: both --token and --auth-file, TLS flags incomplete, or a PEM file that
             cannot be read.
     """
-    from dspex.state._access import AccessPolicy
-    from dspex.state.store import ServerTls
+    from dspex.state.store import AccessPolicy, ServerTls
 
     if args.auth_file is not None and args.token:
         raise errors.StoreError(

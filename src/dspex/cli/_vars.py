@@ -1,5 +1,5 @@
-"""``dspex vars list|get|set|watch|history|rollback|depend|dependents|deps --store ADDRESS
---session ID [--json]``.
+"""``dspex vars list|get|set|watch|history|rollback|depend|dependents|deps|lock|unlock|progress
+--store ADDRESS --session ID [--json]``.
 
 Reads and changes the variables of one session in a session store, with the same verbs as the
 Python API. Records show whether they are stale and who holds their optimization lock.
@@ -14,15 +14,24 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from dspex._model import VariableRecord, VariableUpdate
 from dspex.cli._deps import add_actions as add_dependency_actions
 from dspex.cli._format import jsonable, record_json, record_line
+from dspex.cli._locks import add_actions as add_lock_actions
 
-__all__ = ["TOKEN_ENV", "add_parser", "jsonable", "open_store", "record_json", "store_options"]
+__all__ = [
+    "TOKEN_ENV",
+    "add_parser",
+    "follow",
+    "jsonable",
+    "open_store",
+    "record_json",
+    "store_options",
+]
 
 TOKEN_ENV = "DSPEX_TOKEN"
 """Environment variable read when ``--token`` is not given (server and clients)."""
@@ -91,14 +100,15 @@ def add_parser(subparsers: Any) -> None:
     rollback.add_argument("version", type=int)
     rollback.set_defaults(func=_rollback)
     add_dependency_actions(actions, parent)
+    add_lock_actions(actions, parent)
 
 
 @contextmanager
 def open_store(args: argparse.Namespace) -> Iterator[Any]:
     """A connected SessionStoreProvider for ``--store`` (closed afterwards)."""
-    from dspex.state.store import SessionStoreProvider
+    from dspex.state.client.connect import open_store as open_provider
 
-    provider = SessionStoreProvider(
+    provider = open_provider(
         args.store,
         token=args.token,
         timeout=args.timeout,
@@ -182,8 +192,6 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    deadline = None if args.timeout_after is None else time.monotonic() + args.timeout_after
-    seen = 0
     with (
         open_store(args) as store,
         store.watch_variables(
@@ -193,18 +201,29 @@ def _watch(args: argparse.Namespace) -> int:
             include_initial=args.initial,
         ) as updates,
     ):
-        while args.count is None or seen < args.count:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            update = updates.poll(timeout=1.0 if left is None else min(left, 1.0))
-            if update is None:
-                if updates.closed:
-                    break
-                continue
+        for update in follow(updates, args):
             _show_update(update, args.json)
-            seen += 1
     return 0
+
+
+def follow(
+    updates: Any, args: argparse.Namespace, wanted: Callable[[VariableUpdate], bool] | None = None
+) -> Iterator[VariableUpdate]:
+    """The ``wanted`` updates of a watch, until ``--count`` of them or ``--timeout-after``."""
+    deadline = None if args.timeout_after is None else time.monotonic() + args.timeout_after
+    seen = 0
+    while args.count is None or seen < args.count:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        update = updates.poll(timeout=1.0 if left is None else min(left, 1.0))
+        if update is None:
+            if updates.closed:
+                return
+            continue
+        if wanted is None or wanted(update):
+            seen += 1
+            yield update
 
 
 def _show_update(update: VariableUpdate, as_json: bool) -> None:

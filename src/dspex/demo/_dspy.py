@@ -1,9 +1,9 @@
 """Layer 3 demo: the DSPy steps (a Program in process, then in workers, then tuned live).
 
 The same :class:`~dspex.demo._program.DemoQA` object runs in process, then through
-``dspex.Remote(workers=2)`` (which promotes the session to its embedded store), and finally a
-small grid search holds an optimization lock while it sets the variables, scoring each setting
-with ``dspy.Evaluate`` on the bundled dev set, evaluated by the workers. DSPy and the worker
+``dspex.Remote(workers=2)`` (which promotes the session to its embedded store), and finally
+``dspex.tune`` runs an Optuna study under an optimization lock, writing each trial's values to
+the session and scoring them on the bundled dev set with the workers. DSPy and the worker
 machinery are imported inside the steps, so ``dspex demo --list`` stays light.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 
 from rich.table import Table
 
-from dspex.demo._optimize import Trial, grid_search
 from dspex.demo._steps import DemoRun, DemoStep, show_value
+from dspex.demo._tune import OPTIMIZER_ID, VARIABLES, TunedTrial, describe, run_study
 
 __all__ = ["DSPY_STEPS"]
 
-_VARIABLES = ("temperature", "instructions", "model")
+_VARIABLES = VARIABLES
 
 
 @dataclass
@@ -85,40 +85,83 @@ def run_in_workers(run: DemoRun) -> None:
 
 
 def optimize(run: DemoRun) -> None:
-    """Grid search over the variables' constraints under an optimization lock."""
+    """An Optuna study (``dspex.tune``) under an optimization lock, evaluated by the workers."""
     remote = run.notes["remote"]
+    session = run.session
     pids_before = list(remote.pids)
-    trials = grid_search(run, remote)
+    start = {n: session.get(n) for n in _VARIABLES}
+    with session.watch(*_VARIABLES) as updates:
+        trials = run_study(run, remote)
+        seen = _drain(updates)
     run.notes["trials"] = trials
+    progress = [u.record.lock for u in seen if u.kind == "lock" and u.record.lock]
+    last = dict(progress[-1].get("progress") or {}) if progress else {}
+    run.say(
+        f"progress published on the lock by {OPTIMIZER_ID!r} after every trial; the last: "
+        f"trial {last.get('trial')}, score {_percent(last.get('score'))}, "
+        f"best {_percent(last.get('best'))} (trial {last.get('best_trial')})"
+    )
+    pruned = sum(1 for t in trials if t.state == "pruned")
     same_workers = list(remote.pids) == pids_before
     run.say(
-        f"{len(trials)} evaluations of {trials[0].examples} dev examples ran on the same "
-        f"{remote.workers} workers (restarted: {not same_workers}); each call read the values "
-        "set just before it"
+        f"{len(trials)} trials ({pruned} pruned early) ran on the same {remote.workers} workers "
+        f"(restarted: {not same_workers}); a watcher saw "
+        f"{sum(1 for u in seen if u.kind == 'set')} writes of trial values"
     )
+    run.notes["start_values"] = start
     prediction = remote(question="What is 17 + 25?")
     run.say(f"[dim]a worker call now: {prediction.reasoning}[/dim]")
 
 
+def _drain(updates: Any) -> list[Any]:
+    seen = []
+    while (update := updates.poll(timeout=0.2)) is not None:
+        seen.append(update)
+    return seen
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def results_table(run: DemoRun) -> None:
-    """The variable history written by the optimizer, with the score of every setting."""
-    trials: list[Trial] = run.notes["trials"]
-    best = max(trials, key=lambda t: t.score)
-    table = Table(title="grid search: variable history and dev-set scores")
-    for column in ("trial", "variable", "value", "version", "revision", "score"):
+    """Every trial with its values, the revision it was written at and its score."""
+    trials: list[TunedTrial] = run.notes["trials"]
+    result = run.notes["tune_result"]
+    best = result.study.best_trial.number
+    table = Table(title="Optuna trials: values written to the session and dev-set scores")
+    columns = ("trial", "temperature", "model", "revision", "score", "instructions")
+    table.caption = "pruned: stopped early by the median pruner (score over the examples run)"
+    for column in columns:
         table.add_column(column, justify="right" if column in ("trial", "score") else "left")
     for trial in trials:
-        mark = " [green]best[/green]" if trial is best else ""
+        mark = "[green]best[/green] " if trial.number == best else ""
+        score = "-" if trial.score is None else f"{trial.score:.1f}%"
+        if trial.state == "pruned":
+            score = f"{score} pruned"
+        values = {n: _cell(trial.values.get(n)) for n in _VARIABLES}
         table.add_row(
-            str(trial.number), trial.name, show_value(trial.value, 48), str(trial.version),
-            str(trial.revision), f"{trial.score:.1f}%{mark}",
+            mark + str(trial.number), values["temperature"],
+            values["model"].removeprefix("dspex/"), str(trial.revision), score,
+            values["instructions"],
         )  # fmt: skip
     run.console.print(table)
     session = run.session
-    final = ", ".join(f"{n}={show_value(session.get(n), 60)}" for n in _VARIABLES)
-    run.say(f"kept the best setting ({best.score:.1f}%): {final}")
-    lock = session.variable("temperature").lock
-    run.say(f"optimization lock released: {lock is None}")
+    kept = result.kept
+    run.say(
+        f"kept the best setting ({_percent(result.best_score)}) in one atomic batch "
+        f"(revisions {sorted(r.revision for r in kept.values())}): "
+        f"{describe({n: session.get(n) for n in _VARIABLES})}"
+    )
+    run.say(f"optimization lock released: {session.variable('temperature').lock is None}")
+    undone = result.rollback(session)
+    back = {n: r.value for n, r in undone.items()}
+    run.say(f"rollback of that batch restores the start: {describe(back)}")
+    run.notes["rolled_back"] = back
     remote = run.notes.pop("remote")
     remote.close()
     run.say("workers closed; the store server stops when the session closes")
@@ -127,7 +170,7 @@ def results_table(run: DemoRun) -> None:
 DSPY_STEPS: list[DemoStep] = [
     DemoStep("A DSPy Program in this process", run_in_process),
     DemoStep("The same Program in two worker processes", run_in_workers),
-    DemoStep("Grid search under an optimization lock, evaluated by the workers", optimize),
-    DemoStep("Variable history and scores", results_table),
+    DemoStep("An Optuna study under an optimization lock, evaluated by the workers", optimize),
+    DemoStep("Trials, scores, the kept batch and its rollback", results_table),
 ]
 """The DSPy part of ``dspex demo``, in order (after the local steps)."""

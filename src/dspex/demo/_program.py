@@ -16,19 +16,10 @@ from dspex.binding import bind
 from dspex.program import Program
 from dspex.variables import Variable
 
-__all__ = ["INSTRUCTION_CANDIDATES", "MODELS", "SAMPLE_QUESTIONS", "DemoQA"]
+__all__ = ["MODELS", "SAMPLE_QUESTIONS", "DemoQA"]
 
 MODELS = Choice("dspex/sim-small", "dspex/sim", "dspex/sim-large")
 """The model choices: the three sizes of the offline simulation LM."""
-
-INSTRUCTION_CANDIDATES = (
-    "Answer in one sentence.",
-    "Think step by step.",
-    "Be creative and verbose; a guess is fine.",
-    "Calculate step by step with each number; for a capital give only the name of the city; "
-    "say positive or negative in one word.",
-)
-"""What the grid search tries for ``instructions``."""
 
 SAMPLE_QUESTIONS = (
     "What is 17 + 25?",

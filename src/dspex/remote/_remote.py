@@ -10,7 +10,6 @@ module's bound variables resolve in the worker exactly as they do in the parent.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,6 +18,8 @@ import cloudpickle
 
 from dspex.errors import WorkerError, WorkerSetupError
 from dspex.remote._progress import ProgressOption, progress_callback
+from dspex.remote._shipping import check_settings_travel
+from dspex.remote._shipping import settings_blob as _settings_blob
 from dspex.remote._worker import CallPayload, RemoteSetup, connect_timeout
 from dspex.runtime import WorkerPool
 from dspex.runtime._pickling import describe, explain_unpicklable
@@ -32,9 +33,6 @@ __all__ = ["Remote"]
 Backend = Literal["spawn", "ray"]
 """Where the workers run: spawned processes on this machine, or Ray actors of a cluster."""
 
-_SHIPPED_SETTINGS = ("lm", "adapter")
-"""``dspy.settings`` the workers get from the parent when they pickle."""
-
 
 class Remote:
     """Run a DSPy module in ``workers`` processes (spawned, or Ray actors) sharing the session.
@@ -43,8 +41,8 @@ class Remote:
     session through its store and runs every call inside it, so variables bound with
     :func:`dspex.bind` resolve there at call time: a ``session.set`` in this process is seen by
     the next call on any worker. The LM comes from a bound ``lm`` variable, or else from the LM
-    (and adapter) configured in ``dspy.settings`` here when the Remote is created, if they
-    pickle.
+    (and adapter) configured in ``dspy.settings`` here when the Remote is created, which the
+    workers configure when they start (one that cannot be pickled is an error here).
 
     An in-process session is promoted to a session store when the Remote is created (see
     :meth:`dspex.Session.promote`); the program code does not change. The workers are closed
@@ -106,6 +104,7 @@ class Remote:
         _check_backend(backend, actor_options, setup_timeout)
         self.session = session if session is not None else current_session()
         self.module_name = type(module).__name__
+        check_settings_travel()  # an LM or adapter that cannot be pickled: nothing started
         self.timeout = timeout
         self.backend = backend
         blob = _pickle_module(module)  # before anything starts: a bad module changes nothing
@@ -316,21 +315,3 @@ def _pickle_module(module: Any) -> bytes:
             "module, or create them lazily inside forward(); nothing was started.",
             module=type(module).__name__,
         ) from exc
-
-
-def _settings_blob() -> bytes | None:
-    """Pickle the parent's configured LM and adapter, skipping what cannot be pickled."""
-    dspy = sys.modules.get("dspy")
-    if dspy is None:
-        return None
-    shipped: dict[str, Any] = {}
-    for key in _SHIPPED_SETTINGS:
-        value = dspy.settings.get(key)
-        if value is None:
-            continue
-        try:
-            cloudpickle.dumps(value)
-        except Exception:  # e.g. an LM holding a live client: the bound `lm` must provide one
-            continue
-        shipped[key] = value
-    return cloudpickle.dumps(shipped) if shipped else None

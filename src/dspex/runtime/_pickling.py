@@ -94,12 +94,27 @@ def _children(obj: object, path: str) -> Iterator[tuple[str, object]]:
     elif isinstance(obj, types.FunctionType):
         items = _function_children(obj, path)
     else:
-        state = getattr(obj, "__dict__", None)
-        items = iter(()) if not isinstance(state, dict) else _attribute_children(state, path)
+        state = _pickled_state(obj)
+        items = iter(()) if state is None else _attribute_children(state, path)
     for count, item in enumerate(items):
         if count >= _MAX_CHILDREN:
             return
         yield item
+
+
+def _pickled_state(obj: object) -> dict[str, object] | None:
+    """The attributes pickle would serialize: ``__getstate__()`` (which may drop live parts,
+    as ``dspy.LM`` drops its lock), else ``__dict__``."""
+    state: object = getattr(obj, "__dict__", None)
+    getstate = getattr(obj, "__getstate__", None)
+    if callable(getstate):
+        try:
+            state = getstate()
+        except Exception:  # a failing __getstate__: fall back to the plain attributes
+            pass
+    if isinstance(state, tuple) and len(state) == 2:  # (__dict__, __slots__ values)
+        state = state[0]
+    return state if isinstance(state, dict) else None
 
 
 def _attribute_children(state: dict[str, object], path: str) -> Iterator[tuple[str, object]]:

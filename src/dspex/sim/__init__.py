@@ -23,6 +23,7 @@ __all__ = [
     "burn_cpu",
     "correct_probability",
     "is_sim_model",
+    "knowledge",
     "load_devset",
 ]
 

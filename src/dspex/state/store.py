@@ -13,12 +13,12 @@ only where a store is needed: promoting a session, ``dspex serve``, workers, the
 
 from __future__ import annotations
 
-from dspex.state._access import AccessPolicy
-from dspex.state._cached import CachedProvider
-from dspex.state._grpc._runner import SERVICE_NAME, StoreServer, serve
-from dspex.state._grpc._tls import ClientTls, ServerTls
-from dspex.state._grpc.server import StoreLimits
-from dspex.state._session_store import SessionStoreProvider
+from dspex.state.client.cache import CachedProvider
+from dspex.state.client.client import SessionStoreProvider
+from dspex.state.core.access import AccessPolicy
+from dspex.state.server.server import SERVICE_NAME, StoreServer, serve
+from dspex.state.server.servicer import StoreLimits
+from dspex.state.wire.tls import ClientTls, ServerTls
 
 __all__ = [
     "SERVICE_NAME",

@@ -8,7 +8,7 @@ calls it (``session.call_tool(name, arguments)`` or the returned :class:`Session
 
 from __future__ import annotations
 
-from dspex.state._tool_model import ToolInfo
+from dspex.state.core.tool_model import ToolInfo
 from dspex.tools._tool import SessionTool, tool
 
 __all__ = ["SessionTool", "ToolInfo", "tool"]

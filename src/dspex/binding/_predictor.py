@@ -1,0 +1,398 @@
+"""Layer 3: per-predictor hooks, the attributes a bound ``dspy.Predict`` reads per call.
+
+``Predict.forward`` reads ``self.signature``, ``self.demos``, ``self.config`` and ``self.lm`` on
+every call. ``bind`` turns each predictor inside the bound module into an instance of a
+*hooked* subclass of its own class (same name, ``isinstance`` unchanged) whose four attributes
+are properties:
+
+* ``signature``: the predictor's signature with the bound ``instructions`` as its task
+  instructions (text the module added after them, such as ReAct's tool protocol, is kept);
+* ``demos``: the bound ``demos``;
+* ``config``: the predictor's own config without the keys bound as LM keywords (those reach the
+  LM as an LM copy at the bind boundary, see :mod:`dspex.binding._bound`);
+* ``lm``: the predictor's own LM. When it has none, it is None inside the bound call (``Predict``
+  then uses the boundary's LM, as in DSPy) and, outside it, the LM the boundary would use, so
+  ``BestOfN``/``Refine``/``SIMBA`` wrapped around a bound module find it with ``get_lm()``.
+
+Values come from the bound call's snapshot (``dspy.context(dspex_values=...)``, copied by DSPy
+into its threads), else from the current session, else the predictor's own value.
+
+Assigning one of these attributes after ``bind`` (an optimizer installing compiled demos or
+instructions, ``load_state``, ``reset()``), or editing the demos or config read from it in place
+(SIMBA's ``predictor.demos.append``), stores it on the predictor, and the stored value
+then wins over the variable, as a value set on a predictor wins in plain DSPy: nothing compiled
+is hidden. When such a value differs from the session's variable, a warning names the variable
+once; :func:`dspex.publish` moves the compiled values into the variables and hands the hooks
+back to them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
+
+from dspex.binding._classes import Hooked, add_kind, register_mixin
+from dspex.binding._models import bound_lm, lm_for_key
+from dspex.binding._state import SECTION, dump_variables, prepare_load
+from dspex.binding._values import (
+    UNSET,
+    Binding,
+    Layer,
+    call_values,
+    check_travel,
+    instructed,
+    session_value,
+    value_of,
+)
+from dspex.variables import Variable
+
+__all__ = [
+    "HookedPredictor",
+    "assigned_hooks",
+    "hook_predictor",
+    "hooked_variables",
+    "local_view",
+    "release",
+    "winning",
+]
+
+_LOCAL: ContextVar[bool] = ContextVar("dspex_local_view", default=False)
+
+
+class _Hooks:
+    """What a hooked predictor reads: the winning binding per hook, derived from its layers."""
+
+    __slots__ = ("config", "config_names", "demos", "instructions", "layers", "lm", "suffix")
+
+    def __init__(self, layers: tuple[Layer, ...]) -> None:
+        self.layers = tuple(sorted(layers, key=lambda layer: -layer.distance))  # outer first
+        self.instructions: Binding | None = None
+        self.demos: Binding | None = None
+        self.lm: Binding | None = None
+        self.suffix = ""
+        config: dict[str, Binding] = {}
+        for layer in self.layers:  # inner layers come last and win
+            for b in layer.bindings:
+                if b.kind == "instructions":
+                    self.instructions, self.suffix = b, layer.suffix
+                elif b.kind == "demos":
+                    self.demos = b
+                elif b.kind == "lm":
+                    self.lm = b
+                else:
+                    config[b.hook] = b
+        self.config = tuple(config.values())
+        self.config_names = frozenset(config)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        check_travel(tuple(self.bindings()))
+        return (_Hooks, (self.layers,))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Hooks:
+        return self  # never changed after construction (hook_predictor builds a new one)
+
+    def bindings(self) -> list[Binding]:
+        """Every binding that reaches this predictor, outer first."""
+        return [b for layer in self.layers for b in layer.bindings]
+
+
+def local_view() -> Any:
+    """Context manager: hooked attributes read the predictor's own values (for saving)."""
+    return _LocalView()
+
+
+class _LocalView:
+    def __enter__(self) -> None:
+        self._token = _LOCAL.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        _LOCAL.reset(self._token)
+
+
+def _lm_outside(hooks: _Hooks) -> Any:
+    """The LM this predictor's bind boundary would run it with (read outside the call)."""
+    chosen = None
+    if hooks.lm is not None:
+        key = session_value(hooks.lm)
+        if key is not UNSET:
+            chosen = lm_for_key(key, hooks.lm.models)
+    config = {}
+    for b in hooks.config:
+        value = session_value(b)
+        if value is not UNSET:
+            config[b.hook] = value
+    if chosen is None and not config:
+        return None
+    current = thread_local_overrides.get().get("lm", main_thread_config.get("lm"))
+    return bound_lm(current, chosen, config, main_thread_config.get("lm"))
+
+
+# ------------------------------------------------------------------------------------------
+# the hooked attributes
+
+
+def _warn_shadowed(hook: str, name: str) -> None:
+    # Python's warning registry shows it once per variable (the message names it).
+    warnings.warn(
+        f"a bound predictor holds {hook} assigned after bind (by an optimizer, load_state or "
+        f"your code) that differ from variable {name!r} in the session; the assigned {hook} "
+        "are used, as in plain DSPy. Call dspex.publish(program) to move them into the "
+        "session's variables (the predictors then follow the variables again).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _same_demos(local: Any, value: list[dict[str, Any]]) -> bool:
+    try:
+        return len(local) == len(value) and all(
+            dict(d.items()) == v for d, v in zip(local, value, strict=True)
+        )
+    except (TypeError, AttributeError):
+        return False
+
+
+def _has_instructions(signature: Any, text: str) -> bool:
+    return bool(signature.instructions.startswith(text))
+
+
+def _read(
+    predictor: Any,
+    attr: str,
+    binding: Binding | None,
+    same: Callable[[Any, Any], bool],
+    suffix: str | None,
+) -> Any:
+    """A hooked ``signature`` (``suffix`` given) or ``demos`` read: own, assigned or bound."""
+    d = predictor.__dict__
+    own = d[f"_dspex_{attr}"]
+    if binding is None or _LOCAL.get():
+        return own
+    if attr in d["_dspex_assigned"]:  # assigned after bind: it wins; say when it hides a value
+        value = value_of(binding) if call_values() is not None else UNSET
+        if value is not UNSET and not same(own, value):
+            _warn_shadowed("instructions" if suffix is not None else attr, binding.name)
+        return own
+    value = value_of(binding)
+    if value is UNSET:
+        return own
+    if suffix is None:
+        return AdoptedList(value, predictor)
+    return instructed(own, value, suffix)
+
+
+# Bound values as read from a predictor are fresh containers; DSPy code that edits them in place
+# (SIMBA appends a demo with ``predictor.demos.append``) would edit a copy. These containers make
+# themselves the predictor's own value on their first edit, as the edit would in plain DSPy.
+
+_LIST_EDITS = (
+    "append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse",
+    "__setitem__", "__delitem__", "__iadd__", "__imul__",
+)  # fmt: skip
+_DICT_EDITS = (
+    "__setitem__", "__delitem__", "update", "pop", "popitem", "clear", "setdefault", "__ior__",
+)  # fmt: skip
+
+
+class _Adopting:
+    """Base of the adopting containers: ``attr`` names the predictor attribute they become."""
+
+    __slots__ = ()
+    attr = ""
+    _owner: Any
+
+    def __init__(self, items: Any, owner: Any) -> None:
+        super().__init__(items)  # type: ignore[call-arg]
+        self._owner = owner
+
+    def _adopt(self) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            setattr(owner, self.attr, self)
+
+
+class AdoptedList(_Adopting, list):  # type: ignore[type-arg]
+    """Bound demos read from a predictor; the first in-place edit makes them its own demos."""
+
+    __slots__ = ("_owner",)
+    attr = "demos"
+
+
+class AdoptedDict(_Adopting, dict):  # type: ignore[type-arg]
+    """A bound predictor's config view; the first in-place edit makes it its own config."""
+
+    __slots__ = ("_owner",)
+    attr = "config"
+
+
+def _adopting(base: type, name: str) -> Callable[..., Any]:
+    method = getattr(base, name)
+
+    def edit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._adopt()
+        return method(self, *args, **kwargs)
+
+    edit.__name__ = name
+    return edit
+
+
+for _name in _LIST_EDITS:
+    setattr(AdoptedList, _name, _adopting(list, _name))
+for _name in _DICT_EDITS:
+    setattr(AdoptedDict, _name, _adopting(dict, _name))
+
+
+class HookedPredictor(Hooked):
+    """Mixin placed before a ``Predict`` subclass by :func:`hook_predictor` (see module doc)."""
+
+    @property
+    def signature(self) -> Any:
+        d = self.__dict__
+        hooks = d["_dspex_hooks"]
+        return _read(self, "signature", hooks.instructions, _has_instructions, hooks.suffix)
+
+    @signature.setter
+    def signature(self, value: Any) -> None:
+        self.__dict__["_dspex_signature"] = value
+        self.__dict__["_dspex_assigned"] |= {"signature"}
+
+    @property
+    def demos(self) -> Any:
+        return _read(self, "demos", self.__dict__["_dspex_hooks"].demos, _same_demos, None)
+
+    @demos.setter
+    def demos(self, value: Any) -> None:
+        self.__dict__["_dspex_demos"] = value
+        self.__dict__["_dspex_assigned"] |= {"demos"}
+
+    @property
+    def config(self) -> Any:
+        d = self.__dict__
+        own = d["_dspex_config"]
+        names = d["_dspex_hooks"].config_names
+        if not names or "config" in d["_dspex_assigned"] or _LOCAL.get():
+            return own
+        view = d.get("_dspex_config_view")
+        if view is None or view[0] is not own or view[1]._owner is None:
+            kept = {k: v for k, v in own.items() if k not in names}
+            view = (own, AdoptedDict(kept, self))
+            d["_dspex_config_view"] = view
+        return view[1]
+
+    @config.setter
+    def config(self, value: Any) -> None:
+        self.__dict__["_dspex_config"] = value
+        self.__dict__["_dspex_assigned"] |= {"config"}
+
+    @property
+    def lm(self) -> Any:
+        d = self.__dict__
+        own = d["_dspex_lm"]
+        if own is not None or _LOCAL.get():
+            return own
+        hooks = d["_dspex_hooks"]
+        if hooks.lm is None and not hooks.config:
+            return None
+        values = call_values()
+        probe = hooks.lm or hooks.config[0]
+        if values is not None and probe.name in values:
+            return None  # inside the bound call: Predict uses the boundary's LM, as in DSPy
+        return _lm_outside(hooks)
+
+    @lm.setter
+    def lm(self, value: Any) -> None:
+        self.__dict__["_dspex_lm"] = value
+
+    def __getstate__(self) -> dict[str, Any]:
+        raw: Any = super().__getstate__()  # type: ignore[misc]
+        state: dict[str, Any] = raw
+        state.pop("_dspex_config_view", None)  # a cache
+        return state
+
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
+        """DSPy's state of the predictor's own values, plus its variables (``dspex_variables``)."""
+        with local_view():
+            state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+        state[SECTION] = dump_variables(hooked_variables(self))
+        return state
+
+    def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:
+        """Load DSPy's state, then its saved variables into the current session.
+
+        A loaded value equal to the one the predictor had stays a default (the variable keeps
+        control); a different one counts as assigned (compiled) and wins.
+        """
+        state = dict(state)
+        section = state.pop(SECTION, None)
+        declared = {b.name: b.declared for b in winning(self).bindings() if b.declared}
+        commit = prepare_load(section, declared) if section else None
+        d = self.__dict__
+        before = (d["_dspex_signature"], d["_dspex_demos"], d["_dspex_assigned"])
+        super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)  # type: ignore[misc]
+        assigned = set(before[2])
+        if _same_signature(before[0], d["_dspex_signature"]):
+            d["_dspex_signature"] = before[0]
+        else:
+            assigned.add("signature")
+        if not _same_demos(before[1], d["_dspex_demos"]):
+            assigned.add("demos")
+        d["_dspex_assigned"] = frozenset(assigned)
+        if commit is not None:
+            commit()
+        return self
+
+
+def _same_signature(a: Any, b: Any) -> bool:
+    try:
+        return bool(a.dump_state() == b.dump_state() and a.fields.keys() == b.fields.keys())
+    except Exception:  # a signature class that cannot dump itself: treat as changed
+        return False
+
+
+def hooked_variables(predictor: Any) -> list[tuple[str, Variable | None]]:
+    """(name, declaration) of every variable bound to ``predictor``."""
+    seen: dict[str, Variable | None] = {}
+    for b in predictor.__dict__["_dspex_hooks"].bindings():
+        if seen.get(b.name) is None:
+            seen[b.name] = b.declared
+    return list(seen.items())
+
+
+# ------------------------------------------------------------------------------------------
+# installing the hooks
+
+register_mixin("predictor", HookedPredictor)
+
+
+def hook_predictor(predictor: Any, layer: Layer) -> None:
+    """Install the per-call hooks on ``predictor`` (in place) and add ``layer``'s bindings."""
+    d = predictor.__dict__
+    if "_dspex_hooks" not in d:
+        for attr in ("signature", "demos", "config", "lm"):
+            d[f"_dspex_{attr}"] = d.pop(attr)
+        d["_dspex_assigned"] = frozenset()
+        d["_dspex_hooks"] = _Hooks(())
+        add_kind(predictor, "predictor")
+    d["_dspex_hooks"] = _Hooks((*d["_dspex_hooks"].layers, layer))
+
+
+def assigned_hooks(predictor: Any) -> frozenset[str]:
+    """The hooked attributes assigned on ``predictor`` after bind."""
+    result: frozenset[str] = predictor.__dict__.get("_dspex_assigned", frozenset())
+    return result
+
+
+def release(predictor: Any, hooks: frozenset[str]) -> None:
+    """Hand ``hooks`` back to their variables (after :func:`dspex.publish`)."""
+    d = predictor.__dict__
+    d["_dspex_assigned"] = d["_dspex_assigned"] - hooks
+
+
+def winning(predictor: Any) -> _Hooks:
+    """The predictor's hooks (which binding wins per hook)."""
+    hooks: _Hooks = predictor.__dict__["_dspex_hooks"]
+    return hooks

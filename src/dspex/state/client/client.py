@@ -1,0 +1,433 @@
+"""Client side: SessionStoreProvider, the sync gRPC client of a session store (a StateProvider).
+
+Every method is one call: convert the arguments, call the store, convert the answer; errors come
+back as the same dspex error classes the store raised (``grpc.RpcError`` never escapes). A watch
+is the server stream, read on the client's one background stream loop into the same bounded
+queue, with the same lag rule, as a local watch. The provider pickles: the channel is dropped
+and rebuilt lazily in the new process (create it after a worker process starts; never fork with
+a live channel).
+
+Optimization locks: the client keeps one ``HoldLocks`` stream open from its first
+``acquire_lock`` on, so the store releases its locks as soon as this process dies or its
+connection breaks, not only when their leases run out. Every write carries the caller's
+:data:`~dspex.state.current_lock_owner` token, so ``with session.optimizing(...)`` works
+unchanged over the store.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from dspex._model import SessionInfo, VariableRecord, VariableSpec
+from dspex.errors import PermissionDeniedError, StoreError, StoreUnavailableError
+from dspex.state.client import convert
+from dspex.state.client.shared_watch import SharedWatchStream
+from dspex.state.client.streams import HolderStream, StreamLoop
+from dspex.state.client.watch import StoreWatchReader
+from dspex.state.core.contract import UpdateResults
+from dspex.state.core.identity import current_lock_owner, current_writer
+from dspex.state.core.watch import VariableWatch
+from dspex.state.wire.channel import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    HOLDER_KEY,
+    LOCK_OWNER_KEY,
+    WRITER_KEY,
+    connect,
+    parse_address,
+    wait_ready,
+)
+from dspex.state.wire.status import translate_rpc_errors
+from dspex.state.wire.tls import ClientTls, PemSource
+
+__all__ = ["TOKEN_ENV", "SessionStoreProvider"]
+
+TOKEN_ENV = "DSPEX_TOKEN"
+"""Environment variable holding the bearer token when none is passed."""
+
+
+class _Default:
+    """Marks "use the provider's call timeout" (None means no deadline)."""
+
+
+_DEFAULT = _Default()
+
+
+def _client_tls(
+    tls: bool,
+    root_cert: PemSource | None,
+    client_cert: PemSource | None,
+    client_key: PemSource | None,
+) -> ClientTls | None:
+    """The TLS material for a ``grpcs://`` address (None for plaintext addresses).
+
+    Raises:
+        StoreError: TLS material was given for a plaintext address, or cannot be read.
+    """
+    if not tls:
+        if root_cert is not None or client_cert is not None or client_key is not None:
+            raise StoreError(
+                "TLS certificates were given for a plaintext address; use grpcs://HOST:PORT"
+            )
+        return None
+    return ClientTls.load(root_cert, client_cert, client_key)
+
+
+class SessionStoreProvider:
+    """A StateProvider whose sessions live in a session store reached over gRPC.
+
+    Args:
+        address: ``grpc://host:port``, ``host:port``, ``grpcs://host:port`` (TLS),
+            ``unix:///abs/path`` or ``unix:rel/path``.
+        token: bearer token, if the store requires one (default: ``$DSPEX_TOKEN``).
+        timeout: seconds each call may take before it fails with ``StoreUnavailableError``.
+        max_message_bytes: largest message sent or received.
+        root_cert: with ``grpcs://``: the PEM root certificate to trust (path or bytes;
+            default ``$DSPEX_TLS_CA``, else the system roots).
+        client_cert, client_key: with ``grpcs://``: the client certificate and key for a
+            store that requires them (default ``$DSPEX_TLS_CERT`` / ``$DSPEX_TLS_KEY``).
+
+    Raises:
+        StoreError: the address is not understood, or TLS material cannot be read (nothing
+            is connected yet: the first call reports an unreachable store as
+            ``StoreUnavailableError``).
+
+    Examples:
+        >>> store = SessionStoreProvider("grpc://127.0.0.1:50051")  # doctest: +SKIP
+        >>> sid = store.create_session()                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        root_cert: PemSource | None = None,
+        client_cert: PemSource | None = None,
+        client_key: PemSource | None = None,
+    ) -> None:
+        self._parsed = parse_address(address)
+        self.address = self._parsed.url
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        self._tls = _client_tls(self._parsed.tls, root_cert, client_cert, client_key)
+        self._auth: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        )
+        self._errors = translate_rpc_errors(self.address)
+        self._lock = threading.Lock()
+        self._channel: Any = None
+        self._stub: Any = None
+        self._streams: set[StoreWatchReader] = set()
+        self._shared: dict[str, SharedWatchStream] = {}
+        self._stream_loop: StreamLoop | None = None
+        self._holder: HolderStream | None = None
+        self._holder_lock = threading.Lock()
+
+    # -- connection and pickling ------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._stub is None:
+                self._channel, self._stub = connect(
+                    self._parsed, self.max_message_bytes, self._tls
+                )
+            return self._stub
+
+    def _streams_loop(self) -> StreamLoop:
+        with self._lock:
+            if self._stream_loop is None:
+                self._stream_loop = StreamLoop(self._parsed, self.max_message_bytes, self._tls)
+            return self._stream_loop
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the store is reachable.
+
+        Raises:
+            StoreUnavailableError: not reachable within ``timeout`` (default: the call timeout).
+        """
+        self._connect()
+        wait_ready(self._channel, self._parsed, self.timeout if timeout is None else timeout)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "token": self.token,
+            "timeout": self.timeout,
+            "max_message_bytes": self.max_message_bytes,
+            "tls": self._tls,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        tls: ClientTls | None = state.get("tls")
+        self.__init__(  # type: ignore[misc]
+            state["address"],
+            token=state["token"],
+            timeout=state["timeout"],
+            max_message_bytes=state["max_message_bytes"],
+            root_cert=None if tls is None else tls.root_cert,
+            client_cert=None if tls is None else tls.client_cert,
+            client_key=None if tls is None else tls.client_key,
+        )
+
+    def __repr__(self) -> str:
+        return f"SessionStoreProvider({self.address!r})"
+
+    def _call(
+        self,
+        method: str,
+        request: Any,
+        *,
+        writes: bool = False,
+        extra: tuple[tuple[str, str], ...] = (),
+        timeout: float | _Default | None = _DEFAULT,
+    ) -> Any:
+        stub = self._stub or self._connect()
+        metadata = self._auth
+        if writes:
+            owner = current_lock_owner.get()
+            mine = ((LOCK_OWNER_KEY, owner),) if owner else ()
+            metadata = ((WRITER_KEY, current_writer.get()), *mine, *extra, *self._auth)
+        deadline = self.timeout if isinstance(timeout, _Default) else timeout
+        with self._errors:
+            return getattr(stub, method)(request, timeout=deadline, metadata=metadata or None)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def ping(self, message: str = "") -> str:
+        """Round-trip ``message`` through the store (liveness check)."""
+        return convert.ping_result(self._call("Ping", convert.ping_request(message)))
+
+    def create_session(self, session_id: str | None = None, *, ttl: float | None = None) -> str:
+        request = convert.create_session_request(session_id, ttl)
+        return convert.session_id_result(self._call("CreateSession", request))
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        request = convert.session_request("GetSession", session_id)
+        return convert.session_result(self._call("GetSession", request))
+
+    def list_sessions(self) -> list[SessionInfo]:
+        response = self._call("ListSessions", convert.list_sessions_request())
+        return convert.sessions_result(response)
+
+    def heartbeat(self, session_id: str) -> None:
+        self._call("Heartbeat", convert.session_request("Heartbeat", session_id))
+
+    def close_session(self, session_id: str) -> None:
+        self._call("CloseSession", convert.session_request("CloseSession", session_id))
+
+    # -- variables ------------------------------------------------------------------------
+
+    def register_variable(
+        self,
+        session_id: str,
+        name: str,
+        spec: VariableSpec,
+        value: Any,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> VariableRecord:
+        request = convert.register_variable_request(session_id, name, spec, value, metadata)
+        return convert.record_result(self._call("RegisterVariable", request, writes=True))
+
+    def get_variable(self, session_id: str, name: str) -> VariableRecord:
+        request = convert.variable_request("GetVariable", session_id, name)
+        return convert.record_result(self._call("GetVariable", request))
+
+    def get_variables(self, session_id: str, names: Collection[str]) -> dict[str, VariableRecord]:
+        request = convert.get_variables_request(session_id, names)
+        records = convert.records_result(self._call("GetVariables", request))
+        return {record.name: record for record in records}
+
+    def set_variable(
+        self, session_id: str, name: str, value: Any, *, expected_version: int | None = None
+    ) -> VariableRecord:
+        request = convert.set_variable_request(session_id, name, value, expected_version)
+        return convert.record_result(self._call("SetVariable", request, writes=True))
+
+    def update_variables(
+        self,
+        session_id: str,
+        values: Mapping[str, Any],
+        *,
+        atomic: bool = False,
+        expected_versions: Mapping[str, int] | None = None,
+    ) -> UpdateResults:
+        request = convert.update_variables_request(session_id, values, atomic, expected_versions)
+        return convert.update_results(self._call("UpdateVariables", request, writes=True))
+
+    def list_variables(self, session_id: str, pattern: str = "*") -> list[VariableRecord]:
+        request = convert.list_variables_request(session_id, pattern)
+        return convert.records_result(self._call("ListVariables", request))
+
+    def delete_variable(self, session_id: str, name: str) -> None:
+        request = convert.variable_request("DeleteVariable", session_id, name)
+        self._call("DeleteVariable", request, writes=True)
+
+    def get_history(
+        self, session_id: str, name: str, limit: int | None = None
+    ) -> list[VariableRecord]:
+        request = convert.get_history_request(session_id, name, limit)
+        return convert.records_result(self._call("GetHistory", request))
+
+    def rollback_variable(self, session_id: str, name: str, version: int) -> VariableRecord:
+        request = convert.rollback_variable_request(session_id, name, version)
+        return convert.record_result(self._call("RollbackVariable", request, writes=True))
+
+    def watch_variables(
+        self,
+        session_id: str,
+        names: Collection[str] = (),
+        *,
+        after_revision: int | None = None,
+        include_initial: bool = False,
+    ) -> VariableWatch:
+        if after_revision is None and not include_initial and (not self.token or not names):
+            shared = self._watch_shared(session_id, frozenset(names))
+            if shared is not None:
+                return shared
+        request = convert.watch_variables_request(
+            session_id, names, after_revision, include_initial
+        )
+        reader = StoreWatchReader(self._streams_loop(), self.address, self._auth, self._forget)
+        with self._lock:
+            self._streams.add(reader)
+        return reader.start(request, self.timeout)
+
+    def _watch_shared(self, session_id: str, names: frozenset[str]) -> VariableWatch | None:
+        """A live watch on the session's shared stream; None to use a dedicated stream.
+
+        With a token, only unnamed watches share (a named one keeps the store's per-name
+        ``observe`` check). A watch joining an open stream reads the head revision first.
+        """
+        loop = self._streams_loop()
+        with self._lock:
+            stream = self._shared.get(session_id)
+            first = stream is None or stream.ended
+            if stream is None or stream.ended:
+                stream = SharedWatchStream(
+                    loop,
+                    session_id,
+                    address=self.address,
+                    metadata=self._auth,
+                    release=self._release_shared,
+                )
+                self._shared[session_id] = stream
+            stream.pending += 1
+        try:
+            stream.wait_started(self.timeout)
+            head = 0 if first else self.get_session(session_id).revision
+            return stream.join(names, head)
+        except PermissionDeniedError:
+            return None  # may observe but not read the head: a dedicated stream instead
+        finally:
+            with self._lock:
+                stream.pending -= 1
+            self._release_shared(stream)
+
+    def _release_shared(self, stream: SharedWatchStream) -> None:
+        """Cancel ``stream`` once no watch uses it; forget it once it ended."""
+        with self._lock:
+            unused = stream.idle
+            if (unused or stream.ended) and self._shared.get(stream.session_id) is stream:
+                del self._shared[stream.session_id]
+        if unused and not stream.ended:
+            stream.stop()
+
+    # -- dependencies ---------------------------------------------------------------------
+
+    def add_dependency(self, session_id: str, upstream: str, downstream: str) -> None:
+        self._call("AddDependency", convert.dependency_request(session_id, upstream, downstream))
+
+    def get_dependents(self, session_id: str, name: str) -> list[str]:
+        request = convert.dependents_request(session_id, name)
+        return convert.names_result(self._call("GetDependents", request))
+
+    def get_dependencies(self, session_id: str) -> list[tuple[str, str]]:
+        request = convert.dependencies_request(session_id)
+        return convert.edges_result(self._call("GetDependencies", request))
+
+    # -- optimization locks ---------------------------------------------------------------
+
+    def acquire_lock(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        owner: str,
+        optimizer_id: str,
+        lease: float = 30.0,
+        policy: str = "fail",
+        timeout: float | None = None,
+    ) -> VariableRecord:
+        request = convert.acquire_lock_request(
+            session_id, name, owner, optimizer_id=optimizer_id, lease=lease, policy=policy,
+            timeout=timeout,
+        )  # fmt: skip
+        waits = policy == "wait"
+        deadline = None if waits and timeout is None else self.timeout + (timeout or 0.0)
+        for attempt in (1, 2):
+            holder = self._lock_holder()
+            try:
+                response = self._call(
+                    "AcquireLock", request, writes=True, timeout=deadline,
+                    extra=((HOLDER_KEY, holder.holder_id or ""),),
+                )  # fmt: skip
+            except StoreUnavailableError:
+                if attempt == 2 or not holder.ended:
+                    raise
+                continue  # the holder stream broke meanwhile: open a new one and retry once
+            return convert.record_result(response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def release_lock(self, session_id: str, name: str, *, owner: str) -> VariableRecord:
+        request = convert.release_lock_request(session_id, name, owner)
+        return convert.record_result(self._call("ReleaseLock", request, writes=True))
+
+    def renew_lock(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        owner: str,
+        progress: Mapping[str, Any] | None = None,
+    ) -> VariableRecord:
+        request = convert.renew_lock_request(session_id, name, owner, progress)
+        return convert.record_result(self._call("RenewLock", request, writes=True))
+
+    def _lock_holder(self) -> HolderStream:
+        """This client's HoldLocks stream, opened (again) if needed."""
+        with self._holder_lock:
+            holder = self._holder
+            if holder is None or holder.ended:
+                holder = HolderStream(self._streams_loop(), self._auth, self.timeout)
+                self._holder = holder
+            return holder
+
+    def close(self) -> None:
+        with self._holder_lock:
+            holder, self._holder = self._holder, None
+        if holder is not None:
+            holder.stop()  # the store releases any lock still held through this client
+        with self._lock:
+            streams, self._streams = list(self._streams), set()
+            shared, self._shared = list(self._shared.values()), {}
+            channel, self._channel, self._stub = self._channel, None, None
+            stream_loop, self._stream_loop = self._stream_loop, None
+        for reader in streams:
+            reader.cancel()
+        for stream in shared:
+            stream.stop()
+        if stream_loop is not None:
+            stream_loop.close()
+        if channel is not None:
+            channel.close()
+
+    def _forget(self, reader: StoreWatchReader) -> None:
+        with self._lock:
+            self._streams.discard(reader)

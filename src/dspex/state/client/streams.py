@@ -1,0 +1,173 @@
+"""Client side: the client's watch streams, all read by one background event loop.
+
+A sync gRPC stream needs a thread per stream, and every message then costs two thread wake-ups
+before the consumer even sees it. Instead each client owns one :class:`StreamLoop`: a daemon
+thread running an asyncio loop with a ``grpc.aio`` channel, which reads every watch stream of
+that client and hands each event to a callback (the callback feeds the watch's queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from dspex._proto.bridge.v1 import store_pb2_grpc
+from dspex.errors import DspexError, StoreUnavailableError
+from dspex.state.client import convert
+from dspex.state.wire.channel import StoreAddress, aio_channel
+from dspex.state.wire.status import translate_rpc_errors
+from dspex.state.wire.tls import ClientTls
+
+__all__ = ["HolderStream", "StreamLoop"]
+
+OnEvent = Callable[[str, Any], bool]
+"""``on_event(kind, payload)`` for each stream message; return False to stop reading."""
+OnEnd = Callable[[DspexError | None], None]
+"""``on_end(error)`` once: None when the stream ended normally or was stopped."""
+
+_EVENTS: dict[str, Callable[[Any], tuple[str, Any]]] = {
+    "WatchVariables": convert.watch_event,
+    "HoldLocks": convert.hold_locks_event,
+}
+
+
+class StreamLoop:
+    """One event loop thread and one ``grpc.aio`` channel reading a client's watch streams."""
+
+    def __init__(
+        self, address: StoreAddress, max_message_bytes: int, tls: ClientTls | None = None
+    ) -> None:
+        self._address = address
+        self.address = address
+        self._tls = tls
+        self._errors = translate_rpc_errors(address.url)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="dspex-watch-streams", daemon=True
+        )
+        self._thread.start()
+        self._channel: Any = None
+        self._stub: Any = None
+        self._submit(self._open_channel(max_message_bytes)).result(timeout=30)
+
+    def _submit(self, coroutine: Any) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    async def _open_channel(self, max_message_bytes: int) -> None:
+        self._channel = aio_channel(self._address, max_message_bytes, self._tls)
+        self._stub = store_pb2_grpc.SessionStoreStub(self._channel)
+
+    def follow(
+        self,
+        request: Any,
+        metadata: tuple[tuple[str, str], ...],
+        on_event: OnEvent,
+        on_end: OnEnd,
+        *,
+        method: str = "WatchVariables",
+    ) -> Callable[[], None]:
+        """Start reading a server stream (WatchVariables or HoldLocks); returns a function
+        that stops it."""
+        task = self._submit(self._read(method, request, metadata, on_event, on_end))
+
+        def stop() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(task.cancel)
+
+        return stop
+
+    async def _read(
+        self,
+        method: str,
+        request: Any,
+        metadata: tuple[tuple[str, str], ...],
+        on_event: OnEvent,
+        on_end: OnEnd,
+    ) -> None:
+        call = getattr(self._stub, method)(request, metadata=metadata or None)
+        classify = _EVENTS[method]
+        error: DspexError | None = None
+        try:
+            with self._errors:
+                async for message in call:
+                    if not on_event(*classify(message)):
+                        break
+        except DspexError as exc:
+            error = exc
+        except asyncio.CancelledError:
+            pass
+        finally:
+            call.cancel()
+        on_end(error)
+
+    def close(self) -> None:
+        """Stop every stream, close the channel and end the thread."""
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(Exception):
+            self._submit(self._shutdown()).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._channel is not None:
+            await self._channel.close()
+
+
+class HolderStream:
+    """A client's ``HoldLocks`` stream: while it is open, the locks it acquired stay held.
+
+    The server names the stream with a holder id (sent with each AcquireLock) and releases the
+    locks acquired under it as soon as the stream ends: when the client closes, its process
+    dies or its connection breaks. ``ended`` tells the client to open a new one.
+    """
+
+    def __init__(
+        self, loop: StreamLoop, metadata: tuple[tuple[str, str], ...], timeout: float
+    ) -> None:
+        self.holder_id: str | None = None
+        self.ended = False
+        self._failure: DspexError | None = None
+        self._started = threading.Event()
+        self._stop = loop.follow(
+            convert.hold_locks_request(), metadata, self._on_event, self._on_end,
+            method="HoldLocks",
+        )  # fmt: skip
+        if not self._started.wait(timeout):
+            self.stop()
+            raise StoreUnavailableError(
+                f"session store {loop.address.url} did not open a lock-holder stream within "
+                f"{timeout:g} s",
+                address=loop.address.url,
+            )
+        if self.holder_id is None:
+            raise self._failure or StoreUnavailableError(
+                "the lock-holder stream ended before it started", address=loop.address.url
+            )
+
+    def _on_event(self, kind: str, payload: Any) -> bool:
+        if kind == "started":
+            self.holder_id = payload
+            self._started.set()
+        return True
+
+    def _on_end(self, error: DspexError | None) -> None:
+        self.ended = True
+        self._failure = error
+        self._started.set()
+
+    def stop(self) -> None:
+        """Close the stream (the server releases the locks still held under it)."""
+        self.ended = True
+        self._stop()

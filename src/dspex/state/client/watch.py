@@ -1,0 +1,125 @@
+"""Client side: one WatchVariables stream, fed into an ordinary watch queue.
+
+The stream is read on the client's one background stream loop (see
+:mod:`dspex.state.client.streams`); each update goes into the same bounded queue, with the same
+lag rule, as a local watch, so a watch over the store behaves like a local one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from dspex.errors import DspexError, StoreUnavailableError
+from dspex.state.client.streams import StreamLoop
+from dspex.state.core.fanout import Watcher
+from dspex.state.core.watch import END, VariableWatch
+
+__all__ = ["StoreWatchReader"]
+
+_DEFAULT_QUEUE = 1024
+
+
+class StoreWatchReader:
+    """Feeds one WatchVariables stream (read on the client's stream loop) into a watch queue.
+
+    Args:
+        loop: the client's stream loop.
+        address: the store's address (for errors).
+        metadata: the call metadata (the bearer token).
+        forget: called with this reader once it ended, so the client stops tracking it.
+    """
+
+    def __init__(
+        self,
+        loop: StreamLoop,
+        address: str,
+        metadata: tuple[tuple[str, str], ...],
+        forget: Callable[[StoreWatchReader], None],
+    ) -> None:
+        self._loop = loop
+        self.address = address
+        self._metadata = metadata
+        self._forget = forget
+        self._started = threading.Event()
+        self._failure: DspexError | None = None
+        self._cancelled = False
+        self._watcher: Watcher | None = None
+        self._backlog = 0
+        self._stop: Any = None
+
+    def start(self, request: Any, timeout: float) -> VariableWatch:
+        """Return the watch once the store confirmed it is registered.
+
+        Raises:
+            DspexError: the store refused the watch (unknown session, resume too old ...).
+            StoreUnavailableError: no confirmation within ``timeout`` seconds.
+        """
+        self._stop = self._loop.follow(request, self._metadata, self._handle, self._end)
+        if not self._started.wait(timeout):
+            self.cancel()
+            raise StoreUnavailableError(
+                f"session store {self.address} did not confirm the watch within {timeout:g} s",
+                address=self.address,
+            )
+        if self._failure is not None or self._watcher is None:
+            raise self._failure or StoreUnavailableError("watch stream ended before it started")
+        return VariableWatch(self._watcher.items, self.cancel, self._watcher.last_put)
+
+    def cancel(self) -> None:
+        """Stop reading and cancel the call (idempotent)."""
+        self._cancelled = True
+        if self._stop is not None:
+            self._stop()
+        self._forget(self)
+
+    def _handle(self, kind: str, payload: Any) -> bool:
+        """Apply one stream event (on the stream loop); False to stop reading."""
+        watcher = self._watcher
+        if kind == "update" and watcher is not None:
+            if self._backlog:  # initial records and replayed changes: not held against the bound
+                watcher.preload((payload,))
+                self._backlog -= 1
+                if not self._backlog:
+                    watcher.go_live()
+                return True
+            watcher.offer(payload)
+            if watcher.lagged:  # this process fell behind: the error is queued; stop the call
+                self._cancelled = True
+                return False
+        elif kind == "started":
+            revision, _head, queue_size, self._backlog = payload
+            self._watcher = watcher = Watcher(frozenset(), queue_size or _DEFAULT_QUEUE)
+            watcher.last_put = revision
+            if not self._backlog:
+                watcher.go_live()
+            self._started.set()
+        return True
+
+    def _end(self, error: DspexError | None) -> None:
+        """The stream is over (on the stream loop): queue how it ended."""
+        try:
+            if error is not None:
+                self._fail(error)
+            elif self._watcher is not None and not self._cancelled:
+                self._watcher.items.put(END)  # the session was closed: a normal end
+        finally:
+            self._started.set()
+            self._forget(self)
+
+    def _fail(self, exc: DspexError) -> None:
+        if self._cancelled:
+            return
+        watcher = self._watcher
+        if watcher is None:
+            self._failure = exc
+            return
+        if isinstance(exc, StoreUnavailableError) and "resume_from" not in exc.details:
+            exc = StoreUnavailableError(
+                f"{exc.message}; the watch stream was lost: watch again with "
+                f"after_revision={watcher.last_put}",
+                address=self.address,
+                resume_from=watcher.last_put,
+            )
+        watcher.items.put(exc)

@@ -1,0 +1,192 @@
+"""Core: the helpers behind ``optimizing`` (lock handle) and ``depend(recompute=...)``.
+
+Both work over any provider through the session verbs, so they behave the same for local and
+store-backed sessions, in the main process and in workers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import secrets
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from dspex._model import VariableRecord
+from dspex.errors import DspexError
+from dspex.state.core.contract import StateProvider
+from dspex.state.core.identity import current_lock_owner
+from dspex.state.core.watch import VariableWatch
+
+__all__ = ["OptimizationLock", "Recomputer"]
+
+
+class _View(Protocol):
+    provider: StateProvider
+    session_id: str
+
+    def get(self, name: str) -> Any: ...
+
+    def set(self, name: str, value: Any, *, expected_version: int | None = None) -> Any: ...
+
+    def watch(
+        self, *names: str, after_revision: int | None = None, initial: bool = False
+    ) -> VariableWatch: ...
+
+
+class OptimizationLock:
+    """Exclusive write access to some variables for one optimizer (a context manager).
+
+    Entering takes every lock (in name order, releasing those taken if one fails), marks
+    this context as the holder, and renews the leases every ``lease / 3`` seconds in a
+    background thread. Leaving releases them.
+    """
+
+    def __init__(
+        self,
+        view: _View,
+        names: Sequence[str],
+        *,
+        optimizer_id: str,
+        lease: float,
+        policy: str,
+        timeout: float | None,
+    ) -> None:
+        self._view = view
+        self.names = sorted(set(names))
+        self.optimizer_id = optimizer_id
+        self.lease = lease
+        self.policy = policy
+        self.timeout = timeout
+        self._owner = secrets.token_hex(16)
+        self._held: list[str] = []
+        self._token: contextvars.Token[str | None] | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def __enter__(self) -> OptimizationLock:
+        for name in self.names:
+            try:
+                self._call("acquire_lock", name)
+            except BaseException:
+                self._release_all()
+                raise
+            self._held.append(name)
+        self._token = current_lock_owner.set(self._owner)
+        self._renewer = threading.Thread(target=self._renew, name="dspex-lock-renew", daemon=True)
+        self._renewer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=5)
+        if self._token is not None:
+            current_lock_owner.reset(self._token)
+        self._release_all()
+
+    def report(self, **progress: Any) -> None:
+        """Publish optimizer progress (e.g. iteration, best_score, best_value) on the locks.
+
+        Watchers see it as a ``"lock"`` update; the record's ``lock["progress"]`` holds it.
+        """
+        for name in self._held:
+            self._view.provider.renew_lock(
+                self._view.session_id, name, owner=self._owner, progress=progress
+            )
+
+    def records(self) -> list[VariableRecord]:
+        """The current records of the locked variables."""
+        return [self._view.provider.get_variable(self._view.session_id, n) for n in self._held]
+
+    def _call(self, verb: str, name: str) -> None:
+        provider, session_id = self._view.provider, self._view.session_id
+        if verb == "acquire_lock":
+            provider.acquire_lock(
+                session_id, name, owner=self._owner, optimizer_id=self.optimizer_id,
+                lease=self.lease, policy=self.policy, timeout=self.timeout,
+            )  # fmt: skip
+        elif verb == "release_lock":
+            provider.release_lock(session_id, name, owner=self._owner)
+        else:
+            provider.renew_lock(session_id, name, owner=self._owner)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            for name in list(self._held):
+                try:
+                    self._call("renew_lock", name)
+                except DspexError:
+                    continue  # lost (expired or preempted): writes will say so clearly
+
+    def _release_all(self) -> None:
+        while self._held:
+            name = self._held.pop()
+            try:
+                self._call("release_lock", name)
+            except DspexError:
+                continue  # already expired or preempted: nothing left to release
+
+
+class Recomputer:
+    """Recomputes stale downstream variables in this process, in topological order."""
+
+    def __init__(self, view: _View) -> None:
+        self._view = view
+        self._callbacks: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+        self._watch = view.watch()
+        self._thread = threading.Thread(target=self._run, name="dspex-recompute", daemon=True)
+        self._thread.start()
+
+    def add(self, name: str, callback: Callable[[Mapping[str, Any]], Any]) -> None:
+        """Recompute ``name`` with ``callback`` whenever it becomes stale."""
+        self._callbacks[name] = callback
+        self._recompute_stale()  # it may already be stale
+
+    def stop(self) -> None:
+        """Stop following the session."""
+        self._watch.cancel()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            for update in self._watch:
+                if update.kind == "stale":
+                    self._recompute_stale()
+        except DspexError:
+            return  # the session ended
+
+    def _recompute_stale(self) -> None:
+        provider, session_id = self._view.provider, self._view.session_id
+        edges = provider.get_dependencies(session_id)
+        order = _topological({down for _, down in edges} | set(self._callbacks), edges)
+        for name in order:
+            callback = self._callbacks.get(name)
+            if callback is None:
+                continue
+            try:
+                if not provider.get_variable(session_id, name).stale:
+                    continue
+                upstream = {up: self._view.get(up) for up, down in edges if down == name}
+                self._view.set(name, callback(upstream))
+            except DspexError:
+                continue  # deleted or refused meanwhile; the record stays stale and says so
+
+
+def _topological(names: set[str], edges: list[tuple[str, str]]) -> list[str]:
+    indegree = {n: 0 for n in names}
+    for up, down in edges:
+        if up in indegree and down in indegree:
+            indegree[down] += 1
+    ready = sorted(n for n, d in indegree.items() if d == 0)
+    order: list[str] = []
+    while ready:
+        current = ready.pop(0)
+        order.append(current)
+        for up, down in edges:
+            if up == current and down in indegree:
+                indegree[down] -= 1
+                if indegree[down] == 0:
+                    ready.append(down)
+        ready.sort()
+    return order

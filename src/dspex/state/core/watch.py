@@ -1,0 +1,98 @@
+"""Core: VariableWatch, the one watch handle every provider returns.
+
+A watch is fed through a queue by its provider (a publisher thread locally, a stream reader
+thread for the gRPC client). It is a context manager and an iterator; leaving the ``with``
+block cancels it.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from dspex._model import VariableUpdate
+from dspex.errors import DspexError
+
+__all__ = ["END", "VariableWatch"]
+
+END: Any = object()
+"""Queue item that ends a watch normally (cancelled, or the provider closed it)."""
+
+
+class VariableWatch:
+    """A live stream of :class:`VariableUpdate` in session revision order.
+
+    Iterate to block for updates (the loop ends when the watch is cancelled), or call
+    :meth:`poll` with a timeout. A watch that ends abnormally raises its error from the
+    iterator, e.g. :class:`~dspex.errors.WatchLaggedError` carrying ``resume_from``.
+
+    Examples:
+        >>> with session.watch("temperature") as updates:   # doctest: +SKIP
+        ...     for update in updates:
+        ...         print(update.revision, update.record.value)
+    """
+
+    def __init__(
+        self, items: queue.SimpleQueue[Any], cancel: Callable[[], None], after_revision: int = 0
+    ) -> None:
+        self._items = items
+        self._cancel = cancel
+        self._done = False
+        self.last_revision = after_revision
+        """Revision of the last update handed out; resume from here after an error."""
+
+    def poll(self, timeout: float | None = None) -> VariableUpdate | None:
+        """Return the next update, or None if none arrived within ``timeout`` seconds.
+
+        Also returns None once the watch has ended normally (see :attr:`closed`).
+
+        Raises:
+            WatchLaggedError: the watcher fell behind; resume from ``err.resume_from``.
+            DspexError: the watch ended for another reason (session closed or expired...).
+        """
+        if self._done:
+            return None
+        try:
+            item = self._items.get(timeout=None if timeout is None else max(timeout, 0.0))
+        except queue.Empty:
+            return None
+        if item is END:
+            self._done = True
+            return None
+        if isinstance(item, DspexError):
+            self._done = True
+            self._cancel()
+            raise item
+        self.last_revision = max(self.last_revision, item.revision)
+        return item  # type: ignore[no-any-return]
+
+    @property
+    def closed(self) -> bool:
+        """True once the watch has ended and will deliver nothing more."""
+        return self._done
+
+    def cancel(self) -> None:
+        """Stop the watch; a blocked iterator returns. Safe to call more than once.
+
+        Updates still queued are dropped: after ``cancel`` the watch delivers nothing more.
+        """
+        if not self._done:
+            self._done = True
+            self._cancel()
+            self._items.put(END)  # wakes a thread blocked in poll()/iteration
+
+    def __iter__(self) -> Iterator[VariableUpdate]:
+        return self
+
+    def __next__(self) -> VariableUpdate:
+        update = self.poll(None)
+        if update is None:
+            raise StopIteration
+        return update
+
+    def __enter__(self) -> VariableWatch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()

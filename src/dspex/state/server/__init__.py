@@ -1,0 +1,7 @@
+"""Server side: the session-store and tool-store servicers on ``grpc.aio`` and their runner.
+
+``server`` runs a store (``StoreServer``, ``serve``); ``servicer`` wraps any StateProvider
+with transport, access control and limits; ``calls`` is every call's prologue and guard;
+``locking`` and ``tools`` hold the lock and tool RPCs; ``wakeups`` wakes watch streams.
+Never imports the client (an import-linter contract keeps the two sides independent).
+"""

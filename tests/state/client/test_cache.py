@@ -1,0 +1,217 @@
+"""The worker read cache: coherent with its own writes, others' writes, deletes and restarts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from support import wait_until
+from support.bridge import FLOAT, served
+
+import dspex.errors as errors
+from dspex._model import VariableRecord, make_spec
+from dspex.state import LocalProvider
+from dspex.state.store import CachedProvider, SessionStoreProvider, StoreServer
+
+
+@pytest.fixture(name="cached")
+def _cached(server: StoreServer, session_id: str) -> Iterator[CachedProvider]:
+    cached = CachedProvider(SessionStoreProvider(server.address))
+    cached.follow(session_id)
+    yield cached
+    cached.close()
+
+
+def test_reads_see_own_writes_at_once(cached: CachedProvider, session_id: str) -> None:
+    for step in range(20):
+        cached.set_variable(session_id, "t", step / 10)
+        assert cached.get_variable(session_id, "t").value == step / 10
+    cached.update_variables(session_id, {"t": 1.5})
+    assert cached.get_variable(session_id, "t").value == 1.5
+    cached.rollback_variable(session_id, "t", 1)
+    assert cached.get_variable(session_id, "t").value == 0.7
+    cached.register_variable(session_id, "new", FLOAT, 0.1)
+    assert cached.get_variable(session_id, "new").value == 0.1
+    cached.delete_variable(session_id, "new")
+    with pytest.raises(errors.VariableNotFoundError):
+        cached.get_variable(session_id, "new")
+
+
+def test_hot_reads_come_from_the_cache(cached: CachedProvider, session_id: str) -> None:
+    assert wait_until(lambda: cached.is_live(session_id))
+    # Once the stream delivered it, every read returns the same snapshot: no round trip.
+    get = cached.get_variable
+    assert wait_until(lambda: get(session_id, "t") is get(session_id, "t"))
+    first = get(session_id, "t")
+    assert all(get(session_id, "t") is first for _ in range(100))
+
+
+def test_hot_multi_reads_come_from_the_cache(cached: CachedProvider, session_id: str) -> None:
+    cached.register_variable(session_id, "u", FLOAT, 0.2)
+    assert wait_until(lambda: cached.is_live(session_id))
+
+    def read() -> dict[str, VariableRecord]:
+        return cached.get_variables(session_id, ["t", "u"])
+
+    # The store answers with new records on every call; the cache with the records it holds.
+    assert wait_until(lambda: read()["t"] is read()["t"] and read()["u"] is read()["u"])
+    first = read()
+    assert all(read()["t"] is first["t"] and read()["u"] is first["u"] for _ in range(100))
+    assert first["t"] is cached.get_variable(session_id, "t")
+    assert first["t"].value == 0.7 and first["u"].value == 0.2
+    with pytest.raises(errors.VariableNotFoundError):  # a miss still asks the store
+        cached.get_variables(session_id, ["t", "missing"])
+
+
+def test_multi_reads_see_own_writes_at_once(cached: CachedProvider, session_id: str) -> None:
+    cached.register_variable(session_id, "u", FLOAT, 0.2)
+    for step in range(20):
+        cached.update_variables(session_id, {"t": step / 10, "u": step / 20})
+        records = cached.get_variables(session_id, ["t", "u"])
+        assert (records["t"].value, records["u"].value) == (step / 10, step / 20)
+    cached.delete_variable(session_id, "u")
+    with pytest.raises(errors.VariableNotFoundError):
+        cached.get_variables(session_id, ["t", "u"])
+
+
+def test_multi_reads_see_others_writes_at_one_revision(
+    cached: CachedProvider, local: LocalProvider, session_id: str
+) -> None:
+    local.register_variable(session_id, "a", make_spec(int), 0)
+    local.register_variable(session_id, "b", make_spec(int), 0)
+    assert wait_until(lambda: cached.get_variables(session_id, ["a", "b"])["b"].value == 0)
+    done = threading.Event()
+
+    def write() -> None:  # another client: a then b, so any one revision has a - b in {0, 1}
+        for step in range(1, 301):
+            local.set_variable(session_id, "a", step)
+            local.set_variable(session_id, "b", step)
+        done.set()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    reads = 0
+    while not done.is_set() or reads == 0:
+        records = cached.get_variables(session_id, ["a", "b"])
+        a, b = records["a"], records["b"]
+        assert a.value - b.value in (0, 1), (a, b)
+        reads += 1
+    writer.join(timeout=30)
+    assert wait_until(
+        lambda: (
+            [r.value for r in cached.get_variables(session_id, ["a", "b"]).values()] == [300, 300]
+        )
+    )
+    records = cached.get_variables(session_id, ["a", "b"])
+    assert records["a"] is cached.get_variables(session_id, ["a", "b"])["a"]  # from the cache
+    assert records == local.get_variables(session_id, ["a", "b"])
+
+
+def test_others_writes_arrive_within_the_watch_delivery_time(
+    cached: CachedProvider, local: LocalProvider, session_id: str
+) -> None:
+    cached.get_variable(session_id, "t")
+    local.set_variable(session_id, "t", 1.9)
+    assert wait_until(lambda: cached.get_variable(session_id, "t").value == 1.9)
+    local.register_variable(session_id, "born", FLOAT, 0.3)
+    assert wait_until(lambda: _value_or_none(cached, session_id, "born") == 0.3)
+    local.delete_variable(session_id, "born")
+    assert wait_until(lambda: _value_or_none(cached, session_id, "born") is None)
+    local.register_variable(session_id, "born", make_spec(int), 7)  # reborn with another type
+    assert wait_until(lambda: _value_or_none(cached, session_id, "born") == 7)
+
+
+def _value_or_none(cached: CachedProvider, session_id: str, name: str) -> object:
+    try:
+        return cached.get_variable(session_id, name).value
+    except errors.VariableNotFoundError:
+        return None
+
+
+def test_a_session_closed_elsewhere_is_not_served_stale(
+    cached: CachedProvider, local: LocalProvider, session_id: str
+) -> None:
+    local.close_session(session_id)
+    assert wait_until(lambda: not cached.is_live(session_id))
+    with pytest.raises(errors.SessionClosedError):
+        cached.get_variable(session_id, "t")
+
+
+def test_reconnects_after_a_server_restart_and_resumes_without_loss(
+    local: LocalProvider,
+) -> None:
+    session_id = local.create_session()
+    for name in ("a", "b", "c"):
+        local.register_variable(session_id, name, FLOAT, 0.0)
+    server = StoreServer.start(local, "127.0.0.1:0")
+    port_address = server.address.removeprefix("grpc://")
+    cached = CachedProvider(SessionStoreProvider(server.address), max_backoff=0.2)
+    try:
+        cached.follow(session_id)
+        local.set_variable(session_id, "a", 0.1)
+        assert wait_until(lambda: cached.get_variable(session_id, "a").value == 0.1)
+        server.stop(grace=0.2)
+        assert wait_until(lambda: not cached.is_live(session_id))
+        with pytest.raises(errors.StoreUnavailableError):  # never a stale value meanwhile
+            cached.get_variable(session_id, "a")
+        for step in range(50):  # written while the store is down
+            local.set_variable(session_id, "abc"[step % 3], step / 100)
+        local.delete_variable(session_id, "c")
+        local.register_variable(session_id, "d", FLOAT, 1.0)
+        with served(local, port_address):  # the same store back on the same port
+            assert wait_until(lambda: cached.is_live(session_id))
+            head = local.get_session(session_id).revision
+            assert wait_until(lambda: cached.revision(session_id) == head)
+            for name in ("a", "b", "d"):
+                assert cached.get_variable(session_id, name) == local.get_variable(
+                    session_id, name
+                )
+            with pytest.raises(errors.VariableNotFoundError):
+                cached.get_variable(session_id, "c")
+            local.set_variable(session_id, "a", 1.25)  # and it keeps following
+            assert wait_until(lambda: cached.get_variable(session_id, "a").value == 1.25)
+    finally:
+        cached.close()
+
+
+def test_a_store_that_restarts_empty_is_not_served_stale(local: LocalProvider) -> None:
+    session_id = local.create_session()
+    local.register_variable(session_id, "a", FLOAT, 0.5)
+    server = StoreServer.start(local, "127.0.0.1:0")
+    port_address = server.address.removeprefix("grpc://")
+    cached = CachedProvider(SessionStoreProvider(server.address), max_backoff=0.2)
+    try:
+        cached.follow(session_id)
+        assert cached.get_variable(session_id, "a").value == 0.5
+        server.stop(grace=0.2)
+        with served(LocalProvider(), port_address):  # state lost
+            assert wait_until(lambda: cached.revision(session_id) is None)
+            with pytest.raises(errors.SessionNotFoundError):
+                cached.get_variable(session_id, "a")
+    finally:
+        cached.close()
+
+
+def test_a_store_that_restarts_with_a_shorter_history_rebuilds_the_cache(
+    local: LocalProvider,
+) -> None:
+    session_id = local.create_session("s")
+    local.register_variable(session_id, "a", FLOAT, 0.5)
+    local.set_variable(session_id, "a", 0.6)
+    server = StoreServer.start(local, "127.0.0.1:0")
+    port_address = server.address.removeprefix("grpc://")
+    cached = CachedProvider(SessionStoreProvider(server.address), max_backoff=0.2)
+    try:
+        cached.follow(session_id)
+        assert cached.get_variable(session_id, "a").value == 0.6
+        server.stop(grace=0.2)
+        fresh = LocalProvider()  # another store that happens to hold a session "s"
+        fresh.create_session("s")
+        fresh.register_variable("s", "a", FLOAT, 1.5)
+        with served(fresh, port_address):
+            assert wait_until(lambda: cached.is_live(session_id))
+            assert wait_until(lambda: cached.revision(session_id) == 1)
+            assert cached.get_variable(session_id, "a").value == 1.5
+    finally:
+        cached.close()

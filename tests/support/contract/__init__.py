@@ -1,0 +1,1 @@
+"""The contracts every StateProvider kind passes (run by tests/state/test_contract.py)."""
