@@ -27,7 +27,8 @@ class LMCallLog(BaseCallback):
         self.last: dict[str, Any] | None = None
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        self.last = {"model": instance.model, "temperature": inputs["kwargs"]["temperature"]}
+        kwargs = {**(instance.kwargs or {}), **inputs["kwargs"]}  # bound: on the LM copy
+        self.last = {"model": instance.model, "temperature": kwargs["temperature"]}
 
 
 class Probe(dspex.Program):
