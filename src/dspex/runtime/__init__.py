@@ -8,7 +8,8 @@ only when asked for, since it loads ray) does the same on Ray actors.
 
 from __future__ import annotations
 
+from dspex.runtime._calls import ProgressCallback
 from dspex.runtime._outcome import RemoteTraceback, remote_traceback
-from dspex.runtime._pool import ProgressCallback, WorkerPool, WorkerStatus
+from dspex.runtime._pool import WorkerPool, WorkerStatus
 
 __all__ = ["ProgressCallback", "RemoteTraceback", "WorkerPool", "WorkerStatus", "remote_traceback"]

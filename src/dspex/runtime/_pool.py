@@ -14,18 +14,14 @@ import atexit
 import itertools
 import multiprocessing
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, as_completed
-from types import TracebackType
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from dspex.errors import WorkerError, WorkerSetupError
+from dspex.errors import WorkerSetupError
 from dspex.runtime import _pickling
+from dspex.runtime._calls import PoolCalls
 from dspex.runtime._dispatch import DispatchCore
 from dspex.runtime._slot import CallJob, SlotState
-
-ProgressCallback = Callable[[int, int], None]
-"""``progress(done, total)``: called by :meth:`WorkerPool.map` as results arrive."""
 
 _LIVE_POOLS: set[WorkerPool] = set()
 _LIVE_LOCK = threading.Lock()
@@ -41,7 +37,7 @@ class WorkerStatus(NamedTuple):
     starts: int
 
 
-class WorkerPool:
+class WorkerPool(PoolCalls):
     """A fixed-size pool of ``spawn``-ed worker processes running one picklable target.
 
     The parent cloudpickles ``setup`` once; each worker unpickles it and calls it once to get a
@@ -159,67 +155,6 @@ class WorkerPool:
         """
         self._core.wait_ready(timeout)
 
-    def submit(self, payload: Any, *, timeout: float | None = None) -> Future[Any]:
-        """Queue ``handler(payload)`` on the next idle worker and return its future.
-
-        Args:
-            payload: any cloudpickle-able value, passed to the handler.
-            timeout: seconds the call may *run* on a worker (queueing time is not counted);
-                past it the future fails with :class:`~dspex.errors.WorkerTimeoutError` and the
-                worker is replaced. A call retried after a crash gets its full timeout again.
-                None means no limit.
-
-        Raises:
-            WorkerError: the payload cannot be pickled (the message names the failing part),
-                or the pool is closed.
-            WorkerSetupError: the pool is broken because setup kept failing.
-        """
-        return self._submit(payload, timeout, "payload")
-
-    def call(self, payload: Any, *, timeout: float | None = None) -> Any:
-        """Run ``handler(payload)`` on a worker and return its result (see :meth:`submit`).
-
-        Raises:
-            Exception: whatever the handler raised, with the worker traceback as ``__cause__``.
-            WorkerCrashedError: the worker died and no retry was left.
-            WorkerTimeoutError: the call ran longer than ``timeout``.
-            WorkerError: the pool is closed, or the call or its outcome could not be pickled.
-        """
-        future = self._submit(payload, timeout, "payload")
-        try:
-            return future.result()
-        finally:
-            future.cancel()  # only takes effect if the caller was interrupted while queued
-
-    def map(
-        self,
-        payloads: Iterable[Any],
-        *,
-        timeout: float | None = None,
-        progress: ProgressCallback | None = None,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
-        """Run the handler on every payload in parallel; results come back in input order.
-
-        Args:
-            payloads: the payloads, one call each.
-            timeout: per-call running-time limit, as in :meth:`submit`.
-            progress: called as ``progress(done, total)`` once before the first result and
-                after each one (in the calling thread), e.g. to drive a progress bar.
-            return_exceptions: put each failed call's exception in its result slot instead of
-                raising the first failure.
-
-        Raises:
-            Exception: the first failure (in completion order) unless ``return_exceptions``;
-                calls that have not started yet are then cancelled.
-        """
-        return map_calls(
-            lambda payload, label: self._submit(payload, timeout, label),
-            payloads,
-            progress,
-            return_exceptions,
-        )
-
     def close(self, *, grace: float = 5.0) -> None:
         """Stop the workers and the dispatcher; safe to call twice and from ``atexit``.
 
@@ -233,44 +168,12 @@ class WorkerPool:
         with _LIVE_LOCK:
             _LIVE_POOLS.discard(self)
 
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         states = ",".join(status.state for status in self.status())
         return f"<WorkerPool workers={self.workers} [{states}]>"
 
-    def _submit(self, payload: Any, timeout: float | None, label: str) -> Future[Any]:
-        if timeout is not None and not timeout > 0:
-            raise WorkerError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        call_id = next(self._call_ids)
-        job = CallJob(call_id, pickle_call(call_id, payload, label), Future(), timeout)
+    def _enqueue(self, job: CallJob) -> None:
         self._core.submit(job)
-        return job.future
-
-
-def pickle_call(call_id: int, payload: Any, label: str) -> bytes:
-    """Pickle one call message ``(call_id, payload)``, or explain which part cannot travel.
-
-    Raises:
-        WorkerError: the payload cannot be pickled (the message names the failing part).
-    """
-    try:
-        return _pickling.dumps((call_id, payload))
-    except Exception as exc:
-        reason = _pickling.explain_unpicklable(payload, label)
-        raise WorkerError(
-            f"the call {label} cannot be pickled for a worker process: {reason}. "
-            "Pass plain data (or objects cloudpickle can serialize) as payloads."
-        ) from exc
 
 
 def check_positive_int(name: str, value: object, minimum: int) -> None:
@@ -295,46 +198,6 @@ def pickle_setup(setup: Callable[[], Any]) -> bytes:
             "open files or threads; recreate them inside setup) or leave it out of the target.",
             target=_pickling.describe(setup),
         ) from exc
-
-
-def map_calls(
-    submit: Callable[[Any, str], Future[Any]],
-    payloads: Iterable[Any],
-    progress: ProgressCallback | None,
-    return_exceptions: bool,
-) -> list[Any]:
-    """The ``map`` of every pool: submit each payload, await all, results in input order.
-
-    ``submit(payload, label)`` queues one call. On the first failure (unless
-    ``return_exceptions``) the calls not started yet are cancelled.
-    """
-    futures: list[Future[Any]] = []
-    try:
-        for index, payload in enumerate(payloads):
-            futures.append(submit(payload, f"payloads[{index}]"))
-        await_all(futures, progress, return_exceptions)
-        return [outcome(future) for future in futures]
-    finally:
-        for future in futures:
-            future.cancel()
-
-
-def await_all(
-    futures: list[Future[Any]], progress: ProgressCallback | None, return_exceptions: bool
-) -> None:
-    total = len(futures)
-    if progress is not None:
-        progress(0, total)
-    for done, future in enumerate(as_completed(futures), start=1):
-        if not return_exceptions and future.exception() is not None:
-            future.result()  # raises the failure
-        if progress is not None:
-            progress(done, total)
-
-
-def outcome(future: Future[Any]) -> Any:
-    error = future.exception()
-    return error if error is not None else future.result()
 
 
 @atexit.register

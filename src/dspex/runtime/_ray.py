@@ -24,23 +24,16 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from dspex.errors import WorkerCrashedError, WorkerError, WorkerSetupError, WorkerTimeoutError
 from dspex.runtime import _worker
+from dspex.runtime._calls import PoolCalls
 from dspex.runtime._outcome import rebuild_exception
 from dspex.runtime._pickling import loads
-from dspex.runtime._pool import (
-    ProgressCallback,
-    check_positive_int,
-    map_calls,
-    pickle_call,
-    pickle_setup,
-)
+from dspex.runtime._pool import check_positive_int, pickle_setup
 from dspex.runtime._ray_actor import RayWorker
 from dspex.runtime._slot import CallJob
 
@@ -104,7 +97,7 @@ class _Seat:
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
-class RayPool:
+class RayPool(PoolCalls):
     """A fixed-size pool of Ray actors running one picklable target (see the module docstring).
 
     Args:
@@ -182,41 +175,6 @@ class RayPool:
         """The host name each seat's actor runs on (None while a replacement starts)."""
         return [seat.host for seat in self._seats]
 
-    def submit(self, payload: Any, *, timeout: float | None = None) -> Future[Any]:
-        """Queue ``handler(payload)`` on the next free actor; return its future.
-
-        Raises:
-            WorkerError: the pool is closed, or the payload cannot be pickled.
-        """
-        return self._submit(payload, timeout, "payload")
-
-    def call(self, payload: Any, *, timeout: float | None = None) -> Any:
-        """Run ``handler(payload)`` on an actor and return its result (see :meth:`submit`)."""
-        future = self._submit(payload, timeout, "payload")
-        try:
-            return future.result()
-        finally:
-            future.cancel()
-
-    def map(
-        self,
-        payloads: Iterable[Any],
-        *,
-        timeout: float | None = None,
-        progress: ProgressCallback | None = None,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
-        """Run the handler on every payload in parallel; results in input order.
-
-        Same contract as :meth:`dspex.runtime.WorkerPool.map`.
-        """
-        return map_calls(
-            lambda payload, label: self._submit(payload, timeout, label),
-            payloads,
-            progress,
-            return_exceptions,
-        )
-
     def close(self, *, grace: float = 5.0) -> None:
         """Stop the actors: queued calls fail, running ones get ``grace`` seconds. Idempotent."""
         with self._lock:
@@ -236,30 +194,14 @@ class RayPool:
                 seat.thread.join(_KILL_GRACE)
         self._fail_queued()
 
-    def __enter__(self) -> RayPool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<RayPool workers={self.workers} {'closed' if self._closed else 'open'}>"
 
-    def _submit(self, payload: Any, timeout: float | None, label: str) -> Future[Any]:
-        if timeout is not None and not timeout > 0:
-            raise WorkerError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        call_id = next(self._call_ids)
-        job = CallJob(call_id, pickle_call(call_id, payload, label), Future(), timeout)
+    def _enqueue(self, job: CallJob) -> None:
         with self._lock:
             if self._closed:
                 raise WorkerError("the Ray worker pool is closed; create a new one")
             self._queue.put(job)
-        return job.future
 
     def _fail_queued(self) -> None:
         while True:
