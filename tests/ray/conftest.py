@@ -8,6 +8,7 @@ the job's code search path, as a real cluster finds installed code.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,12 @@ import pytest
 import dspex
 
 HERE = Path(__file__).resolve().parent
+
+# Every Ray instance of these tests is on loopback and ours: no Ray token authentication. It is
+# also the same for all of them, as Ray requires of one process: after a local instance with
+# token auth (Ray's default for local instances), actors of a cluster started without it die
+# before they run.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
 @pytest.fixture(autouse=True)

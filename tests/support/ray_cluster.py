@@ -115,7 +115,11 @@ class RayCluster:
                 except OSError:
                     pass
             time.sleep(0.2)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for _ in range(10):  # a dying process may still write a last log line
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            if not os.path.exists(self.temp_dir):
+                break
+            time.sleep(0.5)
 
     def _owns(self, argv: list[str]) -> bool:
         """Whether a command line belongs to this cluster (its temp dir or GCS address)."""
