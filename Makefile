@@ -11,17 +11,22 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,dashboard,ray]'
+	$(PY) -m pip install -q -e '.[dev,dashboard,metrics,otel,ray]'
 	touch $@
 
 demo: install
 	$(BIN)/dspex demo
 
-# Everything the tests need beyond Python packages: a real redis-server on loopback.
+# Everything the tests need beyond Python packages: a real redis-server on loopback, and Node.js
+# with the protocol conformance client's npm packages (tests/protocol/node, project-local).
 test-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server (apt)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing nodejs and npm (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tests/protocol/node && npm ci --no-audit --no-fund --loglevel=error
 	@# the dashboard's browser tests drive Debian's headless Chromium (Playwright, no download)
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing chromium (apt)"; \

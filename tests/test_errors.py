@@ -34,6 +34,7 @@ STABLE_CODES = {
     "PermissionDeniedError": "permission_denied",
     "SessionClosedError": "session_closed",
     "SessionError": "session_error",
+    "SessionExistsError": "session_exists",
     "SessionExpiredError": "session_expired",
     "SessionNotFoundError": "session_not_found",
     "StoreError": "store_error",

@@ -21,7 +21,7 @@ if typing.TYPE_CHECKING:
     from dspex.remote import Remote
     from dspex.sim import SimLM
     from dspex.tools import tool
-    from dspex.tuning import tune
+    from dspex.tuning import compile, tune
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ _DSPY_NAMES = {
     "Program": "dspex.program",
     "Remote": "dspex.remote",
     "SimLM": "dspex.sim",
+    "compile": "dspex.tuning",
     "Published": "dspex.binding",
     "bind": "dspex.binding",
     "publish": "dspex.binding",
@@ -70,6 +71,7 @@ __all__ = [
     "VariableUpdate",
     "VariableWatch",
     "bind",
+    "compile",
     "current_session",
     "errors",
     "publish",

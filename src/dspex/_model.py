@@ -29,6 +29,7 @@ from dspex._validate import validate
 __all__ = [
     "EMPTY",
     "TYPES",
+    "BatchMark",
     "Choice",
     "FrozenDict",
     "FrozenList",
@@ -77,6 +78,19 @@ class VariableRecord(NamedTuple):
         return self.spec.constraints
 
 
+class BatchMark(NamedTuple):
+    """Marks a watch update written by one applied atomic ``update_variables``.
+
+    ``first`` and ``last`` are the session revisions the batch wrote (consecutive); ``end`` is
+    true on the last update of the batch that this watcher receives (its name filter may skip
+    others), so a watcher that must never show half a batch buffers until ``end``.
+    """
+
+    first: int
+    last: int
+    end: bool
+
+
 class VariableUpdate(NamedTuple):
     """One change delivered by a watch, in session revision order.
 
@@ -89,6 +103,8 @@ class VariableUpdate(NamedTuple):
     kind: str
     name: str
     record: VariableRecord
+    batch: BatchMark | None = None
+    """Set on the live updates of one applied atomic batch (see :class:`BatchMark`)."""
 
 
 @dataclass(frozen=True, slots=True)

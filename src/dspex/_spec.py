@@ -8,7 +8,6 @@ and metadata take inside records. Re-exported by :mod:`dspex._model`.
 from __future__ import annotations
 
 import math
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,8 +15,11 @@ from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
 from dspex import errors
+from dspex._canonical import in_int64
+from dspex._pattern import check_pattern
 
 __all__ = [
+    "DTYPES",
     "EMPTY",
     "NUMERIC_KINDS",
     "TYPES",
@@ -25,6 +27,7 @@ __all__ = [
     "FrozenDict",
     "FrozenList",
     "VariableSpec",
+    "dtype_name",
     "freeze",
     "make_spec",
     "normalize_type",
@@ -59,6 +62,24 @@ _MAX_FLOAT: Final = sys.float_info.max
 
 NUMERIC_KINDS: Final = "biufc"
 """numpy dtype kinds a tensor may have: arrays travel as raw bytes, so no objects/strings."""
+
+DTYPES: Final = (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+)
+"""The canonical dtype spellings: the ``dtype`` constraint and ``Array.dtype`` on the wire."""
 
 _PY_TYPES: Final[dict[Any, str]] = {
     float: "float",
@@ -180,7 +201,7 @@ def normalize_type(type_: Any) -> str:
     raise errors.ConstraintError(
         f"unknown variable type {type_!r}; use one of {', '.join(TYPES)}"
         " (or float, int, str, bool, dict, numpy.ndarray)",
-        type=repr(type_),
+        type=type_ if isinstance(type_, str) else repr(type_),  # a wire type name stays itself
     )
 
 
@@ -228,7 +249,8 @@ def make_spec(type_: Any, **constraints: Any) -> VariableSpec:
 
     Raises:
         ConstraintError: unknown type or constraint key, or inconsistent bounds.
-        PatternError: ``pattern`` is not a valid regular expression.
+        PatternError: ``pattern`` is not a valid regular expression in the portable dialect
+            (:mod:`dspex._pattern`).
     """
     if isinstance(type_, Choice):
         type_, constraints = "choice", {**constraints, "choices": type_.choices}
@@ -262,24 +284,12 @@ def _check_constraint(type_name: str, key: str, value: Any) -> Any:
             )
         return value
     if key == "pattern":
-        return _check_pattern(type_name, value)
+        return check_pattern(value, type_name)
     if key == "choices":
         return _check_choices(type_name, value)
     if key == "shape":
         return _check_shape(type_name, value)
     return _check_dtype(type_name, value)
-
-
-def _check_pattern(type_name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise errors.PatternError(f"pattern={value!r} must be a string", type=type_name)
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise errors.PatternError(
-            f"pattern={value!r} is not a valid regular expression: {exc}", type=type_name
-        ) from exc
-    return value
 
 
 def _check_choices(type_name: str, value: Any) -> tuple[Any, ...]:
@@ -289,6 +299,10 @@ def _check_choices(type_name: str, value: Any) -> tuple[Any, ...]:
         if not isinstance(choice, str | int | float | bool):
             raise errors.ConstraintError(
                 f"choice {choice!r} must be a string, number or boolean", type=type_name
+            )
+        if isinstance(choice, int) and not in_int64(choice):
+            raise errors.ConstraintError(
+                f"choice {choice!r} is outside the 64-bit signed integer range", type=type_name
             )
     return tuple(value)
 
@@ -312,14 +326,31 @@ def _check_dtype(type_name: str, value: Any) -> str:
         dtype = np.dtype(value)
     except (TypeError, ValueError) as exc:
         raise errors.ConstraintError(
-            f"dtype={value!r} is not a numpy dtype", type=type_name
+            f"dtype={value!r} is not a numpy dtype; use one of {', '.join(DTYPES)}",
+            type=type_name,
         ) from exc
     if dtype.kind not in NUMERIC_KINDS:
         raise errors.ConstraintError(
             f"dtype={value!r} is not numeric; tensors hold bool, int, uint, float or complex",
             type=type_name,
         )
-    return str(dtype)
+    return dtype_name(dtype, type_name)
+
+
+def dtype_name(dtype: Any, type_name: str = "tensor") -> str:
+    """The canonical wire spelling of a numpy dtype (``"float64"``, never ``"<f8"`` or ``"d"``).
+
+    Byte order is not part of the name: arrays always travel little-endian.
+
+    Raises:
+        ConstraintError: the dtype has no portable name (``float128``, strings, objects ...).
+    """
+    name: str = dtype.newbyteorder("=").name if dtype.byteorder not in "=|" else dtype.name
+    if name not in DTYPES:
+        raise errors.ConstraintError(
+            f"dtype {name!r} is not portable; use one of {', '.join(DTYPES)}", type=type_name
+        )
+    return name
 
 
 def _check_bounds(type_name: str, checked: dict[str, Any], low: str, high: str) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import re
 import reprlib
 from typing import Any, Final
 
 from dspex import errors
-from dspex._spec import NUMERIC_KINDS, VariableSpec, freeze, normalize_type, type_name
+from dspex._canonical import INT64_MAX, INT64_MIN, Int64RangeError, canonical_json, parse_int64
+from dspex._pattern import compiled
+from dspex._spec import DTYPES, NUMERIC_KINDS, VariableSpec, freeze, normalize_type, type_name
 
 __all__ = ["validate"]
 
@@ -44,7 +45,7 @@ def _type_error(name: str, value: Any, expected: str) -> errors.VariableTypeErro
         f"variable {name!r}: value {_short(value)} has type {type_name(value)}, "
         f"expected {expected}",
         name=name,
-        value=_short(value),
+        value=plain_detail(value),
     )
 
 
@@ -52,9 +53,34 @@ def _value_error(name: str, value: Any, rule: str) -> errors.VariableValueError:
     return errors.VariableValueError(
         f"variable {name!r}: value {_short(value)} breaks rule {rule}",
         name=name,
-        value=_short(value),
+        value=plain_detail(value),
         rule=rule,
     )
+
+
+def plain_detail(value: Any) -> Any:
+    """``value`` as an error detail any client can read: a plain JSON value, never a repr.
+
+    Short JSON values stay themselves; an array becomes ``{"dtype", "shape"}``; anything else
+    (too long, not JSON, out of the int64 range) a shortened text.
+    """
+    if isinstance(value, str):
+        return value if len(value) <= _DETAIL_CHARS else value[: _DETAIL_CHARS - 3] + "..."
+    ndim = getattr(value, "ndim", None)
+    if ndim == 0:
+        value = value.item()  # numpy scalar -> Python number
+    elif ndim is not None:
+        return {"dtype": str(value.dtype), "shape": list(value.shape)}
+    try:
+        text = json.dumps(value, allow_nan=False)
+        if len(text) <= _DETAIL_CHARS:
+            return json.loads(text, parse_int=parse_int64)
+    except (TypeError, ValueError, RecursionError):
+        pass
+    return _short(value)
+
+
+_DETAIL_CHARS: Final = 200
 
 
 def _short(value: Any) -> str:
@@ -112,6 +138,8 @@ def _validate_integer(spec: VariableSpec, value: Any, name: str) -> int:
         result = int(float(value))  # 3.0 -> 3: an integral float is an integer value
     else:
         raise _type_error(name, value, "integer")
+    if not INT64_MIN <= result <= INT64_MAX:
+        raise _value_error(name, value, "64-bit signed range [-2^63, 2^63-1]")
     if spec.constraints:
         _check_range(spec, result, name)
     return result
@@ -142,7 +170,7 @@ def _check_length(spec: VariableSpec, value: Any, name: str) -> None:
 
 def _check_pattern_match(spec: VariableSpec, value: str, name: str) -> None:
     pattern = spec.constraints.get("pattern")
-    if pattern is not None and re.fullmatch(pattern, value) is None:
+    if pattern is not None and compiled(pattern).fullmatch(value) is None:
         raise _value_error(name, value, f"pattern={pattern!r} (full match)")
 
 
@@ -199,6 +227,8 @@ def _validate_tensor(spec: VariableSpec, value: Any, name: str) -> Any:
             raise _type_error(name, value, f"rectangular numeric nested list ({exc})") from exc
     if value.dtype.kind not in NUMERIC_KINDS:
         raise _type_error(name, value, f"numeric tensor (got dtype {value.dtype})")
+    if value.dtype.newbyteorder("=").name not in DTYPES:
+        raise _type_error(name, value, f"tensor of a portable dtype (got {value.dtype})")
     _check_tensor(spec, value, name)
     out = np.array(value, copy=True)
     out.flags.writeable = False
@@ -225,12 +255,16 @@ def _validate_json(spec: VariableSpec, value: Any, name: str) -> Any:
         text = json.dumps(value, allow_nan=False)
         # The JSON round trip is the canonical form (tuples -> lists, keys -> str); freezing it
         # keeps the stored snapshot and its history safe from callers mutating what they read.
-        canonical = freeze(json.loads(text))
+        plain = json.loads(text, parse_int=parse_int64)
+    except Int64RangeError:
+        raise _value_error(name, value, "integers in the 64-bit signed range") from None
     except (TypeError, ValueError, RecursionError) as exc:
         raise _type_error(name, value, f"JSON-serializable value ({exc})") from exc
-    if "max_length" in spec.constraints and len(text) > spec.constraints["max_length"]:
-        raise _value_error(name, value, f"max_length={spec.constraints['max_length']} (JSON)")
-    return canonical
+    limit = spec.constraints.get("max_length")
+    # Measured on the canonical (RFC 8785) text so every language counts the same length.
+    if limit is not None and len(canonical_json(plain)) > limit:
+        raise _value_error(name, value, f"max_length={limit} (canonical JSON)")
+    return freeze(plain)
 
 
 _VALIDATORS: Final = {

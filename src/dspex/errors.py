@@ -5,7 +5,8 @@ DspexError
 ├── SessionError
 │   ├── SessionNotFoundError      (also LookupError)
 │   ├── SessionClosedError
-│   └── SessionExpiredError
+│   ├── SessionExpiredError
+│   └── SessionExistsError                             (snakepit compat) id already taken
 ├── VariableError
 │   ├── VariableNotFoundError     (also LookupError)
 │   ├── VersionNotFoundError      (also LookupError)   rollback/history target not kept
@@ -64,6 +65,7 @@ __all__ = [
     "PermissionDeniedError",
     "SessionClosedError",
     "SessionError",
+    "SessionExistsError",
     "SessionExpiredError",
     "SessionNotFoundError",
     "StoreDataError",
@@ -151,6 +153,16 @@ class SessionExpiredError(SessionError):
     """The session missed its heartbeats for longer than its TTL and was removed."""
 
     code = "session_expired"
+
+
+class SessionExistsError(SessionError):
+    """The session id is taken: the original bridge's InitializeSession refuses existing ids.
+
+    dspex's own CreateSession joins an existing session instead; only ``--snakepit-compat``
+    raises this.
+    """
+
+    code = "session_exists"
 
 
 class VariableError(DspexError):

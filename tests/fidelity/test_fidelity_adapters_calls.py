@@ -7,7 +7,7 @@ from typing import Any
 
 import dspy
 import pytest
-from fidelity_support import Env, assert_same, question
+from support.fidelity import Env, assert_same, question
 
 pytestmark = pytest.mark.timeout(60)
 

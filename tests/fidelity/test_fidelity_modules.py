@@ -8,7 +8,7 @@ import dspy
 import pytest
 from dspy.adapters.types.decision import Choice
 from dspy.utils.exceptions import AdapterParseError
-from fidelity_support import VARIABLES, Bind, Env, Values, assert_same, kwargs_of, question
+from support.fidelity import VARIABLES, Bind, Env, Values, assert_same, kwargs_of, question
 
 import dspex
 

@@ -15,7 +15,7 @@ from typing import Any
 import dspy
 import pytest
 from dspy.utils.dummies import DummyLM
-from fidelity_support import Env, Values, assert_same, question
+from support.fidelity import Env, Values, assert_same, question
 
 from dspex.sim import answer_match, load_devset
 

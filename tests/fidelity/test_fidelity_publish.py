@@ -7,7 +7,7 @@ import threading
 
 import dspy
 import pytest
-from fidelity_support import DEMOS, Env
+from support.fidelity import DEMOS, Env
 
 import dspex
 from dspex.errors import BatchUpdateError, BindingError

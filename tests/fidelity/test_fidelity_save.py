@@ -8,7 +8,7 @@ from typing import Any
 
 import dspy
 import pytest
-from fidelity_support import Env
+from support.fidelity import Env
 
 import dspex
 

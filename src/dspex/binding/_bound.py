@@ -8,6 +8,7 @@ from typing import Any
 import dspy
 from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
+from dspex import _tracing
 from dspex._model import VariableRecord, VariableSpec
 from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
@@ -22,6 +23,9 @@ from dspex.variables import Variable
 __all__ = ["BoundModule", "bind", "bound_variables"]
 
 _CARRIED = "_dspex_carried"
+_SPAN = "dspex.bind "
+"""A traced bound call is a span named after the module, with the variable names and versions
+it read (``dspex.variable.names`` / ``dspex.variable.versions``; see :mod:`dspex._tracing`)."""
 
 
 class _Plan:
@@ -61,6 +65,9 @@ class _Plan:
         """
         session = current_session()
         records = self._records(module, session)
+        _tracing.note_variables(
+            session.session_id, list(self.names), [records[n].version for n in self.names]
+        )
         values: dict[str, Any] = {}
         config: dict[str, Any] = {}
         chosen: Any = None
@@ -169,6 +176,19 @@ class BoundModule(SavedVariables, Hooked):
         return state
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _tracing.enabled():
+            with _tracing.span(_SPAN + type(self).__name__):
+                return self._call_bound(*args, **kwargs)
+        return self._call_bound(*args, **kwargs)
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """Async call: the module's own ``acall`` inside the bind boundary."""
+        if _tracing.enabled():
+            with _tracing.span(_SPAN + type(self).__name__):
+                return await self._acall_bound(*args, **kwargs)
+        return await self._acall_bound(*args, **kwargs)
+
+    def _call_bound(self, *args: Any, **kwargs: Any) -> Any:
         d = self.__dict__
         if "_dspex_pending" in d:
             self.apply_pending()
@@ -178,8 +198,7 @@ class BoundModule(SavedVariables, Hooked):
         finally:
             thread_local_overrides.reset(token)
 
-    async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        """Async call: the module's own ``acall`` inside the bind boundary."""
+    async def _acall_bound(self, *args: Any, **kwargs: Any) -> Any:
         d = self.__dict__
         if "_dspex_pending" in d:
             self.apply_pending()

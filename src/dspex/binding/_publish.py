@@ -95,7 +95,7 @@ def publish(program: Any) -> Published:
     bindings: dict[str, Binding] = {}
     releases: list[tuple[Any, frozenset[str]]] = []
     kept: list[str] = []
-    for found_path, predictor in program.named_sub_modules(type_=HookedPredictor):
+    for found_path, predictor in _predictors(program):
         path = _display(found_path, program)
         assigned = assigned_hooks(predictor)
         if not assigned:
@@ -119,9 +119,18 @@ def publish(program: Any) -> Published:
     return Published(session, records, previous, tuple(kept))
 
 
+def _predictors(program: Any) -> list[tuple[str, Any]]:
+    """The program's bound predictors, as DSPy's ``named_predictors()`` finds them.
+
+    Not every module reachable from it: optimizers attach the candidates they tried
+    (``candidate_programs``), whose values are not the compiled ones.
+    """
+    return [(p, m) for p, m in program.named_parameters() if isinstance(m, HookedPredictor)]
+
+
 def _display(path: str, program: Any) -> str:
-    """``self.a.predict`` -> ``a.predict``; the program itself by its class name."""
-    return path[5:] if path.startswith("self.") else type(program).__name__
+    """``a.predict`` as is; the program itself (``self``) by its class name."""
+    return type(program).__name__ if path == "self" else path
 
 
 def _compiled(

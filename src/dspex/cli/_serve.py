@@ -12,10 +12,13 @@ that cannot be used is reported in one line and the command exits 1 before liste
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import TYPE_CHECKING, Any
 
 import dspex.errors as errors
+from dspex import _tracing
+from dspex.cli import _observe
 from dspex.cli._dashboard import BesideStore, add_serve_options
 from dspex.cli._serve_options import add_hardening_options, provider_limits, server_security
 from dspex.cli._vars import TOKEN_ENV
@@ -98,8 +101,15 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown"
     )
+    parser.add_argument(
+        "--snakepit-compat",
+        action="store_true",
+        help="also serve snakepit.bridge.BridgeService, the original Elixir/Python bridge's "
+        "protocol, over the same sessions (docs/protocol.md)",
+    )
     add_hardening_options(parser)
     add_serve_options(parser)
+    _observe.add_serve_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -108,23 +118,17 @@ def run(args: argparse.Namespace) -> int:
     from dspex.state import LocalProvider
     from dspex.state.store import StoreLimits, serve
 
-    # A bad auth file, TLS file, data directory or Redis raises here, before anything listens:
-    # the error becomes one line on stderr and exit code 1 (see dspex.cli.main).
+    # A bad auth file, TLS file, data directory, Redis or metrics port raises here, before the
+    # store listens: the error becomes one line on stderr and exit code 1 (see dspex.cli.main).
     dashboard = BesideStore.from_args(args)
     security = server_security(args)
-    engine, where = _open_engine(args)
-    try:
-        provider = LocalProvider(
-            engine, watch_queue_size=args.watch_queue_size, **provider_limits(args)
-        )
-    except BaseException:
-        engine.close()
-        raise
+    _tracing.configure_from_env("dspex-serve")
     limits = StoreLimits(
         max_message_bytes=args.max_message_bytes,
         max_value_bytes=args.max_value_bytes,
         heartbeat_interval=args.heartbeat,
         session_ttl=args.session_ttl,
+        snakepit_compat=args.snakepit_compat,
     )
 
     def ready(address: str) -> None:
@@ -132,22 +136,37 @@ def run(args: argparse.Namespace) -> int:
         if dashboard is not None:
             dashboard.start(address)
 
-    print(f"dspex session store: sessions kept {where}", file=sys.stderr, flush=True)
-    try:
-        serve(
-            args.address,
-            provider=provider,
-            token=args.token,
-            limits=limits,
-            **security,
-            grace=args.grace,
-            on_ready=ready,
+    with contextlib.ExitStack() as cleanup:  # closed in reverse: provider, engine, metrics
+        observed = _observe.open_metrics(args)
+        metrics = None
+        if observed is not None:
+            metrics, endpoint = observed
+            cleanup.callback(endpoint.stop)
+        engine, where = _open_engine(args)
+        cleanup.callback(engine.close)  # releases the data directory's lock
+        provider = LocalProvider(
+            engine if metrics is None else metrics.timed(engine),
+            watch_queue_size=args.watch_queue_size,
+            **provider_limits(args),
         )
-    finally:
-        if dashboard is not None:
-            dashboard.stop()
-        provider.close()
-        engine.close()  # releases the data directory's lock (the provider does not own it)
+        cleanup.callback(provider.close)
+        print(f"dspex session store: sessions kept {where}", file=sys.stderr, flush=True)
+        if observed is not None:
+            print(f"dspex metrics on {observed[1].url}", file=sys.stderr, flush=True)
+        try:
+            serve(
+                args.address,
+                provider=provider,
+                token=args.token,
+                limits=limits,
+                **security,
+                metrics=metrics,
+                grace=args.grace,
+                on_ready=ready,
+            )
+        finally:
+            if dashboard is not None:
+                dashboard.stop()
     print("dspex session store stopped", file=sys.stderr, flush=True)
     return 1 if dashboard is not None and dashboard.failed else 0
 

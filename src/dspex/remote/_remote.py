@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import cloudpickle
 
+from dspex import _tracing
 from dspex.errors import WorkerError, WorkerSetupError
 from dspex.remote._progress import ProgressOption, progress_callback
 from dspex.remote._shipping import check_settings_travel
@@ -104,6 +105,8 @@ class Remote:
         _check_backend(backend, actor_options, setup_timeout)
         self.session = session if session is not None else current_session()
         self.module_name = type(module).__name__
+        self._span = f"dspex.remote {self.module_name}"
+        """A traced call is a span of this name; the worker's spans are its children."""
         check_settings_travel()  # an LM or adapter that cannot be pickled: nothing started
         self.timeout = timeout
         self.backend = backend
@@ -146,12 +149,14 @@ class Remote:
             WorkerTimeoutError: the call ran longer than ``timeout``.
             WorkerError: the Remote is closed, or an argument or result cannot be pickled.
         """
-        return self._pool.call(self._payload(args, kwargs), timeout=self.timeout)
+        with _tracing.span(self._span):
+            return self._pool.call(self._payload(args, kwargs), timeout=self.timeout)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Async twin of :meth:`__call__`: awaits the worker without blocking the event loop."""
-        future = self._pool.submit(self._payload(args, kwargs), timeout=self.timeout)
-        return await asyncio.wrap_future(future)
+        with _tracing.span(self._span):
+            future = self._pool.submit(self._payload(args, kwargs), timeout=self.timeout)
+            return await asyncio.wrap_future(future)
 
     def map(
         self,
@@ -173,14 +178,20 @@ class Remote:
         Raises:
             Exception: the first failure, unless ``return_exceptions``.
         """
-        revision = self._revision()
-        payloads = [
-            CallPayload(revision, (), _kwargs_of(item, i)) for i, item in enumerate(inputs)
-        ]
-        with progress_callback(progress, f"{self.module_name} on {self.workers} workers") as cb:
-            return self._pool.map(
-                payloads, timeout=self.timeout, progress=cb, return_exceptions=return_exceptions
-            )
+        with _tracing.span(f"{self._span}.map"):
+            revision, trace = self._revision(), _tracing.carrier()
+            payloads = [
+                CallPayload(revision, (), _kwargs_of(item, i), trace)
+                for i, item in enumerate(inputs)
+            ]
+            label = f"{self.module_name} on {self.workers} workers"
+            with progress_callback(progress, label) as cb:
+                return self._pool.map(
+                    payloads,
+                    timeout=self.timeout,
+                    progress=cb,
+                    return_exceptions=return_exceptions,
+                )
 
     # -- pool ---------------------------------------------------------------------------------
 
@@ -231,7 +242,7 @@ class Remote:
         return f"<Remote {self.module_name} {state} session={self.session.session_id!r}>"
 
     def _payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallPayload:
-        return CallPayload(self._revision(), args, kwargs)
+        return CallPayload(self._revision(), args, kwargs, _tracing.carrier())
 
     def _revision(self) -> int:
         """The session revision now: the worker catches up to it before running the call."""

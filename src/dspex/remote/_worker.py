@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
+from dspex import _tracing
 from dspex.session import Session
 from dspex.state import StateProvider
 
@@ -43,11 +44,13 @@ def connect_timeout(setup_timeout: float) -> float:
 
 
 class CallPayload(NamedTuple):
-    """One call sent to a worker: the caller's session revision, then the call's arguments."""
+    """One call sent to a worker: the caller's session revision, the call's arguments, and the
+    caller's trace context (W3C headers) when it traces."""
 
     revision: int
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    trace: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class RemoteSetup:
 
     def __call__(self) -> RemoteHandler:
         """Connect, enter the session, unpickle the module; return the per-call handler."""
+        _tracing.configure_from_env("dspex-worker")  # before the store channel opens
         provider = _follow(self.address, self.session_id, self.token, self.connect_timeout)
         session = Session(provider, session_id=self.session_id)
         module = cloudpickle.loads(self.module)
@@ -128,9 +132,10 @@ class RemoteHandler:
         self._live: Callable[[str], bool] = getattr(provider, "is_live", lambda _id: False)
 
     def __call__(self, payload: CallPayload) -> Any:
-        revision, args, kwargs = payload
+        revision, args, kwargs, trace = payload
         self._catch_up(revision)
-        return self.module(*args, **kwargs)
+        with _tracing.continued(trace):
+            return self.module(*args, **kwargs)
 
     def _catch_up(self, revision: int) -> None:
         """Wait (briefly) until the read cache has applied the caller's ``revision``."""

@@ -7,16 +7,22 @@ written to the session under the optimizer's lock, evaluated with exactly those 
 when trials run concurrently, in this process or in ``dspex.Remote`` workers), the progress is
 published on the lock, and the best values are kept in one atomic batch.
 
-DSPy teleprompters (issue 14, deliverable 2) are not here yet; they plug into the same pieces:
-hold ``session.optimizing(...)`` on the variables the teleprompter changes, evaluate with
-``dspy.Evaluate`` over the program's ``dspex.Remote`` pool, and publish the compiled values
-(binding's ``publish``) through :func:`keep`, so ``TuneResult``-style rollback works the same.
+DSPy teleprompters run through :func:`compile` (``dspex.compile``), on the same pieces: it holds
+``session.optimizing(...)`` on the variables bound to the program's instructions, demos and LM
+keywords, publishes the teleprompter's progress on that lock, and, with ``workers=N``, runs the
+teleprompter's untraced program calls (its ``dspy.Evaluate`` scoring) on a ``dspex.Remote`` pool
+with each candidate's values (:mod:`dspex.tuning._dispatch`). It does not need :func:`keep` or
+:func:`pinned`: a teleprompter's candidates live on its own copy of the program, never in the
+session, so the only write of a run is binding's ``dspex.publish`` of the compiled values, one
+atomic batch that :meth:`CompileResult.rollback` undoes.
 
 Optuna is imported only when a run starts (``pip install 'dspex[tune]'``); ``import dspex``
-never loads it.
+never loads it. :func:`compile` loads DSPy on first access.
 """
 
 from __future__ import annotations
+
+import typing
 
 from dspex.tuning._keep import keep
 from dspex.tuning._pinned import pinned
@@ -24,4 +30,19 @@ from dspex.tuning._result import TuneResult
 from dspex.tuning._space import search_space
 from dspex.tuning._tune import tune
 
-__all__ = ["TuneResult", "keep", "pinned", "search_space", "tune"]
+if typing.TYPE_CHECKING:
+    from dspex.tuning._compile import CompileResult, compile
+
+
+def __getattr__(name: str) -> typing.Any:
+    # compile needs DSPy (about a second to import), which the Optuna path does not.
+    if name not in ("CompileResult", "compile"):
+        raise AttributeError(f"module 'dspex.tuning' has no attribute {name!r}")
+    from dspex.tuning import _compile
+
+    value = getattr(_compile, name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["CompileResult", "TuneResult", "compile", "keep", "pinned", "search_space", "tune"]

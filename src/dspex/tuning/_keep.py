@@ -1,20 +1,36 @@
 """Layer 3 (tuning): keep an optimizer's chosen values as one batch that ``rollback`` undoes.
 
-Shared by every optimizer that drives session variables: ``dspex.tune`` (Optuna) uses it, and
-the DSPy teleprompter path is meant to use it too, once binding's ``publish`` turns compiled
-instructions/demos into variable values (issue 14, deliverable 2). Call it inside the
-optimizer's ``session.optimizing(...)`` block.
+For optimizers that write candidate values into the session while they search:
+``dspex.tune`` (Optuna) uses it. ``dspex.compile`` (DSPy teleprompters) does not need it: the
+candidates live on the teleprompter's copy of the program, and ``dspex.publish`` writes the
+compiled values as the run's one batch. Call it inside the optimizer's
+``session.optimizing(...)`` block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dspex._model import VariableRecord
+from dspex.errors import BatchUpdateError, LockedError
 from dspex.session import Session
 
-__all__ = ["keep"]
+__all__ = ["keep", "lost_lock_plainly"]
+
+
+@contextlib.contextmanager
+def lost_lock_plainly() -> Iterator[None]:
+    """Around an optimizer's batch write: a batch refused because the optimizer lost its lock
+    (preempted, expired) raises that :class:`LockedError` itself, not the batch error."""
+    try:
+        yield
+    except BatchUpdateError as exc:
+        for result in exc.details.get("results", {}).values():
+            if isinstance(result, LockedError):
+                raise result from exc
+        raise
 
 
 def keep(

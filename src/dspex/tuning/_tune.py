@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dspex._model import VariableRecord
-from dspex.errors import BatchUpdateError, DspexError, LockedError, TuningError
+from dspex.errors import DspexError, TuningError
 from dspex.session import Session, current_session
 from dspex.state import UpdateResults
 from dspex.tuning._evaluate import (
@@ -30,7 +30,7 @@ from dspex.tuning._evaluate import (
     Workers,
     score_trial,
 )
-from dspex.tuning._keep import keep
+from dspex.tuning._keep import keep, lost_lock_plainly
 from dspex.tuning._result import TuneResult
 from dspex.tuning._space import SpaceOverride, search_space, suggest
 from dspex.tuning._study import (
@@ -264,13 +264,8 @@ class _Run:
         return score_trial(trial, self.backend, records, self.examples, self.batch)
 
     def _write(self, values: Mapping[str, Any]) -> UpdateResults:
-        try:
+        with lost_lock_plainly():
             return self.session.update(values, atomic=True)
-        except BatchUpdateError as exc:
-            for result in exc.details.get("results", {}).values():
-                if isinstance(result, LockedError):
-                    raise result from exc  # preempted or expired: say so plainly
-            raise
 
     def publish(self, study: optuna.study.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna callback: put the trial, its score and the best so far on the lock."""

@@ -96,7 +96,7 @@ def test_errors_cross_the_wire_as_the_same_class_with_details(
     assert conflict.value.version == 1 and conflict.value.expected_version == 7
     with pytest.raises(errors.WatchLaggedError) as lagged:
         client.watch_variables(session_id, after_revision=10_000)
-    assert lagged.value.resume_from == 10_000
+    assert lagged.value.resume_from == 0  # the earliest revision it can resume from
 
 
 def test_closed_session_is_reported_as_closed(client: SessionStoreProvider) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 import dspex.errors as errors
-from dspex._model import SessionInfo, VariableRecord, VariableSpec, VariableUpdate
+from dspex._model import BatchMark, SessionInfo, VariableRecord, VariableSpec, VariableUpdate
 from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex.state.wire.status import error_from_code
 from dspex.state.wire.values import (
@@ -249,8 +249,11 @@ def watch_event(message: Any) -> tuple[str, Any]:
     event = message.WhichOneof("event")
     if event == "update":
         update = message.update
+        batch = None
+        if update.batch_last:
+            batch = BatchMark(update.batch_first, update.batch_last, update.batch_end)
         return "update", VariableUpdate(
-            update.revision, update.kind, update.name, record_from_proto(update.variable)
+            update.revision, update.kind, update.name, record_from_proto(update.variable), batch
         )
     if event == "started":
         started = message.started

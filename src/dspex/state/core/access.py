@@ -111,7 +111,8 @@ class AccessPolicy:
         """
         if not token:
             raise errors.UnauthenticatedError(
-                "this store requires a bearer token; pass token=... or set DSPEX_TOKEN"
+                "this store requires a bearer token: send the call metadata "
+                "'authorization: Bearer <token>' (dspex clients read $DSPEX_TOKEN)"
             )
         digest = hashlib.sha256(token.encode()).hexdigest()
         for principal, known in self._digests.items():

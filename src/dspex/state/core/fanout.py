@@ -52,6 +52,20 @@ class Watcher:
             else:
                 self._put_live(update)
 
+    def offer_batch(self, updates: Sequence[VariableUpdate]) -> None:
+        """Queue the updates of one atomic batch together, the last one this watcher's name
+        filter lets through marked as the batch's end."""
+        shown = [i for i, u in enumerate(updates) if not self.names or u.name in self.names]
+        if shown and (mark := updates[shown[-1]].batch) is not None:
+            updates = list(updates)
+            updates[shown[-1]] = updates[shown[-1]]._replace(batch=mark._replace(end=True))
+        with self.lock:
+            for update in updates:
+                if self.buffer is not None:
+                    self.buffer.append(update)
+                else:
+                    self._put_live(update)
+
     def preload(self, updates: Iterable[VariableUpdate]) -> None:
         """Queue backlog updates; they do not count against the queue bound."""
         for update in updates:
@@ -123,9 +137,13 @@ class WatchHub:
         if closed:
             self.end_session(session_id, END)
             return
+        batch = len(updates) > 1 and updates[0].batch is not None
         for watcher in tuple(watchers):
-            for update in updates:
-                watcher.offer(update)
+            if batch:
+                watcher.offer_batch(updates)
+            else:
+                for update in updates:
+                    watcher.offer(update)
 
     def end_session(self, session_id: str, item: Any) -> None:
         """End every watch of the session with ``item`` (END or an error)."""

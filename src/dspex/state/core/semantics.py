@@ -543,7 +543,8 @@ class EngineProvider:
         if after is not None and after > revision:
             # A revision this session never reached: the watcher saw another history (e.g. a
             # store that restarted empty). Resuming would silently mix the two.
-            raise cannot_resume(session_id, after, f"the session is only at revision {revision}")
+            why = f"the session is only at revision {revision}"
+            raise cannot_resume(session_id, after, why, self._earliest_resumable(session_id))
         start = revision if after is None else after
         watcher.last_put = start
         if initial:
@@ -554,10 +555,18 @@ class EngineProvider:
                 watcher.preload(self.engine.changes(session_id, after))
             except LogCompacted as exc:
                 why = f"changes before revision {exc.args[0]} are no longer kept"
-                raise cannot_resume(session_id, after, why) from None
+                raise cannot_resume(session_id, after, why, exc.args[0] - 1) from None
             except UnknownSession:
                 raise self._missing_session(session_id) from None
         return start
+
+    def _earliest_resumable(self, session_id: str) -> int:
+        """The oldest ``after_revision`` a watch of the session can resume from."""
+        try:
+            self.engine.changes(session_id, 0)
+        except LogCompacted as exc:
+            return int(exc.args[0]) - 1
+        return 0
 
     def _lookup(self, session_id: str, name: str) -> VariableRecord | None:
         try:
@@ -597,7 +606,7 @@ class EngineProvider:
             )
         if session_id in self._closed_ids:
             return errors.SessionClosedError(
-                f"session {session_id!r} was closed; start a new dspex.Session()",
+                f"session {session_id!r} was closed; create a new session",
                 session_id=session_id,
             )
         return errors.SessionNotFoundError(

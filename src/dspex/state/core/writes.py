@@ -139,12 +139,14 @@ def contention(what: str) -> errors.VersionConflictError:
     )
 
 
-def cannot_resume(session_id: str, after: int, why: str) -> errors.WatchLaggedError:
-    """The error for a watch that cannot resume after ``after``."""
+def cannot_resume(session_id: str, after: int, why: str, earliest: int) -> errors.WatchLaggedError:
+    """The error for a watch that cannot resume after ``after``; ``earliest`` is the oldest
+    ``after_revision`` the store can resume from (its ``resume_from``)."""
     return errors.WatchLaggedError(
-        f"cannot resume session {session_id!r} after revision {after}: {why}; "
-        "watch again with include_initial=True",
-        resume_from=after,
+        f"cannot resume session {session_id!r} after revision {after}: {why}; re-read the "
+        f"variables (include_initial) and watch again, resuming from revision {earliest} at "
+        "the earliest",
+        resume_from=earliest,
         session_id=session_id,
     )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from dspex._model import VariableRecord, VariableSpec, VariableUpdate
+from dspex._model import BatchMark, VariableRecord, VariableSpec, VariableUpdate
 
 __all__ = [
     "Engine",
@@ -24,6 +24,7 @@ __all__ = [
     "SessionMeta",
     "UnknownSession",
     "Write",
+    "mark_batch",
 ]
 
 
@@ -70,6 +71,13 @@ class UnknownSession(Exception):  # noqa: N818 - internal signal translated by t
 
 class LogCompacted(Exception):  # noqa: N818 - internal signal translated by the provider
     """Changes after the requested revision are no longer kept; ``args[0]`` = oldest kept."""
+
+
+def mark_batch(updates: Sequence[VariableUpdate]) -> list[VariableUpdate]:
+    """The updates of one multi-write commit (an atomic batch), each marked with the batch's
+    first and last revision (watchers set ``end`` on the last one they receive)."""
+    mark = BatchMark(updates[0].revision, updates[-1].revision, False)
+    return [update._replace(batch=mark) for update in updates]
 
 
 EngineListener = Callable[[str, Sequence[VariableUpdate], bool], None]

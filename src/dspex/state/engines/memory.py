@@ -19,6 +19,7 @@ from dspex.state.engines.contract import (
     SessionMeta,
     UnknownSession,
     Write,
+    mark_batch,
 )
 
 __all__ = ["MemoryEngine"]
@@ -244,7 +245,9 @@ class MemoryEngine:
                 name, old.spec, value, old.version + 1, revision, time.time(), writer,
                 old.metadata, False, old.lock,
             ))  # fmt: skip
-            update: VariableUpdate = _new_tuple(VariableUpdate, (revision, "set", name, record))
+            update: VariableUpdate = _new_tuple(
+                VariableUpdate, (revision, "set", name, record, None)
+            )
             space.revision = revision
             space.variables[name] = record
             space.history[name].append(record)
@@ -268,8 +271,8 @@ class MemoryEngine:
                 record = _new_tuple(VariableRecord, (
                     name, spec, value, version, revision, now, writer, metadata, stale, lock,
                 ))  # fmt: skip
-            updates.append(_new_tuple(VariableUpdate, (revision, kind, name, record)))
-        return updates
+            updates.append(_new_tuple(VariableUpdate, (revision, kind, name, record, None)))
+        return mark_batch(updates) if len(updates) > 1 else updates
 
     def _install(self, space: _Space, update: VariableUpdate) -> None:
         space.revision = update.revision

@@ -25,7 +25,7 @@ import redis
 import dspex.errors as errors
 from dspex._model import VariableUpdate
 from dspex.state.engines.codec import record_from_dict
-from dspex.state.engines.contract import EngineListener, LogCompacted, UnknownSession
+from dspex.state.engines.contract import EngineListener, LogCompacted, UnknownSession, mark_batch
 
 if TYPE_CHECKING:
     from dspex.state.engines.redis import RedisEngine
@@ -110,7 +110,7 @@ class FeedReader(threading.Thread):
             self._deliver(session_id, (), closed=True)
         else:
             updates = [_update(data) for data in json.loads(fields["u"])]
-            self._offer(session_id, updates)
+            self._offer(session_id, mark_batch(updates) if len(updates) > 1 else updates)
 
     def _offer(self, session_id: str, updates: Sequence[VariableUpdate]) -> None:
         """Deliver ``updates`` that are new; fill a jump from the session's change log."""

@@ -258,6 +258,10 @@ def watch_update(update: VariableUpdate) -> Any:
             variable=record_to_proto(update.record),
         )
     )
+    if update.batch is not None:
+        first, last, end = update.batch
+        message.update.batch_first, message.update.batch_last = first, last
+        message.update.batch_end = end
     if len(_update_cache) >= _CACHE_LIMIT:
         _update_cache.clear()
     _update_cache[id(update)] = (update, message)

@@ -21,7 +21,7 @@ from dspex.state.core.contract import StateProvider
 __all__ = ["AUTHORIZATION_KEY", "AccessGuard"]
 
 AUTHORIZATION_KEY: Final = "authorization"
-_BEARER: Final = "Bearer "
+_BEARER: Final = "bearer "
 
 
 class AccessGuard:
@@ -37,13 +37,14 @@ class AccessGuard:
         self._provider = provider
 
     def authenticate(self, authorization: str | None) -> str:
-        """The principal of an ``authorization: Bearer <token>`` header.
+        """The principal of an ``authorization: Bearer <token>`` header (the scheme name is
+        case-insensitive, as in HTTP).
 
         Raises:
             UnauthenticatedError: no header, not a bearer token, or an unknown token.
         """
         token = None
-        if authorization and authorization.startswith(_BEARER):
+        if authorization and authorization[: len(_BEARER)].lower() == _BEARER:
             token = authorization[len(_BEARER) :]
         return self.policy.authenticate(token)
 

@@ -6,11 +6,13 @@ functions, which report malformed messages as INVALID_ARGUMENT rather than gRPC'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+
+from dspex.state.server.observe import CallObserver, observed
 
 __all__ = ["Malformed", "register_service", "service_methods"]
 
@@ -19,9 +21,14 @@ MethodRow = tuple[str, bool, Callable[[bytes], Any], Callable[[Any], bytes]]
 
 
 def register_service(
-    server: Any, service_name: str, servicer: Any, methods: Iterable[MethodRow]
+    server: Any,
+    service_name: str,
+    servicer: Any,
+    methods: Iterable[MethodRow],
+    observers: Sequence[CallObserver] = (),
 ) -> None:
-    """Add every RPC in ``methods``, handled by the servicer method of the same name."""
+    """Add every RPC in ``methods``, handled by the servicer method of the same name and seen
+    by ``observers`` (metrics, traces)."""
     handlers = {}
     for name, streaming, parse, serialize in methods:
         make = (
@@ -29,9 +36,10 @@ def register_service(
             if streaming
             else grpc.unary_unary_rpc_method_handler
         )
-        handlers[name] = make(
-            getattr(servicer, name), request_deserializer=parse, response_serializer=serialize
+        behavior = observed(
+            observers, f"/{service_name}/{name}", getattr(servicer, name), streaming
         )
+        handlers[name] = make(behavior, request_deserializer=parse, response_serializer=serialize)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service_name, handlers),)
     )

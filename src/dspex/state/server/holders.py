@@ -72,3 +72,9 @@ class LockHolders:
         """Number of open holder streams."""
         with self._lock:
             return len(self._held)
+
+    @property
+    def held_count(self) -> int:
+        """Number of locks remembered under open holders."""
+        with self._lock:
+            return len(self._holder_of)

@@ -25,6 +25,7 @@ from dspex.state.server import convert
 from dspex.state.server.calls import CallInfo, checked, enter_call, reset, run_sync, unary
 from dspex.state.server.guard import AccessGuard
 from dspex.state.server.holders import HeldLock, LockHolders
+from dspex.state.server.observe import StoreEvents
 from dspex.state.wire.status import abort
 
 if TYPE_CHECKING:
@@ -50,9 +51,12 @@ class LockingRpcs:
     executor: Executor
     limits: StoreLimits
     stopping: bool
+    events: StoreEvents
 
     def __init__(self) -> None:
         self.holders = LockHolders()
+        self.lock_waiters = 0
+        """AcquireLock calls waiting for a taken lock now."""
         self._holders_end: asyncio.Event | None = None
 
     # -- dependencies ---------------------------------------------------------------------
@@ -107,19 +111,42 @@ class LockingRpcs:
             self.provider.acquire_lock, sid, name, owner=owner, optimizer_id=optimizer_id,
             lease=lease, policy="fail" if policy == "wait" else policy,
         )  # fmt: skip
-        while True:
-            try:
-                record = await run_sync(self, take)
-                break
-            except LockedError:
-                if policy != "wait" or (deadline is not None and time.monotonic() >= deadline):
-                    raise
-            await asyncio.sleep(_LOCK_POLL)
+        record = await self._take(take, policy == "wait", deadline)
         held: HeldLock = (sid, name, owner)
         if call.holder is not None and not self.holders.attach(call.holder, held):
             await run_sync(self, self._release_all, [held])
             raise _holder_gone()
         return convert.record_response("AcquireLock", record)
+
+    async def _take(self, take: Callable[[], Any], wait: bool, deadline: float | None) -> Any:
+        """The lock's record once ``take`` succeeds; retried while ``wait`` and before
+        ``deadline``. A wait is counted in :attr:`lock_waiters` and reported to ``events``.
+
+        Raises:
+            LockedError: the lock is taken and the call does not (or no longer) wait.
+        """
+        try:
+            return await run_sync(self, take)
+        except LockedError:
+            if not wait or _past(deadline):
+                raise
+        started = time.monotonic()
+        self.lock_waiters += 1
+        acquired = False
+        try:
+            while True:
+                await asyncio.sleep(_LOCK_POLL)
+                try:
+                    record = await run_sync(self, take)
+                except LockedError:
+                    if _past(deadline):
+                        raise
+                    continue
+                acquired = True
+                return record
+        finally:
+            self.lock_waiters -= 1
+            self.events.lock_waited(time.monotonic() - started, acquired)
 
     @unary(writes=True)
     def ReleaseLock(self, request: Any, call: CallInfo) -> Any:
@@ -194,6 +221,10 @@ def _wait_deadline(timeout: float | None, call_deadline: float | None) -> float 
     if call_deadline is not None:
         ends.append(call_deadline - _DEADLINE_MARGIN)
     return min(ends) if ends else None
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def _holder_gone() -> StoreUnavailableError:

@@ -5,7 +5,8 @@ and promoting a local session). :func:`serve` runs it in the foreground until SI
 (``dspex serve``). Both add grpc health checking and server reflection (which stay open when
 access control is on), optional TLS and access control, and shut down gracefully: health turns
 NOT_SERVING, watch streams end with "resume from revision N", and in-flight calls get
-``grace`` seconds to finish.
+``grace`` seconds to finish. Given ``metrics``, every call is counted and timed; when the process
+traces (see :mod:`dspex._tracing`), every call is a span.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from dspex import _tracing
 from dspex._proto.bridge.v1 import store_pb2
 from dspex.errors import DspexError, StoreError
 from dspex.state.core.access import AccessPolicy
@@ -30,11 +31,17 @@ from dspex.state.core.semantics import EngineProvider
 from dspex.state.server import convert as server_convert
 from dspex.state.server.guard import AccessGuard
 from dspex.state.server.handlers import register_service
+from dspex.state.server.observe import CallObserver
+from dspex.state.server.reflection import enable_reflection
 from dspex.state.server.servicer import SessionStoreServicer, StoreLimits
+from dspex.state.server.snakepit import SNAKEPIT_SERVICE, add_snakepit
 from dspex.state.server.tools import ToolStoreServicer, add_tool_store
 from dspex.state.wire.channel import StoreAddress, parse_address, server_options
 from dspex.state.wire.tls import ServerTls
 from dspex.state.wire.tools import SERVICE_NAME as TOOLS_SERVICE_NAME
+
+if TYPE_CHECKING:
+    from dspex.state.server.metrics import ServerMetrics
 
 __all__ = ["SERVICE_NAME", "StoreServer", "serve"]
 
@@ -76,9 +83,19 @@ class _Running:
                 os.unlink(self.url[len("unix://") :])
 
 
-def _register(servicer: SessionStoreServicer, server: Any) -> None:
-    """Add every SessionStore RPC of ``servicer`` to ``server``."""
-    register_service(server, SERVICE_NAME, servicer, server_convert.method_table())
+def _register(servicer: SessionStoreServicer, server: Any, observers: list[CallObserver]) -> None:
+    """Add every SessionStore RPC of ``servicer`` to ``server``, seen by ``observers``."""
+    register_service(server, SERVICE_NAME, servicer, server_convert.method_table(), observers)
+
+
+def _observers(metrics: ServerMetrics | None) -> list[CallObserver]:
+    """What watches every call: the metrics, and a span per call when the process traces."""
+    observers: list[CallObserver] = [] if metrics is None else [metrics]
+    if _tracing.enabled():
+        from dspex.state.server.tracing import TracingObserver
+
+        observers.append(TracingObserver())
+    return observers
 
 
 async def _start(
@@ -87,20 +104,27 @@ async def _start(
     limits: StoreLimits,
     policy: AccessPolicy | None,
     tls: ServerTls | None,
+    *,
+    metrics: ServerMetrics | None = None,
 ) -> _Running:
     server = grpc.aio.server(options=server_options(limits.max_message_bytes))
+    observers = _observers(metrics)
     guard = None if policy is None else AccessGuard(policy, provider)
-    servicer = SessionStoreServicer(provider, limits, guard=guard)
-    _register(servicer, server)
+    servicer = SessionStoreServicer(provider, limits, guard=guard, events=metrics)
+    if metrics is not None:
+        metrics.watch(servicer)
+    _register(servicer, server, observers)
     tools = ToolStoreServicer(servicer)
-    add_tool_store(tools, server)
+    add_tool_store(tools, server, observers)
+    services = [SERVICE_NAME, TOOLS_SERVICE_NAME]
+    if limits.snakepit_compat:
+        add_snakepit(server, servicer, tools, observers)
+        services.append(SNAKEPIT_SERVICE)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME, TOOLS_SERVICE_NAME):
+    for name in ("", *services):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, TOOLS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection(server, (*services, health.SERVICE_NAME))
     url = _bind(server, address, tls)
     await server.start()
     running = _Running(server, servicer, health_servicer, url)
@@ -139,6 +163,7 @@ class StoreServer:
         auth: access control: tokens, principals and permission rules (not with ``token``).
         tls: serve TLS with this certificate and key (``grpcs://`` addresses).
         limits: input limits, the watch heartbeat interval and the default session TTL.
+        metrics: count calls and state into these Prometheus metrics.
 
     Examples:
         >>> with StoreServer.start(address="127.0.0.1:0") as server:  # doctest: +SKIP
@@ -154,12 +179,14 @@ class StoreServer:
         auth: AccessPolicy | None = None,
         tls: ServerTls | None = None,
         limits: StoreLimits | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.provider: StateProvider = provider if provider is not None else EngineProvider()
         self._address = parse_address(address)
         self._policy = _policy(token, auth)
         self._tls = tls
         self._limits = limits or StoreLimits()
+        self._metrics = metrics
         self._loop = asyncio.new_event_loop()
         self._running: _Running | None = None
         self._failure: BaseException | None = None
@@ -177,6 +204,7 @@ class StoreServer:
         auth: AccessPolicy | None = None,
         tls: ServerTls | None = None,
         limits: StoreLimits | None = None,
+        metrics: ServerMetrics | None = None,
         timeout: float = 10.0,
     ) -> StoreServer:
         """Start a server and return once it listens.
@@ -185,7 +213,9 @@ class StoreServer:
             StoreError: it could not listen on ``address`` within ``timeout`` seconds, or
                 both ``token`` and ``auth`` were given.
         """
-        server = cls(provider, address, token=token, auth=auth, tls=tls, limits=limits)
+        server = cls(
+            provider, address, token=token, auth=auth, tls=tls, limits=limits, metrics=metrics
+        )
         server._thread.start()
         if not server._ready.wait(timeout):
             raise StoreError(f"the store server did not start within {timeout:g} s")
@@ -217,7 +247,12 @@ class StoreServer:
         self._stop = asyncio.Event()
         try:
             self._running = await _start(
-                self.provider, self._address, self._limits, self._policy, self._tls
+                self.provider,
+                self._address,
+                self._limits,
+                self._policy,
+                self._tls,
+                metrics=self._metrics,
             )
         except BaseException as exc:
             self._failure = exc if isinstance(exc, DspexError) else StoreError(str(exc))
@@ -253,6 +288,7 @@ def serve(
     auth: AccessPolicy | None = None,
     tls: ServerTls | None = None,
     limits: StoreLimits | None = None,
+    metrics: ServerMetrics | None = None,
     grace: float = 5.0,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
@@ -265,6 +301,8 @@ def serve(
         auth: access control: tokens, principals and permission rules (not with ``token``).
         tls: serve TLS with this certificate and key.
         limits: input limits, the watch heartbeat interval and the default session TTL.
+        metrics: count calls and state into these Prometheus metrics (``dspex serve
+            --metrics-port``; its engine is wrapped with ``metrics.timed``).
         grace: seconds in-flight calls get to finish on shutdown.
         on_ready: called with the listening address once the server accepts calls.
 
@@ -276,7 +314,9 @@ def serve(
     served = provider if provider is not None else EngineProvider()
 
     async def main() -> None:
-        running = await _start(served, parsed, limits or StoreLimits(), policy, tls)
+        running = await _start(
+            served, parsed, limits or StoreLimits(), policy, tls, metrics=metrics
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

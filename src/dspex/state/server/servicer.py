@@ -20,13 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dspex.errors import DspexError, StoreUnavailableError
+from dspex.errors import DspexError, StoreUnavailableError, WatchLaggedError
 from dspex.state.core.contract import StateProvider
 from dspex.state.core.watch import VariableWatch
 from dspex.state.server import convert
 from dspex.state.server.calls import CallInfo, checked, enter_call, reset, run_sync, unary
 from dspex.state.server.guard import AccessGuard
 from dspex.state.server.locking import LockingRpcs
+from dspex.state.server.observe import StoreEvents
 from dspex.state.server.wakeups import HEARTBEAT, StreamWaiter, StreamWakeups
 from dspex.state.wire.status import abort
 
@@ -34,6 +35,8 @@ __all__ = ["SessionStoreServicer", "StoreLimits"]
 
 _BATCH: Final = 256
 """Most updates a stream drains before yielding to other streams."""
+_READ_ATTEMPTS: Final = 8
+"""Reads of GetVariables before it settles for the newest record revision."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +50,15 @@ class StoreLimits:
         heartbeat_interval: seconds of silence after which a watch stream gets a heartbeat.
         session_ttl: TTL (seconds without heartbeat) of sessions created without one; None
             keeps such sessions until they are closed.
+        snakepit_compat: also serve ``snakepit.bridge.BridgeService``, the original bridge's
+            protocol, over the same sessions (``dspex serve --snakepit-compat``).
     """
 
     max_message_bytes: int = 32 * 1024 * 1024
     max_value_bytes: int = 16 * 1024 * 1024
     heartbeat_interval: float = 15.0
     session_ttl: float | None = None
+    snakepit_compat: bool = False
 
 
 def _drain(watch: VariableWatch, limit: int | None) -> tuple[list[Any], DspexError | None]:
@@ -85,6 +91,7 @@ class SessionStoreServicer(LockingRpcs):
         guard: access control (None: every call is allowed).
         offload: run provider calls in worker threads so a provider that blocks (SQLite,
             Redis) never stalls the event loop; by default, unless the provider is in memory.
+        events: told of lock waits, lagging watches and tool calls (server metrics).
     """
 
     def __init__(
@@ -94,6 +101,7 @@ class SessionStoreServicer(LockingRpcs):
         *,
         guard: AccessGuard | None = None,
         offload: bool | None = None,
+        events: StoreEvents | None = None,
     ) -> None:
         super().__init__()
         self.provider = provider
@@ -103,6 +111,7 @@ class SessionStoreServicer(LockingRpcs):
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dspex-store")
         self.stopping = False
         self._hub: StreamWakeups | None = None
+        self.events = events or StoreEvents()
         self._max_value = self.limits.max_value_bytes
 
     @property
@@ -184,8 +193,23 @@ class SessionStoreServicer(LockingRpcs):
     def GetVariables(self, request: Any, call: CallInfo) -> Any:
         sid, names = convert.read_get_variables(request)
         self._allow(call, "read", sid, *names)
-        records = self.provider.get_variables(sid, names)
-        return convert.records_response("GetVariables", (records[n] for n in names))
+        records, revision = self._read_at_one_revision(sid, names)
+        response = convert.records_response("GetVariables", (records[n] for n in names))
+        response.revision = revision
+        return response
+
+    def _read_at_one_revision(
+        self, session_id: str, names: list[str]
+    ) -> tuple[dict[str, Any], int]:
+        """The records and the session revision at which all of them were current: the read
+        is repeated (rarely) until no write landed between the revision and the records."""
+        for _ in range(_READ_ATTEMPTS):
+            before = self.provider.get_session(session_id).revision
+            records = self.provider.get_variables(session_id, names)
+            if self.provider.get_session(session_id).revision == before:
+                return records, before
+        # Writes never paused: every record is current at least as of its own revision.
+        return records, max((r.revision for r in records.values()), default=before)
 
     @unary(writes=True)
     def SetVariable(self, request: Any, call: CallInfo) -> Any:
@@ -244,6 +268,8 @@ class SessionStoreServicer(LockingRpcs):
             watch = await run_sync(self, self._open_watch, sid, names, after, initial)
             await self._stream(sid, watch, context, visible)
         except DspexError as exc:
+            if isinstance(exc, WatchLaggedError):
+                self.events.watch_lagged()
             await abort(context, exc)
         finally:
             reset(resets)

@@ -118,6 +118,10 @@ class ToolHub:
             for _name, (spec, owner) in sorted(tools.items())
         ]
 
+    def entry(self, session_id: str, name: str) -> tuple[ToolSpecText, str] | None:
+        """The registered tool ``name``: (spec, owner), or None."""
+        return self._tools.get(session_id, {}).get(name)
+
     def drop_session(self, session_id: str) -> None:
         """Forget a session that was closed or expired: its tools, streams and calls."""
         self._tools.pop(session_id, None)

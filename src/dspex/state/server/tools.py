@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 from dspex._proto.bridge.v1 import tools_pb2
@@ -29,7 +30,9 @@ from dspex.errors import (
 )
 from dspex.state.server.calls import CallInfo, checked, enter_call, reset, run_sync, unary
 from dspex.state.server.handlers import register_service, service_methods
+from dspex.state.server.observe import CallObserver
 from dspex.state.server.servicer import SessionStoreServicer
+from dspex.state.server.tool_arguments import arguments_failure
 from dspex.state.server.tool_routes import PendingCall, ToolHub
 from dspex.state.wire import tools as convert
 from dspex.state.wire.status import abort
@@ -56,6 +59,7 @@ class ToolStoreServicer:
         self.limits = store.limits
         self.hub = ToolHub()
         self.stopping = False
+        self.events = store.events
 
     def _check(self, call: CallInfo, permission: str, session_id: str) -> None:
         """Raises SessionError (not open) or AccessError (not allowed)."""
@@ -98,14 +102,25 @@ class ToolStoreServicer:
         session_id, name, arguments_json, timeout = convert.read_call(request)
         self._check_size(name, arguments_json, "arguments")
         await self._allow(call, "write", session_id)
-        pending = self.hub.submit(session_id, name, arguments_json)
-        wait = _wait_time(timeout, call.deadline)
+        entry = self.hub.entry(session_id, name)
+        if entry is not None:  # the store checks arguments for owners in every language
+            refused = arguments_failure(name, entry[0].parameters_json, arguments_json)
+            if refused is not None:  # counted as the owner's own refusal was: "raised"
+                self.events.tool_called(name, "raised")
+                return convert.call_response(("", refused), entry[1])
+        verdict = "failed"
         try:
-            outcome = await asyncio.wait_for(pending.future, wait)
-        except asyncio.TimeoutError:
-            raise _timed_out(pending, timeout if timeout is not None else wait) from None
-        finally:  # also when the caller went away (this task is cancelled)
-            self.hub.forget(pending)
+            pending = self.hub.submit(session_id, name, arguments_json)
+            wait = _wait_time(timeout, call.deadline)
+            try:
+                outcome = await asyncio.wait_for(pending.future, wait)
+            except asyncio.TimeoutError:
+                raise _timed_out(pending, timeout if timeout is not None else wait) from None
+            finally:  # also when the caller went away (this task is cancelled)
+                self.hub.forget(pending)
+            verdict = "ok" if outcome[1] is None else "raised"
+        finally:
+            self.events.tool_called(name, verdict)
         return convert.call_response(outcome, pending.stream.owner)
 
     @unary()
@@ -185,9 +200,10 @@ def _timed_out(pending: PendingCall, waited: float | None) -> ToolTimeoutError:
     )
 
 
-def add_tool_store(servicer: ToolStoreServicer, server: Any) -> None:
+def add_tool_store(
+    servicer: ToolStoreServicer, server: Any, observers: Sequence[CallObserver] = ()
+) -> None:
     """Add every ToolStore RPC of ``servicer`` to an aio ``server`` (malformed request bytes
-    are answered INVALID_ARGUMENT, as for the session store)."""
-    register_service(
-        server, convert.SERVICE_NAME, servicer, service_methods(tools_pb2, "ToolStore")
-    )
+    are answered INVALID_ARGUMENT, as for the session store), seen by ``observers``."""
+    methods = service_methods(tools_pb2, "ToolStore")
+    register_service(server, convert.SERVICE_NAME, servicer, methods, observers)

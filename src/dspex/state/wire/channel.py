@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from dspex import _tracing
 from dspex._proto.bridge.v1 import store_pb2_grpc
 from dspex.errors import StoreError, StoreUnavailableError
 from dspex.state.wire.tls import ClientTls
@@ -142,6 +143,10 @@ def connect(
         channel = grpc.secure_channel(address.target, credentials, options=options)
     else:
         channel = grpc.insecure_channel(address.target, options=options)
+    if _tracing.enabled():  # a client span per call, its context sent in the metadata
+        from dspex.state.wire.tracing import traced_channel
+
+        channel = traced_channel(channel)
     return channel, store_pb2_grpc.SessionStoreStub(channel)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Final, NoReturn
 import grpc
 
 import dspex.errors as errors
+from dspex.state.wire.status_details import DETAILS_BIN_KEY, status_details
 
 __all__ = [
     "CODE_KEY",
@@ -41,6 +42,7 @@ STATUS_TABLE: Final[Mapping[type[errors.DspexError], grpc.StatusCode]] = {
     errors.SessionNotFoundError: _S.NOT_FOUND,
     errors.SessionClosedError: _S.FAILED_PRECONDITION,
     errors.SessionExpiredError: _S.NOT_FOUND,
+    errors.SessionExistsError: _S.ALREADY_EXISTS,
     errors.VariableError: _S.FAILED_PRECONDITION,
     errors.VariableNotFoundError: _S.NOT_FOUND,
     errors.VersionNotFoundError: _S.NOT_FOUND,
@@ -131,11 +133,18 @@ def error_from_code(code: str, message: str, details_text: str) -> errors.DspexE
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: errors.DspexError) -> NoReturn:
-    """End the call with the status, code and details of ``exc``."""
+    """End the call with the status, code and details of ``exc``: the standard
+    ``google.rpc.Status`` with an ``ErrorInfo``, and dspex's own trailers."""
     text = details_json(exc)
-    metadata = ((CODE_KEY, exc.code), (DETAILS_KEY, text)) if text else ((CODE_KEY, exc.code),)
+    status, message = status_for(type(exc)), exc.message[:_MAX_MESSAGE_CHARS]
+    plain = json.loads(text) if text else {}
+    metadata: tuple[tuple[str, str | bytes], ...] = (
+        (CODE_KEY, exc.code),
+        *(((DETAILS_KEY, text),) if text else ()),
+        (DETAILS_BIN_KEY, status_details(status, message, exc.code, plain)),
+    )
     context.set_trailing_metadata(metadata)
-    await context.abort(status_for(type(exc)), exc.message[:_MAX_MESSAGE_CHARS])
+    await context.abort(status, message)
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 

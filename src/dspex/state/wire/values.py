@@ -17,6 +17,7 @@ from typing import Any, Final
 import dspex.errors as errors
 from dspex._model import EMPTY, SessionInfo, VariableRecord, VariableSpec, freeze, make_spec
 from dspex._proto.bridge.v1 import store_pb2 as pb
+from dspex._spec import DTYPES, dtype_name
 
 __all__ = [
     "decode_value",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 _NUMERIC_KINDS: Final = "biufc"
+_LEGACY_ORDERS: Final = "<|"
+"""numpy's little-endian type strings ("<f8", "|u1"), still accepted from older clients."""
 _CACHE_LIMIT: Final = 4096
 _new_tuple: Any = tuple.__new__
 
@@ -101,7 +104,7 @@ def _encode_array(value: Any) -> Any:
     array = value  # tobytes() writes C order whatever the layout (and keeps 0-d arrays 0-d)
     if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
         array = array.astype(array.dtype.newbyteorder("<"))
-    return pb.Array(dtype=array.dtype.str, shape=array.shape, data=array.tobytes())
+    return pb.Array(dtype=dtype_name(array.dtype), shape=array.shape, data=array.tobytes())
 
 
 def decode_value(message: Any, name: str, max_bytes: int | None = None) -> Any:
@@ -135,7 +138,8 @@ def _check_size(name: str, size: int, max_bytes: int | None) -> None:
     if max_bytes is not None and size > max_bytes:
         raise errors.LimitExceededError(
             f"variable {name!r}: value of {size} bytes exceeds the store's limit of "
-            f"{max_bytes} bytes; store a smaller value or raise the server's max_value_bytes",
+            f"{max_bytes} bytes; store a smaller value or raise the server's limit "
+            "(dspex serve --max-value-bytes)",
             name=name,
             size=size,
             limit=max_bytes,
@@ -146,11 +150,19 @@ def _decode_array(message: Any, name: str) -> Any:
     import numpy as np
 
     try:
-        dtype = np.dtype(message.dtype)
+        dtype = np.dtype(message.dtype).newbyteorder("<")  # the wire is little-endian
     except (TypeError, ValueError) as exc:
         raise errors.VariableValueError(
-            f"variable {name!r}: array dtype {message.dtype!r} is not a numpy dtype", name=name
+            f"variable {name!r}: array dtype {message.dtype!r} is not a numpy dtype; use one "
+            f"of {', '.join(DTYPES)}",
+            name=name,
         ) from exc
+    if message.dtype not in DTYPES and message.dtype[:1] not in _LEGACY_ORDERS:
+        raise errors.VariableValueError(
+            f"variable {name!r}: array dtype {message.dtype!r} is not a canonical dtype name; "
+            f"use one of {', '.join(DTYPES)}",
+            name=name,
+        )
     shape = tuple(message.shape)
     if dtype.kind not in _NUMERIC_KINDS or any(d < 0 for d in shape):
         raise errors.VariableValueError(

@@ -193,10 +193,12 @@ class GetVariablesRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetVariablesResponse(_message.Message):
-    __slots__ = ("variables",)
+    __slots__ = ("variables", "revision")
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     variables: _containers.RepeatedCompositeFieldContainer[Variable]
-    def __init__(self, variables: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ...) -> None: ...
+    revision: int
+    def __init__(self, variables: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class SetVariableRequest(_message.Message):
     __slots__ = ("session_id", "name", "value", "expected_version")
@@ -335,16 +337,22 @@ class WatchStarted(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., head_revision: _Optional[int] = ..., queue_size: _Optional[int] = ..., backlog: _Optional[int] = ...) -> None: ...
 
 class VariableUpdate(_message.Message):
-    __slots__ = ("revision", "kind", "name", "variable")
+    __slots__ = ("revision", "kind", "name", "variable", "batch_first", "batch_last", "batch_end")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIRST_FIELD_NUMBER: _ClassVar[int]
+    BATCH_LAST_FIELD_NUMBER: _ClassVar[int]
+    BATCH_END_FIELD_NUMBER: _ClassVar[int]
     revision: int
     kind: str
     name: str
     variable: Variable
-    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
+    batch_first: int
+    batch_last: int
+    batch_end: bool
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ..., batch_first: _Optional[int] = ..., batch_last: _Optional[int] = ..., batch_end: _Optional[bool] = ...) -> None: ...
 
 class WatchHeartbeat(_message.Message):
     __slots__ = ("server_time",)

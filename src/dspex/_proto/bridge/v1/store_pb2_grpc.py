@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from dspex._proto.bridge.v1 import store_pb2 as dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2
+from dspex._proto.bridge.v1 import store_pb2 as dspex_dot_bridge_dot_v1_dot_store__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in dspex/_proto/bridge/v1/store_pb2_grpc.py depends on'
+        + ' but the generated code in dspex/bridge/v1/store_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,118 +37,118 @@ class SessionStoreStub:
         """
         self.Ping = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/Ping',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.PingRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.PingResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.PingRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.PingResponse.FromString,
                 _registered_method=True)
         self.CreateSession = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/CreateSession',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CreateSessionRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CreateSessionResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.CreateSessionRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.CreateSessionResponse.FromString,
                 _registered_method=True)
         self.GetSession = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/GetSession',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetSessionRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetSessionResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetSessionResponse.FromString,
                 _registered_method=True)
         self.ListSessions = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/ListSessions',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListSessionsRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListSessionsResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/Heartbeat',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HeartbeatRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HeartbeatResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
         self.CloseSession = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/CloseSession',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CloseSessionRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CloseSessionResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.CloseSessionRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.CloseSessionResponse.FromString,
                 _registered_method=True)
         self.RegisterVariable = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/RegisterVariable',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableResponse.FromString,
                 _registered_method=True)
         self.GetVariable = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/GetVariable',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariableRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariableResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariableRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariableResponse.FromString,
                 _registered_method=True)
         self.GetVariables = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/GetVariables',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariablesRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariablesResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariablesRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariablesResponse.FromString,
                 _registered_method=True)
         self.SetVariable = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/SetVariable',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.SetVariableRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.SetVariableResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.SetVariableRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.SetVariableResponse.FromString,
                 _registered_method=True)
         self.UpdateVariables = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/UpdateVariables',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesResponse.FromString,
                 _registered_method=True)
         self.ListVariables = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/ListVariables',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListVariablesRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListVariablesResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ListVariablesRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ListVariablesResponse.FromString,
                 _registered_method=True)
         self.DeleteVariable = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/DeleteVariable',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableResponse.FromString,
                 _registered_method=True)
         self.GetHistory = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/GetHistory',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetHistoryRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetHistoryResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetHistoryRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetHistoryResponse.FromString,
                 _registered_method=True)
         self.RollbackVariable = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/RollbackVariable',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableResponse.FromString,
                 _registered_method=True)
         self.WatchVariables = channel.unary_stream(
                 '/dspex.bridge.v1.SessionStore/WatchVariables',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesResponse.FromString,
                 _registered_method=True)
         self.AddDependency = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/AddDependency',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.AddDependencyRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.AddDependencyResponse.FromString,
                 _registered_method=True)
         self.GetDependents = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/GetDependents',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependentsRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependentsResponse.FromString,
                 _registered_method=True)
         self.GetDependencies = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/GetDependencies',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesResponse.FromString,
                 _registered_method=True)
         self.AcquireLock = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/AcquireLock',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.AcquireLockRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.AcquireLockResponse.FromString,
                 _registered_method=True)
         self.ReleaseLock = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/ReleaseLock',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockResponse.FromString,
                 _registered_method=True)
         self.RenewLock = channel.unary_unary(
                 '/dspex.bridge.v1.SessionStore/RenewLock',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RenewLockRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RenewLockResponse.FromString,
                 _registered_method=True)
         self.HoldLocks = channel.unary_stream(
                 '/dspex.bridge.v1.SessionStore/HoldLocks',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.HoldLocksRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.HoldLocksResponse.FromString,
                 _registered_method=True)
 
 
@@ -213,7 +213,7 @@ class SessionStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetVariables(self, request, context):
-        """* Current records of several variables, read at one revision. 
+        """* Current records of several variables, all read at one session revision (returned). 
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -265,7 +265,11 @@ class SessionStoreServicer:
         """*
         Stream changes in session revision order. The first message is always `started`; then
         `update`s, and `heartbeat`s while idle. A watcher that falls behind its bounded queue is
-        ended with OUT_OF_RANGE / `watch_lagged` whose details carry `resume_from`.
+        ended with OUT_OF_RANGE / `watch_lagged` whose details carry `resume_from`: the revision of
+        the last update it was sent, so watching again with after_revision = resume_from loses
+        nothing. An after_revision whose changes are no longer kept (or that the session never
+        reached) fails the same way, and there `resume_from` is the earliest after_revision the
+        store can resume from; the changes in between are lost, so re-read (include_initial) first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -331,118 +335,118 @@ def add_SessionStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Ping': grpc.unary_unary_rpc_method_handler(
                     servicer.Ping,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.PingRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.PingResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.PingRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.PingResponse.SerializeToString,
             ),
             'CreateSession': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSession,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CreateSessionRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CreateSessionResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.CreateSessionRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.CreateSessionResponse.SerializeToString,
             ),
             'GetSession': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSession,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetSessionRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetSessionResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetSessionRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetSessionResponse.SerializeToString,
             ),
             'ListSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSessions,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListSessionsRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListSessionsResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ListSessionsRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ListSessionsResponse.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HeartbeatRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HeartbeatResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.HeartbeatRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.HeartbeatResponse.SerializeToString,
             ),
             'CloseSession': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseSession,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CloseSessionRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CloseSessionResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.CloseSessionRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.CloseSessionResponse.SerializeToString,
             ),
             'RegisterVariable': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterVariable,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableResponse.SerializeToString,
             ),
             'GetVariable': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVariable,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariableRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariableResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariableRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariableResponse.SerializeToString,
             ),
             'GetVariables': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVariables,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariablesRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariablesResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariablesRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariablesResponse.SerializeToString,
             ),
             'SetVariable': grpc.unary_unary_rpc_method_handler(
                     servicer.SetVariable,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.SetVariableRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.SetVariableResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.SetVariableRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.SetVariableResponse.SerializeToString,
             ),
             'UpdateVariables': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateVariables,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesResponse.SerializeToString,
             ),
             'ListVariables': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVariables,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListVariablesRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListVariablesResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ListVariablesRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ListVariablesResponse.SerializeToString,
             ),
             'DeleteVariable': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteVariable,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableResponse.SerializeToString,
             ),
             'GetHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHistory,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetHistoryRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetHistoryResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetHistoryRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetHistoryResponse.SerializeToString,
             ),
             'RollbackVariable': grpc.unary_unary_rpc_method_handler(
                     servicer.RollbackVariable,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableResponse.SerializeToString,
             ),
             'WatchVariables': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchVariables,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesResponse.SerializeToString,
             ),
             'AddDependency': grpc.unary_unary_rpc_method_handler(
                     servicer.AddDependency,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.AddDependencyRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.AddDependencyResponse.SerializeToString,
             ),
             'GetDependents': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDependents,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependentsRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependentsResponse.SerializeToString,
             ),
             'GetDependencies': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDependencies,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesResponse.SerializeToString,
             ),
             'AcquireLock': grpc.unary_unary_rpc_method_handler(
                     servicer.AcquireLock,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.AcquireLockRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.AcquireLockResponse.SerializeToString,
             ),
             'ReleaseLock': grpc.unary_unary_rpc_method_handler(
                     servicer.ReleaseLock,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockResponse.SerializeToString,
             ),
             'RenewLock': grpc.unary_unary_rpc_method_handler(
                     servicer.RenewLock,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RenewLockRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.RenewLockResponse.SerializeToString,
             ),
             'HoldLocks': grpc.unary_stream_rpc_method_handler(
                     servicer.HoldLocks,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_store__pb2.HoldLocksRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_store__pb2.HoldLocksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -471,8 +475,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/Ping',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.PingRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.PingResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.PingRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.PingResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -498,8 +502,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/CreateSession',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CreateSessionRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CreateSessionResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.CreateSessionRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.CreateSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -525,8 +529,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/GetSession',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetSessionRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetSessionResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetSessionRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -552,8 +556,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/ListSessions',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListSessionsRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListSessionsResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.ListSessionsRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -579,8 +583,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/Heartbeat',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HeartbeatRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HeartbeatResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.HeartbeatRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.HeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -606,8 +610,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/CloseSession',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CloseSessionRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.CloseSessionResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.CloseSessionRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.CloseSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -633,8 +637,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/RegisterVariable',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.RegisterVariableResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -660,8 +664,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/GetVariable',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariableRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariableResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariableRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariableResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -687,8 +691,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/GetVariables',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariablesRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetVariablesResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariablesRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetVariablesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -714,8 +718,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/SetVariable',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.SetVariableRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.SetVariableResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.SetVariableRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.SetVariableResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -741,8 +745,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/UpdateVariables',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.UpdateVariablesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -768,8 +772,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/ListVariables',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListVariablesRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ListVariablesResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.ListVariablesRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.ListVariablesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -795,8 +799,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/DeleteVariable',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.DeleteVariableResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -822,8 +826,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/GetHistory',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetHistoryRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetHistoryResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetHistoryRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -849,8 +853,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/RollbackVariable',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.RollbackVariableResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -876,8 +880,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/WatchVariables',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.WatchVariablesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -903,8 +907,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/AddDependency',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AddDependencyResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.AddDependencyRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.AddDependencyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -930,8 +934,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/GetDependents',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependentsResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependentsRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -957,8 +961,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/GetDependencies',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.GetDependenciesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -984,8 +988,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/AcquireLock',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.AcquireLockResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.AcquireLockRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.AcquireLockResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1011,8 +1015,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/ReleaseLock',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.ReleaseLockResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1038,8 +1042,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/RenewLock',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.RenewLockResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.RenewLockRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.RenewLockResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1065,8 +1069,8 @@ class SessionStore:
             request,
             target,
             '/dspex.bridge.v1.SessionStore/HoldLocks',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_store__pb2.HoldLocksResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.HoldLocksRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_store__pb2.HoldLocksResponse.FromString,
             options,
             channel_credentials,
             insecure,

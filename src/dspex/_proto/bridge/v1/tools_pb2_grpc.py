@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from dspex._proto.bridge.v1 import tools_pb2 as dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2
+from dspex._proto.bridge.v1 import tools_pb2 as dspex_dot_bridge_dot_v1_dot_tools__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in dspex/_proto/bridge/v1/tools_pb2_grpc.py depends on'
+        + ' but the generated code in dspex/bridge/v1/tools_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,33 +37,33 @@ class ToolStoreStub:
         """
         self.RegisterTool = channel.unary_unary(
                 '/dspex.bridge.v1.ToolStore/RegisterTool',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolResponse.FromString,
                 _registered_method=True)
         self.UnregisterTools = channel.unary_unary(
                 '/dspex.bridge.v1.ToolStore/UnregisterTools',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsResponse.FromString,
                 _registered_method=True)
         self.ListTools = channel.unary_unary(
                 '/dspex.bridge.v1.ToolStore/ListTools',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ListToolsRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ListToolsResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ListToolsRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ListToolsResponse.FromString,
                 _registered_method=True)
         self.CallTool = channel.unary_unary(
                 '/dspex.bridge.v1.ToolStore/CallTool',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.CallToolRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.CallToolResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.CallToolRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.CallToolResponse.FromString,
                 _registered_method=True)
         self.ServeTools = channel.unary_stream(
                 '/dspex.bridge.v1.ToolStore/ServeTools',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsResponse.FromString,
                 _registered_method=True)
         self.ReturnToolResult = channel.unary_unary(
                 '/dspex.bridge.v1.ToolStore/ReturnToolResult',
-                request_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultRequest.SerializeToString,
-                response_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultResponse.FromString,
+                request_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultRequest.SerializeToString,
+                response_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultResponse.FromString,
                 _registered_method=True)
 
 
@@ -94,9 +94,11 @@ class ToolStoreServicer:
 
     def CallTool(self, request, context):
         """*
-        Call a tool: the store sends the call to the owner's ServeTools stream and answers when
-        the owner returns the result, when `timeout` passes (ToolTimeoutError) or when the owner's
-        stream ends (ToolUnavailableError).
+        Call a tool: the store checks arguments_json against the tool's parameters_json (JSON
+        Schema; whoever owns the tool, in any language), then sends the call to the owner's
+        ServeTools stream and answers when the owner returns the result, when `timeout` passes
+        (tool_timeout) or when the owner's stream ends (tool_unavailable). Arguments that do not
+        fit are answered with a `failure` of code "tool_arguments" and never reach the owner.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,33 +126,33 @@ def add_ToolStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RegisterTool': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterTool,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolResponse.SerializeToString,
             ),
             'UnregisterTools': grpc.unary_unary_rpc_method_handler(
                     servicer.UnregisterTools,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsResponse.SerializeToString,
             ),
             'ListTools': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTools,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ListToolsRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ListToolsResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ListToolsRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ListToolsResponse.SerializeToString,
             ),
             'CallTool': grpc.unary_unary_rpc_method_handler(
                     servicer.CallTool,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.CallToolRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.CallToolResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.CallToolRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.CallToolResponse.SerializeToString,
             ),
             'ServeTools': grpc.unary_stream_rpc_method_handler(
                     servicer.ServeTools,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsResponse.SerializeToString,
             ),
             'ReturnToolResult': grpc.unary_unary_rpc_method_handler(
                     servicer.ReturnToolResult,
-                    request_deserializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultRequest.FromString,
-                    response_serializer=dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultResponse.SerializeToString,
+                    request_deserializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultRequest.FromString,
+                    response_serializer=dspex_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,8 +181,8 @@ class ToolStore:
             request,
             target,
             '/dspex.bridge.v1.ToolStore/RegisterTool',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.RegisterToolResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -206,8 +208,8 @@ class ToolStore:
             request,
             target,
             '/dspex.bridge.v1.ToolStore/UnregisterTools',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.UnregisterToolsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -233,8 +235,8 @@ class ToolStore:
             request,
             target,
             '/dspex.bridge.v1.ToolStore/ListTools',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ListToolsRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ListToolsResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.ListToolsRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.ListToolsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -260,8 +262,8 @@ class ToolStore:
             request,
             target,
             '/dspex.bridge.v1.ToolStore/CallTool',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.CallToolRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.CallToolResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.CallToolRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.CallToolResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -287,8 +289,8 @@ class ToolStore:
             request,
             target,
             '/dspex.bridge.v1.ToolStore/ServeTools',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.ServeToolsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -314,8 +316,8 @@ class ToolStore:
             request,
             target,
             '/dspex.bridge.v1.ToolStore/ReturnToolResult',
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultRequest.SerializeToString,
-            dspex_dot___proto_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultResponse.FromString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultRequest.SerializeToString,
+            dspex_dot_bridge_dot_v1_dot_tools__pb2.ReturnToolResultResponse.FromString,
             options,
             channel_credentials,
             insecure,
