@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,dashboard,metrics,otel]'
+	$(PY) -m pip install -q -e '.[dev,dashboard,metrics,otel,ray,tune]'
 	touch $@
 
 demo: install

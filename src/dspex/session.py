@@ -133,18 +133,20 @@ class _EmbeddedStore:
     """A session-store server in this process, serving the session's own provider.
 
     It listens on a unix socket inside a private (0700) temporary directory, so only this user
-    can reach it and no token is needed; where unix sockets cannot be used it listens on a
-    loopback port and requires a random bearer token instead.
+    can reach it and no token is needed; given a ``host`` (other machines must reach it), or
+    where unix sockets cannot be used, it listens on a TCP port of that host (loopback by
+    default) and requires a random bearer token instead.
     """
 
-    def __init__(self, provider: StateProvider) -> None:
+    def __init__(self, provider: StateProvider, host: str | None = None) -> None:
         # Imported here: promotion is the first time this process needs grpc.
         from dspex.state.store import StoreServer
 
         self.token: str | None = None
         self._dir: str | None = None
-        address = "127.0.0.1:0"
-        if hasattr(os, "getuid"):  # POSIX: unix sockets available
+        bracketed = f"[{host}]" if host and ":" in host and not host.startswith("[") else host
+        address = f"{bracketed or '127.0.0.1'}:0"  # an IPv6 host goes in brackets
+        if host is None and hasattr(os, "getuid"):  # POSIX: unix sockets available
             self._dir = tempfile.mkdtemp(prefix="dspex-")  # created with mode 0700
             path = os.path.join(self._dir, "store.sock")
             if len(path) <= _MAX_SOCKET_PATH:
@@ -169,6 +171,20 @@ class _EmbeddedStore:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def _check_reachable_from(
+    host: str | None, store: tuple[str, str | None] | None, session_id: str
+) -> None:
+    """Refuse to promote for other machines a session already bound to a unix socket."""
+    if host is None or store is None or not store[0].startswith("unix:"):
+        return
+    raise SessionError(
+        f"session {session_id!r} is already reachable only on this machine ({store[0]}), so "
+        f"it cannot also listen on {host}; promote it with host= before anything else uses it "
+        "(create the Ray Remote first), or open the session on a `dspex serve` TCP address",
+        session_id=session_id,
+    )
 
 
 class _Entry(NamedTuple):
@@ -309,7 +325,7 @@ class Session(SessionContext):
         """The bearer token other processes need to reach :attr:`address` (None: no token)."""
         return None if self._store is None else self._store[1]
 
-    def promote(self) -> str:
+    def promote(self, host: str | None = None) -> str:
         """Make this session reachable from other processes and return its store address.
 
         An in-process session starts an embedded session-store server that serves the provider
@@ -320,8 +336,16 @@ class Session(SessionContext):
         address. Idempotent; the server stops when the session closes. ``dspex.Remote`` calls
         this for you.
 
+        Args:
+            host: make it reachable from other machines too: the embedded server listens on
+                a TCP port of this interface (e.g. the node IP a Ray cluster reaches) and
+                requires a random bearer token (:attr:`store_token`), instead of a private unix
+                socket. A session already in a TCP store returns that address.
+
         Raises:
             SessionClosedError: the session is closed.
+            SessionError: ``host`` is given but the session is already reachable only on this
+                machine (a unix socket).
             StoreError: the embedded server could not start.
         """
         with self._promotion_lock:
@@ -330,8 +354,9 @@ class Session(SessionContext):
                     f"session {self.session_id!r} is closed; it cannot be promoted",
                     session_id=self.session_id,
                 )
+            _check_reachable_from(host, self._store, self.session_id)
             if self._store is None:
-                embedded = _EmbeddedStore(self.provider)
+                embedded = _EmbeddedStore(self.provider, host)
                 self._embedded = embedded
                 self._store = (embedded.address, embedded.token)
                 self.backend = "session_store"

@@ -6,6 +6,7 @@
 * ``contract``: the StateProvider and hardening contracts every provider kind passes;
 * ``engines``: engines of one kind on real storage, and a listener to wait on;
 * ``redis_server``, ``serve_process``: a real redis-server and a real ``dspex serve``;
+* ``ray_cluster``: a two-node Ray cluster started with the ``ray`` CLI;
 * ``store_fixtures``: a store server, a client and a session, for a folder's conftest;
 * ``binding``: an LM-call recorder for the DSPy binding tests;
 * ``bridge``, ``hardening``, ``fuzz``, ``durability``, ``scaleout``: servers, clients, child

@@ -15,6 +15,7 @@ SUITES: dict[str, str] = {
     "dspy": "dspex.bench._dspy",
     "bridge": "dspex.bench._bridge",
     "engines": "dspex.bench._engines",
+    "remote": "dspex.bench._remote",
     "tune": "dspex.bench._tune",
 }
 """Suite name -> module implementing it."""

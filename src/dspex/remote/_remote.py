@@ -1,4 +1,4 @@
-"""Layer 3: ``dspex.Remote``, a DSPy module running in a pool of spawned worker processes.
+"""Layer 3: ``dspex.Remote``, a DSPy module running in a pool of workers (spawned or Ray actors).
 
 The pool is :class:`dspex.runtime.WorkerPool` (Layer 1: spawn, crash restart, retries,
 timeouts); this module adds the session. Creating a Remote promotes the session (an in-process
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import cloudpickle
 
@@ -21,16 +21,22 @@ from dspex.errors import WorkerError, WorkerSetupError
 from dspex.remote._progress import ProgressOption, progress_callback
 from dspex.remote._shipping import check_settings_travel
 from dspex.remote._shipping import settings_blob as _settings_blob
-from dspex.remote._worker import CallPayload, RemoteSetup
+from dspex.remote._worker import CallPayload, RemoteSetup, connect_timeout
 from dspex.runtime import WorkerPool
 from dspex.runtime._pickling import describe, explain_unpicklable
 from dspex.session import Session, current_session
 
+if TYPE_CHECKING:
+    from dspex.runtime._ray import RayPool
+
 __all__ = ["Remote"]
+
+Backend = Literal["spawn", "ray"]
+"""Where the workers run: spawned processes on this machine, or Ray actors of a cluster."""
 
 
 class Remote:
-    """Run a DSPy module in ``workers`` spawned processes that share the current session.
+    """Run a DSPy module in ``workers`` processes (spawned, or Ray actors) sharing the session.
 
     The module is pickled once (cloudpickle) and shipped to every worker. Each worker joins the
     session through its store and runs every call inside it, so variables bound with
@@ -51,17 +57,30 @@ class Remote:
     Like every spawn pool, a script that creates a Remote needs an
     ``if __name__ == "__main__":`` guard.
 
+    With ``backend="ray"`` the workers are Ray actors of the cluster this process is connected
+    to (``ray.init(address=...)`` or ``$RAY_ADDRESS``; without either a local Ray instance is
+    started). The same promises hold; the session is then promoted to a TCP listener on this
+    node's IP with a random bearer token (see :meth:`dspex.Session.promote`), or its
+    ``dspex serve`` address is passed on. Needs ``pip install 'dspex[ray]'``.
+
     Args:
         module: a ``dspy.Module`` (or any picklable callable) to run in the workers.
         workers: number of worker processes.
         timeout: seconds one call may run on a worker (None: no limit).
         retries: how many times a call lost to a worker crash is retried.
         session: the session to run in (default: the current one).
+        backend: ``"spawn"`` (processes on this machine) or ``"ray"`` (Ray actors).
+        actor_options: Ray actor options passed through (``num_cpus``, ``resources``,
+            ``runtime_env``, ``scheduling_strategy``, ...); only with ``backend="ray"``.
+        setup_timeout: seconds a worker may take to start and join the session (for Ray, to
+            be placed on a node too); past it creation fails, or a call waiting for a
+            replacement fails.
 
     Raises:
         SessionError: no session is given or active.
         WorkerSetupError: the module cannot be pickled (the message names the part that
-            cannot), an argument is invalid, or the workers cannot start.
+            cannot), an argument is invalid, or the workers cannot start or cannot reach the
+            session store (the message names the address tried).
 
     Examples:
         >>> with dspex.Session() as session:  # doctest: +SKIP
@@ -78,22 +97,44 @@ class Remote:
         timeout: float | None = None,
         retries: int = 1,
         session: Session | None = None,
+        backend: Backend = "spawn",
+        actor_options: Mapping[str, Any] | None = None,
+        setup_timeout: float = 60.0,
     ) -> None:
         _check_arguments(workers, retries, timeout)
+        _check_backend(backend, actor_options, setup_timeout)
         self.session = session if session is not None else current_session()
         self.module_name = type(module).__name__
         self._span = f"dspex.remote {self.module_name}"
         """A traced call is a span of this name; the worker's spans are its children."""
         check_settings_travel()  # an LM or adapter that cannot be pickled: nothing started
         self.timeout = timeout
+        self.backend = backend
         blob = _pickle_module(module)  # before anything starts: a bad module changes nothing
-        address = self.session.promote()
-        setup = RemoteSetup(
-            blob, address, self.session.session_id, self.session.store_token, _settings_blob()
-        )
-        self._pool = WorkerPool(
-            setup, workers=workers, retries=retries, name=f"dspex-remote-{self.module_name}"
-        )
+        name = f"dspex-remote-{self.module_name}"
+        self._pool: WorkerPool | RayPool
+        if backend == "ray":
+            from dspex.remote._cluster import start_ray_pool
+
+            self._pool = start_ray_pool(
+                self.session,
+                blob,
+                _settings_blob(),
+                workers=workers,
+                retries=retries,
+                setup_timeout=setup_timeout,
+                actor_options=actor_options,
+                name=name,
+            )
+        else:
+            self._pool = _start_spawn_pool(
+                self.session,
+                blob,
+                workers,
+                retries=retries,
+                setup_timeout=setup_timeout,
+                name=name,
+            )
         self.closed = False
         self.session._on_close.append(self.close)
 
@@ -156,12 +197,15 @@ class Remote:
 
     @property
     def workers(self) -> int:
-        """The number of worker processes."""
+        """The number of workers (processes or actors)."""
         return self._pool.workers
 
     @property
     def pids(self) -> list[int | None]:
-        """The current process id of each worker (None while one is restarting)."""
+        """The current process id of each worker (None while one is restarting).
+
+        For Ray actors, the id on the node that runs the actor.
+        """
         return self._pool.pids
 
     @property
@@ -215,6 +259,44 @@ def _check_arguments(workers: object, retries: object, timeout: object) -> None:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
     ):
         raise WorkerSetupError(f"timeout must be positive seconds or None, got {timeout!r}")
+
+
+def _start_spawn_pool(
+    session: Session,
+    module: bytes,
+    workers: int,
+    *,
+    retries: int,
+    setup_timeout: float,
+    name: str,
+) -> WorkerPool:
+    """Promote the session (a private unix socket for an in-process one) and spawn the workers."""
+    address = session.promote()
+    setup = RemoteSetup(
+        module,
+        address,
+        session.session_id,
+        session.store_token,
+        _settings_blob(),
+        connect_timeout(setup_timeout),
+    )
+    return WorkerPool(
+        setup, workers=workers, retries=retries, setup_timeout=setup_timeout, name=name
+    )
+
+
+def _check_backend(backend: object, actor_options: object, setup_timeout: object) -> None:
+    if backend not in ("spawn", "ray"):
+        raise WorkerSetupError(f"backend must be 'spawn' or 'ray', got {backend!r}")
+    if actor_options is not None and backend != "ray":
+        raise WorkerSetupError(
+            "actor_options are Ray actor options: give them with backend='ray' (spawned "
+            "workers take none)"
+        )
+    if isinstance(setup_timeout, bool) or not isinstance(setup_timeout, int | float):
+        raise WorkerSetupError(f"setup_timeout must be positive seconds, got {setup_timeout!r}")
+    if not setup_timeout > 0:
+        raise WorkerSetupError(f"setup_timeout must be positive seconds, got {setup_timeout!r}")
 
 
 def _kwargs_of(item: Any, index: int) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Layer 3: what runs inside a ``dspex.Remote`` worker process.
 
 :class:`RemoteSetup` is the picklable setup target the worker pool ships once to every worker. In
-the worker it connects to the session store with ``SessionContext.connect`` (a read cache kept
-coherent by a watch stream), makes that session current for the worker's lifetime, unpickles the
-module and applies the DSPy settings shipped from the parent (its LM and adapter, when they
-pickle). :class:`RemoteHandler` then runs one call per payload.
+the worker it connects to the session store as ``SessionContext.connect`` does (a read cache kept
+coherent by a watch stream, after waiting up to ``CONNECT_TIMEOUT`` to first reach the store),
+makes that session current for the worker's lifetime, unpickles the module and applies the DSPy
+settings shipped from the parent (its LM and adapter, when they pickle). :class:`RemoteHandler`
+then runs one call per payload.
 
 Each payload carries the parent's session revision at the moment of the call. Before running, the
 worker waits until its cache has applied that revision, so a change made in the parent before a
@@ -23,12 +24,23 @@ import cloudpickle
 
 from dspex import _tracing
 from dspex.session import Session
-from dspex.state import SessionContext, StateProvider
+from dspex.state import StateProvider
 
-__all__ = ["CallPayload", "RemoteHandler", "RemoteSetup"]
+__all__ = ["CallPayload", "RemoteHandler", "RemoteSetup", "connect_timeout"]
 
 CATCH_UP_TIMEOUT = 5.0
 """Longest a worker waits for its cache to reach the caller's revision before reading through."""
+
+CONNECT_TIMEOUT = 30.0
+"""Longest a starting worker waits to first reach the store (at most half the pool's setup
+timeout, see :func:`connect_timeout`). A fleet starting at once (a hundred workers on two cores)
+can keep the store from answering for longer than one call's timeout; a store that cannot be
+reached still fails setup within this bound."""
+
+
+def connect_timeout(setup_timeout: float) -> float:
+    """How long a worker waits to first reach the store, for a pool's ``setup_timeout``."""
+    return min(CONNECT_TIMEOUT, setup_timeout / 2)
 
 
 class CallPayload(NamedTuple):
@@ -52,6 +64,7 @@ class RemoteSetup:
         token: the store's bearer token, if it needs one.
         settings: cloudpickled ``dspy.configure`` keyword arguments (``lm``, ``adapter``) taken
             from the parent, or None.
+        connect_timeout: seconds to wait for the first contact with the store.
     """
 
     module: bytes
@@ -59,12 +72,13 @@ class RemoteSetup:
     session_id: str
     token: str | None
     settings: bytes | None
+    connect_timeout: float = CONNECT_TIMEOUT
 
     def __call__(self) -> RemoteHandler:
         """Connect, enter the session, unpickle the module; return the per-call handler."""
         _tracing.configure_from_env("dspex-worker")  # before the store channel opens
-        context = SessionContext.connect(self.address, self.session_id, token=self.token)
-        session = Session(context.provider, session_id=self.session_id)
+        provider = _follow(self.address, self.session_id, self.token, self.connect_timeout)
+        session = Session(provider, session_id=self.session_id)
         module = cloudpickle.loads(self.module)
         if self.settings is not None:
             import dspy
@@ -73,13 +87,29 @@ class RemoteSetup:
         # Current for the rest of this worker's life (the pool runs every call on this thread);
         # never exited, since leaving the last `with` would close the session's view.
         session.__enter__()
-        return RemoteHandler(module, session, context.provider)
+        return RemoteHandler(module, session, provider)
 
     def __repr__(self) -> str:
         return (
             f"RemoteSetup(session_id={self.session_id!r}, address={self.address!r}, "
             f"module={len(self.module)} bytes)"
         )
+
+
+def _follow(address: str, session_id: str, token: str | None, patience: float) -> StateProvider:
+    """What ``SessionContext.connect`` does (a watched read cache), after waiting up to
+    ``patience`` seconds for the first contact with the store (see :data:`CONNECT_TIMEOUT`)."""
+    from dspex.state.store import CachedProvider, SessionStoreProvider
+
+    store = SessionStoreProvider(address, token=token)
+    try:
+        store.wait_ready(patience)
+        provider = CachedProvider(store)
+        provider.follow(session_id)
+    except BaseException:
+        store.close()
+        raise
+    return provider
 
 
 class RemoteHandler:

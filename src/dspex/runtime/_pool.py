@@ -14,18 +14,14 @@ import atexit
 import itertools
 import multiprocessing
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, as_completed
-from types import TracebackType
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from dspex.errors import WorkerError, WorkerSetupError
+from dspex.errors import WorkerSetupError
 from dspex.runtime import _pickling
+from dspex.runtime._calls import PoolCalls
 from dspex.runtime._dispatch import DispatchCore
 from dspex.runtime._slot import CallJob, SlotState
-
-ProgressCallback = Callable[[int, int], None]
-"""``progress(done, total)``: called by :meth:`WorkerPool.map` as results arrive."""
 
 _LIVE_POOLS: set[WorkerPool] = set()
 _LIVE_LOCK = threading.Lock()
@@ -41,7 +37,7 @@ class WorkerStatus(NamedTuple):
     starts: int
 
 
-class WorkerPool:
+class WorkerPool(PoolCalls):
     """A fixed-size pool of ``spawn``-ed worker processes running one picklable target.
 
     The parent cloudpickles ``setup`` once; each worker unpickles it and calls it once to get a
@@ -107,10 +103,10 @@ class WorkerPool:
         wait: bool = True,
         name: str = "dspex-worker",
     ) -> None:
-        _check_positive_int("workers", workers, 1)
-        _check_positive_int("retries", retries, 0)
-        _check_positive_int("setup_attempts", setup_attempts, 1)
-        blob = setup if isinstance(setup, bytes) else _pickle_setup(setup)
+        check_positive_int("workers", workers, 1)
+        check_positive_int("retries", retries, 0)
+        check_positive_int("setup_attempts", setup_attempts, 1)
+        blob = setup if isinstance(setup, bytes) else pickle_setup(setup)
         self._core = DispatchCore(
             multiprocessing.get_context("spawn"),
             blob,
@@ -159,70 +155,6 @@ class WorkerPool:
         """
         self._core.wait_ready(timeout)
 
-    def submit(self, payload: Any, *, timeout: float | None = None) -> Future[Any]:
-        """Queue ``handler(payload)`` on the next idle worker and return its future.
-
-        Args:
-            payload: any cloudpickle-able value, passed to the handler.
-            timeout: seconds the call may *run* on a worker (queueing time is not counted);
-                past it the future fails with :class:`~dspex.errors.WorkerTimeoutError` and the
-                worker is replaced. A call retried after a crash gets its full timeout again.
-                None means no limit.
-
-        Raises:
-            WorkerError: the payload cannot be pickled (the message names the failing part),
-                or the pool is closed.
-            WorkerSetupError: the pool is broken because setup kept failing.
-        """
-        return self._submit(payload, timeout, "payload")
-
-    def call(self, payload: Any, *, timeout: float | None = None) -> Any:
-        """Run ``handler(payload)`` on a worker and return its result (see :meth:`submit`).
-
-        Raises:
-            Exception: whatever the handler raised, with the worker traceback as ``__cause__``.
-            WorkerCrashedError: the worker died and no retry was left.
-            WorkerTimeoutError: the call ran longer than ``timeout``.
-            WorkerError: the pool is closed, or the call or its outcome could not be pickled.
-        """
-        future = self._submit(payload, timeout, "payload")
-        try:
-            return future.result()
-        finally:
-            future.cancel()  # only takes effect if the caller was interrupted while queued
-
-    def map(
-        self,
-        payloads: Iterable[Any],
-        *,
-        timeout: float | None = None,
-        progress: ProgressCallback | None = None,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
-        """Run the handler on every payload in parallel; results come back in input order.
-
-        Args:
-            payloads: the payloads, one call each.
-            timeout: per-call running-time limit, as in :meth:`submit`.
-            progress: called as ``progress(done, total)`` once before the first result and
-                after each one (in the calling thread), e.g. to drive a progress bar.
-            return_exceptions: put each failed call's exception in its result slot instead of
-                raising the first failure.
-
-        Raises:
-            Exception: the first failure (in completion order) unless ``return_exceptions``;
-                calls that have not started yet are then cancelled.
-        """
-        futures: list[Future[Any]] = []
-        try:
-            for index, payload in enumerate(payloads):
-                futures.append(self._submit(payload, timeout, f"payloads[{index}]"))
-            _await_all(futures, progress, return_exceptions)
-            return [_outcome(future) for future in futures]
-        finally:
-            for future in futures:
-                future.cancel()
-
     def close(self, *, grace: float = 5.0) -> None:
         """Stop the workers and the dispatcher; safe to call twice and from ``atexit``.
 
@@ -236,44 +168,20 @@ class WorkerPool:
         with _LIVE_LOCK:
             _LIVE_POOLS.discard(self)
 
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         states = ",".join(status.state for status in self.status())
         return f"<WorkerPool workers={self.workers} [{states}]>"
 
-    def _submit(self, payload: Any, timeout: float | None, label: str) -> Future[Any]:
-        if timeout is not None and not timeout > 0:
-            raise WorkerError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        call_id = next(self._call_ids)
-        try:
-            data = _pickling.dumps((call_id, payload))
-        except Exception as exc:
-            reason = _pickling.explain_unpicklable(payload, label)
-            raise WorkerError(
-                f"the call {label} cannot be pickled for a worker process: {reason}. "
-                "Pass plain data (or objects cloudpickle can serialize) as payloads."
-            ) from exc
-        job = CallJob(call_id, data, Future(), timeout)
+    def _enqueue(self, job: CallJob) -> None:
         self._core.submit(job)
-        return job.future
 
 
-def _check_positive_int(name: str, value: object, minimum: int) -> None:
+def check_positive_int(name: str, value: object, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise WorkerSetupError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _pickle_setup(setup: Callable[[], Any]) -> bytes:
+def pickle_setup(setup: Callable[[], Any]) -> bytes:
     """Cloudpickle the setup target, or explain exactly which part cannot travel."""
     if not callable(setup):
         raise WorkerSetupError(
@@ -290,24 +198,6 @@ def _pickle_setup(setup: Callable[[], Any]) -> bytes:
             "open files or threads; recreate them inside setup) or leave it out of the target.",
             target=_pickling.describe(setup),
         ) from exc
-
-
-def _await_all(
-    futures: list[Future[Any]], progress: ProgressCallback | None, return_exceptions: bool
-) -> None:
-    total = len(futures)
-    if progress is not None:
-        progress(0, total)
-    for done, future in enumerate(as_completed(futures), start=1):
-        if not return_exceptions and future.exception() is not None:
-            future.result()  # raises the failure
-        if progress is not None:
-            progress(done, total)
-
-
-def _outcome(future: Future[Any]) -> Any:
-    error = future.exception()
-    return error if error is not None else future.result()
 
 
 @atexit.register

@@ -91,14 +91,14 @@ def _serve(conn: Connection, handler: Handler) -> None:
             return
         if message == STOP:
             return
-        reply = _run_call(message, handler)
+        reply = run_call(message, handler)
         try:
             conn.send_bytes(reply)
         except (BrokenPipeError, OSError):
             return
 
 
-def _run_call(message: bytes, handler: Handler) -> bytes:
+def run_call(message: bytes, handler: Handler) -> bytes:
     call_id = -1
     try:
         call_id, payload = loads(message)

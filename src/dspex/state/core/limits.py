@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from contextvars import ContextVar
 from typing import Any
 
 import dspex.errors as errors
 from dspex._model import VariableSpec
+from dspex.state.engines.sizes import SIZED_TYPES, exceeded, value_size
 
 __all__ = ["SIZED_TYPES", "LimitChecker", "exceeded", "uncounted_watch", "value_size"]
 
 uncounted_watch: ContextVar[bool] = ContextVar("dspex_uncounted_watch", default=False)
 """Set by the store server around its internal wake-up watches, which do not count against
 ``max_watchers`` (only client watches do)."""
-
-SIZED_TYPES = frozenset({"string", "module", "json", "tensor", "embedding"})
-"""Value types whose size depends on the value (the others take a few bytes)."""
-
-
-def exceeded(what: str, limit: int, hint: str) -> errors.LimitExceededError:
-    """The error for reaching ``limit`` on ``what``; ``hint`` says what to do."""
-    return errors.LimitExceededError(
-        f"limit reached: {what} (limit {limit}); {hint}", limit=limit, what=what
-    )
-
-
-def value_size(spec: VariableSpec, value: Any) -> int:
-    """Encoded size in bytes of a canonical value (JSON text, or raw array bytes)."""
-    if spec.type == "tensor":
-        return int(value.nbytes)
-    if spec.type in ("string", "module"):
-        return len(value.encode())
-    if spec.type == "embedding":
-        return 8 * len(value)
-    return len(json.dumps(value, separators=(",", ":")).encode())
 
 
 class LimitChecker:

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from dspex._model import VariableRecord, VariableUpdate
-from dspex.state.core.limits import SIZED_TYPES, exceeded, value_size
 from dspex.state.engines.contract import (
     EngineConflict,
     EngineListener,
@@ -24,6 +23,7 @@ from dspex.state.engines.contract import (
     check_sizes,
     mark_batch,
 )
+from dspex.state.engines.sizes import SIZED_TYPES, exceeded, value_size
 
 __all__ = ["MemoryEngine"]
 
