@@ -300,6 +300,11 @@ class StoreUnavailableError(StoreError, ConnectionError):
 
     code = "store_unavailable"
 
+    @classmethod
+    def stream_timeout(cls, address: str, what: str, timeout: float) -> StoreUnavailableError:
+        """The error for a stream the store at ``address`` did not ``what`` within ``timeout``."""
+        return cls(f"session store {address} did not {what} within {timeout:g} s", address=address)
+
 
 class StoreProtocolError(StoreError):
     """The store answered with something this client does not understand."""
