@@ -50,6 +50,7 @@ errors cross process boundaries unchanged. Messages say what was wrong and what 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 __all__ = [
@@ -299,6 +300,11 @@ class StoreUnavailableError(StoreError, ConnectionError):
 
     code = "store_unavailable"
 
+    @classmethod
+    def stream_timeout(cls, address: str, what: str, timeout: float) -> StoreUnavailableError:
+        """The error for a stream the store at ``address`` did not ``what`` within ``timeout``."""
+        return cls(f"session store {address} did not {what} within {timeout:g} s", address=address)
+
 
 class StoreProtocolError(StoreError):
     """The store answered with something this client does not understand."""
@@ -335,6 +341,17 @@ class ToolNotFoundError(ToolError, LookupError):
     """No tool with this name is registered in the session; the message lists the known ones."""
 
     code = "tool_not_found"
+
+    @classmethod
+    def in_session(cls, name: str, session_id: str, known: Iterable[str]) -> ToolNotFoundError:
+        """The error for ``name`` missing from session ``session_id``; it lists ``known``."""
+        names = sorted(known)
+        listed = ", ".join(names) or "none"
+        return cls(
+            f"no tool named {name!r} in session {session_id!r}; known tools: {listed}",
+            tool=name,
+            known=names,
+        )
 
 
 class ToolExistsError(ToolError):

@@ -26,7 +26,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
-from types import TracebackType
 from typing import Any, NamedTuple
 
 from dspex.errors import SessionClosedError, SessionError, SessionNotFoundError
@@ -448,12 +447,7 @@ class Session(SessionContext):
             _entered_before_dspy = True
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._leave_context()
         with self._promotion_lock:
             self._entered -= 1

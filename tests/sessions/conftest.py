@@ -1,16 +1,3 @@
-"""Fixtures for the session and error-case tests of issue 10 (point 9)."""
+"""Fixtures for the session and error-case tests of issue 10 (point 9): a fresh session."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-import pytest
-
-import dspex
-
-
-@pytest.fixture
-def session() -> Iterator[dspex.Session]:
-    """An active in-process session."""
-    with dspex.Session() as active:
-        yield active
+from support.session_fixtures import active_session  # noqa: F401 - registers the fixture

@@ -8,6 +8,7 @@
 * ``redis_server``, ``serve_process``: a real redis-server and a real ``dspex serve``;
 * ``ray_cluster``: a two-node Ray cluster started with the ``ray`` CLI;
 * ``store_fixtures``: a store server, a client and a session, for a folder's conftest;
+* ``session_fixtures``: clean DSPy settings and a fresh session, for a folder's conftest;
 * ``binding``: an LM-call recorder for the DSPy binding tests;
 * ``bridge``, ``hardening``, ``fuzz``, ``durability``, ``scaleout``: servers, clients, child
   processes and data for the store tests;

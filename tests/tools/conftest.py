@@ -5,22 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from support.session_fixtures import (  # noqa: F401 - imported to register the fixtures
+    active_session,
+    clean_dspy,
+)
 
-import dspex
 from dspex.state import LocalProvider
 from dspex.state.store import StoreServer
-
-
-@pytest.fixture(autouse=True)
-def _clean_dspy(clean_dspy_settings: None) -> None:
-    """Every test here starts with clean DSPy settings and no current session."""
-
-
-@pytest.fixture
-def session() -> Iterator[dspex.Session]:
-    """An active in-process session (closed, with anything it started, after the test)."""
-    with dspex.Session() as active:
-        yield active
 
 
 @pytest.fixture

@@ -185,6 +185,13 @@ def _read(
     return instructed(own, value, suffix)
 
 
+def _assign(predictor: Any, attr: str, value: Any) -> None:
+    """Make ``value`` the predictor's own ``attr``, assigned after bind (so it wins on reads)."""
+    d = predictor.__dict__
+    d[f"_dspex_{attr}"] = value
+    d["_dspex_assigned"] |= {attr}
+
+
 # Bound values as read from a predictor are fresh containers; DSPy code that edits them in place
 # (SIMBA appends a demo with ``predictor.demos.append``) would edit a copy. These containers make
 # themselves the predictor's own value on their first edit, as the edit would in plain DSPy.
@@ -257,8 +264,7 @@ class HookedPredictor(Hooked):
 
     @signature.setter
     def signature(self, value: Any) -> None:
-        self.__dict__["_dspex_signature"] = value
-        self.__dict__["_dspex_assigned"] |= {"signature"}
+        _assign(self, "signature", value)
 
     @property
     def demos(self) -> Any:
@@ -266,8 +272,7 @@ class HookedPredictor(Hooked):
 
     @demos.setter
     def demos(self, value: Any) -> None:
-        self.__dict__["_dspex_demos"] = value
-        self.__dict__["_dspex_assigned"] |= {"demos"}
+        _assign(self, "demos", value)
 
     @property
     def config(self) -> Any:
@@ -285,8 +290,7 @@ class HookedPredictor(Hooked):
 
     @config.setter
     def config(self, value: Any) -> None:
-        self.__dict__["_dspex_config"] = value
-        self.__dict__["_dspex_assigned"] |= {"config"}
+        _assign(self, "config", value)
 
     @property
     def lm(self) -> Any:

@@ -114,18 +114,8 @@ def add_parser(subparsers: Any) -> None:
         help=f"seconds between idle watch heartbeats, at least {MIN_HEARTBEAT} "
         "(default: %(default)s)",
     )
-    parser.add_argument(
-        "--history-size",
-        type=int_at_least(1),
-        default=100,
-        help="versions kept per variable, at least 1 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--log-size",
-        type=int_at_least(1),
-        default=10_000,
-        help="changes kept per session for watch resume, at least 1 (default: %(default)s)",
-    )
+    _add_count(parser, "--history-size", 100, "versions kept per variable")
+    _add_count(parser, "--log-size", 10_000, "changes kept per session for watch resume")
     for flag, what in _BYTE_FLAGS:
         parser.add_argument(
             flag,
@@ -134,12 +124,7 @@ def add_parser(subparsers: Any) -> None:
             metavar="N",
             help=f"{what}; at least 1024, not with --redis (whose memory Redis bounds)",
         )
-    parser.add_argument(
-        "--watch-queue-size",
-        type=int_at_least(1),
-        default=1024,
-        help="pending updates per watcher, at least 1 (default: %(default)s)",
-    )
+    _add_count(parser, "--watch-queue-size", 1024, "pending updates per watcher")
     parser.add_argument(
         "--grace",
         type=seconds_at_least(0.0),
@@ -156,6 +141,16 @@ def add_parser(subparsers: Any) -> None:
     add_serve_options(parser)
     _observe.add_serve_options(parser)
     parser.set_defaults(func=run)
+
+
+def _add_count(parser: argparse.ArgumentParser, flag: str, default: int, what: str) -> None:
+    """Add ``flag``: a whole number of ``what``, at least 1."""
+    parser.add_argument(
+        flag,
+        type=int_at_least(1),
+        default=default,
+        help=f"{what}, at least 1 (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

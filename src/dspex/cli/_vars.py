@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -129,14 +129,19 @@ def _show_record(record: VariableRecord, as_json: bool) -> None:
         print(record_line(record))
 
 
-def _list(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
-        records = store.list_variables(args.session, args.pattern)
-    if args.json:
+def _show_records(records: Sequence[VariableRecord], as_json: bool) -> None:
+    """Print ``records`` as one JSON list, or one line each."""
+    if as_json:
         print(json.dumps([record_json(r) for r in records]))
     else:
         for record in records:
             print(record_line(record))
+
+
+def _list(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        records = store.list_variables(args.session, args.pattern)
+    _show_records(records, args.json)
     return 0
 
 
@@ -177,11 +182,7 @@ def _set(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         records = store.get_history(args.session, args.name, args.limit)
-    if args.json:
-        print(json.dumps([record_json(r) for r in records]))
-    else:
-        for record in records:
-            print(record_line(record))
+    _show_records(records, args.json)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, as_completed
-from types import TracebackType
 from typing import Any, TypeVar
 
 from dspex.errors import WorkerError
@@ -104,12 +103,7 @@ class PoolCalls:
     def __enter__(self: _Pool) -> _Pool:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _submit(self, payload: Any, timeout: float | None, label: str) -> Future[Any]:

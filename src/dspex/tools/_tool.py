@@ -68,11 +68,7 @@ class SessionTool:
         listed = {info.name: info for info in active.list_tools()}
         info = listed.get(name)
         if info is None:
-            known = ", ".join(sorted(listed)) or "none"
-            raise ToolNotFoundError(
-                f"no tool named {name!r} in session {active.session_id!r}; known tools: {known}",
-                tool=name,
-            )
+            raise ToolNotFoundError.in_session(name, active.session_id, listed)
         return cls(info.name, info.description, info.parameters)
 
     def __call__(self, **arguments: Any) -> Any:

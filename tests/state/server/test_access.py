@@ -20,15 +20,9 @@ from dspex.state import LocalProvider
 from dspex.state.store import AccessPolicy, SessionStoreProvider, StoreServer
 
 
-@pytest.fixture(name="local")
-def _local() -> Iterator[LocalProvider]:
-    provider = LocalProvider()
-    yield provider
-    provider.close()
-
-
 @pytest.fixture(name="server")
 def _server(local: LocalProvider) -> Iterator[StoreServer]:
+    """The folder's ``server`` (tests/state/conftest.py), with the standard access policy."""
     with served(local, auth=AccessPolicy.from_dict(standard_auth())) as server:
         yield server
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support.hardening import FLOAT, WAIT, child_create_ttl_session, served, spawned
+from support.hardening import FLOAT, WAIT, child_create_ttl_session, spawned
 from support.serve_process import ServeProcess
 
 import dspex
@@ -20,15 +20,10 @@ TTL = 1.5
 
 @pytest.fixture(name="local")
 def _local() -> Iterator[LocalProvider]:
+    """The folder's ``local`` (tests/state/conftest.py), sweeping often so TTLs end quickly."""
     provider = LocalProvider(sweep_interval=0.05)
     yield provider
     provider.close()
-
-
-@pytest.fixture(name="server")
-def _server(local: LocalProvider) -> Iterator[StoreServer]:
-    with served(local) as server:
-        yield server
 
 
 def _ends_expired(watch: VariableWatch, timeout: float = WAIT * 2) -> errors.DspexError:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 from support import wait_until
-from support.hardening import FLOAT, WAIT, child_hold_lock, served, spawned
+from support.hardening import FLOAT, WAIT, child_hold_lock, spawned
 
 import dspex
 from dspex import errors
@@ -20,19 +19,6 @@ from dspex._proto.bridge.v1 import store_pb2_grpc as pb_grpc
 from dspex.state import LocalProvider, SessionContext, VariableWatch
 from dspex.state.store import SessionStoreProvider, StoreServer
 from dspex.state.wire import status as _status
-
-
-@pytest.fixture(name="local")
-def _local() -> Iterator[LocalProvider]:
-    provider = LocalProvider()
-    yield provider
-    provider.close()
-
-
-@pytest.fixture(name="server")
-def _server(local: LocalProvider) -> Iterator[StoreServer]:
-    with served(local) as server:
-        yield server
 
 
 @pytest.fixture(name="sid")

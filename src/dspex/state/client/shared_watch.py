@@ -71,10 +71,7 @@ class SharedWatchStream:
             StoreUnavailableError: no confirmation within ``timeout`` seconds.
         """
         if not self._started.wait(timeout):
-            raise StoreUnavailableError(
-                f"session store {self.address} did not confirm the watch within {timeout:g} s",
-                address=self.address,
-            )
+            raise StoreUnavailableError.stream_timeout(self.address, "confirm the watch", timeout)
         if self._failure is not None:
             raise _copy(self._failure)
 

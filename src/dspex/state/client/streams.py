@@ -146,10 +146,8 @@ class HolderStream:
         )  # fmt: skip
         if not self._started.wait(timeout):
             self.stop()
-            raise StoreUnavailableError(
-                f"session store {loop.address.url} did not open a lock-holder stream within "
-                f"{timeout:g} s",
-                address=loop.address.url,
+            raise StoreUnavailableError.stream_timeout(
+                loop.address.url, "open a lock-holder stream", timeout
             )
         if self.holder_id is None:
             raise self._failure or StoreUnavailableError(

@@ -226,10 +226,8 @@ class ToolServing:
         self._thread.start()
         if not self._ready.wait(timeout):
             self.stop()
-            raise StoreUnavailableError(
-                f"session store {self.client.address} did not open the tool stream within "
-                f"{timeout:g} s",
-                address=self.client.address,
+            raise StoreUnavailableError.stream_timeout(
+                self.client.address, "open the tool stream", timeout
             )
         if self._failure is not None:
             self.stop()

@@ -59,10 +59,7 @@ class StoreWatchReader:
         self._stop = self._loop.follow(request, self._metadata, self._handle, self._end)
         if not self._started.wait(timeout):
             self.cancel()
-            raise StoreUnavailableError(
-                f"session store {self.address} did not confirm the watch within {timeout:g} s",
-                address=self.address,
-            )
+            raise StoreUnavailableError.stream_timeout(self.address, "confirm the watch", timeout)
         if self._failure is not None or self._watcher is None:
             raise self._failure or StoreUnavailableError("watch stream ended before it started")
         return VariableWatch(self._watcher.items, self.cancel, self._watcher.last_put)

@@ -211,11 +211,8 @@ class SessionTools:
         client = self._client
         if client is None:
             with self._lock:
-                known = ", ".join(sorted(self._owned)) or "none"
-            raise ToolNotFoundError(
-                f"no tool named {name!r} in session {self.session_id!r}; known tools: {known}",
-                tool=name,
-            )
+                known = list(self._owned)
+            raise ToolNotFoundError.in_session(name, self.session_id, known)
         text = arguments_to_json(name, arguments)
         outcome = client.call_tool(self.session_id, name, text, timeout)
         if outcome.failure is not None:

@@ -75,10 +75,15 @@ def _end_all(
 
 
 def _observed_unary(
-    observers: Sequence[CallObserver], method: str, behavior: Callable[..., Awaitable[Any]]
+    observers: Sequence[CallObserver],
+    method: str,
+    behavior: Callable[..., Awaitable[Any]],
+    streaming: bool = False,
 ) -> Callable[..., Awaitable[Any]]:
+    """``behavior`` observed as one awaited call (``streaming`` for stream writers)."""
+
     async def unary(request: Any, context: Any) -> Any:
-        tokens = _begin_all(observers, method, context, False)
+        tokens = _begin_all(observers, method, context, streaming)
         error: BaseException | None = None
         try:
             return await behavior(request, context)
@@ -110,18 +115,7 @@ def _observed_stream(
 
         return generator
 
-    async def writer(request: Any, context: Any) -> Any:  # writes with context.write
-        tokens = _begin_all(observers, method, context, True)
-        error: BaseException | None = None
-        try:
-            return await behavior(request, context)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            _end_all(observers, tokens, context, error)
-
-    return writer
+    return _observed_unary(observers, method, behavior, True)  # writes with context.write
 
 
 def observed(

@@ -220,12 +220,7 @@ class ToolHub:
         tools = self._tools.get(session_id, {})
         entry = tools.get(name)
         if entry is None:
-            known = ", ".join(sorted(tools)) or "none"
-            raise ToolNotFoundError(
-                f"no tool named {name!r} in session {session_id!r}; known tools: {known}",
-                tool=name,
-                known=sorted(tools),
-            )
+            raise ToolNotFoundError.in_session(name, session_id, tools)
         owner = entry[1]
         stream = self._streams.get((session_id, owner))
         if stream is None:
