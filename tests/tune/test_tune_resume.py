@@ -6,6 +6,7 @@ journal case is slower."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -42,11 +43,15 @@ def test_a_killed_run_resumes_its_study_and_retries_the_trial_it_was_running(
     first.wait_for("trial ", count=3)
     reader = _journal(path) if kind == "journal" else storage
     deadline = time.monotonic() + 30
-    # Kill while a trial runs with its values chosen, so there is something to retry.
-    while not any(
-        t.state == optuna.trial.TrialState.RUNNING and t.params for t in _states(reader)
-    ):
+    # Kill while a trial runs with its values chosen, so there is something to retry: the run
+    # is paused (SIGSTOP) while its study is read, so the trial seen running is still running
+    # when SIGKILL lands.
+    while True:
         assert time.monotonic() < deadline, "the run never had a trial running"
+        first.process.send_signal(signal.SIGSTOP)
+        if any(t.state == optuna.trial.TrialState.RUNNING and t.params for t in _states(reader)):
+            break
+        first.process.send_signal(signal.SIGCONT)
         time.sleep(0.02)
     first.kill()
     before = _states(reader)
