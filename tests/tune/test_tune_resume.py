@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 from support.serve_process import ServeProcess
 from tuner import Tuner
 
@@ -49,7 +50,11 @@ def test_a_killed_run_resumes_its_study_and_retries_the_trial_it_was_running(
     while True:
         assert time.monotonic() < deadline, "the run never had a trial running"
         first.process.send_signal(signal.SIGSTOP)
-        if any(t.state == optuna.trial.TrialState.RUNNING and t.params for t in _states(reader)):
+        try:
+            states = _states(reader)
+        except sqlalchemy.exc.OperationalError:  # paused while it held the SQLite write lock
+            states = []
+        if any(t.state == optuna.trial.TrialState.RUNNING and t.params for t in states):
             break
         first.process.send_signal(signal.SIGCONT)
         time.sleep(0.02)
