@@ -9,7 +9,9 @@ single connection to the store.
 ``ServeTools`` stream open, runs each call it receives on a small thread pool (so concurrent
 calls run concurrently) and answers with ``ReturnToolResult``. Each time the stream opens it
 registers the owner's tools again, so after a broken connection or a restarted store the tools
-are back as soon as the owner reconnects.
+are back as soon as the owner reconnects. The store binds the owner id to the serving key its
+first stream was given (:attr:`ToolServing.serving_key`); registering, unregistering and
+reconnecting carry it, so no other connection can act for this owner.
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ class ToolStoreClient:
         self.metadata = metadata
         self.timeout = timeout
         self._errors = translate_rpc_errors(address)
+        self.serving_keys: dict[tuple[str, str], str] = {}
+        """(session id, owner id) -> the serving key the store bound that owner id to; kept
+        here, not per stream, so serving again after a failed start still holds it."""
 
     @classmethod
     def for_session(
@@ -111,8 +116,10 @@ class ToolStoreClient:
                 request, timeout=timeout, metadata=self.metadata or None
             )
 
-    def register_tool(self, session_id: str, owner: str, spec: ToolSpecText) -> ToolInfo:
-        request = convert.register_request(session_id, owner, spec)
+    def register_tool(
+        self, session_id: str, owner: str, spec: ToolSpecText, *, key: str = ""
+    ) -> ToolInfo:
+        request = convert.register_request(session_id, owner, key, spec)
         return convert.info_result(self._call("RegisterTool", request, self.timeout))
 
     def unregister_tools(
@@ -121,9 +128,10 @@ class ToolStoreClient:
         owner: str,
         names: Iterable[str] = (),
         *,
+        key: str = "",
         timeout: float | None = None,
     ) -> int:
-        request = convert.unregister_request(session_id, owner, names)
+        request = convert.unregister_request(session_id, owner, key, names)
         deadline = self.timeout if timeout is None else timeout
         return convert.removed_result(self._call("UnregisterTools", request, deadline))
 
@@ -144,9 +152,10 @@ class ToolStoreClient:
         request = convert.return_request(session_id, owner, call_id, outcome)
         return convert.accepted_result(self._call("ReturnToolResult", request, self.timeout))
 
-    def open_serving(self, session_id: str, owner: str) -> Any:
-        """Open a ServeTools stream (iterate it inside ``errors``; cancel it to end it)."""
-        request = convert.serve_request(session_id, owner)
+    def open_serving(self, session_id: str, owner: str, key: str = "") -> Any:
+        """Open a ServeTools stream (iterate it inside ``errors``; cancel it to end it);
+        ``key`` is the owner's serving key when it served before ("" the first time)."""
+        request = convert.serve_request(session_id, owner, key)
         return self._stub.ServeTools(request, metadata=self.metadata or None)
 
     def serve(
@@ -259,7 +268,7 @@ class ToolServing:
 
     def _serve_once(self) -> None:
         """Hold one stream until it ends. Raises the dspex error it ended with."""
-        stream = self.client.open_serving(self.session_id, self.owner)
+        stream = self.client.open_serving(self.session_id, self.owner, self.serving_key)
         self._stream = stream
         if self._stop.is_set():
             stream.cancel()
@@ -267,11 +276,28 @@ class ToolServing:
             for message in stream:
                 event = convert.serve_event(message)
                 if event.kind == "started":
+                    # The same key on each reconnect; a new one after a store restart.
+                    self.client.serving_keys[(self.session_id, self.owner)] = event.serving_key
                     for spec in self._specs():
-                        self.client.register_tool(self.session_id, self.owner, spec)
+                        self.register(spec)
                     self._ready.set()
                 elif event.kind == "call":
                     self._pool.submit(self._answer, event)
+
+    @property
+    def serving_key(self) -> str:
+        """The secret the store bound this owner id to ("" before its first stream opened)."""
+        return self.client.serving_keys.get((self.session_id, self.owner), "")
+
+    def register(self, spec: ToolSpecText) -> ToolInfo:
+        """Register (or replace) one tool of this owner, with its serving key."""
+        return self.client.register_tool(self.session_id, self.owner, spec, key=self.serving_key)
+
+    def unregister(self, timeout: float | None) -> int:
+        """Remove every tool of this owner from the store (after :meth:`stop` too)."""
+        return self.client.unregister_tools(
+            self.session_id, self.owner, key=self.serving_key, timeout=timeout
+        )
 
     def _answer(self, event: convert.ServeEvent) -> None:
         outcome = self._run(event.name, event.arguments_json)
