@@ -42,6 +42,7 @@ from dspex.state.core.tool_model import (
 from dspex.state.wire import tools as convert
 from dspex.state.wire.channel import connect, parse_address
 from dspex.state.wire.status import translate_rpc_errors
+from dspex.state.wire.tls import ClientTls
 
 __all__ = ["ToolServing", "ToolStoreClient"]
 
@@ -73,6 +74,8 @@ class ToolStoreClient:
         channel: an open gRPC channel to share (None: open one, closed by :meth:`close`).
         metadata: call metadata sent with every call (the bearer token).
         timeout: seconds each registration or listing call may take.
+        tls: what to trust when connecting to a ``grpcs://`` address (default: as
+            ``ClientTls.load()``, from ``$DSPEX_TLS_CA``...).
     """
 
     def __init__(
@@ -82,10 +85,14 @@ class ToolStoreClient:
         channel: Any = None,
         metadata: tuple[tuple[str, str], ...] = (),
         timeout: float = 10.0,
+        tls: ClientTls | None = None,
     ) -> None:
         self._own_channel = channel is None
         if channel is None:
-            channel, _ = connect(parse_address(address))
+            parsed = parse_address(address)
+            if parsed.tls and tls is None:
+                tls = ClientTls.load()
+            channel, _ = connect(parsed, tls=tls)
         self.address = address
         self._channel = channel
         self._stub = convert.stub(channel)
@@ -98,17 +105,23 @@ class ToolStoreClient:
 
     @classmethod
     def for_session(
-        cls, provider: StateProvider, address: str, token: str | None
+        cls,
+        provider: StateProvider,
+        address: str,
+        token: str | None,
+        root_cert: bytes | None = None,
     ) -> ToolStoreClient:
         """A client for the store a session lives in, sharing its provider's channel if it
-        has one (a worker's cached store client), else connecting to ``address``."""
+        has one (a worker's cached store client), else connecting to ``address`` (trusting
+        ``root_cert`` over TLS)."""
         store = _store_behind(provider)
         if store is not None:
             # Same package: reuse the provider's channel and credentials (one connection).
             store._connect()
             return cls(store.address, channel=store._channel, metadata=store._auth)
         metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        return cls(address, metadata=metadata)
+        tls = None if root_cert is None else ClientTls.load(root_cert)
+        return cls(address, metadata=metadata, tls=tls)
 
     def _call(self, method: str, request: Any, timeout: float | None) -> Any:
         with self._errors:
