@@ -1,0 +1,119 @@
+"""Group flush: with ``fsync``, one disk flush of the write-ahead log for every commit made
+before it started, taken outside the data file's lock.
+
+SQLite runs with ``synchronous=NORMAL``: ``COMMIT`` appends the transaction to the WAL with
+``write(2)`` and returns without flushing (SQLite still flushes the WAL and the data file
+around each checkpoint, so the file is never corrupted). An engine with ``fsync`` then calls
+:meth:`WalFlush.flush` before it acknowledges a change: ``fdatasync`` of the WAL file makes
+every commit written before the call durable, exactly what ``synchronous=FULL`` would have
+flushed inside ``COMMIT``. Because the flush runs after the data file's lock is released, the
+next writers commit while it runs, and one flush covers all of them (group commit): the number
+of flushes per acknowledged change falls below one as writers grow, while the WAL write of
+each batch stays off the flush's critical path.
+
+A flush that fails (``EIO``) leaves the outcome of the commits it covered unknown: they are in
+the WAL but may not survive a power loss. The flush then stays failed: this and every later
+write is refused until the server restarts (the data file is the truth at the next start), so a
+revision is never acknowledged twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import dspex.errors as errors
+
+__all__ = ["WalFlush", "sync_directory"]
+
+
+class WalFlush:
+    """Flushes of the WAL file ``path``, one at a time, each covering every commit before it.
+
+    Args:
+        path: the WAL file (``dspex.sqlite3-wal``), which SQLite created and keeps while its
+            connection is open.
+        flushes: flushes counted before this process (the data file's running count).
+        sealed: called after each flush with the change count it made durable (the seal).
+
+    Raises:
+        StoreDataError: the WAL file cannot be opened.
+    """
+
+    def __init__(self, path: Path, flushes: int, sealed: Callable[[int], None]) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDWR)
+        except OSError as exc:
+            raise errors.StoreDataError(
+                f"cannot open the write-ahead log {path} to flush it: {exc.strerror or exc}; "
+                "check the data directory's permissions",
+                directory=str(path.parent),
+            ) from exc
+        self._lock = threading.Lock()  # one flush at a time; a waiter may find itself covered
+        self._sealed = sealed
+        # (mark, change count) of the newest COMMIT that returned: one tuple, read atomically.
+        self._newest = (0, 0)
+        self.flushed = 0  # commit mark up to which the WAL is on the disk
+        self.flushes = flushes
+        self.failure: errors.StoreError | None = None
+
+    def committed(self, changes: int) -> int:
+        """Count one COMMIT that returned, after which the file holds ``changes``; returns the
+        commit's mark for :meth:`flush` (call under the data file's lock)."""
+        mark = self._newest[0] + 1
+        self._newest = (mark, changes)
+        return mark
+
+    def flush(self, mark: int) -> None:
+        """Return once the commit ``mark`` is on the disk, flushing if no flush covered it.
+
+        Raises:
+            StoreError: the flush failed (``outcome_unknown``); every later write fails.
+        """
+        if self.flushed >= mark:
+            return
+        with self._lock:
+            if self.failure is not None:
+                raise self.failure
+            if self.flushed >= mark:  # the flush we waited for covered this commit too
+                return
+            if self._fd < 0:
+                raise errors.StoreDataError(
+                    f"the write-ahead log {self.path} was closed; reopen the store",
+                    directory=str(self.path.parent),
+                )
+            target, changes = self._newest  # every commit up to here is in the WAL file
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self.failure = errors.StoreError(
+                    f"flushing the write-ahead log {self.path} to disk failed ({exc}): the "
+                    "last changes may or may not survive a power loss, so this server takes "
+                    "no more writes; restart it (the data file is checked at start) and read "
+                    "the variables back before retrying",
+                    directory=str(self.path.parent),
+                    outcome_unknown=True,
+                )
+                raise self.failure from exc
+            self.flushes += 1
+            self.flushed = target
+            self._sealed(changes)
+
+    def close(self) -> None:
+        """Close the WAL file; a later :meth:`flush` of an unflushed commit is refused."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def sync_directory(directory: Path) -> None:
+    """Flush ``directory``'s entries (the data file, its WAL and the seal) to the disk."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
