@@ -304,9 +304,14 @@ class SQLiteEngine(MemoryEngine):
         flushes = self._counts["flushes"] if flush is None else flush.flushes
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            for ticket in batch:
-                if self._apply_ticket(ticket):
-                    applied.append(ticket)
+            if len(batch) == 1:  # alone in the transaction: a failure rolls back only it
+                applied = batch
+                for sql, params in batch[0].statements:
+                    self._db.execute(sql, params)
+            else:
+                for ticket in batch:
+                    if self._apply_ticket(ticket):
+                        applied.append(ticket)
             counted = sum(ticket.changes for ticket in applied)
             self._db.execute(_COUNT_CHANGES, (counted, str(flushes)))
             self._db.execute("COMMIT")
@@ -323,6 +328,15 @@ class SQLiteEngine(MemoryEngine):
             return
         _finish(applied, None)
         self._sealed(self._changes)
+
+    def _commit_waiting(self) -> None:
+        """Commit the changes queued now if the data file is free, so the flush about to start
+        covers them too (called by the flusher, which never waits for the data file here)."""
+        if self._queue and self._db_lock.acquire(blocking=False):
+            try:
+                self._commit_queued()
+            finally:
+                self._db_lock.release()
 
     def _sealed(self, changes: int) -> None:
         """Record ``changes`` as acknowledged in the seal file (after they are committed, and
@@ -347,7 +361,7 @@ class SQLiteEngine(MemoryEngine):
         except OSError as exc:
             raise _data_error(self.path, exc, "nothing was changed") from exc
         wal = self.path.with_name(self.path.name + "-wal")
-        self._flush = WalFlush(wal, self._counts["flushes"], self._sealed)
+        self._flush = WalFlush(wal, self._counts["flushes"], self._sealed, self._commit_waiting)
         self._flush.flush(self._flush.committed(self._changes))  # what _prepare wrote
 
     def stats(self) -> dict[str, int]:

@@ -37,12 +37,20 @@ class WalFlush:
             connection is open.
         flushes: flushes counted before this process (the data file's running count).
         sealed: called after each flush with the change count it made durable (the seal).
+        gather: called before each flush to commit the changes already queued for the data
+            file, if it is free, so this flush covers them instead of the next one.
 
     Raises:
         StoreDataError: the WAL file cannot be opened.
     """
 
-    def __init__(self, path: Path, flushes: int, sealed: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        flushes: int,
+        sealed: Callable[[int], None],
+        gather: Callable[[], None],
+    ) -> None:
         self.path = path
         try:
             self._fd = os.open(path, os.O_RDWR)
@@ -54,6 +62,7 @@ class WalFlush:
             ) from exc
         self._lock = threading.Lock()  # one flush at a time; a waiter may find itself covered
         self._sealed = sealed
+        self._gather = gather
         # (mark, change count) of the newest COMMIT that returned: one tuple, read atomically.
         self._newest = (0, 0)
         self.flushed = 0  # commit mark up to which the WAL is on the disk
@@ -85,6 +94,7 @@ class WalFlush:
                     f"the write-ahead log {self.path} was closed; reopen the store",
                     directory=str(self.path.parent),
                 )
+            self._gather()
             target, changes = self._newest  # every commit up to here is in the WAL file
             try:
                 os.fdatasync(self._fd)
