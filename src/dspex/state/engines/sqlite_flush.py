@@ -30,7 +30,7 @@ __all__ = ["WalFlush", "sync_directory"]
 
 
 class WalFlush:
-    """Flushes of the WAL file ``path``, one at a time, each covering every commit before it.
+    """Flushes of the WAL file ``path``, each covering every commit made before it started.
 
     Args:
         path: the WAL file (``dspex.sqlite3-wal``), which SQLite created and keeps while its
@@ -60,11 +60,12 @@ class WalFlush:
                 "check the data directory's permissions",
                 directory=str(path.parent),
             ) from exc
-        self._lock = threading.Lock()  # one flush at a time; a waiter may find itself covered
+        self._cond = threading.Condition()  # guards everything below but _newest
         self._sealed = sealed
         self._gather = gather
         # (mark, change count) of the newest COMMIT that returned: one tuple, read atomically.
         self._newest = (0, 0)
+        self._running = False  # a flush is in flight (one at a time: each covers the most)
         self.flushed = 0  # commit mark up to which the WAL is on the disk
         self.flushes = flushes
         self.failure: errors.StoreError | None = None
@@ -77,44 +78,69 @@ class WalFlush:
         return mark
 
     def flush(self, mark: int) -> None:
-        """Return once the commit ``mark`` is on the disk, flushing if no flush covered it.
+        """Return once the commit ``mark`` is on the disk: at once if a flush covered it, else
+        after the flush in flight (which may cover it) and, if needed, a flush of its own.
 
         Raises:
             StoreError: the flush failed (``outcome_unknown``); every later write fails.
+            StoreDataError: the file was closed before the commit was flushed.
         """
         if self.flushed >= mark:
             return
-        with self._lock:
+        with self._cond:
+            if not self._take_turn(mark):
+                return
+        done = False
+        try:
+            self._gather()
+            target, changes = self._newest  # every commit up to here is in the WAL file
+            os.fdatasync(self._fd)
+            done = True
+        except OSError as exc:
+            self.failure = self._failed(exc)
+            raise self.failure from exc
+        finally:
+            with self._cond:  # waiters wake to find themselves covered, or take the next turn
+                if done:
+                    self.flushes += 1
+                    self.flushed = target
+                    self._sealed(changes)
+                self._running = False
+                self._cond.notify_all()
+
+    def _take_turn(self, mark: int) -> bool:
+        """Wait until ``mark`` is flushed (False) or no flush runs, so this thread flushes
+        (True); the caller holds ``_cond``."""
+        while True:
             if self.failure is not None:
                 raise self.failure
-            if self.flushed >= mark:  # the flush we waited for covered this commit too
-                return
+            if self.flushed >= mark:
+                return False
             if self._fd < 0:
                 raise errors.StoreDataError(
                     f"the write-ahead log {self.path} was closed; reopen the store",
                     directory=str(self.path.parent),
                 )
-            self._gather()
-            target, changes = self._newest  # every commit up to here is in the WAL file
-            try:
-                os.fdatasync(self._fd)
-            except OSError as exc:
-                self.failure = errors.StoreError(
-                    f"flushing the write-ahead log {self.path} to disk failed ({exc}): the "
-                    "last changes may or may not survive a power loss, so this server takes "
-                    "no more writes; restart it (the data file is checked at start) and read "
-                    "the variables back before retrying",
-                    directory=str(self.path.parent),
-                    outcome_unknown=True,
-                )
-                raise self.failure from exc
-            self.flushes += 1
-            self.flushed = target
-            self._sealed(changes)
+            if not self._running:
+                self._running = True
+                return True
+            self._cond.wait()
+
+    def _failed(self, exc: OSError) -> errors.StoreError:
+        return errors.StoreError(
+            f"flushing the write-ahead log {self.path} to disk failed ({exc}): the last "
+            "changes may or may not survive a power loss, so this server takes no more "
+            "writes; restart it (the data file is checked at start) and read the variables "
+            "back before retrying",
+            directory=str(self.path.parent),
+            outcome_unknown=True,
+        )
 
     def close(self) -> None:
-        """Close the WAL file; a later :meth:`flush` of an unflushed commit is refused."""
-        with self._lock:
+        """Close the WAL file once the flushes in flight ended; a later :meth:`flush` of an
+        unflushed commit is refused."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._running, timeout=30.0)
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
