@@ -21,6 +21,10 @@ rotating order, so all four figures see the same machine load:
   writers' own CPU time;
 * ``concurrent8_memory_sets_per_s``, ``concurrent8_sqlite_fsync_sets_per_s``: the sets per
   second those 8 writers completed in the same rounds;
+* ``disk_flush_us_p50``: ``fdatasync`` of a 4 KiB write to a file in the same directory,
+  between the rounds: the floor under the ``--fsync`` figure, whose every set waits for at
+  least one flush that began after its commit (on a shared VM this ranges from well under a
+  millisecond to several);
 * ``concurrent8_sqlite_fsync_flushes_per_change`` and ``..._commits_per_change``: the disk
   flushes and SQLite transactions per acknowledged change over the ``--fsync`` server's life
   (``SQLiteEngine.stats`` read from its data directory after it stopped): group commit makes
@@ -31,6 +35,7 @@ Without a ``redis-server`` binary the Redis figures are None and ``engines_note`
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import statistics
@@ -224,10 +229,13 @@ def _concurrent() -> dict[str, float]:
             }
             times: dict[str, list[float]] = {kind: [] for kind in servers}
             seconds = dict.fromkeys(servers, 0.0)
+            flushes: list[float] = []
             for _round in range(CONCURRENT_ROUNDS):
                 for kind, group in setters.items():
                     seconds[kind] += _together(group, times[kind])
+                flushes += _disk_flushes(f"{directory}/probe")
         figures = _group_commit(data)  # the server stopped: its data directory is free
+    figures["disk_flush_us_p50"] = statistics.median(flushes)
     for kind, samples in times.items():
         figures[f"concurrent8_{kind}_set_us_p50"] = statistics.median(samples)
         figures[f"concurrent8_{kind}_sets_per_s"] = round(len(samples) / seconds[kind], 1)
@@ -236,6 +244,21 @@ def _concurrent() -> dict[str, float]:
         3,
     )
     return figures
+
+
+def _disk_flushes(path: str, count: int = 10) -> list[float]:
+    """Microseconds of ``count`` 4 KiB writes to ``path``, each followed by ``fdatasync``."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        times = []
+        for step in range(count):
+            os.pwrite(fd, os.urandom(4096), 4096 * step)
+            began = time.perf_counter_ns()
+            os.fdatasync(fd)
+            times.append((time.perf_counter_ns() - began) / 1000)
+        return times
+    finally:
+        os.close(fd)
 
 
 def _group_commit(directory: str) -> dict[str, float]:
