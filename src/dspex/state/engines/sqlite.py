@@ -8,13 +8,13 @@ Durability: WAL with ``synchronous=NORMAL``. A commit is appended to the WAL fil
 ``write(2)`` before ``COMMIT`` returns, so it sits in the kernel's page cache and survives the
 server process dying in any way (``kill -9``, crash, OOM kill); SQLite replays the WAL on the
 next open. Only an OS crash or power loss can lose the last commits (never corrupting the file);
-``fsync=True`` closes that gap: no change is acknowledged before an ``fdatasync`` of the WAL
-that covers it (see ``sqlite_flush``).
+``fsync=True`` (``synchronous=FULL``) closes that gap: ``COMMIT`` returns only once the WAL is
+flushed to the disk.
 
-Group commit: writers queue their changes and whoever holds the data file next commits all of
-them in one transaction; with ``fsync`` the flush then runs outside the data file's lock, so
-the next batch commits meanwhile and one flush covers every commit made before it began. The
-``meta`` table counts changes, transactions (``commits``) and flushes (``flushes``): see
+Group commit: writers queue their changes, and whoever holds the data file next commits every
+queued change in one transaction, so with ``fsync`` one disk flush covers all of them; while it
+runs, the next writers queue up for the following one. The ``meta`` table counts changes,
+transactions (``commits``) and, with ``fsync``, flushes (``flushes``): see
 :meth:`SQLiteEngine.stats`.
 
 Damage and loss are detected, never served (see ``_sqlite_seal``): records carry checksums
@@ -51,7 +51,6 @@ from dspex.state.engines.memory import (
     _Space,
     record_bytes,
 )
-from dspex.state.engines.sqlite_flush import WalFlush, sync_directory
 from dspex.state.engines.sqlite_seal import (
     Seal,
     Stored,
@@ -101,12 +100,13 @@ _TRIM_HISTORY: Final = (
 _APPEND_LOG: Final = "INSERT INTO log VALUES (?1, ?2, ?3, ?4, ?5)"
 _TRIM_LOG: Final = "DELETE FROM log WHERE session_id = ?1 AND revision <= ?2"
 _COUNTERS: Final = ("changes", "commits", "flushes")
-"""Running counts in ``meta``: acknowledged changes, transactions, WAL flushes (``fsync``)."""
+"""Running counts in ``meta``: acknowledged changes, transactions, transactions flushed to disk
+before they returned (``fsync``)."""
 _COUNT_CHANGES: Final = (
-    "UPDATE meta SET value = CASE key WHEN 'changes' THEN CAST(value AS INTEGER) + ?1 "
-    "WHEN 'commits' THEN CAST(value AS INTEGER) + 1 ELSE ?2 END "
-    "WHERE key IN ('changes', 'commits', 'flushes')"
+    "UPDATE meta SET value = CAST(value AS INTEGER) + CASE key WHEN 'changes' THEN ?1 ELSE 1 "
+    "END WHERE key IN ('changes', 'commits', ?2)"
 )
+"""Add ?1 changes and one transaction; ?2 is 'flushes' with ``fsync`` (else 'changes' again)."""
 _LOST_PREFIX: Final = "lost:"
 
 _Statement = tuple[str, tuple[Any, ...]]
@@ -120,9 +120,8 @@ class SQLiteEngine(MemoryEngine):
             ``dspex.lock``.
         history_size: versions kept per variable.
         log_size: updates kept per session for resuming watches.
-        fsync: flush every commit to the disk before acknowledging it (one flush for the
-            commits made meanwhile) so it also survives an OS crash or power loss; the default
-            survives any death of the process.
+        fsync: flush every commit to the disk (``synchronous=FULL``) so it also survives an
+            OS crash or power loss; the default survives any death of the process.
         accept_loss: when the data file lost acknowledged changes, begin a new store
             generation instead of refusing to start (lost revisions are never reissued).
 
@@ -163,22 +162,18 @@ class SQLiteEngine(MemoryEngine):
         self.generation = 1
         self.lost = 0  # acknowledged changes lost before this generation began (accept_loss)
         self._changes = 0
-        self._counts = dict.fromkeys(_COUNTERS, 0)  # as loaded; see stats()
-        self._flush: WalFlush | None = None
+        self._counts = dict.fromkeys(_COUNTERS, 0)  # commits and flushes; see stats()
+        self._flushed = "flushes" if fsync else "changes"  # the counter ?2 of _COUNT_CHANGES
         self._lock_fd = _lock_directory(self.directory)
         try:
             self._db, version = _open_database(self.path)
             try:
                 self._seal = Seal(self.directory)
                 try:
-                    _prepare(self._db, self.path, version)
+                    _prepare(self._db, self.path, fsync, version)
                     self._load()
-                    if fsync:
-                        self._open_flush()
                     self._check_loss(new_file=version is None, accept=accept_loss)
                 except BaseException:
-                    if self._flush is not None:
-                        self._flush.close()
                     self._seal.close()
                     raise
             except BaseException:
@@ -288,90 +283,68 @@ class SQLiteEngine(MemoryEngine):
                 f"the write to {self.path} was interrupted; the change was not applied",
                 directory=str(self.directory),
             )
-        if self._flush is not None:  # outside _db_lock: the next batch commits meanwhile
-            self._flush.flush(ticket.mark)
 
     def _commit_queued(self) -> None:
         """Commit every queued change in one transaction (the caller holds ``_db_lock``)."""
         with self._queue_lock:
             batch, self._queue = self._queue, []
-        refusal = self._refusal()
-        if refusal is not None:
-            _finish(batch, refusal)
-            return
-        applied: list[_Ticket] = []
-        flush = self._flush
-        flushes = self._counts["flushes"] if flush is None else flush.flushes
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            if len(batch) == 1:  # alone in the transaction: a failure rolls back only it
-                applied = batch
-                for sql, params in batch[0].statements:
-                    self._db.execute(sql, params)
-            else:
-                for ticket in batch:
-                    if self._apply_ticket(ticket):
-                        applied.append(ticket)
-            counted = sum(ticket.changes for ticket in applied)
-            self._db.execute(_COUNT_CHANGES, (counted, str(flushes)))
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-            _finish(applied, _data_error(self.path, exc, "the change was not applied"))
-            return
-        self._changes += counted
-        self._counts["commits"] += 1
-        if flush is not None:  # each writer waits for the flush covering its mark (_write)
-            _finish(applied, None, flush.committed(self._changes))
-            return
-        _finish(applied, None)
-        self._sealed(self._changes)
-
-    def _commit_waiting(self) -> None:
-        """Commit the changes queued now if the data file is free, so the flush about to start
-        covers them too (called by the flusher, which never waits for the data file here)."""
-        if self._queue and self._db_lock.acquire(blocking=False):
-            try:
-                self._commit_queued()
-            finally:
-                self._db_lock.release()
-
-    def _sealed(self, changes: int) -> None:
-        """Record ``changes`` as acknowledged in the seal file (after they are committed, and
-        with ``fsync`` flushed: the seal never counts a change the disk may not hold)."""
-        # Committed: a failure to update the seal must not report the writes as failed.
-        with contextlib.suppress(OSError):
-            self._seal.write(self.generation, changes)
-
-    def _refusal(self) -> errors.StoreError | None:
-        """Why no write can be committed now (closed, or an earlier flush failed), or None."""
         if self._closed:
-            return errors.StoreDataError(
+            closed = errors.StoreDataError(
                 f"the data directory {self.directory} was closed; reopen the store",
                 directory=str(self.directory),
             )
-        return None if self._flush is None else self._flush.failure
-
-    def _open_flush(self) -> None:
-        """Flush the directory once, then acknowledge commits only after a WAL flush."""
+            _finish(batch, closed)
+            return
         try:
-            sync_directory(self.directory)
-        except OSError as exc:
-            raise _data_error(self.path, exc, "nothing was changed") from exc
-        wal = self.path.with_name(self.path.name + "-wal")
-        self._flush = WalFlush(wal, self._counts["flushes"], self._sealed, self._commit_waiting)
-        self._flush.flush(self._flush.committed(self._changes))  # what _prepare wrote
+            applied = self._commit_batch(batch)
+        except sqlite3.Error as exc:
+            if len(batch) == 1:
+                _finish(batch, _data_error(self.path, exc, "the change was not applied"))
+                return
+            # Rare (a full disk, an I/O error): find which changes fail, one savepoint each.
+            try:
+                applied = self._commit_batch(batch, alone=True)
+            except sqlite3.Error as again:
+                _finish(batch, _data_error(self.path, again, "the change was not applied"))
+                return
+        self._changes += sum(ticket.changes for ticket in applied)
+        self._counts["commits"] += 1
+        if self.fsync:
+            self._counts["flushes"] += 1
+        _finish(applied, None)
+        # Committed: a failure to update the seal must not report the writes as failed.
+        with contextlib.suppress(OSError):
+            self._seal.write(self.generation, self._changes)
 
-    def stats(self) -> dict[str, int]:
-        """Running counts over the data file's life, kept in its ``meta`` table (so they
-        survive restarts and ``kill -9``): ``changes`` acknowledged, ``commits`` (SQLite
-        transactions: group commit puts the changes queued meanwhile in one) and ``flushes``
-        of the WAL to disk (``fsync`` only: each covers every commit made before it).
-        ``flushes / changes`` below 1 with concurrent writers shows group commit at work."""
-        flushes = self._counts["flushes"] if self._flush is None else self._flush.flushes
-        return {"changes": self._changes, "commits": self._counts["commits"], "flushes": flushes}
+    def _commit_batch(self, batch: Sequence[_Ticket], *, alone: bool = False) -> list[_Ticket]:
+        """Commit ``batch`` in one transaction; returns the tickets applied.
+
+        All or none by default (the hot path: no savepoint per change); with ``alone`` each
+        change runs in its own savepoint, so a failing one is rolled back and failed alone.
+
+        Raises:
+            sqlite3.Error: the transaction failed and was rolled back (nothing applied).
+        """
+        applied: list[_Ticket] = []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for ticket in batch:
+                if alone:
+                    if self._apply_ticket(ticket):
+                        applied.append(ticket)
+                    continue
+                for sql, params in ticket.statements:
+                    self._db.execute(sql, params)
+                applied.append(ticket)
+            counted = sum(ticket.changes for ticket in applied)
+            self._db.execute(_COUNT_CHANGES, (counted, self._flushed))
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise
+        return applied
 
     def _apply_ticket(self, ticket: _Ticket) -> bool:
         """Run one change inside a savepoint; on failure roll it back alone and fail it."""
@@ -454,8 +427,6 @@ class SQLiteEngine(MemoryEngine):
             for sql, params in statements:
                 self._db.execute(sql, params)
             self._db.execute("COMMIT")
-        if self._flush is not None:  # at open: no writer runs concurrently
-            self._flush.flush(self._flush.committed(self._changes))
 
     def _load_sessions(self) -> None:
         rows = self._db.execute(
@@ -503,6 +474,14 @@ class SQLiteEngine(MemoryEngine):
                 self._spaces[session_id], VariableUpdate(revision, kind, name, record)
             )
 
+    def stats(self) -> dict[str, int]:
+        """Running counts over the data file's life, kept in its ``meta`` table (so they
+        survive restarts and ``kill -9``): ``changes`` acknowledged, ``commits`` (SQLite
+        transactions: group commit puts the changes queued meanwhile in one) and ``flushes``
+        (transactions flushed to disk before they returned, with ``fsync``). With concurrent
+        writers, ``flushes / changes`` below 1 shows group commit at work."""
+        return {"changes": self._changes, **{key: self._counts[key] for key in _COUNTERS[1:]}}
+
     @property
     def blocks(self) -> bool:
         """Reads come from the memory image; a commit blocks only when it flushes to disk."""
@@ -516,8 +495,6 @@ class SQLiteEngine(MemoryEngine):
             self._closed = True
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
-            if self._flush is not None:
-                self._flush.close()
             self._seal.close()
             os.close(self._lock_fd)
         super().close()
@@ -526,23 +503,22 @@ class SQLiteEngine(MemoryEngine):
 class _Ticket:
     """One writer's change waiting for a group commit, and how it ended."""
 
-    __slots__ = ("changes", "done", "error", "mark", "statements")
+    __slots__ = ("changes", "done", "error", "statements")
 
     def __init__(self, statements: Sequence[_Statement], changes: int) -> None:
         self.statements = statements
         self.changes = changes
         self.done = False
-        self.error: errors.StoreError | None = None
-        self.mark = 0  # with fsync: the commit's mark, flushed before it is acknowledged
+        self.error: errors.StoreDataError | None = None
 
-    def fail(self, error: errors.StoreError) -> None:
+    def fail(self, error: errors.StoreDataError) -> None:
         self.done, self.error = True, error
 
 
-def _finish(tickets: Sequence[_Ticket], error: errors.StoreError | None, mark: int = 0) -> None:
-    """Mark ``tickets`` committed (``error`` None, at commit ``mark``) or failed with ``error``."""
+def _finish(tickets: Sequence[_Ticket], error: errors.StoreDataError | None) -> None:
+    """Mark ``tickets`` committed (``error`` None) or failed with ``error``."""
     for ticket in tickets:
-        ticket.done, ticket.error, ticket.mark = True, error, mark
+        ticket.done, ticket.error = True, error
 
 
 def _data_error(path: Path, exc: BaseException, consequence: str) -> errors.StoreDataError:
@@ -633,15 +609,12 @@ def _format_version(db: sqlite3.Connection) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _prepare(db: sqlite3.Connection, path: Path, version: int | None) -> None:
-    """Switch to WAL, create the tables, stamp the format version and the counts (new
-    files), and upgrade a format 1 file (checksums on every record).
-
-    ``synchronous=NORMAL`` even with ``fsync``: the engine flushes the WAL itself after the
-    commit, outside its lock (``sqlite_flush``); SQLite still flushes around checkpoints."""
+def _prepare(db: sqlite3.Connection, path: Path, fsync: bool, version: int | None) -> None:
+    """Switch to WAL, create the tables, stamp the format version and change count (new
+    files), and upgrade a format 1 file (checksums on every record)."""
     try:
         db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
         db.execute("BEGIN IMMEDIATE")
         _run_script(db, _SCHEMA.split(";"))
         if version == 1:
