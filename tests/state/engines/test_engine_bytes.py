@@ -51,12 +51,6 @@ class Model:
             _trim(self.history, HISTORY_SIZE, HISTORY_BYTES)
 
 
-@pytest.fixture(autouse=True)
-def _not_redis_yet(engine_kind: str) -> None:
-    if engine_kind == "redis":
-        pytest.skip("the Redis engine does not bound bytes yet")
-
-
 def _bounded(engines: EngineMaker) -> Engine:
     return engines.new(
         history_size=HISTORY_SIZE,

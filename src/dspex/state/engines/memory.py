@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Sequence
 from functools import partial
 from itertools import repeat
-from typing import Any, Final
+from typing import Any
 
 from dspex._model import VariableRecord, VariableUpdate
 from dspex.state.engines.contract import (
@@ -25,29 +25,21 @@ from dspex.state.engines.contract import (
     check_sizes,
     mark_batch,
 )
-from dspex.state.engines.sizes import SIZED_TYPES, exceeded, value_size
+from dspex.state.engines.sizes import (
+    HISTORY_BYTES,
+    LOG_BYTES,
+    SIZED_TYPES,
+    budget_exceeded,
+    record_bytes,
+    value_size,
+)
 
-__all__ = ["MemoryEngine"]
+__all__ = ["HISTORY_BYTES", "LOG_BYTES", "MemoryEngine", "record_bytes"]
 
 _new_tuple: Any = tuple.__new__
 
 
 _log = logging.getLogger("dspex.state")
-
-HISTORY_BYTES: Final = 256 * 1024 * 1024
-"""Default bound on the bytes of values kept in one variable's history."""
-LOG_BYTES: Final = 1024 * 1024 * 1024
-"""Default bound on the bytes of values kept in one session's change log."""
-
-
-def record_bytes(record: VariableRecord) -> int:
-    """Bytes a record's value takes (0 for numbers and booleans: they are a few bytes).
-
-    The engine computes it once per record, when it builds the record, and keeps it beside
-    the record's history and change-log entries; bounds and budgets read the kept sizes.
-    """
-    spec = record.spec
-    return value_size(spec, record.value) if spec.type in SIZED_TYPES else 0
 
 
 class _Space:
@@ -120,13 +112,13 @@ class MemoryEngine:
         max_session_bytes: int | None = None,
         max_store_bytes: int | None = None,
     ) -> None:
-        budgets = {"max_session_bytes": max_session_bytes, "max_store_bytes": max_store_bytes}
         check_sizes(
             history_size=history_size,
             log_size=log_size,
             history_bytes=history_bytes,
             log_bytes=log_bytes,
-            **{name: value for name, value in budgets.items() if value is not None},
+            max_session_bytes=max_session_bytes,
+            max_store_bytes=max_store_bytes,
         )
         self.max_session_bytes = max_session_bytes
         self.max_store_bytes = max_store_bytes
@@ -478,13 +470,12 @@ class MemoryEngine:
         growth = sum(map(partial(self._growth, space), updates, sizes))
         if growth <= 0:
             return
-        hint = "delete variables or sessions you no longer need, or keep large data elsewhere"
         limit = self.max_session_bytes
         if limit is not None and space.kept_bytes + growth > limit:
-            raise exceeded(f"bytes kept in session {session_id!r}", limit, hint)
+            raise budget_exceeded(session_id, limit)
         limit = self.max_store_bytes
         if limit is not None and self.store_bytes + growth > limit:
-            raise exceeded("bytes kept in the whole store", limit, hint)
+            raise budget_exceeded(None, limit)
 
     def _growth(self, space: _Space, update: VariableUpdate, size: int) -> int:
         """How many bytes ``update`` (``size`` bytes) adds to the session's kept values
