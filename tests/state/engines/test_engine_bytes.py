@@ -155,3 +155,19 @@ def _state(engine: Engine, sid: str) -> Any:
     records = sorted(engine.records(sid))
     history = {r.name: engine.history(sid, r.name) for r in records}
     return meta.revision, records, history, engine.changes(sid, 0)
+
+
+def test_budgets_count_what_trimming_and_annotating_leave(engines: EngineMaker) -> None:
+    engine = engines.new(history_bytes=1000, max_session_bytes=1500)
+    engine.create_session("t", ttl=None, owner="o")
+    engine.commit("t", [register("s", "a" * 800, TEXT)])
+    _set(engine, "t", "s", "b" * 900, 0)  # 1,700 before trimming: 900 after, within budget
+    old = engine.get("t", "s")
+    assert old is not None
+    engine.commit("t", [change(old, "c" * 1400, version=old.version, stale=True)])  # 900 -> 1400
+    assert [r.value for r in engine.history("t", "s")] == ["c" * 1400]
+    engine.commit("t", [register("u", "d" * 100, TEXT)])  # 1,500: the budget is full
+    with pytest.raises(errors.LimitExceededError, match="limit 1500"):
+        engine.commit("t", [register("v", "e", TEXT)])
+    _set(engine, "t", "s", "f" * 1300, 1)  # replaces the 1,400 kept: frees bytes, allowed
+    assert [r.value for r in engine.history("t", "s")] == ["f" * 1300]

@@ -106,14 +106,11 @@ local function shape(kind, name, version)
 end
 
 -- Bytes the history of name keeps once a version of size bytes is appended (nothing changes).
+-- (The same rule as the trim below: drop the oldest while too many or too large.)
 local function after_append(name, held, size)
   local sizes = base .. 'z:' .. name
-  local count, total, first = redis.call('LLEN', base .. 'h:' .. name), held, 0
-  if count >= history_size then
-    total, first, count = total - size_at(sizes, 0), 1, count - 1
-  end
-  count, total = count + 1, total + size
-  while total > history_bytes and count > 1 do
+  local count, total, first = redis.call('LLEN', base .. 'h:' .. name) + 1, held + size, 0
+  while count > 1 and (count > history_size or total > history_bytes) do
     total, first, count = total - size_at(sizes, first), first + 1, count - 1
   end
   return total
