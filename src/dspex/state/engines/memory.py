@@ -10,7 +10,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from functools import partial
 from itertools import repeat
 from typing import Any
 
@@ -467,7 +466,7 @@ class MemoryEngine:
         Raises:
             LimitExceededError: naming the budget (RESOURCE_EXHAUSTED on the wire).
         """
-        growth = sum(map(partial(self._growth, space), updates, sizes))
+        growth = sum(map(self._growth, repeat(space), updates, sizes))
         if growth <= 0:
             return
         limit = self.max_session_bytes
