@@ -2,7 +2,9 @@
 
 Why a stream and not pub/sub: pub/sub drops messages while a subscriber is disconnected, while
 a stream entry is written by the same Lua script as the commit (so it exists exactly when the
-commit does) and can be re-read from any id after a reconnect.
+commit does) and can be re-read from any id after a reconnect. A commit of large values
+carries only its first and last revision (so the feed stays small); the reader reads it from
+the session's change log and delivers it as one batch.
 
 No gap, no duplicate: the reader tracks the last delivered revision of every session. Updates
 at or below it are skipped; a jump (the stream was trimmed past a slow reader, or Redis was
