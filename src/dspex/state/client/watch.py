@@ -7,10 +7,12 @@ lag rule, as a local watch, so a watch over the store behaves like a local one.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from dspex._model import VariableUpdate
 from dspex.errors import DspexError, StoreUnavailableError
 from dspex.state.client.streams import StreamLoop
 from dspex.state.core.fanout import Watcher
@@ -48,6 +50,8 @@ class StoreWatchReader:
         self._watcher: Watcher | None = None
         self._backlog = 0
         self._stop: Any = None
+        self._lock = threading.Lock()  # orders diverting against the stream's deliveries
+        self._apply: Callable[[VariableUpdate], None] | None = None
 
     def start(self, request: Any, timeout: float) -> VariableWatch:
         """Return the watch once the store confirmed it is registered.
@@ -62,7 +66,31 @@ class StoreWatchReader:
             raise StoreUnavailableError.stream_timeout(self.address, "confirm the watch", timeout)
         if self._failure is not None or self._watcher is None:
             raise self._failure or StoreUnavailableError("watch stream ended before it started")
-        return VariableWatch(self._watcher.items, self.cancel, self._watcher.last_put)
+        watcher = self._watcher
+        return VariableWatch(watcher.items, self.cancel, watcher.last_put, self._divert)
+
+    def _divert(self, apply: Callable[[VariableUpdate], None]) -> bool:
+        """From now on call ``apply`` with each update on the stream loop (see
+        :meth:`VariableWatch.deliver_to`); what is queued already is applied first."""
+        watcher = self._watcher
+        if watcher is None:
+            return False
+        with self._lock:
+            ends: list[Any] = []
+            while True:
+                try:
+                    item = watcher.items.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, VariableUpdate):
+                    apply(item)
+                else:
+                    ends.append(item)  # END or an error: nothing follows it
+            for item in ends:
+                watcher.items.put(item)
+            if not ends:
+                self._apply = apply
+        return True
 
     def cancel(self) -> None:
         """Stop reading and cancel the call (idempotent)."""
@@ -75,23 +103,33 @@ class StoreWatchReader:
         """Apply one stream event (on the stream loop); False to stop reading."""
         watcher = self._watcher
         if kind == "update" and watcher is not None:
-            if self._backlog:  # initial records and replayed changes: not held against the bound
-                watcher.preload((payload,))
-                self._backlog -= 1
-                if not self._backlog:
-                    watcher.go_live()
-                return True
-            watcher.offer(payload)
-            if watcher.lagged:  # this process fell behind: the error is queued; stop the call
-                self._cancelled = True
-                return False
-        elif kind == "started":
+            with self._lock:
+                if self._apply is not None:  # diverted: straight to the consumer
+                    self._apply(payload)
+                    watcher.last_put = max(watcher.last_put, payload.revision)
+                    return True
+                return self._queue(watcher, payload)
+        if kind == "started":
             revision, _head, queue_size, self._backlog = payload
             self._watcher = watcher = Watcher(frozenset(), queue_size or _DEFAULT_QUEUE)
             watcher.last_put = revision
             if not self._backlog:
                 watcher.go_live()
             self._started.set()
+        return True
+
+    def _queue(self, watcher: Watcher, update: VariableUpdate) -> bool:
+        """Queue one update for the watch's consumer; False once the queue overflowed."""
+        if self._backlog:  # initial records and replayed changes: not held against the bound
+            watcher.preload((update,))
+            self._backlog -= 1
+            if not self._backlog:
+                watcher.go_live()
+            return True
+        watcher.offer(update)
+        if watcher.lagged:  # this process fell behind: the error is queued; stop the call
+            self._cancelled = True
+            return False
         return True
 
     def _end(self, error: DspexError | None) -> None:
