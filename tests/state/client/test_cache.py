@@ -242,7 +242,7 @@ def test_a_store_watch_delivers_to_a_consumer_on_its_stream_thread(
         revisions = [revision for _, revision, _ in applied[1:]]
         assert revisions == sorted(set(revisions)) and revisions[-1] == head
         # after the hand-over, no update waits in a queue for another thread to wake up
-        assert applied[-1][2] == "dspex-watch-streams"
+        assert applied[-1][2] == f"dspex-watch-{session_id[:12]}"
         local.close_session(session_id)
         assert watch.poll(timeout=10) is None and watch.closed  # the end still comes through
     finally:

@@ -1,8 +1,9 @@
 """Client side: one WatchVariables stream, fed into an ordinary watch queue.
 
-The stream is read on the client's one background stream loop (see
-:mod:`dspex.state.client.streams`); each update goes into the same bounded queue, with the same
-lag rule, as a local watch, so a watch over the store behaves like a local one.
+The stream is read on its own thread (see :func:`dspex.state.client.streams.follow_on_thread`);
+each update goes into the same bounded queue, with the same lag rule, as a local watch, so a
+watch over the store behaves like a local one, or, once a consumer took delivery
+(:meth:`VariableWatch.deliver_to`), straight to that consumer on the reading thread.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 from dspex._model import VariableUpdate
 from dspex.errors import DspexError, StoreUnavailableError
-from dspex.state.client.streams import StreamLoop
 from dspex.state.core.fanout import Watcher
 from dspex.state.core.watch import END, VariableWatch
 
@@ -23,26 +23,25 @@ __all__ = ["StoreWatchReader"]
 _DEFAULT_QUEUE = 1024
 
 
+Follow = Callable[[Any, Callable[[str, Any], bool], Callable[[DspexError | None], None]], Any]
+"""``follow(request, on_event, on_end)`` starts reading the stream; returns its stop function."""
+
+
 class StoreWatchReader:
-    """Feeds one WatchVariables stream (read on the client's stream loop) into a watch queue.
+    """Feeds one WatchVariables stream into a watch queue (or a consumer that took delivery).
 
     Args:
-        loop: the client's stream loop.
+        follow: starts reading the stream (the client's :func:`follow_on_thread`).
         address: the store's address (for errors).
         metadata: the call metadata (the bearer token).
         forget: called with this reader once it ended, so the client stops tracking it.
     """
 
     def __init__(
-        self,
-        loop: StreamLoop,
-        address: str,
-        metadata: tuple[tuple[str, str], ...],
-        forget: Callable[[StoreWatchReader], None],
+        self, follow: Follow, address: str, forget: Callable[[StoreWatchReader], None]
     ) -> None:
-        self._loop = loop
+        self._follow = follow
         self.address = address
-        self._metadata = metadata
         self._forget = forget
         self._started = threading.Event()
         self._failure: DspexError | None = None
@@ -60,7 +59,7 @@ class StoreWatchReader:
             DspexError: the store refused the watch (unknown session, resume too old ...).
             StoreUnavailableError: no confirmation within ``timeout`` seconds.
         """
-        self._stop = self._loop.follow(request, self._metadata, self._handle, self._end)
+        self._stop = self._follow(request, self._handle, self._end)
         if not self._started.wait(timeout):
             self.cancel()
             raise StoreUnavailableError.stream_timeout(self.address, "confirm the watch", timeout)
