@@ -2,10 +2,11 @@
 
 Every method is one call: convert the arguments, call the store, convert the answer; errors come
 back as the same dspex error classes the store raised (``grpc.RpcError`` never escapes). A watch
-is the server stream, read on the client's one background stream loop into the same bounded
-queue, with the same lag rule, as a local watch. The provider pickles: the channel is dropped
-and rebuilt lazily in the new process (create it after a worker process starts; never fork with
-a live channel).
+is the server stream, read into the same bounded queue, with the same lag rule, as a local
+watch: live watches share one stream per session on the client's background stream loop; a
+dedicated one (initial records, a resume) is read by its own thread. The provider pickles: the
+channel is dropped and rebuilt lazily in the new process (create it after a worker process
+starts; never fork with a live channel).
 
 Optimization locks: the client keeps one ``HoldLocks`` stream open from its first
 ``acquire_lock`` on, so the store releases its locks as soon as this process dies or its
