@@ -346,6 +346,19 @@ def test_timeout_counts_running_time_not_queueing_time() -> None:
         assert results == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
+def test_a_shorter_timeout_is_enforced_behind_a_longer_one() -> None:
+    # The dispatcher is only woken for a call whose deadline comes before the one it already
+    # waits for: the short call sent second must still time out on time.
+    with WorkerPool(pool_targets.echo_setup, workers=2) as pair:
+        long_call = pair.submit(("sleep", 1.0, "long"), timeout=120)
+        started = time.monotonic()
+        with pytest.raises(WorkerTimeoutError, match=r"within its timeout of 0.5s"):
+            pair.call(("sleep", 60, "never"), timeout=0.5)
+        assert time.monotonic() - started < 10
+        assert long_call.result(timeout=30) == "long"
+
+
 # ---- shutdown --------------------------------------------------------------------------------
 
 

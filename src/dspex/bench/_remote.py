@@ -7,6 +7,8 @@ revision the call carries) and returns the value and the moment it read it. The 
 worker is that moment minus the moment of the set (one monotonic clock, one machine): the time
 until the next call of every worker uses the new value. Each call then stays busy for
 ``LINGER`` seconds (after its read was timed) so that the round's calls land on every worker.
+A call that read the old value counts as never having seen the new one (an infinite sample: a
+p50/p99 it reaches is reported as None and misses the target), so no slow worker is left out.
 p50/p99 over ``FLEET_ROUNDS`` rounds, for ``FLEET_SPAWN`` spawned workers and ``FLEET_RAY`` Ray
 actors. The module is :class:`FleetProbe`, which imports neither DSPy nor ray, so a hundred
 spawned workers stay light (their resident memory is reported too). Beside it, in the same run,
@@ -17,8 +19,9 @@ spawned workers stay light (their resident memory is reported too). Beside it, i
 ``ray.get(actor.f.remote())`` on a plain actor of the same Ray instance; calls interleaved one by
 one so all four see the same load. Target: the Ray Remote call within 1.3x the bare round trip.
 
-Ray is started locally (2 CPUs, 150 MB object store, no dashboard) unless this process is
-already connected or ``$RAY_ADDRESS`` names a cluster; without ray installed the Ray figures are
+Ray is started locally (2 CPUs, 150 MB object store, no dashboard), after the spawn fleet was
+measured so that its processes do not share the cores with it, unless this process is already
+connected or ``$RAY_ADDRESS`` names a cluster; without ray installed the Ray figures are
 None.
 """
 
@@ -51,11 +54,17 @@ WARMUP: Final = 30
 LINGER: Final = 0.5
 """Seconds each fleet call stays busy after its read (timed before), so every worker gets one."""
 
+_NEVER: Final = float("inf")
+"""The sample of a call that read the old value: it never saw the new one."""
+
 SETUP_TIMEOUT: Final = 600.0
 """Seconds a worker may take to start: a hundred spawns share two cores."""
 
 TARGETS: Final[dict[str, tuple[str, Callable[[dict[str, Any]], bool]]]] = {
-    "fleet_spawn_ms_p99": ("<= 50", lambda f: f["fleet_spawn_ms_p99"] <= 50),
+    "fleet_spawn_ms_p99": (
+        "<= 50",
+        lambda f: f["fleet_spawn_ms_p99"] is not None and f["fleet_spawn_ms_p99"] <= 50,
+    ),
     "ray_call_us_p50": (
         "<= 1.3x ray_bare_call_us_p50",
         lambda f: (
@@ -98,9 +107,10 @@ class BareActor:
 
 def run() -> dict[str, Any]:
     """Run the suite and return its figures."""
+    # The spawn fleet first: a local Ray instance's own processes would share the two cores.
+    figures = _fleet_figures("spawn", FLEET_SPAWN)
     ray = _start_ray()
     try:
-        figures = _fleet_figures("spawn", FLEET_SPAWN)
         if ray is None:
             figures |= {"fleet_ray_ms_p50": None, "fleet_ray_ms_p99": None}
         else:
@@ -154,17 +164,17 @@ def _fleet_figures(backend: str, workers: int) -> dict[str, Any]:
                 t0 = time.monotonic_ns()
                 session.set("temperature", value)
                 results = remote.map(calls, progress=False)
-                seen += [(at - t0) / 1e6 for got, at, _ in results if got == value]
+                seen += [(at - t0) / 1e6 if got == value else _NEVER for got, at, _ in results]
                 reached.append(len({pid for _, _, pid in results}))
                 t0 = time.monotonic_ns()
                 dispatch += [(at - t0) / 1e6 for _, at, _ in remote.map(calls, progress=False)]
     prefix = f"fleet_{backend}"
     figures: dict[str, Any] = {
         f"{prefix}_workers": workers,
-        f"{prefix}_ms_p50": round(statistics.median(seen), 3),
-        f"{prefix}_ms_p99": round(_p99(seen), 3),
-        f"{prefix}_dispatch_ms_p99": round(_p99(dispatch), 3),
-        f"{prefix}_stale_reads": FLEET_ROUNDS * workers - len(seen),
+        f"{prefix}_ms_p50": _ms(statistics.median(seen)),
+        f"{prefix}_ms_p99": _ms(_p99(seen)),
+        f"{prefix}_dispatch_ms_p99": _ms(_p99(dispatch)),
+        f"{prefix}_stale_reads": seen.count(_NEVER),
         f"{prefix}_workers_called_min": min(reached),
         f"{prefix}_start_s": round(start_s, 2),
     }
@@ -224,6 +234,11 @@ def _time_calls(calls: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:
             call()
             samples[key].append((clock() - start) / 1000)
     return samples
+
+
+def _ms(value: float) -> float | None:
+    """A figure in ms for the JSON; None for a percentile that reached a stale read."""
+    return None if value == _NEVER else round(value, 3)
 
 
 def _p99(values: list[float]) -> float:

@@ -15,7 +15,6 @@ served from the cache at the revision it has applied (at least the caller's, onc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -147,10 +146,9 @@ class RemoteHandler:
     ) -> None:
         self.module = module
         self.session = session
-        self._revision: Callable[[str], int | None] = getattr(
-            provider, "revision", lambda _session_id: None
+        self._wait_revision: Callable[[str, int, float], bool] = getattr(
+            provider, "wait_revision", lambda _id, _revision, _timeout: False
         )
-        self._live: Callable[[str], bool] = getattr(provider, "is_live", lambda _id: False)
 
     def __call__(self, payload: CallPayload) -> Any:
         revision, args, kwargs, trace = payload
@@ -159,16 +157,10 @@ class RemoteHandler:
             return self.module(*args, **kwargs)
 
     def _catch_up(self, revision: int) -> None:
-        """Wait (briefly) until the read cache has applied the caller's ``revision``."""
-        session_id = self.session.session_id
-        seen = self._revision(session_id)
-        if seen is None or seen >= revision:
-            return  # not caching (reads go to the store), or already there
-        deadline = time.monotonic() + CATCH_UP_TIMEOUT
-        delay = 0.0002
-        while time.monotonic() < deadline and self._live(session_id):
-            seen = self._revision(session_id)
-            if seen is None or seen >= revision:
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
+        """Wait (briefly) until the read cache has applied the caller's ``revision``.
+
+        The cache's stream wakes this thread when it applies the revision (no polling: with a
+        hundred workers on two cores every needless wake-up delays the others). Returns at
+        once when the cache does not serve the session live (reads then go to the store).
+        """
+        self._wait_revision(self.session.session_id, revision, CATCH_UP_TIMEOUT)

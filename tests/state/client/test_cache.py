@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -221,3 +222,61 @@ def test_a_store_that_restarts_with_a_shorter_history_rebuilds_the_cache(
             assert cached.get_variable(session_id, "a").value == 1.5
     finally:
         cached.close()
+
+
+def test_a_store_watch_delivers_to_a_consumer_on_its_stream_thread(
+    server: StoreServer, local: LocalProvider, session_id: str
+) -> None:
+    store = SessionStoreProvider(server.address)
+    try:
+        watch = store.watch_variables(session_id, include_initial=True)
+        applied: list[tuple[str, int, str]] = []
+        local.set_variable(session_id, "t", 1.1)
+        assert watch.deliver_to(
+            lambda u: applied.append((u.name, u.revision, threading.current_thread().name))
+        )
+        local.set_variable(session_id, "t", 1.2)
+        head = local.get_session(session_id).revision
+        assert wait_until(lambda: bool(applied) and applied[-1][1] == head)
+        assert [name for name, _, _ in applied][:1] == ["t"]  # the initial record came first
+        revisions = [revision for _, revision, _ in applied[1:]]
+        assert revisions == sorted(set(revisions)) and revisions[-1] == head
+        # after the hand-over, no update waits in a queue for another thread to wake up
+        assert applied[-1][2] == f"dspex-watch-{session_id[:12]}"
+        local.close_session(session_id)
+        assert watch.poll(timeout=10) is None and watch.closed  # the end still comes through
+    finally:
+        store.close()
+
+
+def test_a_local_watch_keeps_its_queue(local: LocalProvider, session_id: str) -> None:
+    with local.watch_variables(session_id) as watch:
+        assert not watch.deliver_to(lambda _update: None)
+        local.set_variable(session_id, "t", 1.3)
+        update = watch.poll(timeout=10)
+        assert update is not None and update.record.value == 1.3
+
+
+def test_wait_revision_returns_when_the_stream_applied_it(
+    cached: CachedProvider, local: LocalProvider, session_id: str
+) -> None:
+    assert wait_until(lambda: cached.is_live(session_id))
+    target = local.get_session(session_id).revision + 1
+    assert not cached.wait_revision(session_id, target, 0.05)  # not written yet: times out
+    woke = threading.Event()
+
+    def wait() -> None:
+        if cached.wait_revision(session_id, target, 30):
+            woke.set()
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    local.set_variable(session_id, "t", 1.4)
+    assert woke.wait(10)
+    assert cached.get_variable(session_id, "t").value == 1.4  # the read sees it
+    waiter.join(10)
+    started = time.monotonic()
+    assert not cached.wait_revision("no-such-session", 1, 5)  # not followed
+    cached.close()
+    assert not cached.wait_revision(session_id, target + 1, 5)  # closed
+    assert time.monotonic() - started < 2  # both at once: reads go to the store instead

@@ -60,6 +60,8 @@ class _SessionView:
         self.live = False
         self.revision = 0  # last session revision applied from the stream
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # notified as ``revision`` advances
+        self.waiting = 0  # threads blocked in wait_revision (guarded by the lock)
         self.closed = False
         self.watch: VariableWatch | None = None
         self._target = 0  # revision to reach before the cache is live again
@@ -96,6 +98,31 @@ class _SessionView:
                 self.revision = update.revision
             if not self.live and self.revision >= self._target:
                 self.live = True
+            if self.waiting:
+                self.changed.notify_all()
+
+    def wait_revision(self, revision: int, timeout: float) -> bool:
+        """Block until the stream has applied ``revision`` (True), the cache stops being
+        live, or ``timeout`` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            self.waiting += 1
+            try:
+                while self.revision < revision:
+                    remaining = deadline - time.monotonic()
+                    if not self.live or remaining <= 0:
+                        return False
+                    self.changed.wait(remaining)
+            finally:
+                self.waiting -= 1
+        return True
+
+    def go_down(self) -> None:
+        """Stop serving from the cache (the stream dropped or the view closed); waiters
+        return at once and read through to the store."""
+        with self.lock:
+            self.live = False
+            self.changed.notify_all()
 
     def snapshot(self, names: Collection[str]) -> dict[str, VariableRecord] | None:
         """The records of ``names`` as of the stream's revision, or None to ask the store.
@@ -171,7 +198,7 @@ class _SessionView:
     def _reconnect(self) -> None:
         """Retry with exponential backoff until the stream resumes or the view is closed."""
         delay = self.owner.min_backoff
-        self.live = False
+        self.go_down()
         while not self.closed:
             time.sleep(delay)
             if self._reopen():
@@ -182,12 +209,15 @@ class _SessionView:
         watch = self.watch
         if watch is None:
             raise StoreUnavailableError("no watch stream yet")
+        # Applied on the store client's stream thread when it can (no hand-off per update);
+        # the loop below then only waits for how the stream ends.
+        watch.deliver_to(self.apply)
         for update in watch:
             self.apply(update)
 
     def _reopen(self) -> bool:
         """Resume the stream; True on success. Session errors end the view."""
-        self.live = False
+        self.go_down()
         try:
             self._open(resume=True)
         except StoreUnavailableError:
@@ -200,7 +230,7 @@ class _SessionView:
     def close(self) -> None:
         """Stop following and serving the session."""
         self.closed = True
-        self.live = False
+        self.go_down()
         if self.watch is not None:
             self.watch.cancel()
 
@@ -254,6 +284,16 @@ class CachedProvider:
         """The session revision the cache has caught up to (None when not following it)."""
         view = self._views.get(session_id)
         return None if view is None else view.revision
+
+    def wait_revision(self, session_id: str, revision: int, timeout: float) -> bool:
+        """Block until reads of ``session_id`` from the cache see ``revision`` or later.
+
+        True once the watch stream has applied ``revision``. False when the cache does not
+        serve the session live (reads then go to the store) or ``timeout`` seconds passed.
+        Woken by the stream itself, so a waiter costs no polling.
+        """
+        view = self._views.get(session_id)
+        return view is not None and view.wait_revision(revision, timeout)
 
     def _view(self, session_id: str, *, strict: bool = False) -> _SessionView | None:
         view = self._views.get(session_id)

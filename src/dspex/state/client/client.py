@@ -2,10 +2,11 @@
 
 Every method is one call: convert the arguments, call the store, convert the answer; errors come
 back as the same dspex error classes the store raised (``grpc.RpcError`` never escapes). A watch
-is the server stream, read on the client's one background stream loop into the same bounded
-queue, with the same lag rule, as a local watch. The provider pickles: the channel is dropped
-and rebuilt lazily in the new process (create it after a worker process starts; never fork with
-a live channel).
+is the server stream, read into the same bounded queue, with the same lag rule, as a local
+watch: live watches share one stream per session on the client's background stream loop; a
+dedicated one (initial records, a resume) is read by its own thread. The provider pickles: the
+channel is dropped and rebuilt lazily in the new process (create it after a worker process
+starts; never fork with a live channel).
 
 Optimization locks: the client keeps one ``HoldLocks`` stream open from its first
 ``acquire_lock`` on, so the store releases its locks as soon as this process dies or its
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec
@@ -30,7 +31,13 @@ from dspex.errors import (
 )
 from dspex.state.client import convert
 from dspex.state.client.shared_watch import SharedWatchStream
-from dspex.state.client.streams import HolderStream, StreamLoop
+from dspex.state.client.streams import (
+    HolderStream,
+    OnEnd,
+    OnEvent,
+    StreamLoop,
+    follow_on_thread,
+)
 from dspex.state.client.watch import StoreWatchReader
 from dspex.state.core.contract import UpdateResults
 from dspex.state.core.identity import current_lock_owner, current_writer
@@ -316,10 +323,21 @@ class SessionStoreProvider:
         request = convert.watch_variables_request(
             session_id, names, after_revision, include_initial
         )
-        reader = StoreWatchReader(self._streams_loop(), self.address, self._auth, self._forget)
+        reader = StoreWatchReader(self._follow_on_thread, self.address, self._forget)
         with self._lock:
             self._streams.add(reader)
         return reader.start(request, self.timeout)
+
+    def _follow_on_thread(
+        self, request: Any, on_event: OnEvent, on_end: OnEnd
+    ) -> Callable[[], None]:
+        """Read a dedicated WatchVariables stream on its own thread (see ``follow_on_thread``)."""
+        stub = self._stub or self._connect()
+        return follow_on_thread(
+            lambda: stub.WatchVariables(request, metadata=self._auth or None),
+            self._errors, on_event, on_end,
+            name=f"dspex-watch-{request.session_id[:12]}",
+        )  # fmt: skip
 
     def _watch_shared(self, session_id: str, names: frozenset[str]) -> VariableWatch | None:
         """A live watch on the session's shared stream; None to use a dedicated stream.

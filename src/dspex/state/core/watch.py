@@ -34,13 +34,31 @@ class VariableWatch:
     """
 
     def __init__(
-        self, items: queue.SimpleQueue[Any], cancel: Callable[[], None], after_revision: int = 0
+        self,
+        items: queue.SimpleQueue[Any],
+        cancel: Callable[[], None],
+        after_revision: int = 0,
+        divert: Callable[[Callable[[VariableUpdate], None]], bool] | None = None,
     ) -> None:
         self._items = items
         self._cancel = cancel
+        self._divert = divert
         self._done = False
         self.last_revision = after_revision
         """Revision of the last update handed out; resume from here after an error."""
+
+    def deliver_to(self, apply: Callable[[VariableUpdate], None]) -> bool:
+        """Hand every update to ``apply`` on the provider's own delivery thread from now on.
+
+        For a consumer that only applies updates (a read cache): each update then costs no
+        queue hand-off and no wake-up of the consumer's thread. Updates already queued are
+        applied first, in order; how the watch ends (END or an error) still arrives through
+        :meth:`poll` and iteration, which block until then (diverted updates do not advance
+        :attr:`last_revision`). ``apply`` must be quick and must not raise. Returns False,
+        changing nothing, when the provider cannot deliver that way (then consume the watch
+        as usual).
+        """
+        return self._divert is not None and not self._done and self._divert(apply)
 
     def poll(self, timeout: float | None = None) -> VariableUpdate | None:
         """Return the next update, or None if none arrived within ``timeout`` seconds.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc.experimental import ChannelOptions  # also what grpc needs to read the option
 
 from dspex import _tracing
 from dspex._proto.bridge.v1 import store_pb2_grpc
@@ -137,7 +138,12 @@ def connect(
     The channel connects lazily: an unreachable store is reported by the first call. A
     ``grpcs://`` address uses TLS (``tls`` says what to trust; the system roots by default).
     """
-    options = client_options(max_message_bytes)
+    # A server stream on this channel is read by the thread iterating it, blocked inside gRPC,
+    # not through the channel's spin thread (one wake-up per message instead of two).
+    options = [
+        *client_options(max_message_bytes),
+        (ChannelOptions.SingleThreadedUnaryStream, 1),
+    ]
     if address.tls:
         credentials = (tls or ClientTls()).credentials()
         channel = grpc.secure_channel(address.target, credentials, options=options)
