@@ -307,5 +307,22 @@ def watch_update(update: VariableUpdate) -> Any:
 
 
 def method_table() -> list[tuple[str, bool, Any, Any]]:
-    """``(name, server_streaming, parse, serialize)`` for every ``SessionStore`` RPC."""
-    return service_methods(pb, "SessionStore")
+    """``(name, server_streaming, parse, serialize)`` for every ``SessionStore`` RPC.
+
+    ``WatchVariables`` streams write messages encoded once for all of them (bytes), so its
+    responses are sent as they are.
+    """
+    return [
+        (name, streaming, parse, encoded if name == "WatchVariables" else serialize)
+        for name, streaming, parse, serialize in service_methods(pb, "SessionStore")
+    ]
+
+
+def encoded(message: bytes) -> bytes:
+    """The response serializer of pre-encoded stream messages: the bytes themselves."""
+    return message
+
+
+def watch_message(payload: bytes) -> Any:
+    """The ``WatchVariablesResponse`` a pre-encoded stream message holds."""
+    return pb.WatchVariablesResponse.FromString(payload)

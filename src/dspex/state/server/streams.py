@@ -1,0 +1,100 @@
+"""Server side: the parts of one ``WatchVariables`` stream around the shared session feed.
+
+A stream starts from its own backlog (initial records, changes replayed after
+``after_revision``), read through a short-lived provider watch of every name, and then follows
+the session's :class:`~dspex.state.server.feed.SessionFeed` from the revision the backlog
+covered. Filters (the requested names and the access guard's ``observe`` filter) apply to both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from typing import Any, NamedTuple
+
+from dspex.errors import DspexError
+from dspex.state.core.contract import StateProvider
+from dspex.state.core.limits import uncounted_watch
+from dspex.state.server import convert
+from dspex.state.server.feed import Entry, complete_batch, encode
+from dspex.state.server.wakeups import StreamWaiter
+
+__all__ = ["Backlog", "WatchPlan", "heartbeat", "open_backlog", "send", "shown"]
+
+
+class WatchPlan(NamedTuple):
+    """What one stream asked for: where to start, and which changes it may see.
+
+    ``key`` identifies the filter (names, and the principal whose ``observe`` filter
+    applies), so streams with the same filter share the work of filtering the feed.
+    """
+
+    after: int | None
+    initial: bool
+    shown: Callable[[str], bool] | None
+    key: Hashable
+
+
+class Backlog(NamedTuple):
+    """A stream's start: its ``start`` revision, its backlog entries, the revision they cover,
+    and the error the provider watch ended with, if any."""
+
+    start: int
+    entries: list[Entry]
+    covered: int
+    ended: DspexError | None
+
+
+def shown(
+    names: frozenset[str], visible: Callable[[str], bool] | None
+) -> Callable[[str], bool] | None:
+    """The stream's filter over variable names (None: every change is shown)."""
+    if names and visible is not None:
+        return lambda name: name in names and visible(name)
+    if names:
+        return names.__contains__
+    return visible
+
+
+def open_backlog(provider: StateProvider, session_id: str, plan: WatchPlan) -> Backlog:
+    """Read the stream's backlog through a provider watch of every name, then close it.
+
+    The watch is uncounted (the server counts its streams against ``max_watchers``) and
+    unfiltered, so the revision it covered is exact whatever the stream's filter.
+
+    Raises:
+        DspexError: the session cannot be watched from there (missing, cannot resume...).
+    """
+    token = uncounted_watch.set(True)
+    try:
+        watch = provider.watch_variables(
+            session_id, after_revision=plan.after, include_initial=plan.initial
+        )
+    finally:
+        uncounted_watch.reset(token)
+    try:
+        start = watch.last_revision
+        updates = []
+        ended: DspexError | None = None
+        try:
+            while (update := watch.poll(0)) is not None:
+                updates.append(update)
+            complete_batch(watch, updates)
+        except DspexError as exc:
+            ended = exc
+        return Backlog(start, [encode(u) for u in updates], watch.last_revision, ended)
+    finally:
+        watch.cancel()
+
+
+async def send(context: Any, waiter: StreamWaiter, payloads: list[bytes]) -> None:
+    """Write encoded stream messages, noting when the stream last sent something."""
+    for payload in payloads:
+        await context.write(payload)
+    if payloads:
+        waiter.last_sent = time.monotonic()
+
+
+def heartbeat() -> bytes:
+    """An encoded heartbeat message carrying the server's time."""
+    return bytes(convert.watch_heartbeat(time.time()).SerializeToString())
