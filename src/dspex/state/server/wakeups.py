@@ -5,8 +5,7 @@ Every ``WatchVariables`` stream of a session reads the session's one shared
 the hub then wakes the session's streams on the event loop in slices of :data:`SLICE`, yielding
 to the loop between slices, so a unary call (a set) that arrives meanwhile waits for at most
 one slice of stream writes, never for the whole fan-out. One ticker task wakes streams that
-stayed idle for a heartbeat interval (so waiting costs no timer per stream) and re-checks the
-others.
+stayed idle for a heartbeat interval (so waiting costs no timer per stream).
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ from dspex.state.server.feed import SessionFeed
 
 __all__ = ["HEARTBEAT", "SLICE", "StreamWaiter", "StreamWakeups"]
 
-_RECHECK: Final = 1.0
-"""Seconds between safety-net re-checks of every stream."""
+_TICK: Final = 1.0
+"""Most seconds between checks for streams due a heartbeat."""
 SLICE: Final = 16
 """Streams woken per event-loop turn during a fan-out."""
 _FEED_SIZE: Final = 1024
@@ -148,13 +147,15 @@ class StreamWakeups:
             feed.fanning = False
 
     async def _tick(self) -> None:
-        """Wake streams idle for a heartbeat interval, and re-check the rest (safety net)."""
+        """Wake the streams idle for a heartbeat interval (news wakes the others: a feed
+        appends before it tells, so no wake-up comes early and none needs re-checking)."""
         while True:
-            await asyncio.sleep(min(self._interval / 2, _RECHECK))
+            await asyncio.sleep(min(self._interval / 2, _TICK))
             due = time.monotonic() - self._interval
             for feed in list(self._feeds.values()):
                 for stream in list(feed.streams):
-                    stream.wake(HEARTBEAT if stream.last_sent <= due else None)
+                    if stream.last_sent <= due:
+                        stream.wake(HEARTBEAT)
 
     def wake_all(self) -> None:
         """Wake every stream (the server is stopping)."""
