@@ -32,6 +32,8 @@ __all__ = ["Entry", "SessionFeed", "View", "complete_batch", "encode", "shown_pa
 
 _PUMP_CHUNK: Final = 512
 """Most changes the pump reads before publishing them to the streams."""
+_MIN_CAPACITY: Final = 1024
+"""Fewest changes a feed keeps."""
 _VIEWS: Final = 64
 """Filtered views kept per feed (one per distinct filter and cursor)."""
 
@@ -125,7 +127,8 @@ class SessionFeed:
         provider: where the session lives.
         session_id: the session.
         size: a stream with more than this many changes to send ends with ``watch_lagged``
-            (the feed keeps twice as many).
+            (the feed keeps twice as many, and at least ``_MIN_CAPACITY``, so a stream that
+            had no turn during a burst still sends its first ``size`` before it lags).
         on_news: called from the pump thread after each append (wakes the streams).
 
     Raises:
@@ -143,12 +146,12 @@ class SessionFeed:
         self.session_id = session_id
         self.size = size
         self.streams: set[Any] = set()  # the StreamWaiters reading this feed
-        self.fanning = False  # a fan-out pass is waking the streams (event loop only)
-        self.again = False  # news arrived during that pass
+        self.turns: deque[Any] = deque()  # streams waiting for a turn to send (event loop)
+        self.fanning = False  # a task is giving those turns (event loop only)
         self._on_news = on_news
         self._watch = _provider_watch(provider, session_id, None)
         self._entries: deque[Entry] = deque()
-        self._capacity = 2 * size  # a stream ``size`` behind still finds what it must send
+        self._capacity = max(2 * size, _MIN_CAPACITY)  # a stream behind finds what it sends
         self._first_seq = 0  # sequence number of _entries[0]
         self.floor = self._watch.last_revision  # revision just before _entries[0]
         self.covered = self.floor  # revision of the last entry

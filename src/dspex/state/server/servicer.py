@@ -318,7 +318,6 @@ class SessionStoreServicer(LockingRpcs):
         cursor = feed.cursor_after(covered)
         while cursor is not None:
             self._check_stopping(covered)
-            waiter.arm()  # before reading, so news appended meanwhile wakes it
             view = feed.view(plan.key, plan.shown, cursor)
             if view is None:
                 break  # this stream fell behind the feed
@@ -327,11 +326,12 @@ class SessionStoreServicer(LockingRpcs):
                 await send(context, waiter, view.payloads)
                 if view.lagged:
                     break
+                await self.hub.turn(feed, waiter)  # others send before this stream reads on
             elif feed.ended:
                 if feed.ending is END:
                     return
                 raise feed.end_error(covered)
-            elif await waiter.wait() is HEARTBEAT:
+            elif await waiter.wait(idle=True) is HEARTBEAT:
                 await send(context, waiter, [heartbeat()])
         raise feed.lagged(covered)
 

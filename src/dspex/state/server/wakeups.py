@@ -31,28 +31,27 @@ HEARTBEAT: Final[Any] = object()
 
 
 class StreamWaiter:
-    """How one stream waits for news without a timer: a future the hub resolves."""
+    """How one stream waits for its turn or for news without a timer: a future the hub
+    resolves. ``idle``: the stream has sent everything and waits for news (not for a turn)."""
 
-    __slots__ = ("_future", "_loop", "last_sent")
+    __slots__ = ("_future", "_loop", "idle", "last_sent")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._future: asyncio.Future[Any] | None = None
+        self.idle = False
         self.last_sent = time.monotonic()
 
-    def arm(self) -> None:
-        """Start listening (call before draining, so news that arrives meanwhile is kept)."""
+    async def wait(self, *, idle: bool) -> Any:
+        """Wait until woken (for news when ``idle``, else for a turn); returns
+        :data:`HEARTBEAT` when only the heartbeat is due."""
         self._future = self._loop.create_future()
-
-    async def wait(self) -> Any:
-        """Wait until woken; returns :data:`HEARTBEAT` when only the heartbeat is due."""
-        future = self._future
-        if future is None:
-            return None
+        self.idle = idle
         try:
-            return await future
+            return await self._future
         finally:
             self._future = None
+            self.idle = False
 
     def wake(self, reason: Any = None) -> None:
         """Resolve the pending wait, if any."""
@@ -125,24 +124,33 @@ class StreamWakeups:
             pass
 
     def _news(self, feed: SessionFeed) -> None:
-        """Start a sliced fan-out pass over the feed's streams (or another after this one)."""
-        if feed.fanning:
-            feed.again = True
-            return
-        feed.fanning = True
-        self._loop.create_task(self._fan_out(feed))
+        """Queue a turn for every stream of the feed that waits for news."""
+        for stream in feed.streams:
+            if stream.idle:
+                stream.idle = False
+                feed.turns.append(stream)
+        self._run_turns(feed)
+
+    async def turn(self, feed: SessionFeed, stream: StreamWaiter) -> None:
+        """Wait for ``stream``'s next turn to send (after it sent what it had)."""
+        feed.turns.append(stream)
+        self._run_turns(feed)
+        await stream.wait(idle=False)
+
+    def _run_turns(self, feed: SessionFeed) -> None:
+        if feed.turns and not feed.fanning:
+            feed.fanning = True
+            self._loop.create_task(self._fan_out(feed))
 
     async def _fan_out(self, feed: SessionFeed) -> None:
+        """Give queued streams their turns, :data:`SLICE` per event-loop turn: a unary call
+        (a set) that arrives meanwhile waits for one slice of stream writes, not the fan-out."""
+        turns = feed.turns
         try:
-            while True:
-                feed.again = False
-                streams = list(feed.streams)
-                for start in range(0, len(streams), SLICE):
-                    for stream in streams[start : start + SLICE]:
-                        stream.wake()
-                    await asyncio.sleep(0)  # a unary call waits one slice, not the fan-out
-                if not feed.again:
-                    return
+            while turns:
+                for _ in range(min(SLICE, len(turns))):
+                    turns.popleft().wake()
+                await asyncio.sleep(0)
         finally:
             feed.fanning = False
 
@@ -154,7 +162,7 @@ class StreamWakeups:
             due = time.monotonic() - self._interval
             for feed in list(self._feeds.values()):
                 for stream in list(feed.streams):
-                    if stream.last_sent <= due:
+                    if stream.idle and stream.last_sent <= due:
                         stream.wake(HEARTBEAT)
 
     def wake_all(self) -> None:
