@@ -109,12 +109,12 @@ def complete_batch(watch: VariableWatch, updates: list[VariableUpdate]) -> None:
 
 
 class View(NamedTuple):
-    """What a stream at a cursor sends next: ``payloads`` up to ``cursor_after``, covering the
-    session up to revision ``covered`` (filtered-out changes included). ``lagged``: the
-    stream had more than the feed's ``size`` changes to send; it sends the first ``size`` and
-    ends with ``watch_lagged`` resuming after ``covered``."""
+    """What a stream at a cursor sends next: ``items`` (revision, payload) up to
+    ``cursor_after``, covering the session up to revision ``covered`` (filtered-out changes
+    included). ``lagged``: the stream had more than the feed's ``size`` changes to send; it
+    sends the first ``size`` and ends with ``watch_lagged`` resuming after ``covered``."""
 
-    payloads: list[bytes]
+    items: list[tuple[int, bytes]]
     cursor_after: int
     covered: int
     lagged: bool
@@ -146,8 +146,6 @@ class SessionFeed:
         self.session_id = session_id
         self.size = size
         self.streams: set[Any] = set()  # the StreamWaiters reading this feed
-        self.turns: deque[Any] = deque()  # streams waiting for a turn to send (event loop)
-        self.fanning = False  # a task is giving those turns (event loop only)
         self._on_news = on_news
         self._watch = _provider_watch(provider, session_id, None)
         self._entries: deque[Entry] = deque()
@@ -201,10 +199,9 @@ class SessionFeed:
             covered = self.covered
         pending = _shown(entries, shown)
         if len(pending) > self.size:  # behind by more than its queue: send that much, then lag
-            pending = pending[: self.size]
-            view = View([p for _, p in pending], next_seq, pending[-1][0], True)
+            view = View(pending[: self.size], next_seq, pending[self.size - 1][0], True)
         else:
-            view = View([p for _, p in pending], next_seq, covered, False)
+            view = View(pending, next_seq, covered, False)
         if len(self._views) >= _VIEWS:
             self._views.clear()
         self._views[(key, cursor)] = view

@@ -23,14 +23,20 @@ from typing import Any, Final
 
 from dspex.errors import DspexError, StoreUnavailableError, WatchLaggedError
 from dspex.state.core.contract import StateProvider
-from dspex.state.core.watch import END
 from dspex.state.server import convert
 from dspex.state.server.calls import CallInfo, checked, enter_call, reset, run_sync, unary
 from dspex.state.server.feed import SessionFeed, shown_payloads
 from dspex.state.server.guard import AccessGuard
 from dspex.state.server.locking import LockingRpcs
 from dspex.state.server.observe import StoreEvents
-from dspex.state.server.streams import WatchPlan, heartbeat, open_backlog, send, shown
+from dspex.state.server.streams import (
+    FeedReader,
+    WatchPlan,
+    heartbeat,
+    open_backlog,
+    send,
+    shown,
+)
 from dspex.state.server.wakeups import HEARTBEAT, StreamWaiter, StreamWakeups
 from dspex.state.wire.status import abort
 
@@ -315,25 +321,17 @@ class SessionStoreServicer(LockingRpcs):
         Raises:
             DspexError: how the stream ended abnormally (lagged, expired, server stopping).
         """
-        cursor = feed.cursor_after(covered)
-        while cursor is not None:
-            self._check_stopping(covered)
-            view = feed.view(plan.key, plan.shown, cursor)
-            if view is None:
-                break  # this stream fell behind the feed
-            if view.cursor_after != cursor:
-                cursor, covered = view.cursor_after, view.covered
-                await send(context, waiter, view.payloads)
-                if view.lagged:
-                    break
-                await self.hub.turn(feed, waiter)  # others send before this stream reads on
-            elif feed.ended:
-                if feed.ending is END:
-                    return
-                raise feed.end_error(covered)
-            elif await waiter.wait(idle=True) is HEARTBEAT:
+        reader = FeedReader(feed, plan, covered)
+        while True:
+            self._check_stopping(reader.covered)
+            payloads = reader.take()
+            if payloads is None:
+                return
+            if payloads:
+                await send(context, waiter, payloads)
+                await self.hub.turn(feed, waiter)  # the session's other streams go first
+            elif await self.hub.idle(feed, waiter) is HEARTBEAT:
                 await send(context, waiter, [heartbeat()])
-        raise feed.lagged(covered)
 
     def _check_stopping(self, covered: int) -> None:
         if self.stopping:

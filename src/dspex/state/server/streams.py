@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from dspex.errors import DspexError
 from dspex.state.core.contract import StateProvider
 from dspex.state.core.limits import uncounted_watch
+from dspex.state.core.watch import END
 from dspex.state.server import convert
-from dspex.state.server.feed import Entry, complete_batch, encode
+from dspex.state.server.feed import Entry, SessionFeed, complete_batch, encode
 from dspex.state.server.wakeups import StreamWaiter
 
-__all__ = ["Backlog", "WatchPlan", "heartbeat", "open_backlog", "send", "shown"]
+__all__ = ["Backlog", "FeedReader", "WatchPlan", "heartbeat", "open_backlog", "send", "shown"]
+
+TURN: Final = 2
+"""Most messages a stream sends per turn (then the next streams of the session go first)."""
 
 
 class WatchPlan(NamedTuple):
@@ -98,3 +102,59 @@ async def send(context: Any, waiter: StreamWaiter, payloads: list[bytes]) -> Non
 def heartbeat() -> bytes:
     """An encoded heartbeat message carrying the server's time."""
     return bytes(convert.watch_heartbeat(time.time()).SerializeToString())
+
+
+class FeedReader:
+    """One stream's position in its session's feed: what it sends next, a turn at a time.
+
+    ``covered`` is the revision up to which the stream has sent (or filtered out) every change:
+    where a client resumes if the stream ends now.
+    """
+
+    def __init__(self, feed: SessionFeed, plan: WatchPlan, covered: int) -> None:
+        self.feed = feed
+        self.plan = plan
+        self.covered = covered
+        self._cursor = feed.cursor_after(covered)  # None: fell behind before it started
+        self._items: list[tuple[int, bytes]] = []
+        self._next = 0
+        self._target = covered  # covered once the current items are sent
+        self._lagged = False
+
+    def take(self) -> list[bytes] | None:
+        """At most :data:`TURN` messages to send now ([] if there is no news); None once the
+        feed ended normally and everything was sent.
+
+        Raises:
+            DspexError: how the stream ends (it lagged, the session expired...).
+        """
+        if self._next >= len(self._items) and not self._read():
+            if not self.feed.ended:
+                return []
+            if self.feed.ending is END:
+                return None
+            raise self.feed.end_error(self.covered)
+        chunk = self._items[self._next : self._next + TURN]
+        self._next += len(chunk)
+        self.covered = self._target if self._next >= len(self._items) else chunk[-1][0]
+        return [payload for _, payload in chunk]
+
+    def _read(self) -> bool:
+        """Read the feed past the cursor; False when there is nothing new.
+
+        Raises:
+            WatchLaggedError: the stream fell behind the feed.
+        """
+        if self._lagged or self._cursor is None:
+            raise self.feed.lagged(self.covered)
+        view = self.feed.view(self.plan.key, self.plan.shown, self._cursor)
+        if view is None:
+            raise self.feed.lagged(self.covered)
+        if view.cursor_after == self._cursor:
+            return False
+        self._cursor, self._target, self._lagged = view.cursor_after, view.covered, view.lagged
+        self._items, self._next = view.items, 0
+        if not view.items:
+            self.covered = view.covered
+            return self._read()
+        return True

@@ -2,16 +2,18 @@
 
 Every ``WatchVariables`` stream of a session reads the session's one shared
 :class:`~dspex.state.server.feed.SessionFeed`. Its pump thread calls back after each append;
-the hub then wakes the session's streams on the event loop in slices of :data:`SLICE`, yielding
-to the loop between slices, so a unary call (a set) that arrives meanwhile waits for at most
-one slice of stream writes, never for the whole fan-out. One ticker task wakes streams that
-stayed idle for a heartbeat interval (so waiting costs no timer per stream).
+the hub then queues a turn for each stream waiting for news. Streams send a few messages per
+turn and queue again (:class:`Turns`), with at most :data:`SLICE` writes in flight per session,
+so a set that arrives during a fan-out is served at once rather than after every stream's
+write. One ticker task wakes streams that stayed idle for a heartbeat interval (so waiting
+costs no timer per stream).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any, Final
 
 from dspex.state.core.contract import StateProvider
@@ -21,8 +23,10 @@ __all__ = ["HEARTBEAT", "SLICE", "StreamWaiter", "StreamWakeups"]
 
 _TICK: Final = 1.0
 """Most seconds between checks for streams due a heartbeat."""
-SLICE: Final = 16
-"""Streams woken per event-loop turn during a fan-out."""
+SLICE: Final = 32
+"""Most stream writes in flight at once per session during a fan-out."""
+SLOW: Final = 0.005
+"""Seconds after which a stream's write in flight stops counting against :data:`SLICE`."""
 _FEED_SIZE: Final = 1024
 """Changes a session's feed keeps when the provider names no ``watch_queue_size``."""
 
@@ -53,11 +57,77 @@ class StreamWaiter:
             self._future = None
             self.idle = False
 
-    def wake(self, reason: Any = None) -> None:
-        """Resolve the pending wait, if any."""
+    def wake(self, reason: Any = None) -> bool:
+        """Resolve the pending wait, if any; False if the stream was not waiting."""
         future = self._future
-        if future is not None and not future.done():
-            future.set_result(reason)
+        if future is None or future.done():
+            return False
+        future.set_result(reason)
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Turns:
+    """Who sends next among one session's streams: at most :data:`SLICE` stream writes are in
+    flight at once.
+
+    Each write's completion comes back through gRPC's completion queue, which also carries the
+    server's new calls; bounding the writes in flight keeps that queue short, so a set that
+    arrives during a fan-out is read and answered at once instead of after the whole fan-out.
+    A stream whose write does not complete within :data:`SLOW` seconds (its client is not
+    reading) stops counting, so it holds no one up.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: deque[StreamWaiter] = deque()
+        self._active: dict[StreamWaiter, float] = {}
+        self._freed: asyncio.Future[None] | None = None
+        self._running = False
+
+    def queue(self, stream: StreamWaiter) -> None:
+        """Give ``stream`` a turn after those already waiting."""
+        self._waiting.append(stream)
+        if not self._running:
+            self._running = True
+            self._loop.create_task(self._give())
+
+    def done(self, stream: StreamWaiter) -> None:
+        """``stream``'s turn is over (it sent, went idle or left)."""
+        if self._active.pop(stream, None) is not None:
+            if self._freed is not None:
+                _resolve(self._freed)
+
+    async def _give(self) -> None:
+        waiting, active = self._waiting, self._active
+        try:
+            while waiting:
+                while waiting and len(active) < SLICE:
+                    stream = waiting.popleft()
+                    if stream.wake():
+                        active[stream] = self._loop.time()
+                if waiting:
+                    await self._slot()
+        finally:
+            self._running = False
+
+    async def _slot(self) -> None:
+        """Wait until a turn ends, or stop counting the streams slower than :data:`SLOW`."""
+        freed = self._freed = self._loop.create_future()
+        timer = self._loop.call_later(SLOW, _resolve, freed)
+        try:
+            await freed
+        finally:
+            timer.cancel()
+            self._freed = None
+        if len(self._active) >= SLICE:
+            stale = self._loop.time() - SLOW
+            for stream in [s for s, started in self._active.items() if started <= stale]:
+                del self._active[stream]
 
 
 class StreamWakeups:
@@ -77,6 +147,7 @@ class StreamWakeups:
         self._loop = loop
         self._interval = heartbeat_interval
         self._feeds: dict[str, SessionFeed] = {}
+        self._turns: dict[SessionFeed, Turns] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._size = int(getattr(provider, "watch_queue_size", 0) or _FEED_SIZE)
 
@@ -112,8 +183,10 @@ class StreamWakeups:
     def leave(self, feed: SessionFeed, stream: StreamWaiter) -> None:
         """Stop waking ``stream``; a feed ends with its last stream."""
         feed.streams.discard(stream)
+        self._turns_of(feed).done(stream)
         if not feed.streams:
             feed.stop()
+            self._turns.pop(feed, None)
             if self._feeds.get(feed.session_id) is feed:
                 del self._feeds[feed.session_id]
 
@@ -125,34 +198,29 @@ class StreamWakeups:
 
     def _news(self, feed: SessionFeed) -> None:
         """Queue a turn for every stream of the feed that waits for news."""
+        turns = self._turns_of(feed)
         for stream in feed.streams:
             if stream.idle:
                 stream.idle = False
-                feed.turns.append(stream)
-        self._run_turns(feed)
+                turns.queue(stream)
 
     async def turn(self, feed: SessionFeed, stream: StreamWaiter) -> None:
         """Wait for ``stream``'s next turn to send (after it sent what it had)."""
-        feed.turns.append(stream)
-        self._run_turns(feed)
+        turns = self._turns_of(feed)
+        turns.done(stream)
+        turns.queue(stream)
         await stream.wait(idle=False)
 
-    def _run_turns(self, feed: SessionFeed) -> None:
-        if feed.turns and not feed.fanning:
-            feed.fanning = True
-            self._loop.create_task(self._fan_out(feed))
+    async def idle(self, feed: SessionFeed, stream: StreamWaiter) -> Any:
+        """Wait for news (``stream`` has sent everything); :data:`HEARTBEAT` if one is due."""
+        self._turns_of(feed).done(stream)
+        return await stream.wait(idle=True)
 
-    async def _fan_out(self, feed: SessionFeed) -> None:
-        """Give queued streams their turns, :data:`SLICE` per event-loop turn: a unary call
-        (a set) that arrives meanwhile waits for one slice of stream writes, not the fan-out."""
-        turns = feed.turns
-        try:
-            while turns:
-                for _ in range(min(SLICE, len(turns))):
-                    turns.popleft().wake()
-                await asyncio.sleep(0)
-        finally:
-            feed.fanning = False
+    def _turns_of(self, feed: SessionFeed) -> Turns:
+        turns = self._turns.get(feed)
+        if turns is None:
+            turns = self._turns[feed] = Turns(self._loop)
+        return turns
 
     async def _tick(self) -> None:
         """Wake the streams idle for a heartbeat interval (news wakes the others: a feed
