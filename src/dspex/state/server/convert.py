@@ -230,8 +230,24 @@ _EMPTY_RESPONSES: Final = {
 
 
 def record_response(kind: str, record: VariableRecord) -> Any:
-    """Response of a call returning one record (Register/Get/Set/RollbackVariable, locks)."""
-    return _RECORD_RESPONSES[kind](variable=record_to_proto(record))
+    """Response of a call returning one record (Register/Get/Set/RollbackVariable, locks);
+    a small record's response is built once and reused while the record is current (records
+    are immutable, and a hot ``GetVariable`` returns the same one again and again)."""
+    key = (kind, id(record))
+    cached = _response_cache.get(key)
+    if cached is not None and cached[0] is record:
+        return cached[1]
+    response = _RECORD_RESPONSES[kind](variable=record_to_proto(record))
+    if response.ByteSize() <= _CACHED_BYTES:
+        if len(_response_cache) >= _CACHE_LIMIT:
+            _response_cache.clear()
+        _response_cache[key] = (record, response)
+    return response
+
+
+_CACHED_BYTES: Final = 4096
+"""Largest response :func:`record_response` keeps for reuse."""
+_response_cache: dict[tuple[str, int], tuple[VariableRecord, Any]] = {}
 
 
 _RECORD_RESPONSES: Final = {

@@ -98,9 +98,8 @@ class Turns:
 
     def done(self, stream: StreamWaiter) -> None:
         """``stream``'s turn is over (it sent, went idle or left)."""
-        if self._active.pop(stream, None) is not None:
-            if self._freed is not None:
-                _resolve(self._freed)
+        if self._active.pop(stream, None) is not None and self._freed is not None:
+            _resolve(self._freed)
 
     async def _give(self) -> None:
         waiting, active = self._waiting, self._active
