@@ -23,9 +23,9 @@ __all__ = ["HEARTBEAT", "SLICE", "StreamWaiter", "StreamWakeups"]
 
 _TICK: Final = 1.0
 """Most seconds between checks for streams due a heartbeat."""
-SLICE: Final = 32
+SLICE: Final = 16
 """Most stream writes in flight at once per session during a fan-out."""
-SLOW: Final = 0.005
+SLOW: Final = 0.05
 """Seconds after which a stream's write in flight stops counting against :data:`SLICE`."""
 _FEED_SIZE: Final = 1024
 """Changes a session's feed keeps when the provider names no ``watch_queue_size``."""
