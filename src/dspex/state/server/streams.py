@@ -128,8 +128,9 @@ class FeedReader:
         Raises:
             DspexError: how the stream ends (it lagged, the session expired...).
         """
+        ended = self.feed.ended  # before reading: the feed ends only after its last append
         if self._next >= len(self._items) and not self._read():
-            if not self.feed.ended:
+            if not ended:
                 return []
             if self.feed.ending is END:
                 return None
@@ -140,21 +141,27 @@ class FeedReader:
         return [payload for _, payload in chunk]
 
     def _read(self) -> bool:
-        """Read the feed past the cursor; False when there is nothing new.
+        """Read the feed past the cursor; False when there is nothing new to send.
 
         Raises:
             WatchLaggedError: the stream fell behind the feed.
         """
-        if self._lagged or self._cursor is None:
-            raise self.feed.lagged(self.covered)
-        view = self.feed.view(self.plan.key, self.plan.shown, self._cursor)
-        if view is None:
-            raise self.feed.lagged(self.covered)
-        if view.cursor_after == self._cursor:
-            return False
-        self._cursor, self._target, self._lagged = view.cursor_after, view.covered, view.lagged
-        self._items, self._next = view.items, 0
-        if not view.items:
-            self.covered = view.covered
-            return self._read()
-        return True
+        while True:
+            if self._lagged or self._cursor is None:
+                raise self.feed.lagged(self.covered)
+            view = self.feed.view(self.plan.key, self.plan.shown, self._cursor)
+            if view is None:
+                raise self.feed.lagged(self.covered)
+            if view.cursor_after == self._cursor:
+                return False
+            self._cursor, self._target, self._lagged = (
+                view.cursor_after,
+                view.covered,
+                view.lagged,
+            )
+            self._items, self._next = view.items, 0
+            if view.items and view.items[0][0] <= self.covered:  # the backlog sent these
+                self._items = [item for item in view.items if item[0] > self.covered]
+            if self._items:
+                return True
+            self.covered = max(self.covered, view.covered)

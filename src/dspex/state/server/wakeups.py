@@ -197,6 +197,8 @@ class StreamWakeups:
 
     def _news(self, feed: SessionFeed) -> None:
         """Queue a turn for every stream of the feed that waits for news."""
+        if not feed.streams:
+            return  # the feed ended with its last stream
         turns = self._turns_of(feed)
         for stream in feed.streams:
             if stream.idle:
