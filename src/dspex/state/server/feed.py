@@ -59,12 +59,14 @@ def encode(update: VariableUpdate) -> Entry:
     if update.batch is None:
         payload = message.SerializeToString()
         return Entry(update.revision, update.name, payload, 0, payload)
-    message.update.batch_end = False
-    payload = message.SerializeToString()
-    message.update.batch_end = True
-    end_payload = message.SerializeToString()
-    message.update.batch_end = update.batch.end
-    return Entry(update.revision, update.name, payload, update.batch.last, end_payload)
+    marked = type(message)()
+    marked.CopyFrom(message)  # the converted message is shared (convert caches it): not in place
+    marked.update.batch_end = False
+    payload = marked.SerializeToString()
+    marked.update.batch_end = True
+    return Entry(
+        update.revision, update.name, payload, update.batch.last, marked.SerializeToString()
+    )
 
 
 def shown_payloads(entries: Iterable[Entry], shown: Callable[[str], bool] | None) -> list[bytes]:

@@ -87,14 +87,13 @@ class Turns:
         self._waiting: deque[StreamWaiter] = deque()
         self._active: dict[StreamWaiter, float] = {}
         self._freed: asyncio.Future[None] | None = None
-        self._running = False
+        self._giving: asyncio.Task[None] | None = None  # held: the loop keeps tasks weakly
 
     def queue(self, stream: StreamWaiter) -> None:
         """Give ``stream`` a turn after those already waiting."""
         self._waiting.append(stream)
-        if not self._running:
-            self._running = True
-            self._loop.create_task(self._give())
+        if self._giving is None:
+            self._giving = self._loop.create_task(self._give())
 
     def done(self, stream: StreamWaiter) -> None:
         """``stream``'s turn is over (it sent, went idle or left)."""
@@ -112,7 +111,7 @@ class Turns:
                 if waiting:
                     await self._slot()
         finally:
-            self._running = False
+            self._giving = None
 
     async def _slot(self) -> None:
         """Wait until a turn ends, or stop counting the streams slower than :data:`SLOW`."""
