@@ -26,6 +26,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from dspex.errors import SessionClosedError, SessionError, SessionNotFoundError
@@ -111,8 +112,59 @@ def _open_session(
 # Longest unix socket path the kernel accepts is 107 bytes on Linux (103 on macOS).
 _MAX_SOCKET_PATH = 100
 
+PemInput = str | bytes | Path
+"""PEM bytes, or the path of a PEM file (as ``dspex serve --tls-cert`` takes)."""
 
-def _reachable_at(provider: object) -> tuple[str, str | None] | None:
+_TLS_CA_ENV = "DSPEX_TLS_CA"
+
+
+class _StoreAccess(NamedTuple):
+    """What another process needs to reach a session's store."""
+
+    address: str
+    token: str | None
+    ca: bytes | None  # the CA certificate (PEM) to trust; None: plaintext or the usual roots
+
+
+class _PromotionTls(NamedTuple):
+    """TLS for the store a promoted session embeds: the server's certificate and key (a
+    ``ServerTls``, loaded with grpc only when TLS is asked for) and the CA (PEM) its clients
+    trust."""
+
+    server: Any
+    ca: bytes
+
+
+def _promotion_tls(
+    store: object, cert: PemInput | None, key: PemInput | None, ca: PemInput | None
+) -> _PromotionTls | None:
+    """Load ``Session(tls_cert=, tls_key=, tls_ca=)``; None when none was given.
+
+    Raises:
+        SessionError: only one of cert and key, or TLS for a session on a store address.
+        StoreError: a file cannot be read or is not PEM.
+    """
+    if cert is None and key is None and ca is None:
+        return None
+    if isinstance(store, str):
+        raise SessionError(
+            "tls_cert/tls_key/tls_ca configure the store an in-process session starts when "
+            f"it is promoted; this session is opened on {store!r}, which has its own TLS "
+            f"(use a grpcs:// address and trust its CA with ${_TLS_CA_ENV})"
+        )
+    if cert is None or key is None:
+        raise SessionError(
+            "tls_cert and tls_key go together (like `dspex serve --tls-cert/--tls-key`): give "
+            "both, plus tls_ca when the certificate is not self-signed"
+        )
+    from dspex.state.store import ServerTls, read_pem
+
+    server = ServerTls.load(cert, key)
+    root = ca if ca is not None else os.environ.get(_TLS_CA_ENV) or server.cert
+    return _PromotionTls(server, read_pem(root, "CA certificate (tls_ca)"))
+
+
+def _reachable_at(provider: object) -> _StoreAccess | None:
     """The store address (and token) a provider already talks to, if it is a store client.
 
     Looks through wrappers such as ``CachedProvider`` (``.inner``).
@@ -121,7 +173,7 @@ def _reachable_at(provider: object) -> tuple[str, str | None] | None:
         address = getattr(provider, "address", None)
         if isinstance(address, str):
             token = getattr(provider, "token", None)
-            return address, token if isinstance(token, str) else None
+            return _StoreAccess(address, token if isinstance(token, str) else None, None)
         provider = getattr(provider, "inner", None)
         if provider is None:
             break
@@ -132,20 +184,23 @@ class _EmbeddedStore:
     """A session-store server in this process, serving the session's own provider.
 
     It listens on a unix socket inside a private (0700) temporary directory, so only this user
-    can reach it and no token is needed; given a ``host`` (other machines must reach it), or
-    where unix sockets cannot be used, it listens on a TCP port of that host (loopback by
-    default) and requires a random bearer token instead.
+    can reach it and no token is needed; given a ``host`` (other machines must reach it), TLS,
+    or where unix sockets cannot be used, it listens on a TCP port of that host (loopback by
+    default) and requires a random bearer token instead (with TLS: over ``grpcs://``).
     """
 
-    def __init__(self, provider: StateProvider, host: str | None = None) -> None:
+    def __init__(
+        self, provider: StateProvider, host: str | None = None, tls: _PromotionTls | None = None
+    ) -> None:
         # Imported here: promotion is the first time this process needs grpc.
         from dspex.state.store import StoreServer
 
         self.token: str | None = None
+        self.ca = None if tls is None else tls.ca
         self._dir: str | None = None
         bracketed = f"[{host}]" if host and ":" in host and not host.startswith("[") else host
         address = f"{bracketed or '127.0.0.1'}:0"  # an IPv6 host goes in brackets
-        if host is None and hasattr(os, "getuid"):  # POSIX: unix sockets available
+        if host is None and tls is None and hasattr(os, "getuid"):  # POSIX: unix sockets
             self._dir = tempfile.mkdtemp(prefix="dspex-")  # created with mode 0700
             path = os.path.join(self._dir, "store.sock")
             if len(path) <= _MAX_SOCKET_PATH:
@@ -153,7 +208,8 @@ class _EmbeddedStore:
         if not address.startswith("unix://"):
             self.token = secrets.token_urlsafe(24)
         try:
-            self.server = StoreServer.start(provider, address, token=self.token)
+            server_tls = None if tls is None else tls.server
+            self.server = StoreServer.start(provider, address, token=self.token, tls=server_tls)
         except BaseException:
             self._remove_dir()
             raise
@@ -172,9 +228,7 @@ class _EmbeddedStore:
             self._dir = None
 
 
-def _check_reachable_from(
-    host: str | None, store: tuple[str, str | None] | None, session_id: str
-) -> None:
+def _check_reachable_from(host: str | None, store: _StoreAccess | None, session_id: str) -> None:
     """Refuse to promote for other machines a session already bound to a unix socket."""
     if host is None or store is None or not store[0].startswith("unix:"):
         return
@@ -245,9 +299,19 @@ class Session(SessionContext):
         owner: when joining (``session_id``), refuse unless this principal created the session
             (``PermissionDeniedError``): a session someone else pre-created under an agreed id
             is never used by mistake.
+        tls_cert, tls_key: serve TLS from the store this in-process session starts when it is
+            promoted (``dspex.Remote``, :meth:`promote`): PEM certificate chain and private
+            key, paths or bytes, as ``dspex serve --tls-cert/--tls-key``. The store then
+            listens on TCP (``grpcs://``, with a random bearer token), never a unix socket.
+        tls_ca: the CA certificate (PEM) that signed ``tls_cert``, which workers and this
+            process's own tool client trust (:attr:`store_ca`; default ``$DSPEX_TLS_CA``, else
+            ``tls_cert`` itself, right for a self-signed certificate).
 
     Raises:
-        SessionError: ``keep=True`` without a store, or a store address not understood.
+        SessionError: ``keep=True`` without a store, or a store address not understood;
+            ``tls_cert`` without ``tls_key`` (or the reverse), or TLS options with a store
+            address (its TLS is the store's own).
+        StoreError: a TLS file cannot be read or is not PEM.
         SessionNotFoundError: ``session_id`` does not exist and ``create`` is False.
         SessionClosedError: ``session_id`` was closed.
         StoreUnavailableError: the store cannot be reached.
@@ -274,7 +338,11 @@ class Session(SessionContext):
         ttl: float | None = None,
         token: str | None = None,
         owner: str | None = None,
+        tls_cert: PemInput | None = None,
+        tls_key: PemInput | None = None,
+        tls_ca: PemInput | None = None,
     ) -> None:
+        self._promotion_tls = _promotion_tls(store, tls_cert, tls_key, tls_ca)
         if keep and store is None:
             raise SessionError(
                 "keep=True needs a session store: an in-process session ends with its process; "
@@ -317,12 +385,19 @@ class Session(SessionContext):
         Set by :meth:`promote` for an in-process session, and from the start for a session
         opened on a store address.
         """
-        return None if self._store is None else self._store[0]
+        return None if self._store is None else self._store.address
 
     @property
     def store_token(self) -> str | None:
         """The bearer token other processes need to reach :attr:`address` (None: no token)."""
-        return None if self._store is None else self._store[1]
+        return None if self._store is None else self._store.token
+
+    @property
+    def store_ca(self) -> bytes | None:
+        """The CA certificate (PEM) other processes trust to reach :attr:`address` over TLS:
+        set for a session promoted with ``tls_cert``; None otherwise (plaintext, or a
+        ``grpcs://`` store whose clients trust ``$DSPEX_TLS_CA`` or the system roots)."""
+        return None if self._store is None else self._store.ca
 
     def promote(self, host: str | None = None) -> str:
         """Make this session reachable from other processes and return its store address.
@@ -355,13 +430,13 @@ class Session(SessionContext):
                 )
             _check_reachable_from(host, self._store, self.session_id)
             if self._store is None:
-                embedded = _EmbeddedStore(self.provider, host)
+                embedded = _EmbeddedStore(self.provider, host, self._promotion_tls)
                 self._embedded = embedded
-                self._store = (embedded.address, embedded.token)
+                self._store = _StoreAccess(embedded.address, embedded.token, embedded.ca)
                 self.backend = "session_store"
                 if self._tools is not None:  # serve the tools registered so far
-                    self._tools.connect(tool_link(self.provider, embedded.address, embedded.token))
-            return self._store[0]
+                    self._tools.connect(tool_link(self.provider, *self._store))
+            return self._store.address
 
     # -- tools (``@dspex.tool`` registers; every process of the session lists and calls) ---
 

@@ -18,6 +18,9 @@ CONCURRENT_FIGURES = (
     "concurrent8_memory_set_us_p50",
     "concurrent8_sqlite_fsync_set_us_p50",
     "sqlite_fsync_vs_memory_set_ratio",
+    "concurrent8_memory_sets_per_s",
+    "concurrent8_sqlite_fsync_sets_per_s",
+    "disk_flush_us_p50",
 )
 DSPEX = str(Path(sys.executable).with_name("dspex"))
 
@@ -35,6 +38,11 @@ def _bench(path: str) -> dict[str, object]:
     for figure in CONCURRENT_FIGURES:  # 8 concurrent writers, memory vs SQLite with --fsync
         value = result[figure]
         assert isinstance(value, float) and value > 0, (figure, value)
+    # Read from the --fsync server's data directory: every change was flushed, some together.
+    flushes = result["concurrent8_sqlite_fsync_flushes_per_change"]
+    commits = result["concurrent8_sqlite_fsync_commits_per_change"]
+    assert isinstance(flushes, float) and 0 < flushes < 1, flushes
+    assert isinstance(commits, float) and 0 < commits <= 1, commits
     return result
 
 

@@ -137,3 +137,26 @@ def test_the_page_follows_the_store_live(tmp_path: Any) -> None:
             )
             assert unknown.text_content("#status") == "refused"
             assert dashboard.stop() == 0
+
+
+def test_the_session_list_shows_sessions_opened_after_the_page_loaded() -> None:
+    with ServeProcess() as store, dspex.Session(store=store.address) as first:
+        first.register("temperature", float, 0.7)
+        with DashboardProcess(store.address) as dashboard, chromium() as browser:
+            page = browser.new_page()
+            page.goto(f"{dashboard.url}?session={first.session_id}")
+            page.wait_for_selector(
+                f'#session option[value="{first.session_id}"]', state="attached", timeout=WAIT_MS
+            )
+            with dspex.Session(store=store.address) as second:
+                second.register("top_k", int, 3)
+                # no click, no reload: the list is re-read while the page is open
+                page.wait_for_selector(
+                    f'#session option[value="{second.session_id}"]', state="attached", timeout=8000
+                )
+                assert page.eval_on_selector("#session", "s => s.value") == first.session_id
+            page.wait_for_function(
+                f"!document.querySelector('#session option[value=\"{second.session_id}\"]')",
+                timeout=8000,
+            )
+            assert page.locator("#status").text_content() == "live"

@@ -1,5 +1,6 @@
 """The Ray backend and the store: TCP with a token, actor options passed through, a store the
-cluster cannot reach failing fast at creation, and ray staying optional (real local Ray)."""
+cluster cannot reach failing fast at creation, an explicit listening host, TLS with the CA
+shipped to the actors, and ray staying optional (real local Ray)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import backend_targets
 import pytest
+from support.hardening import make_pki
 from support.redis_server import free_port
 
 import dspex
@@ -70,6 +72,21 @@ def test_a_session_in_a_tcp_store_passes_its_address_and_token_on(ray: Any) -> N
             assert pool.address == server.address
             assert pool(name="temperature", value=0.9).read == 0.9
         assert session.get("temperature") == 0.9
+
+
+def test_a_session_promoted_on_an_explicit_host_keeps_it_over_tls(ray: Any, tmp_path: Any) -> None:
+    """Ray replaces a loopback ``--node-ip-address`` with the machine's routable address, so a
+    one-machine cluster keeps the store on loopback by promoting first with ``host=``; over
+    TLS the actors trust the CA that travelled in their setup (no $DSPEX_TLS_CA anywhere)."""
+    pki = make_pki(tmp_path)
+    with dspex.Session(tls_cert=pki.server_cert, tls_key=pki.server_key, tls_ca=pki.ca) as tls:
+        tls.register("temperature", float, 0.4)
+        address = tls.promote(host="127.0.0.1")
+        assert address.startswith("grpcs://127.0.0.1:")
+        with dspex.Remote(backend_targets.Writer(), workers=1, backend="ray") as pool:
+            assert pool.address == address
+            assert pool(name="temperature", value=0.9).read == 0.9
+        assert tls.get("temperature") == 0.9
 
 
 def test_a_session_already_on_a_unix_socket_refuses_a_ray_remote_clearly(

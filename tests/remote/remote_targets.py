@@ -134,3 +134,15 @@ class UsesConfiguredLM(dspy.Module):  # type: ignore[misc]
         prediction.model = dspy.settings.lm.model
         prediction.cpu_work = getattr(dspy.settings.lm, "cpu_work", None)
         return prediction
+
+
+class ReadsAndCallsTool:
+    """Reads a session variable and calls the parent's ``echo`` tool, both through the store."""
+
+    def __call__(self, name: str) -> dict[str, Any]:
+        session = dspex.current_session()
+        return {
+            "value": session.get(name),
+            "tool": session.call_tool("echo", {"text": name}),
+            "pid": os.getpid(),
+        }

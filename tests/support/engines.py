@@ -11,12 +11,30 @@ from typing import Any
 import pytest
 import redis
 
-from dspex._model import VariableUpdate
-from dspex.state.engines import Engine, MemoryEngine
+from dspex._model import VariableRecord, VariableSpec, VariableUpdate, freeze, make_spec
+from dspex._model import validate as check
+from dspex.state.engines import Engine, MemoryEngine, Write
 from dspex.state.engines.redis import RedisEngine
 from dspex.state.engines.sqlite import SQLiteEngine
 
 ENGINE_KINDS = ["memory", "sqlite", "redis"]
+
+FLOAT = make_spec(float, min=0.0, max=10.0)
+
+
+def register(name: str, value: Any, spec: VariableSpec = FLOAT, **metadata: Any) -> Write:
+    """The write that registers ``name`` (the store semantics build such writes)."""
+    value = check(spec, value, name)
+    return Write(name, None, "register", spec, value, 1, "tester", freeze(metadata))
+
+
+def change(record: VariableRecord, value: Any, kind: str = "set", **fields: Any) -> Write:
+    """The write that sets ``record``'s variable to ``value`` as its next version."""
+    version = fields.pop("version", record.version + 1)
+    value = check(record.spec, value, record.name)
+    metadata = fields.pop("metadata", record.metadata)
+    return Write(record.name, record.revision, kind, record.spec, value, version, "tester",
+                 metadata, **fields)  # fmt: skip
 
 
 class EngineMaker:

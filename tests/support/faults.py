@@ -66,13 +66,17 @@ def flip_byte(path: Path, offset: int, mask: int = 0x01) -> None:
         file.write(bytes([byte[0] ^ mask]))
 
 
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
-"""libfaketime (Debian package ``libfaketime``, installed by ``make test-deps``)."""
+def faketime_library() -> str | None:
+    """Where Debian's ``libfaketime`` package put its library on this architecture (it lives
+    under the multiarch folder, e.g. ``/usr/lib/aarch64-linux-gnu/``), or None."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+    return str(found[0]) if found else None
 
 
 def skewed_clock(seconds: int) -> dict[str, str]:
     """Environment that runs a process with its clocks ``seconds`` off (libfaketime), or skip
     the test with the way to install it."""
-    if not Path(FAKETIME_LIB).exists():
+    library = faketime_library()
+    if library is None:
         pytest.skip("libfaketime is not installed (make test-deps, or apt-get install it)")
-    return {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"{seconds:+d}s", "DSPEX_TOKEN": ""}
+    return {"LD_PRELOAD": library, "FAKETIME": f"{seconds:+d}s", "DSPEX_TOKEN": ""}

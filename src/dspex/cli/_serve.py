@@ -42,9 +42,10 @@ _BYTE_FLAGS = (
     ("--log-bytes", "bytes of values kept per session's change log (default: 1 GiB)"),
     ("--max-session-bytes", "budget on the bytes of values kept (every kept version) in one "
      "session: a write past it is refused with RESOURCE_EXHAUSTED (default: none)"),
-    ("--max-store-bytes", "the same budget for the whole store (default: none)"),
+    ("--max-store-bytes", "the same budget for the whole store; servers sharing one Redis "
+     "share it (default: none)"),
 )  # fmt: skip
-"""Byte bounds of the memory and SQLite engines: flag and help."""
+"""Byte bounds of every engine (with --redis, kept in Redis: one budget for all servers)."""
 
 
 def add_parser(subparsers: Any) -> None:
@@ -122,7 +123,7 @@ def add_parser(subparsers: Any) -> None:
             type=int_at_least(1024),
             default=None,
             metavar="N",
-            help=f"{what}; at least 1024, not with --redis (whose memory Redis bounds)",
+            help=f"{what}; at least 1024",
         )
     _add_count(parser, "--watch-queue-size", 1024, "pending updates per watcher")
     parser.add_argument(
@@ -232,12 +233,6 @@ def _open_engine(args: argparse.Namespace) -> tuple[Engine, str]:
         "max_store_bytes": args.max_store_bytes,
     }
     given = {name: value for name, value in byte_bounds.items() if value is not None}
-    if given and args.redis is not None:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise errors.StoreError(
-            f"{flags}: not supported with --redis (bound Redis's memory with its maxmemory "
-            "setting, and history with --history-size)"
-        )
     if args.fsync and args.data is None:
         raise errors.StoreError("--fsync needs --data DIR (it flushes the SQLite data file)")
     if args.accept_data_loss and args.data is None:
@@ -256,6 +251,6 @@ def _open_engine(args: argparse.Namespace) -> tuple[Engine, str]:
             )
         return sqlite, f"durably in {sqlite.directory} (SQLite)"
     if args.redis is not None:
-        shared = RedisEngine(args.redis, prefix=args.redis_prefix, **sizes)
+        shared = RedisEngine(args.redis, prefix=args.redis_prefix, **sizes, **given)
         return shared, f"in Redis (key prefix {shared.prefix!r}), shared with other servers"
     return MemoryEngine(**sizes, **given), "in memory (lost when it stops; --data DIR keeps them)"

@@ -5,7 +5,8 @@ in-process session is promoted to an embedded store listening on a TCP port of t
 (as the cluster sees it) with a random bearer token; a session already in a TCP store (a
 ``dspex serve`` address) passes that address and its token on. The token reaches the actors
 inside the setup, which travels as a Ray object (see :mod:`dspex.runtime._ray`), never in a
-constructor argument, an environment variable or a log line.
+constructor argument, an environment variable or a log line; so does the CA certificate of a
+session promoted with TLS (``Session(tls_cert=..., tls_key=...)``).
 """
 
 from __future__ import annotations
@@ -45,10 +46,7 @@ def start_ray_pool(
 
     check_actor_options(actor_options)  # before anything starts
     address = session.promote(host=connect_ray())
-    patience = connect_timeout(setup_timeout)
-    setup = RemoteSetup(
-        module, address, session.session_id, session.store_token, settings, patience
-    )
+    setup = RemoteSetup.of(session, module, settings, connect_timeout(setup_timeout))
     try:
         return RayPool(
             setup,

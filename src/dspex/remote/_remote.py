@@ -265,15 +265,8 @@ def _start_spawn_pool(
     name: str,
 ) -> WorkerPool:
     """Promote the session (a private unix socket for an in-process one) and spawn the workers."""
-    address = session.promote()
-    setup = RemoteSetup(
-        module,
-        address,
-        session.session_id,
-        session.store_token,
-        _settings_blob(),
-        connect_timeout(setup_timeout),
-    )
+    session.promote()
+    setup = RemoteSetup.of(session, module, _settings_blob(), connect_timeout(setup_timeout))
     return WorkerPool(
         setup, workers=workers, retries=retries, setup_timeout=setup_timeout, name=name
     )

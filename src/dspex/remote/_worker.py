@@ -65,6 +65,8 @@ class RemoteSetup:
         settings: cloudpickled ``dspy.configure`` keyword arguments (``lm``, ``adapter``) taken
             from the parent, or None.
         connect_timeout: seconds to wait for the first contact with the store.
+        root_cert: the CA certificate (PEM) to trust for a ``grpcs://`` address (a session
+            promoted with TLS); None: ``$DSPEX_TLS_CA`` or the system roots.
     """
 
     module: bytes
@@ -73,11 +75,30 @@ class RemoteSetup:
     token: str | None
     settings: bytes | None
     connect_timeout: float = CONNECT_TIMEOUT
+    root_cert: bytes | None = None
+
+    @classmethod
+    def of(
+        cls, session: Session, module: bytes, settings: bytes | None, connect_timeout: float
+    ) -> RemoteSetup:
+        """The setup reaching ``session``'s store (promote it first) as its address, token and
+        CA say."""
+        address = session.address
+        assert address is not None, "promote the session first"
+        return cls(
+            module,
+            address,
+            session.session_id,
+            session.store_token,
+            settings,
+            connect_timeout,
+            session.store_ca,
+        )
 
     def __call__(self) -> RemoteHandler:
         """Connect, enter the session, unpickle the module; return the per-call handler."""
         _tracing.configure_from_env("dspex-worker")  # before the store channel opens
-        provider = _follow(self.address, self.session_id, self.token, self.connect_timeout)
+        provider = _follow(self, self.connect_timeout)
         session = Session(provider, session_id=self.session_id)
         module = cloudpickle.loads(self.module)
         if self.settings is not None:
@@ -96,16 +117,16 @@ class RemoteSetup:
         )
 
 
-def _follow(address: str, session_id: str, token: str | None, patience: float) -> StateProvider:
+def _follow(setup: RemoteSetup, patience: float) -> StateProvider:
     """What ``SessionContext.connect`` does (a watched read cache), after waiting up to
     ``patience`` seconds for the first contact with the store (see :data:`CONNECT_TIMEOUT`)."""
     from dspex.state.store import CachedProvider, SessionStoreProvider
 
-    store = SessionStoreProvider(address, token=token)
+    store = SessionStoreProvider(setup.address, token=setup.token, root_cert=setup.root_cert)
     try:
         store.wait_ready(patience)
         provider = CachedProvider(store)
-        provider.follow(session_id)
+        provider.follow(setup.session_id)
     except BaseException:
         store.close()
         raise

@@ -18,7 +18,7 @@ from dspex.state.client.client import SessionStoreProvider
 from dspex.state.core.access import AccessPolicy
 from dspex.state.server.server import SERVICE_NAME, StoreServer, serve
 from dspex.state.server.servicer import StoreLimits
-from dspex.state.wire.tls import ClientTls, ServerTls
+from dspex.state.wire.tls import ClientTls, ServerTls, read_pem
 
 __all__ = [
     "SERVICE_NAME",
@@ -29,5 +29,6 @@ __all__ = [
     "SessionStoreProvider",
     "StoreLimits",
     "StoreServer",
+    "read_pem",
     "serve",
 ]

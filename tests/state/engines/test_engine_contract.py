@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support.engines import Collector, EngineMaker
+from support.engines import FLOAT, Collector, EngineMaker, change, register
 
 from dspex._model import (
     EMPTY,
@@ -31,22 +31,7 @@ from dspex.state.engines import (
     Write,
 )
 
-FLOAT = make_spec(float, min=0.0, max=10.0)
 INT = make_spec(int)
-
-
-def register(name: str, value: Any, spec: VariableSpec = FLOAT, **metadata: Any) -> Write:
-    value = check(spec, value, name)
-    return Write(name, None, "register", spec, value, 1, "tester", freeze(metadata))
-
-
-def change(record: VariableRecord, value: Any, kind: str = "set", **fields: Any) -> Write:
-    """The write that sets ``record``'s variable to ``value`` as its next version."""
-    version = fields.pop("version", record.version + 1)
-    value = check(record.spec, value, record.name)
-    metadata = fields.pop("metadata", record.metadata)
-    return Write(record.name, record.revision, kind, record.spec, value, version, "tester",
-                 metadata, **fields)  # fmt: skip
 
 
 def put(engine: Engine, sid: str, name: str, value: Any) -> VariableRecord:

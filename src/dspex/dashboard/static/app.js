@@ -1,4 +1,5 @@
-// dspex dashboard page: follows one session over server-sent events (no polling, no reload).
+// dspex dashboard page: follows one session over server-sent events (no reload); the list of
+// sessions is re-read every few seconds.
 // Events: "variable" (a record after a change), "history" (kept versions of a variable),
 // "deps" (dependency edges), "status" (the store is unreachable / back), "failure" (the watch
 // ended with an error), "end", and "restart" (this page read too slowly: follow again afresh).
@@ -51,15 +52,28 @@
     const wanted = new URLSearchParams(location.search).get("session") || (state && state.sessionId);
     const ids = body.map((info) => info.session_id);
     if (wanted && !ids.includes(wanted)) body.unshift({ session_id: wanted });
-    $("session").replaceChildren(...body.map((info) => el("option", {
-      value: info.session_id,
-      text: info.variable_count === undefined ? info.session_id
-        : `${info.session_id} (${info.variable_count} variables)`,
-    })));
+    const labels = body.map((info) => info.variable_count === undefined ? info.session_id
+      : `${info.session_id} (${info.variable_count} variables)`);
+    if (labels.join("\n") !== shownSessions) {  // rebuilt only on change: an open list stays open
+      shownSessions = labels.join("\n");
+      $("session").replaceChildren(...body.map((info, i) => el("option", {
+        value: info.session_id, text: labels[i],
+      })));
+    }
     const chosen = wanted || (body[0] && body[0].session_id);
     if (!chosen) { setStatus("no sessions", ""); return; }
     $("session").value = chosen;
     if (!state || state.sessionId !== chosen) follow(chosen);
+  }
+
+  // The store has no feed of sessions opening and closing, so the list is re-read every few
+  // seconds while the page is visible (the followed session itself is live over its stream).
+  const SESSION_REFRESH_MS = 3000;
+  let shownSessions = null;
+  function refreshSessionsWhileVisible() {
+    setInterval(() => {
+      if (!document.hidden) loadSessions().catch(() => {});
+    }, SESSION_REFRESH_MS);
   }
 
   // Every (re)connection starts with the current records, so the page starts afresh too.
@@ -375,4 +389,5 @@
   $("refresh-sessions").addEventListener("click", () => loadSessions());
   $("xaxis").addEventListener("change", () => { for (const name of state.points.keys()) schedulePlot(name); });
   loadSessions().catch((err) => showError(String(err)));
+  refreshSessionsWhileVisible();
 })();

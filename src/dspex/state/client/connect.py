@@ -68,12 +68,15 @@ def open_store(
     return cached
 
 
-def tool_link(provider: StateProvider, address: str, token: str | None) -> ToolLink:
+def tool_link(
+    provider: StateProvider, address: str, token: str | None, root_cert: bytes | None = None
+) -> ToolLink:
     """The way to the tool service of the store at ``address`` for a session of ``provider``.
 
     Shares the provider's channel when it is (or wraps) a store client, so a worker keeps one
-    connection to the store.
+    connection to the store; otherwise connects, trusting ``root_cert`` (PEM) for a
+    ``grpcs://`` address (default ``$DSPEX_TLS_CA``, else the system roots).
     """
     from dspex.state.client.tools import ToolStoreClient
 
-    return ToolStoreClient.for_session(provider, address, token)
+    return ToolStoreClient.for_session(provider, address, token, root_cert)

@@ -9,7 +9,9 @@ single connection to the store.
 ``ServeTools`` stream open, runs each call it receives on a small thread pool (so concurrent
 calls run concurrently) and answers with ``ReturnToolResult``. Each time the stream opens it
 registers the owner's tools again, so after a broken connection or a restarted store the tools
-are back as soon as the owner reconnects.
+are back as soon as the owner reconnects. The store binds the owner id to the serving key its
+first stream was given (:attr:`ToolServing.serving_key`); registering, unregistering and
+reconnecting carry it, so no other connection can act for this owner.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dspex.state.core.tool_model import (
 from dspex.state.wire import tools as convert
 from dspex.state.wire.channel import connect, parse_address
 from dspex.state.wire.status import translate_rpc_errors
+from dspex.state.wire.tls import ClientTls
 
 __all__ = ["ToolServing", "ToolStoreClient"]
 
@@ -71,6 +74,8 @@ class ToolStoreClient:
         channel: an open gRPC channel to share (None: open one, closed by :meth:`close`).
         metadata: call metadata sent with every call (the bearer token).
         timeout: seconds each registration or listing call may take.
+        tls: what to trust when connecting to a ``grpcs://`` address (default: as
+            ``ClientTls.load()``, from ``$DSPEX_TLS_CA``...).
     """
 
     def __init__(
@@ -80,30 +85,43 @@ class ToolStoreClient:
         channel: Any = None,
         metadata: tuple[tuple[str, str], ...] = (),
         timeout: float = 10.0,
+        tls: ClientTls | None = None,
     ) -> None:
         self._own_channel = channel is None
         if channel is None:
-            channel, _ = connect(parse_address(address))
+            parsed = parse_address(address)
+            if parsed.tls and tls is None:
+                tls = ClientTls.load()
+            channel, _ = connect(parsed, tls=tls)
         self.address = address
         self._channel = channel
         self._stub = convert.stub(channel)
         self.metadata = metadata
         self.timeout = timeout
         self._errors = translate_rpc_errors(address)
+        self.serving_keys: dict[tuple[str, str], str] = {}
+        """(session id, owner id) -> the serving key the store bound that owner id to; kept
+        here, not per stream, so serving again after a failed start still holds it."""
 
     @classmethod
     def for_session(
-        cls, provider: StateProvider, address: str, token: str | None
+        cls,
+        provider: StateProvider,
+        address: str,
+        token: str | None,
+        root_cert: bytes | None = None,
     ) -> ToolStoreClient:
         """A client for the store a session lives in, sharing its provider's channel if it
-        has one (a worker's cached store client), else connecting to ``address``."""
+        has one (a worker's cached store client), else connecting to ``address`` (trusting
+        ``root_cert`` over TLS)."""
         store = _store_behind(provider)
         if store is not None:
             # Same package: reuse the provider's channel and credentials (one connection).
             store._connect()
             return cls(store.address, channel=store._channel, metadata=store._auth)
         metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        return cls(address, metadata=metadata)
+        tls = None if root_cert is None else ClientTls.load(root_cert)
+        return cls(address, metadata=metadata, tls=tls)
 
     def _call(self, method: str, request: Any, timeout: float | None) -> Any:
         with self._errors:
@@ -111,8 +129,10 @@ class ToolStoreClient:
                 request, timeout=timeout, metadata=self.metadata or None
             )
 
-    def register_tool(self, session_id: str, owner: str, spec: ToolSpecText) -> ToolInfo:
-        request = convert.register_request(session_id, owner, spec)
+    def register_tool(
+        self, session_id: str, owner: str, spec: ToolSpecText, *, key: str = ""
+    ) -> ToolInfo:
+        request = convert.register_request(session_id, owner, key, spec)
         return convert.info_result(self._call("RegisterTool", request, self.timeout))
 
     def unregister_tools(
@@ -121,9 +141,10 @@ class ToolStoreClient:
         owner: str,
         names: Iterable[str] = (),
         *,
+        key: str = "",
         timeout: float | None = None,
     ) -> int:
-        request = convert.unregister_request(session_id, owner, names)
+        request = convert.unregister_request(session_id, owner, key, names)
         deadline = self.timeout if timeout is None else timeout
         return convert.removed_result(self._call("UnregisterTools", request, deadline))
 
@@ -144,9 +165,10 @@ class ToolStoreClient:
         request = convert.return_request(session_id, owner, call_id, outcome)
         return convert.accepted_result(self._call("ReturnToolResult", request, self.timeout))
 
-    def open_serving(self, session_id: str, owner: str) -> Any:
-        """Open a ServeTools stream (iterate it inside ``errors``; cancel it to end it)."""
-        request = convert.serve_request(session_id, owner)
+    def open_serving(self, session_id: str, owner: str, key: str = "") -> Any:
+        """Open a ServeTools stream (iterate it inside ``errors``; cancel it to end it);
+        ``key`` is the owner's serving key when it served before ("" the first time)."""
+        request = convert.serve_request(session_id, owner, key)
         return self._stub.ServeTools(request, metadata=self.metadata or None)
 
     def serve(
@@ -259,7 +281,7 @@ class ToolServing:
 
     def _serve_once(self) -> None:
         """Hold one stream until it ends. Raises the dspex error it ended with."""
-        stream = self.client.open_serving(self.session_id, self.owner)
+        stream = self.client.open_serving(self.session_id, self.owner, self.serving_key)
         self._stream = stream
         if self._stop.is_set():
             stream.cancel()
@@ -267,11 +289,28 @@ class ToolServing:
             for message in stream:
                 event = convert.serve_event(message)
                 if event.kind == "started":
+                    # The same key on each reconnect; a new one after a store restart.
+                    self.client.serving_keys[(self.session_id, self.owner)] = event.serving_key
                     for spec in self._specs():
-                        self.client.register_tool(self.session_id, self.owner, spec)
+                        self.register(spec)
                     self._ready.set()
                 elif event.kind == "call":
                     self._pool.submit(self._answer, event)
+
+    @property
+    def serving_key(self) -> str:
+        """The secret the store bound this owner id to ("" before its first stream opened)."""
+        return self.client.serving_keys.get((self.session_id, self.owner), "")
+
+    def register(self, spec: ToolSpecText) -> ToolInfo:
+        """Register (or replace) one tool of this owner, with its serving key."""
+        return self.client.register_tool(self.session_id, self.owner, spec, key=self.serving_key)
+
+    def unregister(self, timeout: float | None) -> int:
+        """Remove every tool of this owner from the store (after :meth:`stop` too)."""
+        return self.client.unregister_tools(
+            self.session_id, self.owner, key=self.serving_key, timeout=timeout
+        )
 
     def _answer(self, event: convert.ServeEvent) -> None:
         outcome = self._run(event.name, event.arguments_json)

@@ -64,7 +64,17 @@ def check_tool_name(name: object) -> str:
 
 
 class ToolServingHandle(Protocol):
-    """An owner's running serving stream (it answers the calls routed to this process)."""
+    """An owner's running serving stream (it answers the calls routed to this process).
+
+    The store binds the owner id to this stream's connection (its serving key), so the owner's
+    tools are registered and removed through the handle, never by owner id alone.
+    """
+
+    def register(self, spec: ToolSpecText) -> ToolInfo:
+        """Register (or replace) one tool of the owner."""
+
+    def unregister(self, timeout: float | None) -> int:
+        """Remove every tool of the owner; return how many (also after :meth:`stop`)."""
 
     def stop(self) -> None:
         """End the stream and stop answering."""
@@ -76,12 +86,6 @@ class ToolLink(Protocol):
     :class:`dspex.state.client.tools.ToolStoreClient` is the one implementation; it is handed
     to :meth:`SessionTools.connect` so this module never imports the client (or grpc).
     """
-
-    def register_tool(self, session_id: str, owner: str, spec: ToolSpecText) -> ToolInfo:
-        """Register one tool of ``owner``."""
-
-    def unregister_tools(self, session_id: str, owner: str, *, timeout: float | None) -> int:
-        """Remove every tool of ``owner``; return how many."""
 
     def list_tools(self, session_id: str) -> list[ToolInfo]:
         """Every tool of the session."""
@@ -98,7 +102,7 @@ class ToolLink(Protocol):
         specs: Callable[[], list[ToolSpecText]],
         run: Callable[[str, str], tuple[str, ToolFailure | None]],
     ) -> ToolServingHandle:
-        """Start serving ``owner``'s tools; return once calls can arrive."""
+        """Start serving ``owner``'s tools (registering each); return once calls can arrive."""
 
     def close(self) -> None:
         """Release the connection."""
@@ -177,8 +181,8 @@ class SessionTools:
             try:
                 if self._client is not None and self._serving is None:
                     self._serve(self._client)  # registers every owned tool, this one too
-                elif self._client is not None:
-                    self._client.register_tool(self.session_id, self.owner, _spec(info))
+                elif self._serving is not None:
+                    self._serving.register(_spec(info))
             except BaseException:
                 if previous is None:
                     del self._owned[name]
@@ -256,10 +260,9 @@ class SessionTools:
             client, self._client = self._client, None
         if serving is not None:
             serving.stop()
+            try:
+                serving.unregister(_CLOSE_TIMEOUT)
+            except DspexError:
+                pass  # the store or session is gone: nothing left to remove
         if client is not None:
-            if self._owned:
-                try:
-                    client.unregister_tools(self.session_id, self.owner, timeout=_CLOSE_TIMEOUT)
-                except DspexError:
-                    pass  # the store or session is gone: nothing left to remove
             client.close()

@@ -30,14 +30,17 @@ __all__ = [
 ]
 
 
-def check_sizes(**sizes: int) -> None:
-    """Refuse a history or log size below 1 before an engine is built (a size of 0 would let
-    a commit be written and then fail while trimming, reporting failure for an applied write).
+def check_sizes(**sizes: int | None) -> None:
+    """Refuse a history or log size or a budget below 1 before an engine is built (a size of
+    0 would let a commit be written and then fail while trimming, reporting failure for an
+    applied write); None is no bound.
 
     Raises:
         ConstraintError: a size is not a whole number of at least 1.
     """
     for name, value in sizes.items():
+        if value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise errors.ConstraintError(
                 f"{name} must be a whole number of at least 1, got {value!r}"

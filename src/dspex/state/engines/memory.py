@@ -10,7 +10,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Final
+from itertools import repeat
+from typing import Any
 
 from dspex._model import VariableRecord, VariableUpdate
 from dspex.state.engines.contract import (
@@ -23,25 +24,21 @@ from dspex.state.engines.contract import (
     check_sizes,
     mark_batch,
 )
-from dspex.state.engines.sizes import SIZED_TYPES, exceeded, value_size
+from dspex.state.engines.sizes import (
+    HISTORY_BYTES,
+    LOG_BYTES,
+    SIZED_TYPES,
+    budget_exceeded,
+    record_bytes,
+    value_size,
+)
 
-__all__ = ["MemoryEngine"]
+__all__ = ["HISTORY_BYTES", "LOG_BYTES", "MemoryEngine", "record_bytes"]
 
 _new_tuple: Any = tuple.__new__
 
 
 _log = logging.getLogger("dspex.state")
-
-HISTORY_BYTES: Final = 256 * 1024 * 1024
-"""Default bound on the bytes of values kept in one variable's history."""
-LOG_BYTES: Final = 1024 * 1024 * 1024
-"""Default bound on the bytes of values kept in one session's change log."""
-
-
-def record_bytes(record: VariableRecord) -> int:
-    """Bytes a record's value takes (0 for numbers and booleans: they are a few bytes)."""
-    spec = record.spec
-    return value_size(spec, record.value) if spec.type in SIZED_TYPES else 0
 
 
 class _Space:
@@ -52,11 +49,13 @@ class _Space:
         "edges",
         "history",
         "history_bytes",
+        "history_sizes",
         "kept_bytes",
         "last_heartbeat",
         "lock",
         "log",
         "log_bytes",
+        "log_sizes",
         "lost",
         "owner",
         "revision",
@@ -76,6 +75,11 @@ class _Space:
         # Bytes of sized values (strings, JSON, arrays) kept in each history and in the log.
         self.history_bytes: dict[str, int] = {}
         self.log_bytes = 0
+        # The size of each kept version and logged update, beside (aligned with) the history
+        # and log entries, so trimming never sizes a value twice. Kept only while the history
+        # or log holds bytes: numbers and booleans (size 0) cost nothing.
+        self.history_sizes: dict[str, deque[int]] = {}
+        self.log_sizes: deque[int] | None = None
         self.kept_bytes = 0  # the sum of history_bytes: what the session's budget counts
         self.edges: list[tuple[str, str]] = []
         # (first, last, generation) of revisions a durable engine lost and will never reissue.
@@ -107,13 +111,13 @@ class MemoryEngine:
         max_session_bytes: int | None = None,
         max_store_bytes: int | None = None,
     ) -> None:
-        budgets = {"max_session_bytes": max_session_bytes, "max_store_bytes": max_store_bytes}
         check_sizes(
             history_size=history_size,
             log_size=log_size,
             history_bytes=history_bytes,
             log_bytes=log_bytes,
-            **{name: value for name, value in budgets.items() if value is not None},
+            max_session_bytes=max_session_bytes,
+            max_store_bytes=max_store_bytes,
         )
         self.max_session_bytes = max_session_bytes
         self.max_store_bytes = max_store_bytes
@@ -221,12 +225,13 @@ class MemoryEngine:
                 elif current.revision != write.expect_revision:
                     raise EngineConflict(write.name)
             updates = self._plan(space, writes)
+            sizes = [record_bytes(update.record) for update in updates]
             if self._budgeted:
-                self._check_budgets(session_id, space, updates)  # raises: nothing applied
+                self._check_budgets(session_id, space, updates, sizes)  # raises: none applied
             if self._durable:
                 self._persist(session_id, updates)  # may raise: memory untouched until it passes
-            for update in updates:
-                self._install(space, update)
+            for update, size in zip(updates, sizes, strict=True):
+                self._install(space, update, size)
             self._notify(session_id, updates, False)
             return updates
 
@@ -299,10 +304,10 @@ class MemoryEngine:
             EngineConflict: the variable changed since ``old`` was read.
             UnknownSession: the session does not exist.
         """
-        name = old.name
+        name, spec = old.name, old.spec
         if self._durable:
             write = Write(
-                name, old.revision, "set", old.spec, value, old.version + 1, writer,
+                name, old.revision, "set", spec, value, old.version + 1, writer,
                 old.metadata, False, old.lock,
             )  # fmt: skip
             return self.commit(session_id, (write,))[0]
@@ -316,18 +321,26 @@ class MemoryEngine:
                 raise UnknownSession(session_id)
             revision = space.revision + 1
             record = _new_tuple(VariableRecord, (
-                name, old.spec, value, old.version + 1, revision, self.now(), writer,
+                name, spec, value, old.version + 1, revision, self.now(), writer,
                 old.metadata, False, old.lock,
             ))  # fmt: skip
             update: VariableUpdate = _new_tuple(
                 VariableUpdate, (revision, "set", name, record, None)
             )
+            # Sized once, here; numbers and booleans count 0 bytes and skip the byte work.
+            size = value_size(spec, value) if spec.type in SIZED_TYPES else 0
             if self._budgeted:
-                self._check_budgets(session_id, space, (update,))  # raises: nothing applied
+                self._check_budgets(session_id, space, (update,), (size,))  # raises: none applied
             space.revision = revision
             space.variables[name] = record
-            self._keep_version(space, name, record)
-            self._keep_change(space, update)
+            if size or space.history_bytes[name]:
+                self._keep_version(space, name, record, size)
+            else:
+                space.history[name].append(record)  # no bytes held or added: nothing to count
+            if size or space.log_bytes:
+                self._keep_change(space, update, size)
+            else:
+                space.log.append(update)
             self._notify(session_id, (update,), False)
             return update
 
@@ -358,7 +371,8 @@ class MemoryEngine:
             updates.append(_new_tuple(VariableUpdate, (revision, kind, name, record, None)))
         return mark_batch(updates) if len(updates) > 1 else updates
 
-    def _install(self, space: _Space, update: VariableUpdate) -> None:
+    def _install(self, space: _Space, update: VariableUpdate, size: int) -> None:
+        """Apply one planned update to memory; ``size`` = :func:`record_bytes` of its record."""
         space.revision = update.revision
         name, record = update.name, update.record
         if update.kind == "delete":
@@ -371,32 +385,67 @@ class MemoryEngine:
             kept = space.history.get(name)
             if kept is None or update.kind == "register":
                 space.history[name] = deque((record,), maxlen=self.history_size)
-                self._history_total(space, name, record_bytes(record))
+                space.history_sizes.pop(name, None)
+                if size:
+                    space.history_sizes[name] = deque((size,), maxlen=self.history_size)
+                self._history_total(space, name, size)
             elif kept[-1].version == record.version:
                 kept[-1] = record  # stale/lock changes annotate the version, not add one
+                if size or space.history_bytes[name]:
+                    sizes = self._history_sizes(space, name)
+                    total = space.history_bytes[name] + size - sizes[-1]
+                    sizes[-1] = size
+                    self._history_total(space, name, total)
             else:
-                self._keep_version(space, name, record)
-        self._keep_change(space, update)
+                self._keep_version(space, name, record, size)
+        self._keep_change(space, update, size)
 
     # -- byte bounds ------------------------------------------------------------------------
+    # Each kept version's and logged update's size sits beside it (history_sizes, log_sizes),
+    # computed once when the record was built; a history or log that holds no bytes keeps no
+    # sizes (all would be 0), so numbers and booleans skip this work.
 
-    def _keep_version(self, space: _Space, name: str, record: VariableRecord) -> None:
-        """Append ``record`` to ``name``'s history, dropping the oldest versions beyond
-        ``history_size`` or ``history_bytes`` (the newest is always kept)."""
+    def _keep_version(
+        self, space: _Space, name: str, record: VariableRecord, size: int | None = None
+    ) -> None:
+        """Append ``record`` (``size`` bytes; None: size it now) to ``name``'s history,
+        dropping the oldest versions beyond ``history_size`` or ``history_bytes`` (the newest
+        is always kept)."""
+        if size is None:
+            size = record_bytes(record)
         kept = space.history[name]
         total = space.history_bytes.get(name, 0)
+        if not (size or total):
+            kept.append(record)
+            return
+        sizes = self._history_sizes(space, name)
         if len(kept) == kept.maxlen:
-            total -= record_bytes(kept[0])  # the deque drops it on append
+            total -= sizes[0]  # both deques drop their oldest on append
         kept.append(record)
-        total += record_bytes(record)
+        sizes.append(size)
+        total += size
         while total > self.history_bytes and len(kept) > 1:
-            total -= record_bytes(kept.popleft())
+            kept.popleft()
+            total -= sizes.popleft()
         self._history_total(space, name, total)
+
+    def _history_sizes(self, space: _Space, name: str) -> deque[int]:
+        """The sizes beside ``name``'s kept versions, made when first needed: all 0 while the
+        history held no bytes; sized from the records if it was loaded without them."""
+        sizes = space.history_sizes.get(name)
+        if sizes is None:
+            kept = space.history[name]
+            held = space.history_bytes.get(name, 0)
+            values = map(record_bytes, kept) if held else repeat(0, len(kept))
+            sizes = space.history_sizes[name] = deque(values, maxlen=kept.maxlen)
+        return sizes
 
     def _history_total(self, space: _Space, name: str, total: int) -> None:
         """Set the bytes kept in ``name``'s history, keeping session and store totals."""
         delta = total - space.history_bytes.get(name, 0)
         space.history_bytes[name] = total
+        if not total:
+            space.history_sizes.pop(name, None)  # every kept version is 0 bytes now
         if delta:
             self._count_bytes(space, delta)
 
@@ -406,73 +455,120 @@ class MemoryEngine:
             self.store_bytes += delta
 
     def _check_budgets(
-        self, session_id: str, space: _Space, updates: Sequence[VariableUpdate]
+        self,
+        session_id: str,
+        space: _Space,
+        updates: Sequence[VariableUpdate],
+        sizes: Sequence[int],
     ) -> None:
-        """Refuse ``updates`` if the bytes they keep would pass a budget.
+        """Refuse ``updates`` (of ``sizes`` bytes) if the bytes they keep would pass a budget.
 
         Raises:
             LimitExceededError: naming the budget (RESOURCE_EXHAUSTED on the wire).
         """
-        growth = sum(self._growth(space, update) for update in updates)
+        growth = sum(map(self._growth, repeat(space), updates, sizes))
         if growth <= 0:
             return
-        hint = "delete variables or sessions you no longer need, or keep large data elsewhere"
         limit = self.max_session_bytes
         if limit is not None and space.kept_bytes + growth > limit:
-            raise exceeded(f"bytes kept in session {session_id!r}", limit, hint)
+            raise budget_exceeded(session_id, limit)
         limit = self.max_store_bytes
         if limit is not None and self.store_bytes + growth > limit:
-            raise exceeded("bytes kept in the whole store", limit, hint)
+            raise budget_exceeded(None, limit)
 
-    def _growth(self, space: _Space, update: VariableUpdate) -> int:
-        """How many bytes ``update`` adds to the session's kept values (negative: frees)."""
+    def _growth(self, space: _Space, update: VariableUpdate, size: int) -> int:
+        """How many bytes ``update`` (``size`` bytes) adds to the session's kept values
+        (negative: frees)."""
         name, record = update.name, update.record
         held = space.history_bytes.get(name, 0)
         if update.kind == "delete":
             return -held
         kept = space.history.get(name)
         if kept is None or update.kind == "register":
-            return record_bytes(record) - held
+            return size - held
         if kept[-1].version == record.version:
-            return record_bytes(record) - record_bytes(kept[-1])
-        return self._history_after(space, name, record)[1] - held
+            return size - (self._history_sizes(space, name)[-1] if held else 0)
+        return self._history_after(space, name, record, size)[1] - held
 
-    def _keep_change(self, space: _Space, update: VariableUpdate) -> None:
-        """Append ``update`` to the change log, bounded by ``log_size`` and ``log_bytes``."""
-        log = space.log
+    def _keep_change(self, space: _Space, update: VariableUpdate, size: int | None = None) -> None:
+        """Append ``update`` (``size`` bytes; None: size it now) to the change log, bounded by
+        ``log_size`` and ``log_bytes`` (the newest is always kept)."""
+        if size is None:
+            size = record_bytes(update.record)
+        log, total = space.log, space.log_bytes
+        if not (size or total):
+            log.append(update)
+            return
+        sizes = self._log_sizes(space)
         if len(log) == log.maxlen:
-            space.log_bytes -= record_bytes(log[0].record)
+            total -= sizes[0]
         log.append(update)
-        space.log_bytes += record_bytes(update.record)
-        while space.log_bytes > self.log_bytes and len(log) > 1:
-            space.log_bytes -= record_bytes(log.popleft().record)
+        sizes.append(size)
+        total += size
+        while total > self.log_bytes and len(log) > 1:
+            log.popleft()
+            total -= sizes.popleft()
+        space.log_bytes = total
+        if not total:
+            space.log_sizes = None  # every logged update is 0 bytes now
 
-    def _versions_kept(self, space: _Space, name: str, record: VariableRecord) -> int:
+    @staticmethod
+    def _log_sizes(space: _Space) -> deque[int]:
+        """The sizes beside the logged updates, made when first needed (all 0 until then)."""
+        if space.log_sizes is None:
+            log = space.log
+            space.log_sizes = deque(repeat(0, len(log)), maxlen=log.maxlen)
+        return space.log_sizes
+
+    def _versions_kept(
+        self, space: _Space, name: str, record: VariableRecord, size: int | None = None
+    ) -> int:
         """How many versions ``name`` keeps once ``record`` is appended (nothing changes)."""
-        return self._history_after(space, name, record)[0]
+        return self._history_after(space, name, record, size)[0]
 
-    def _history_after(self, space: _Space, name: str, record: VariableRecord) -> tuple[int, int]:
-        """(versions, bytes) ``name`` keeps once ``record`` is appended (nothing changes)."""
-        kept = space.history.get(name) or deque()
-        total, first = space.history_bytes.get(name, 0), 0
+    def _history_after(
+        self, space: _Space, name: str, record: VariableRecord, size: int | None = None
+    ) -> tuple[int, int]:
+        """(versions, bytes) ``name`` keeps once ``record`` (``size`` bytes; None: size it
+        now) is appended (nothing changes)."""
+        if size is None:
+            size = record_bytes(record)
+        kept = space.history.get(name)
+        if not kept:
+            return 1, size
+        total = space.history_bytes.get(name, 0)
+        # No sizes while the history holds no bytes (all 0): planning must not add them.
+        sizes = self._history_sizes(space, name) if total else None
+        first = 0
         if len(kept) == self.history_size:
-            total, first = total - record_bytes(kept[0]), 1
-        count, total = len(kept) - first + 1, total + record_bytes(record)
+            total, first = total - (sizes[0] if sizes is not None else 0), 1
+        count, total = len(kept) - first + 1, total + size
         while total > self.history_bytes and count > 1:
-            total, first, count = total - record_bytes(kept[first]), first + 1, count - 1
+            total -= sizes[first] if sizes is not None else 0
+            first, count = first + 1, count - 1
         return count, total
 
-    def _oldest_logged(self, space: _Space, updates: Sequence[VariableUpdate]) -> int | None:
-        """The oldest revision the log keeps once ``updates`` are appended, or None when
-        nothing already logged is dropped (nothing changes)."""
+    def _oldest_logged(
+        self,
+        space: _Space,
+        updates: Sequence[VariableUpdate],
+        sizes: Sequence[int] | None = None,
+    ) -> int | None:
+        """The oldest revision the log keeps once ``updates`` (of ``sizes`` bytes; None: size
+        them now) are appended, or None when nothing already logged is dropped (nothing
+        changes)."""
+        if sizes is None:
+            sizes = [record_bytes(update.record) for update in updates]
         log, total, first, new = space.log, space.log_bytes, 0, 0
         count = len(log) + len(updates)
-        total += sum(record_bytes(update.record) for update in updates)
+        total += sum(sizes)
+        logged = space.log_sizes  # None: every logged update is 0 bytes
         while count > 1 and (count > self.log_size or total > self.log_bytes):
             if first < len(log):
-                total, first = total - record_bytes(log[first].record), first + 1
+                total -= logged[first] if logged is not None else 0
+                first += 1
             else:
-                total, new = total - record_bytes(updates[new].record), new + 1
+                total, new = total - sizes[new], new + 1
             count -= 1
         if first == 0:
             return None

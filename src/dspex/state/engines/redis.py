@@ -41,11 +41,27 @@ from dspex.state.engines.contract import (
     Write,
     check_sizes,
 )
+from dspex.state.engines.sizes import (
+    HISTORY_BYTES,
+    LOG_BYTES,
+    SIZED_TYPES,
+    budget_exceeded,
+    value_size,
+)
 
 __all__ = ["FORMAT_VERSION", "RedisEngine"]
 
-FORMAT_VERSION: Final = 1
-"""Layout of the keys; a Redis whose ``P:format`` is higher was written by a newer dspex."""
+FORMAT_VERSION: Final = 2
+"""Layout of the keys; a Redis whose ``P:format`` is higher was written by a newer dspex.
+
+Format 2 keeps the size of every kept version and logged update beside it; a format 1 store
+is upgraded when opened (its values count 0 bytes until they age out): stop every older
+server sharing the Redis first."""
+
+FEED_INLINE_BYTES: Final = 8 * 1024
+"""A commit whose values take more bytes is announced in the feed by its revisions, and
+listeners read it from the session's log: the feed holds at most about ``feed_size`` times
+this many bytes of values."""
 
 _CLOCK_SYNC: Final = 2.0
 """Seconds between reads of Redis's ``TIME`` for :meth:`RedisEngine.now`."""
@@ -61,6 +77,10 @@ class RedisEngine:
         prefix: key prefix; servers that share sessions use the same one.
         feed_size: approximate number of recent changes kept in the feed stream that
             listeners read; a listener further behind catches up from the session logs.
+        history_bytes, log_bytes, max_session_bytes, max_store_bytes: the byte bounds and
+            budgets of :class:`MemoryEngine`, kept in Redis: trimming and budget checks run
+            inside the commit script, so every server sharing the Redis enforces one budget,
+            and a refused write (``LimitExceededError``) is never applied.
 
     Raises:
         StoreUnavailableError: Redis cannot be reached at ``url``.
@@ -75,22 +95,38 @@ class RedisEngine:
         log_size: int = 10_000,
         prefix: str = "dspex",
         feed_size: int = 10_000,
+        history_bytes: int = HISTORY_BYTES,
+        log_bytes: int = LOG_BYTES,
+        max_session_bytes: int | None = None,
+        max_store_bytes: int | None = None,
     ) -> None:
-        check_sizes(history_size=history_size, log_size=log_size, feed_size=feed_size)
+        check_sizes(
+            history_size=history_size,
+            log_size=log_size,
+            feed_size=feed_size,
+            history_bytes=history_bytes,
+            log_bytes=log_bytes,
+            max_session_bytes=max_session_bytes,
+            max_store_bytes=max_store_bytes,
+        )
         self.url = url
         self.history_size = history_size
         self.log_size = log_size
+        self.history_bytes = history_bytes
+        self.log_bytes = log_bytes
+        self.max_session_bytes = max_session_bytes
+        self.max_store_bytes = max_store_bytes
         self.prefix = prefix
         self.feed_size = feed_size
         self.feed_key = f"{prefix}:feed"
         self.sessions_key = f"{prefix}:sessions"
+        self.bytes_key = f"{prefix}:bytes"
         self._safe_url = _redact(url)
         self._feed: Any = None  # the _FeedReader, started by the first listen()
         # No automatic retry: a resent commit could apply twice; callers get a clear error.
         self.client = self.connect()
         self._scripts = {
-            name: self.client.register_script(getattr(lua, name))
-            for name in ("CREATE", "TOUCH", "DROP", "COMMIT", "CHANGES", "PUT_EDGES", "SNAPSHOT")
+            name: self.client.register_script(getattr(lua, name)) for name in lua.__all__
         }
         self._check_format()
         self._clock_offset = 0.0  # Redis TIME minus time.monotonic(), see now()
@@ -141,7 +177,9 @@ class RedisEngine:
         key = f"{self.prefix}:format"
         with self.guard("open the store"):
             self.client.set(key, str(FORMAT_VERSION), nx=True)
-            found = int(cast(str, self.client.get(key)) or FORMAT_VERSION)
+            found = int(
+                self._scripts["UPGRADE"](keys=[self.sessions_key, key], args=[FORMAT_VERSION])
+            )
         if found > FORMAT_VERSION:
             raise errors.StoreDataError(
                 f"Redis at {self._safe_url} holds dspex data of format {found} under prefix "
@@ -232,9 +270,9 @@ class RedisEngine:
 
     def drop_session(self, session_id: str) -> bool:
         """Delete the session's keys; every server's listeners get ``closed=True``."""
-        keys = self._keys(session_id, "meta", "vars", "revs", "vers", "log")
-        keys += [self.sessions_key, self.feed_key]
-        args = [session_id, self.base(session_id) + "h:", self.feed_size]
+        keys = self._keys(session_id, "meta", "vars", "revs", "vers", "log", "logz", "hbytes")
+        keys += [self.sessions_key, self.feed_key, self.bytes_key]
+        args = [session_id, self.base(session_id), self.feed_size]
         return bool(self._run("DROP", keys, args, f"drop session {session_id!r}"))
 
     # -- records ------------------------------------------------------------------------------
@@ -279,12 +317,12 @@ class RedisEngine:
             return []
         now = self.now()
         keys = [*self._keys(session_id, "meta", "vars", "revs", "vers", "log"), self.feed_key]
-        args: list[Any] = [session_id, self.base(session_id) + "h:", self.history_size]
-        args += [self.log_size, self.feed_size, len(writes)]
+        keys += [*self._keys(session_id, "logz", "hbytes"), self.bytes_key]
+        args: list[Any] = [session_id, self.base(session_id), self.history_size]
+        args += [self.log_size, self.feed_size, len(writes), self.history_bytes, self.log_bytes]
+        args += [_limit(self.max_session_bytes), _limit(self.max_store_bytes), FEED_INLINE_BYTES]
         for write in writes:
-            expect = "" if write.expect_revision is None else str(write.expect_revision)
-            prefix = "" if write.kind == "delete" else _record_prefix(write, now)
-            args += [write.name, expect, write.kind, str(write.version), prefix]
+            args += _write_args(write, now)
         try:
             reply = self._run("COMMIT", keys, args, f"write to session {session_id!r}")
         except errors.StoreUnavailableError as exc:
@@ -305,6 +343,8 @@ class RedisEngine:
             raise UnknownSession(session_id)
         if reply[0] == 0:
             raise EngineConflict(reply[1])
+        if reply[0] == -2:
+            raise budget_exceeded(session_id if reply[1] == "session" else None, int(reply[2]))
         deleted = iter(reply[2:])
         updates = []
         for revision, write in enumerate(writes, start=reply[1]):
@@ -383,6 +423,18 @@ class RedisEngine:
         self.client.close()
 
 
+def _write_args(write: Write, now: float) -> list[Any]:
+    """One write's arguments of the commit script, its value sized once, here, where the
+    record is built (a delete's size is the deleted version's, which the script reads)."""
+    expect = "" if write.expect_revision is None else str(write.expect_revision)
+    if write.kind == "delete":
+        size, prefix = 0, ""
+    else:
+        size = value_size(write.spec, write.value) if write.spec.type in SIZED_TYPES else 0
+        prefix = _record_prefix(write, now)
+    return [write.name, expect, write.kind, str(write.version), size, prefix]
+
+
 def _record_prefix(write: Write, now: float) -> str:
     """The record's JSON up to its revision, which the commit script appends."""
     record = VariableRecord(
@@ -392,6 +444,11 @@ def _record_prefix(write: Write, now: float) -> str:
     data = record_dict(record)
     del data["revision"]
     return json.dumps(data, separators=(",", ":"))[:-1] + ',"revision":'
+
+
+def _limit(budget: int | None) -> str:
+    """A budget as a script argument ('' for none)."""
+    return "" if budget is None else str(budget)
 
 
 def _edges_json(edges: Sequence[tuple[str, str]]) -> str:

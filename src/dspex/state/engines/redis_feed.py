@@ -2,7 +2,9 @@
 
 Why a stream and not pub/sub: pub/sub drops messages while a subscriber is disconnected, while
 a stream entry is written by the same Lua script as the commit (so it exists exactly when the
-commit does) and can be re-read from any id after a reconnect.
+commit does) and can be re-read from any id after a reconnect. A commit of large values
+carries only its first and last revision (so the feed stays small); the reader reads it from
+the session's change log and delivers it as one batch.
 
 No gap, no duplicate: the reader tracks the last delivered revision of every session. Updates
 at or below it are skipped; a jump (the stream was trimmed past a slow reader, or Redis was
@@ -110,6 +112,8 @@ class FeedReader(threading.Thread):
         elif event == "drop":  # delivered even if untracked (its create may have been trimmed)
             self._sessions.pop(session_id, None)
             self._deliver(session_id, (), closed=True)
+        elif "r" in fields:  # a commit of large values: announced, read from the log
+            self._reach(session_id, int(fields["f"]), int(fields["r"]))
         else:
             updates = [_update(data) for data in json.loads(fields["u"])]
             self._offer(session_id, mark_batch(updates) if len(updates) > 1 else updates)
@@ -127,8 +131,18 @@ class FeedReader(threading.Thread):
         self._sessions[session_id] = (fresh[-1].revision, created)
         self._deliver(session_id, fresh, closed=False)
 
-    def _fill(self, session_id: str) -> None:
-        """Deliver the session's logged updates after the last delivered one."""
+    def _reach(self, session_id: str, first: int, last: int) -> None:
+        """Deliver the commit of revisions ``first..last`` (and any before it not delivered
+        yet) from the session's change log, marked as one batch if it wrote several."""
+        delivered, created = self._sessions.get(session_id, (0, ""))
+        if session_id in self._sessions and last <= delivered:
+            return
+        self._sessions[session_id] = (delivered, created)
+        self._fill(session_id, (first, last) if last > first else None)
+
+    def _fill(self, session_id: str, batch: tuple[int, int] | None = None) -> None:
+        """Deliver the session's logged updates after the last delivered one (those of
+        revisions ``batch`` marked as one atomic batch)."""
         last, created = self._sessions[session_id]
         try:
             try:
@@ -146,9 +160,18 @@ class FeedReader(threading.Thread):
                     return  # compacted again meanwhile: the next entry fills from there
         except UnknownSession:
             return  # dropped meanwhile: its drop entry (or the next resync) closes it
-        if updates:
-            self._sessions[session_id] = (updates[-1].revision, created)
+        if not updates:
+            return
+        self._sessions[session_id] = (updates[-1].revision, created)
+        if batch is None:
             self._deliver(session_id, updates, closed=False)
+            return
+        inside = [u for u in updates if batch[0] <= u.revision <= batch[1]]
+        before = [u for u in updates if u.revision < batch[0]]
+        after = [u for u in updates if u.revision > batch[1]]
+        for part in (before, mark_batch(inside) if len(inside) > 1 else inside, after):
+            if part:
+                self._deliver(session_id, part, closed=False)
 
     def _resync(self) -> None:
         """After a reconnect: compare a fresh snapshot with what was delivered, fill the gaps."""

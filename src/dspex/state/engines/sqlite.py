@@ -8,7 +8,14 @@ Durability: WAL with ``synchronous=NORMAL``. A commit is appended to the WAL fil
 ``write(2)`` before ``COMMIT`` returns, so it sits in the kernel's page cache and survives the
 server process dying in any way (``kill -9``, crash, OOM kill); SQLite replays the WAL on the
 next open. Only an OS crash or power loss can lose the last commits (never corrupting the file);
-``fsync=True`` (``synchronous=FULL``) closes that gap at the price of one disk flush per write.
+``fsync=True`` (``synchronous=FULL``) closes that gap: ``COMMIT`` returns only once the WAL is
+flushed to the disk.
+
+Group commit: writers queue their changes, and whoever holds the data file next commits every
+queued change in one transaction, so with ``fsync`` one disk flush covers all of them; while it
+runs, the next writers queue up for the following one. The ``meta`` table counts changes,
+transactions (``commits``) and, with ``fsync``, flushes (``flushes``): see
+:meth:`SQLiteEngine.stats`.
 
 Damage and loss are detected, never served (see ``_sqlite_seal``): records carry checksums
 checked at start with SQLite's own page check, and the seal file ``dspex.seal`` counts the
@@ -92,7 +99,14 @@ _TRIM_HISTORY: Final = (
 )
 _APPEND_LOG: Final = "INSERT INTO log VALUES (?1, ?2, ?3, ?4, ?5)"
 _TRIM_LOG: Final = "DELETE FROM log WHERE session_id = ?1 AND revision <= ?2"
-_COUNT_CHANGES: Final = "UPDATE meta SET value = CAST(value AS INTEGER) + ?1 WHERE key = 'changes'"
+_COUNTERS: Final = ("changes", "commits", "flushes")
+"""Running counts in ``meta``: acknowledged changes, transactions, transactions flushed to disk
+before they returned (``fsync``)."""
+_COUNT_CHANGES: Final = (
+    "UPDATE meta SET value = CAST(value AS INTEGER) + CASE key WHEN 'changes' THEN ?1 ELSE 1 "
+    "END WHERE key IN ('changes', 'commits', ?2)"
+)
+"""Add ?1 changes and one transaction; ?2 is 'flushes' with ``fsync`` (else 'changes' again)."""
 _LOST_PREFIX: Final = "lost:"
 
 _Statement = tuple[str, tuple[Any, ...]]
@@ -148,6 +162,8 @@ class SQLiteEngine(MemoryEngine):
         self.generation = 1
         self.lost = 0  # acknowledged changes lost before this generation began (accept_loss)
         self._changes = 0
+        self._counts = dict.fromkeys(_COUNTERS, 0)  # commits and flushes; see stats()
+        self._flushed = "flushes" if fsync else "changes"  # the counter ?2 of _COUNT_CHANGES
         self._lock_fd = _lock_directory(self.directory)
         try:
             self._db, version = _open_database(self.path)
@@ -279,26 +295,56 @@ class SQLiteEngine(MemoryEngine):
             )
             _finish(batch, closed)
             return
-        applied: list[_Ticket] = []
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            for ticket in batch:
-                if self._apply_ticket(ticket):
-                    applied.append(ticket)
-            counted = sum(ticket.changes for ticket in applied)
-            self._db.execute(_COUNT_CHANGES, (counted,))
-            self._db.execute("COMMIT")
+            applied = self._commit_batch(batch)
         except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-            _finish(applied, _data_error(self.path, exc, "the change was not applied"))
-            return
-        self._changes += counted
+            if len(batch) == 1:
+                _finish(batch, _data_error(self.path, exc, "the change was not applied"))
+                return
+            # Rare (a full disk, an I/O error): find which changes fail, one savepoint each.
+            try:
+                applied = self._commit_batch(batch, alone=True)
+            except sqlite3.Error as again:
+                _finish(batch, _data_error(self.path, again, "the change was not applied"))
+                return
+        self._changes += sum(ticket.changes for ticket in applied)
+        self._counts["commits"] += 1
+        if self.fsync:
+            self._counts["flushes"] += 1
         _finish(applied, None)
         # Committed: a failure to update the seal must not report the writes as failed.
         with contextlib.suppress(OSError):
             self._seal.write(self.generation, self._changes)
+
+    def _commit_batch(self, batch: Sequence[_Ticket], *, alone: bool = False) -> list[_Ticket]:
+        """Commit ``batch`` in one transaction; returns the tickets applied.
+
+        All or none by default (the hot path: no savepoint per change); with ``alone`` each
+        change runs in its own savepoint, so a failing one is rolled back and failed alone.
+
+        Raises:
+            sqlite3.Error: the transaction failed and was rolled back (nothing applied).
+        """
+        applied: list[_Ticket] = []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for ticket in batch:
+                if alone:
+                    if self._apply_ticket(ticket):
+                        applied.append(ticket)
+                    continue
+                for sql, params in ticket.statements:
+                    self._db.execute(sql, params)
+                applied.append(ticket)
+            counted = sum(ticket.changes for ticket in applied)
+            self._db.execute(_COUNT_CHANGES, (counted, self._flushed))
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise
+        return applied
 
     def _apply_ticket(self, ticket: _Ticket) -> bool:
         """Run one change inside a savepoint; on failure roll it back alone and fail it."""
@@ -334,6 +380,8 @@ class SQLiteEngine(MemoryEngine):
                 self.generation = int(value)
             elif key == "changes":
                 self._changes = int(value)
+            elif key in self._counts:
+                self._counts[key] = int(value)
             elif key.startswith(_LOST_PREFIX) and key[len(_LOST_PREFIX) :] in self._spaces:
                 first, last, generation = json.loads(value)
                 space = self._spaces[key[len(_LOST_PREFIX) :]]
@@ -425,6 +473,14 @@ class SQLiteEngine(MemoryEngine):
             self._keep_change(
                 self._spaces[session_id], VariableUpdate(revision, kind, name, record)
             )
+
+    def stats(self) -> dict[str, int]:
+        """Running counts over the data file's life, kept in its ``meta`` table (so they
+        survive restarts and ``kill -9``): ``changes`` acknowledged, ``commits`` (SQLite
+        transactions: group commit puts the changes queued meanwhile in one) and ``flushes``
+        (transactions flushed to disk before they returned, with ``fsync``). With concurrent
+        writers, ``flushes / changes`` below 1 shows group commit at work."""
+        return {"changes": self._changes, **{key: self._counts[key] for key in _COUNTERS[1:]}}
 
     @property
     def blocks(self) -> bool:
@@ -566,7 +622,8 @@ def _prepare(db: sqlite3.Connection, path: Path, fsync: bool, version: int | Non
         db.execute(
             "INSERT OR REPLACE INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),)
         )
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('changes', '0')")
+        for counter in _COUNTERS:
+            db.execute("INSERT OR IGNORE INTO meta VALUES (?, '0')", (counter,))
         db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '1')")
         db.execute("COMMIT")
     except sqlite3.Error as exc:

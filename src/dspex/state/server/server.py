@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,9 +43,27 @@ from dspex.state.wire.tools import SERVICE_NAME as TOOLS_SERVICE_NAME
 if TYPE_CHECKING:
     from dspex.state.server.metrics import ServerMetrics
 
-__all__ = ["SERVICE_NAME", "StoreServer", "serve"]
+__all__ = ["SERVICE_NAME", "ServerOptions", "StoreServer", "serve"]
 
 SERVICE_NAME: Final[str] = store_pb2.DESCRIPTOR.services_by_name["SessionStore"].full_name
+
+
+class ServerOptions(TypedDict, total=False):
+    """What a store server is run with, besides its provider and address (every key optional).
+
+    Keys:
+        token: if given, every store call must carry this bearer token (full access).
+        auth: access control: tokens, principals and permission rules (not with ``token``).
+        tls: serve TLS with this certificate and key (``grpcs://`` addresses).
+        limits: input limits, the watch heartbeat interval and the default session TTL.
+        metrics: count calls and state into these Prometheus metrics.
+    """
+
+    token: str | None
+    auth: AccessPolicy | None
+    tls: ServerTls | None
+    limits: StoreLimits | None
+    metrics: ServerMetrics | None
 
 
 def _policy(token: str | None, auth: AccessPolicy | None) -> AccessPolicy | None:
@@ -162,11 +180,8 @@ class StoreServer:
     Args:
         provider: the provider to serve (a new :class:`EngineProvider` when None).
         address: where to listen; port 0 picks a free port (read it back from ``address``).
-        token: if given, every store call must carry this bearer token (full access).
-        auth: access control: tokens, principals and permission rules (not with ``token``).
-        tls: serve TLS with this certificate and key (``grpcs://`` addresses).
-        limits: input limits, the watch heartbeat interval and the default session TTL.
-        metrics: count calls and state into these Prometheus metrics.
+        options: ``token``, ``auth``, ``tls``, ``limits``, ``metrics`` (see
+            :class:`ServerOptions`).
 
     Examples:
         >>> with StoreServer.start(address="127.0.0.1:0") as server:  # doctest: +SKIP
@@ -177,19 +192,14 @@ class StoreServer:
         self,
         provider: StateProvider | None = None,
         address: str = "127.0.0.1:0",
-        *,
-        token: str | None = None,
-        auth: AccessPolicy | None = None,
-        tls: ServerTls | None = None,
-        limits: StoreLimits | None = None,
-        metrics: ServerMetrics | None = None,
+        **options: Unpack[ServerOptions],
     ) -> None:
         self.provider: StateProvider = provider if provider is not None else EngineProvider()
         self._address = parse_address(address)
-        self._policy = _policy(token, auth)
-        self._tls = tls
-        self._limits = limits or StoreLimits()
-        self._metrics = metrics
+        self._policy = _policy(options.get("token"), options.get("auth"))
+        self._tls = options.get("tls")
+        self._limits = options.get("limits") or StoreLimits()
+        self._metrics = options.get("metrics")
         self._loop = asyncio.new_event_loop()
         self._running: _Running | None = None
         self._failure: BaseException | None = None
@@ -203,22 +213,16 @@ class StoreServer:
         provider: StateProvider | None = None,
         address: str = "127.0.0.1:0",
         *,
-        token: str | None = None,
-        auth: AccessPolicy | None = None,
-        tls: ServerTls | None = None,
-        limits: StoreLimits | None = None,
-        metrics: ServerMetrics | None = None,
         timeout: float = 10.0,
+        **options: Unpack[ServerOptions],
     ) -> StoreServer:
-        """Start a server and return once it listens.
+        """Start a server (arguments as for the constructor) and return once it listens.
 
         Raises:
             StoreError: it could not listen on ``address`` within ``timeout`` seconds, or
                 both ``token`` and ``auth`` were given.
         """
-        server = cls(
-            provider, address, token=token, auth=auth, tls=tls, limits=limits, metrics=metrics
-        )
+        server = cls(provider, address, **options)
         server._thread.start()
         if not server._ready.wait(timeout):
             raise StoreError(f"the store server did not start within {timeout:g} s")

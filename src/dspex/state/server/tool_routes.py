@@ -12,6 +12,14 @@ serves an owner id in a session holds it, and no other principal may register, s
 unregister for that owner id, nor take over a tool name another principal registered, even
 while that owner is disconnected.
 
+Ownership is also bound to the connection: an owner id's first ``ServeTools`` stream is given a
+secret *serving key* (sent only on that stream), and from then on only requests carrying it may
+serve (reconnect), register or unregister for that owner id. So a second connection of the same
+principal, which can read owner ids from ``ListTools``, cannot take over, reshape or remove a
+served owner's tools, nor receive its calls; it may take a tool *name* over only once the
+owner's stream has ended (see :meth:`ToolHub.register`). Answers need no key: a call's id is
+itself a secret sent only on the stream that received the call.
+
 The hub is confined to the server's event loop: every method runs there, so it needs no lock.
 The table lives in this server's memory: a restarted store learns the tools again when their
 owners reconnect and register them anew.
@@ -20,6 +28,7 @@ owners reconnect and register them anew.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import secrets
 
 from dspex.errors import (
@@ -61,9 +70,10 @@ class PendingCall:
 class OwnerStream:
     """One open ``ServeTools`` stream: the queue of calls to send and the calls sent on it."""
 
-    def __init__(self, session_id: str, owner: str) -> None:
+    def __init__(self, session_id: str, owner: str, key: str) -> None:
         self.session_id = session_id
         self.owner = owner
+        self.key = key
         self.queue: asyncio.Queue[PendingCall | None] = asyncio.Queue()
         self.calls: dict[str, PendingCall] = {}
 
@@ -80,6 +90,7 @@ class ToolHub:
         self._streams: dict[tuple[str, str], OwnerStream] = {}
         self._calls: dict[str, PendingCall] = {}
         self._principals: dict[tuple[str, str], str] = {}  # (session, owner id) -> principal
+        self._keys: dict[tuple[str, str], str] = {}  # (session, owner id) -> serving key
 
     # -- ownership -----------------------------------------------------------------------
 
@@ -95,6 +106,28 @@ class ToolHub:
                 f"tool owner {owner} in session {session_id!r} belongs to another principal; "
                 "only that principal may register, serve or answer for it (use your own owner "
                 "id: each process gets one)",
+                principal=principal,
+                owner=owner,
+            )
+
+    def authorize(self, session_id: str, owner: str, principal: str, key: str) -> None:
+        """Check that a request may act for ``owner``: its principal holds the owner id
+        (:meth:`claim`) and, once the owner id has served, ``key`` is its serving key.
+
+        Raises:
+            PermissionDeniedError: another principal holds the owner id, or the owner id is
+                bound to another connection's ServeTools stream.
+        """
+        self.claim(session_id, owner, principal)
+        held = self._keys.get((session_id, owner))
+        if held is not None and not hmac.compare_digest(held.encode(), key.encode()):
+            state = "live" if self.connected(session_id, owner) else "ended"
+            raise PermissionDeniedError(
+                f"tool owner {owner} in session {session_id!r} is bound to the ServeTools "
+                f"stream that first served it (now {state}); only that connection, which holds "
+                "the owner's serving key, may serve, register or unregister for it. Serve your "
+                "own owner id (each process gets one); a tool name of an owner whose stream "
+                "has ended can be registered again by any owner of the same principal",
                 principal=principal,
                 owner=owner,
             )
@@ -168,16 +201,24 @@ class ToolHub:
     def drop_session(self, session_id: str) -> None:
         """Forget a session that was closed or expired: its tools, streams and calls."""
         self._tools.pop(session_id, None)
-        for key in [key for key in self._principals if key[0] == session_id]:
-            del self._principals[key]
+        for table in (self._principals, self._keys):
+            for key in [key for key in table if key[0] == session_id]:
+                del table[key]
         for key in [key for key in self._streams if key[0] == session_id]:
             self._streams.pop(key).end()
 
     # -- owner streams -------------------------------------------------------------------
 
     def open_stream(self, session_id: str, owner: str) -> OwnerStream:
-        """Start serving ``owner``'s tools; an older stream of the same owner is ended."""
-        stream = OwnerStream(session_id, owner)
+        """Start serving ``owner``'s tools; an older stream of the same owner is ended.
+
+        Call :meth:`authorize` first: only the holder of the owner's serving key gets here for
+        an owner id that served before (its own reconnect, which may come before this server
+        noticed the old stream's end). The stream carries the key: the one on record, or a new
+        one for the owner id's first stream.
+        """
+        key = self._keys.setdefault((session_id, owner), secrets.token_urlsafe(24))
+        stream = OwnerStream(session_id, owner, key)
         previous = self._streams.get((session_id, owner))
         if previous is not None:
             previous.end()

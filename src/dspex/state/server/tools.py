@@ -8,9 +8,11 @@ stream (see :mod:`dspex.state.server.tool_routes`) and answered when the owner s
 It shares the session store's provider, access guard and worker threads: every call first
 checks that the session is open and that the caller may use it (``read`` to list tools,
 ``write`` to call one, ``serve`` on the tool's name to register it, ``serve`` on some tool to
-serve, answer or unregister). Owner ids are bound to the principal that first used them (see
-the hub), so another principal cannot take over, shadow or answer for a tool. Every method runs
-on the server's event loop, where the hub lives.
+serve, answer or unregister). Owner ids are bound to the principal that first used them, and
+once served to the serving key of their first ``ServeTools`` stream (see the hub): another
+principal cannot take over, shadow or answer for a tool, and another connection of the same
+principal cannot serve, reshape or remove a served owner's tools. Every method runs on the
+server's event loop, where the hub lives.
 """
 
 # ruff: noqa: N802 - servicer methods carry the CamelCase RPC names of the proto
@@ -89,17 +91,17 @@ class ToolStoreServicer:
 
     @unary()
     async def RegisterTool(self, request: Any, call: CallInfo) -> Any:
-        session_id, owner, spec = convert.read_register(request)
+        session_id, owner, key, spec = convert.read_register(request)
         await self._allow(call, "serve", session_id, tool=spec.name)
-        self.hub.claim(session_id, owner, call.principal)
+        self.hub.authorize(session_id, owner, call.principal, key)
         connected = self.hub.register(session_id, owner, spec)
         return convert.register_response(spec, owner, connected)
 
     @unary()
     async def UnregisterTools(self, request: Any, call: CallInfo) -> Any:
-        session_id, owner, names = convert.read_unregister(request)
+        session_id, owner, key, names = convert.read_unregister(request)
         await self._allow(call, "serve", session_id)
-        self.hub.claim(session_id, owner, call.principal)
+        self.hub.authorize(session_id, owner, call.principal, key)
         return convert.unregister_response(self.hub.unregister(session_id, owner, names))
 
     @unary()
@@ -160,11 +162,11 @@ class ToolStoreServicer:
         stream = None
         try:
             call, resets = enter_call(context, self.guard)
-            session_id, owner = convert.read_serve(checked(request))
+            session_id, owner, key = convert.read_serve(checked(request))
             await self._allow(call, "serve", session_id)
-            self.hub.claim(session_id, owner, call.principal)
+            self.hub.authorize(session_id, owner, call.principal, key)
             stream = self.hub.open_stream(session_id, owner)
-            await context.write(convert.serve_started(owner))
+            await context.write(convert.serve_started(owner, stream.key))
             while not self.stopping:
                 try:
                     item = await asyncio.wait_for(

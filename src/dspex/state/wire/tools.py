@@ -34,12 +34,14 @@ Outcome = tuple[str, ToolFailure | None]
 
 
 class ServeEvent(NamedTuple):
-    """One ServeTools message: ``kind`` is "started", "call" or "heartbeat"."""
+    """One ServeTools message: ``kind`` is "started" (with the owner's ``serving_key``),
+    "call" or "heartbeat"."""
 
     kind: str
     call_id: str = ""
     name: str = ""
     arguments_json: str = ""
+    serving_key: str = ""
 
 
 def stub(channel: Any) -> Any:
@@ -112,10 +114,11 @@ def _owner(request: Any) -> str:
 # -- client side ---------------------------------------------------------------------------
 
 
-def register_request(session_id: str, owner: str, spec: ToolSpecText) -> Any:
+def register_request(session_id: str, owner: str, key: str, spec: ToolSpecText) -> Any:
     return pb.RegisterToolRequest(
         session_id=session_id,
         owner_id=owner,
+        serving_key=key,
         spec=pb.ToolSpec(
             name=spec.name, description=spec.description, parameters_json=spec.parameters_json
         ),
@@ -126,8 +129,10 @@ def info_result(response: Any) -> ToolInfo:
     return _info_from_proto(response.tool)
 
 
-def unregister_request(session_id: str, owner: str, names: Iterable[str]) -> Any:
-    return pb.UnregisterToolsRequest(session_id=session_id, owner_id=owner, names=list(names))
+def unregister_request(session_id: str, owner: str, key: str, names: Iterable[str]) -> Any:
+    return pb.UnregisterToolsRequest(
+        session_id=session_id, owner_id=owner, serving_key=key, names=list(names)
+    )
 
 
 def removed_result(response: Any) -> int:
@@ -154,8 +159,8 @@ def call_result(response: Any) -> CallOutcome:
     return CallOutcome(result_json, failure, response.owner_id)
 
 
-def serve_request(session_id: str, owner: str) -> Any:
-    return pb.ServeToolsRequest(session_id=session_id, owner_id=owner)
+def serve_request(session_id: str, owner: str, key: str) -> Any:
+    return pb.ServeToolsRequest(session_id=session_id, owner_id=owner, serving_key=key)
 
 
 def serve_event(message: Any) -> ServeEvent:
@@ -163,6 +168,8 @@ def serve_event(message: Any) -> ServeEvent:
     if kind == "call":
         call = message.call
         return ServeEvent("call", call.call_id, call.name, call.arguments_json)
+    if kind == "started":
+        return ServeEvent(kind, serving_key=message.started.serving_key)
     return ServeEvent(kind)
 
 
@@ -178,7 +185,7 @@ def accepted_result(response: Any) -> bool:
 # -- server side ---------------------------------------------------------------------------
 
 
-def read_register(request: Any) -> tuple[str, str, ToolSpecText]:
+def read_register(request: Any) -> tuple[str, str, str, ToolSpecText]:
     """Raises StoreProtocolError for an empty or overlong name, or parameters that are not a
     JSON object."""
     spec = request.spec
@@ -191,15 +198,15 @@ def read_register(request: Any) -> tuple[str, str, ToolSpecText]:
     if not isinstance(parameters, dict):
         raise _malformed(f"parameters_json of tool {spec.name!r} is not a JSON object")
     text = ToolSpecText(spec.name, spec.description, spec.parameters_json or "{}")
-    return request.session_id, _owner(request), text
+    return request.session_id, _owner(request), request.serving_key, text
 
 
 def register_response(spec: ToolSpecText, owner: str, connected: bool) -> Any:
     return pb.RegisterToolResponse(tool=_info_to_proto(spec, owner, connected))
 
 
-def read_unregister(request: Any) -> tuple[str, str, list[str]]:
-    return request.session_id, _owner(request), list(request.names)
+def read_unregister(request: Any) -> tuple[str, str, str, list[str]]:
+    return request.session_id, _owner(request), request.serving_key, list(request.names)
 
 
 def unregister_response(removed: int) -> Any:
@@ -228,12 +235,12 @@ def call_response(outcome: Outcome, owner: str) -> Any:
     return _set_outcome(pb.CallToolResponse(owner_id=owner), outcome)
 
 
-def read_serve(request: Any) -> tuple[str, str]:
-    return request.session_id, _owner(request)
+def read_serve(request: Any) -> tuple[str, str, str]:
+    return request.session_id, _owner(request), request.serving_key
 
 
-def serve_started(owner: str) -> Any:
-    return pb.ServeToolsResponse(started=pb.ServeToolsStarted(owner_id=owner))
+def serve_started(owner: str, key: str) -> Any:
+    return pb.ServeToolsResponse(started=pb.ServeToolsStarted(owner_id=owner, serving_key=key))
 
 
 def serve_heartbeat(server_time: float) -> Any:

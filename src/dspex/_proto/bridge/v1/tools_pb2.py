@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64spex/bridge/v1/tools.proto\x12\x0f\x64spex.bridge.v1\"F\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"X\n\x08ToolInfo\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolSpec\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\"M\n\x0bToolFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"d\n\x13RegisterToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\'\n\x04spec\x18\x03 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolSpec\"?\n\x14RegisterToolResponse\x12\'\n\x04tool\x18\x01 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolInfo\"M\n\x16UnregisterToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\r\n\x05names\x18\x03 \x03(\t\"*\n\x17UnregisterToolsResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\"&\n\x10ListToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x11ListToolsResponse\x12(\n\x05tools\x18\x01 \x03(\x0b\x32\x19.dspex.bridge.v1.ToolInfo\"m\n\x0f\x43\x61llToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x14\n\x07timeout\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\"w\n\x10\x43\x61llToolResponse\x12\x15\n\x0bresult_json\x18\x01 \x01(\tH\x00\x12/\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1c.dspex.bridge.v1.ToolFailureH\x00\x12\x10\n\x08owner_id\x18\x03 \x01(\tB\t\n\x07outcome\"9\n\x11ServeToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\"A\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"%\n\x11ServeToolsStarted\x12\x10\n\x08owner_id\x18\x01 \x01(\t\"*\n\x13ServeToolsHeartbeat\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\"\xba\x01\n\x12ServeToolsResponse\x12\x35\n\x07started\x18\x01 \x01(\x0b\x32\".dspex.bridge.v1.ServeToolsStartedH\x00\x12)\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolCallH\x00\x12\x39\n\theartbeat\x18\x03 \x01(\x0b\x32$.dspex.bridge.v1.ServeToolsHeartbeatH\x00\x42\x07\n\x05\x65vent\"\xa3\x01\n\x17ReturnToolResultRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x15\n\x0bresult_json\x18\x04 \x01(\tH\x00\x12/\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x1c.dspex.bridge.v1.ToolFailureH\x00\x42\t\n\x07outcome\",\n\x18ReturnToolResultResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\xb5\x04\n\tToolStore\x12[\n\x0cRegisterTool\x12$.dspex.bridge.v1.RegisterToolRequest\x1a%.dspex.bridge.v1.RegisterToolResponse\x12\x64\n\x0fUnregisterTools\x12\'.dspex.bridge.v1.UnregisterToolsRequest\x1a(.dspex.bridge.v1.UnregisterToolsResponse\x12R\n\tListTools\x12!.dspex.bridge.v1.ListToolsRequest\x1a\".dspex.bridge.v1.ListToolsResponse\x12O\n\x08\x43\x61llTool\x12 .dspex.bridge.v1.CallToolRequest\x1a!.dspex.bridge.v1.CallToolResponse\x12W\n\nServeTools\x12\".dspex.bridge.v1.ServeToolsRequest\x1a#.dspex.bridge.v1.ServeToolsResponse0\x01\x12g\n\x10ReturnToolResult\x12(.dspex.bridge.v1.ReturnToolResultRequest\x1a).dspex.bridge.v1.ReturnToolResultResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64spex/bridge/v1/tools.proto\x12\x0f\x64spex.bridge.v1\"F\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"X\n\x08ToolInfo\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolSpec\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\"M\n\x0bToolFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"y\n\x13RegisterToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\'\n\x04spec\x18\x03 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolSpec\x12\x13\n\x0bserving_key\x18\x04 \x01(\t\"?\n\x14RegisterToolResponse\x12\'\n\x04tool\x18\x01 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolInfo\"b\n\x16UnregisterToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\r\n\x05names\x18\x03 \x03(\t\x12\x13\n\x0bserving_key\x18\x04 \x01(\t\"*\n\x17UnregisterToolsResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\"&\n\x10ListToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x11ListToolsResponse\x12(\n\x05tools\x18\x01 \x03(\x0b\x32\x19.dspex.bridge.v1.ToolInfo\"m\n\x0f\x43\x61llToolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x14\n\x07timeout\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\"w\n\x10\x43\x61llToolResponse\x12\x15\n\x0bresult_json\x18\x01 \x01(\tH\x00\x12/\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1c.dspex.bridge.v1.ToolFailureH\x00\x12\x10\n\x08owner_id\x18\x03 \x01(\tB\t\n\x07outcome\"N\n\x11ServeToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x13\n\x0bserving_key\x18\x03 \x01(\t\"A\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\":\n\x11ServeToolsStarted\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x13\n\x0bserving_key\x18\x02 \x01(\t\"*\n\x13ServeToolsHeartbeat\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\"\xba\x01\n\x12ServeToolsResponse\x12\x35\n\x07started\x18\x01 \x01(\x0b\x32\".dspex.bridge.v1.ServeToolsStartedH\x00\x12)\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x19.dspex.bridge.v1.ToolCallH\x00\x12\x39\n\theartbeat\x18\x03 \x01(\x0b\x32$.dspex.bridge.v1.ServeToolsHeartbeatH\x00\x42\x07\n\x05\x65vent\"\xa3\x01\n\x17ReturnToolResultRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x15\n\x0bresult_json\x18\x04 \x01(\tH\x00\x12/\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x1c.dspex.bridge.v1.ToolFailureH\x00\x42\t\n\x07outcome\",\n\x18ReturnToolResultResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\xb5\x04\n\tToolStore\x12[\n\x0cRegisterTool\x12$.dspex.bridge.v1.RegisterToolRequest\x1a%.dspex.bridge.v1.RegisterToolResponse\x12\x64\n\x0fUnregisterTools\x12\'.dspex.bridge.v1.UnregisterToolsRequest\x1a(.dspex.bridge.v1.UnregisterToolsResponse\x12R\n\tListTools\x12!.dspex.bridge.v1.ListToolsRequest\x1a\".dspex.bridge.v1.ListToolsResponse\x12O\n\x08\x43\x61llTool\x12 .dspex.bridge.v1.CallToolRequest\x1a!.dspex.bridge.v1.CallToolResponse\x12W\n\nServeTools\x12\".dspex.bridge.v1.ServeToolsRequest\x1a#.dspex.bridge.v1.ServeToolsResponse0\x01\x12g\n\x10ReturnToolResult\x12(.dspex.bridge.v1.ReturnToolResultRequest\x1a).dspex.bridge.v1.ReturnToolResultResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,35 +38,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLFAILURE']._serialized_start=210
   _globals['_TOOLFAILURE']._serialized_end=287
   _globals['_REGISTERTOOLREQUEST']._serialized_start=289
-  _globals['_REGISTERTOOLREQUEST']._serialized_end=389
-  _globals['_REGISTERTOOLRESPONSE']._serialized_start=391
-  _globals['_REGISTERTOOLRESPONSE']._serialized_end=454
-  _globals['_UNREGISTERTOOLSREQUEST']._serialized_start=456
-  _globals['_UNREGISTERTOOLSREQUEST']._serialized_end=533
-  _globals['_UNREGISTERTOOLSRESPONSE']._serialized_start=535
-  _globals['_UNREGISTERTOOLSRESPONSE']._serialized_end=577
-  _globals['_LISTTOOLSREQUEST']._serialized_start=579
-  _globals['_LISTTOOLSREQUEST']._serialized_end=617
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=619
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=680
-  _globals['_CALLTOOLREQUEST']._serialized_start=682
-  _globals['_CALLTOOLREQUEST']._serialized_end=791
-  _globals['_CALLTOOLRESPONSE']._serialized_start=793
-  _globals['_CALLTOOLRESPONSE']._serialized_end=912
-  _globals['_SERVETOOLSREQUEST']._serialized_start=914
-  _globals['_SERVETOOLSREQUEST']._serialized_end=971
-  _globals['_TOOLCALL']._serialized_start=973
-  _globals['_TOOLCALL']._serialized_end=1038
-  _globals['_SERVETOOLSSTARTED']._serialized_start=1040
-  _globals['_SERVETOOLSSTARTED']._serialized_end=1077
-  _globals['_SERVETOOLSHEARTBEAT']._serialized_start=1079
-  _globals['_SERVETOOLSHEARTBEAT']._serialized_end=1121
-  _globals['_SERVETOOLSRESPONSE']._serialized_start=1124
-  _globals['_SERVETOOLSRESPONSE']._serialized_end=1310
-  _globals['_RETURNTOOLRESULTREQUEST']._serialized_start=1313
-  _globals['_RETURNTOOLRESULTREQUEST']._serialized_end=1476
-  _globals['_RETURNTOOLRESULTRESPONSE']._serialized_start=1478
-  _globals['_RETURNTOOLRESULTRESPONSE']._serialized_end=1522
-  _globals['_TOOLSTORE']._serialized_start=1525
-  _globals['_TOOLSTORE']._serialized_end=2090
+  _globals['_REGISTERTOOLREQUEST']._serialized_end=410
+  _globals['_REGISTERTOOLRESPONSE']._serialized_start=412
+  _globals['_REGISTERTOOLRESPONSE']._serialized_end=475
+  _globals['_UNREGISTERTOOLSREQUEST']._serialized_start=477
+  _globals['_UNREGISTERTOOLSREQUEST']._serialized_end=575
+  _globals['_UNREGISTERTOOLSRESPONSE']._serialized_start=577
+  _globals['_UNREGISTERTOOLSRESPONSE']._serialized_end=619
+  _globals['_LISTTOOLSREQUEST']._serialized_start=621
+  _globals['_LISTTOOLSREQUEST']._serialized_end=659
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=661
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=722
+  _globals['_CALLTOOLREQUEST']._serialized_start=724
+  _globals['_CALLTOOLREQUEST']._serialized_end=833
+  _globals['_CALLTOOLRESPONSE']._serialized_start=835
+  _globals['_CALLTOOLRESPONSE']._serialized_end=954
+  _globals['_SERVETOOLSREQUEST']._serialized_start=956
+  _globals['_SERVETOOLSREQUEST']._serialized_end=1034
+  _globals['_TOOLCALL']._serialized_start=1036
+  _globals['_TOOLCALL']._serialized_end=1101
+  _globals['_SERVETOOLSSTARTED']._serialized_start=1103
+  _globals['_SERVETOOLSSTARTED']._serialized_end=1161
+  _globals['_SERVETOOLSHEARTBEAT']._serialized_start=1163
+  _globals['_SERVETOOLSHEARTBEAT']._serialized_end=1205
+  _globals['_SERVETOOLSRESPONSE']._serialized_start=1208
+  _globals['_SERVETOOLSRESPONSE']._serialized_end=1394
+  _globals['_RETURNTOOLRESULTREQUEST']._serialized_start=1397
+  _globals['_RETURNTOOLRESULTREQUEST']._serialized_end=1560
+  _globals['_RETURNTOOLRESULTRESPONSE']._serialized_start=1562
+  _globals['_RETURNTOOLRESULTRESPONSE']._serialized_end=1606
+  _globals['_TOOLSTORE']._serialized_start=1609
+  _globals['_TOOLSTORE']._serialized_end=2174
 # @@protoc_insertion_point(module_scope)

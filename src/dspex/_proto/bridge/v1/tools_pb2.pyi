@@ -39,14 +39,16 @@ class ToolFailure(_message.Message):
     def __init__(self, code: _Optional[str] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class RegisterToolRequest(_message.Message):
-    __slots__ = ("session_id", "owner_id", "spec")
+    __slots__ = ("session_id", "owner_id", "spec", "serving_key")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    SERVING_KEY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     owner_id: str
     spec: ToolSpec
-    def __init__(self, session_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., spec: _Optional[_Union[ToolSpec, _Mapping]] = ...) -> None: ...
+    serving_key: str
+    def __init__(self, session_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., spec: _Optional[_Union[ToolSpec, _Mapping]] = ..., serving_key: _Optional[str] = ...) -> None: ...
 
 class RegisterToolResponse(_message.Message):
     __slots__ = ("tool",)
@@ -55,14 +57,16 @@ class RegisterToolResponse(_message.Message):
     def __init__(self, tool: _Optional[_Union[ToolInfo, _Mapping]] = ...) -> None: ...
 
 class UnregisterToolsRequest(_message.Message):
-    __slots__ = ("session_id", "owner_id", "names")
+    __slots__ = ("session_id", "owner_id", "names", "serving_key")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     NAMES_FIELD_NUMBER: _ClassVar[int]
+    SERVING_KEY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     owner_id: str
     names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
+    serving_key: str
+    def __init__(self, session_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., serving_key: _Optional[str] = ...) -> None: ...
 
 class UnregisterToolsResponse(_message.Message):
     __slots__ = ("removed",)
@@ -105,12 +109,14 @@ class CallToolResponse(_message.Message):
     def __init__(self, result_json: _Optional[str] = ..., failure: _Optional[_Union[ToolFailure, _Mapping]] = ..., owner_id: _Optional[str] = ...) -> None: ...
 
 class ServeToolsRequest(_message.Message):
-    __slots__ = ("session_id", "owner_id")
+    __slots__ = ("session_id", "owner_id", "serving_key")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVING_KEY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     owner_id: str
-    def __init__(self, session_id: _Optional[str] = ..., owner_id: _Optional[str] = ...) -> None: ...
+    serving_key: str
+    def __init__(self, session_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., serving_key: _Optional[str] = ...) -> None: ...
 
 class ToolCall(_message.Message):
     __slots__ = ("call_id", "name", "arguments_json")
@@ -123,10 +129,12 @@ class ToolCall(_message.Message):
     def __init__(self, call_id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_json: _Optional[str] = ...) -> None: ...
 
 class ServeToolsStarted(_message.Message):
-    __slots__ = ("owner_id",)
+    __slots__ = ("owner_id", "serving_key")
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVING_KEY_FIELD_NUMBER: _ClassVar[int]
     owner_id: str
-    def __init__(self, owner_id: _Optional[str] = ...) -> None: ...
+    serving_key: str
+    def __init__(self, owner_id: _Optional[str] = ..., serving_key: _Optional[str] = ...) -> None: ...
 
 class ServeToolsHeartbeat(_message.Message):
     __slots__ = ("server_time",)
