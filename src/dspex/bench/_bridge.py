@@ -47,6 +47,8 @@ FANOUT_PER_PROCESS: Final = 25
 CROWD_PER_PROCESS: Final = 250
 CROWD_SAMPLES: Final = 60
 PACE: Final = 0.02
+DELIVERY_WAIT: Final = 60.0
+"""Most seconds a watcher process waits, after the last set, for its watches to receive it."""
 CACHED_BATCHES: Final = 2000
 CACHED_CALLS: Final = 100
 
@@ -128,7 +130,10 @@ def _watchers_main(
     for thread in threads:
         thread.start()
     conn.send("ready")
-    conn.recv()
+    last = conn.recv()  # the last value set: wait (bounded) until every watch has it
+    deadline = time.monotonic() + DELIVERY_WAIT
+    while time.monotonic() < deadline and not all(out and out[-1][0] == last for out in arrivals):
+        time.sleep(0.05)
     for watch in watches:
         watch.cancel()
     for thread in threads:
@@ -337,11 +342,11 @@ def _watch_fanout(
             sent.append(time.perf_counter_ns())
             client.set_variable(sid, "w", step)
             took.append((time.perf_counter_ns() - sent[-1]) / 1000)
-            time.sleep(PACE)  # let each fan-out finish: samples stay independent
-        time.sleep(1.0)
+            time.sleep(PACE)  # paced alike with and without watchers
         arrivals: list[list[tuple[int, int]]] = []
         for parent in pipes:
-            parent.send("stop")
+            parent.send(samples - 1)  # each process reports once its watches got the last set
+        for parent in pipes:
             arrivals.extend(parent.recv())
     finally:
         for process in processes:

@@ -171,6 +171,24 @@ def test_a_watcher_may_observe_only_one_variable(
             assert watch.poll(0.3) is None  # nothing about "b" ever arrives
 
 
+def test_streams_of_two_principals_share_a_session_feed_but_not_its_filter(
+    clients: dict[str, SessionStoreProvider], sid: str
+) -> None:
+    """Both streams read the session's one feed; each sees only what its principal may."""
+    owner, watcher = clients["owner"], clients["watcher"]
+    with (
+        owner.watch_variables(sid, after_revision=2) as everything,
+        watcher.watch_variables(sid, after_revision=2) as observed,
+    ):
+        owner.set_variable(sid, "b", 0.9)
+        owner.set_variable(sid, "a", 0.8)
+        seen = [everything.poll(WAIT) for _ in range(2)]
+        assert [(u.name, u.record.value) for u in seen if u] == [("b", 0.9), ("a", 0.8)]
+        update = observed.poll(WAIT)
+        assert update is not None and (update.name, update.record.value) == ("a", 0.8)
+        assert observed.poll(0.3) is None  # "b" never reaches the watcher
+
+
 def test_a_learned_session_id_is_useless_to_another_principal(
     clients: dict[str, SessionStoreProvider], local: LocalProvider, sid: str
 ) -> None:

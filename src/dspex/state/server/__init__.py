@@ -2,7 +2,8 @@
 
 ``server`` runs a store (``StoreServer``, ``serve``); ``servicer`` wraps any StateProvider
 with transport, access control and limits; ``calls`` is every call's prologue and guard;
-``locking`` and ``tools`` hold the lock and tool RPCs; ``wakeups`` wakes watch streams;
+``locking`` and ``tools`` hold the lock and tool RPCs; ``feed`` is each watched session's one
+shared change log, read by watch streams (``streams``) that ``wakeups`` gives turns to send;
 ``observe`` lets ``metrics`` (Prometheus, optional) and ``tracing`` (OpenTelemetry, optional)
 see every call.
 Never imports the client (an import-linter contract keeps the two sides independent).

@@ -5,7 +5,8 @@ request, checks the caller's permission, delegates to the provider (a
 :class:`~dspex.state.core.semantics.EngineProvider` by default, the one home of validation,
 versions, history, watch, dependencies and locks) and converts the result. The call prologue
 (authentication, identity ContextVars, error mapping) lives in :mod:`dspex.state.server.calls`;
-watch streams are woken as described in :mod:`dspex.state.server.wakeups`; the dependency and
+watch streams read their session's shared feed (:mod:`dspex.state.server.feed`), woken as
+described in :mod:`dspex.state.server.wakeups`; the dependency and
 lock RPCs are in :mod:`dspex.state.server.locking`.
 """
 
@@ -22,19 +23,25 @@ from typing import Any, Final
 
 from dspex.errors import DspexError, StoreUnavailableError, WatchLaggedError
 from dspex.state.core.contract import StateProvider
-from dspex.state.core.watch import VariableWatch
 from dspex.state.server import convert
 from dspex.state.server.calls import CallInfo, checked, enter_call, reset, run_sync, unary
+from dspex.state.server.feed import SessionFeed, shown_payloads
 from dspex.state.server.guard import AccessGuard
 from dspex.state.server.locking import LockingRpcs
 from dspex.state.server.observe import StoreEvents
+from dspex.state.server.streams import (
+    FeedReader,
+    WatchPlan,
+    heartbeat,
+    open_backlog,
+    send,
+    shown,
+)
 from dspex.state.server.wakeups import HEARTBEAT, StreamWaiter, StreamWakeups
 from dspex.state.wire.status import abort
 
 __all__ = ["SessionStoreServicer", "StoreLimits"]
 
-_BATCH: Final = 256
-"""Most updates a stream drains before yielding to other streams."""
 _READ_ATTEMPTS: Final = 8
 """Reads of GetVariables before it settles for the newest record revision."""
 
@@ -62,17 +69,6 @@ class StoreLimits:
     session_ttl: float | None = None
     max_concurrent_calls: int | None = None
     snakepit_compat: bool = False
-
-
-def _drain(watch: VariableWatch, limit: int | None) -> tuple[list[Any], DspexError | None]:
-    """Take what is queued without blocking (at most ``limit``), and how the watch ended."""
-    batch: list[Any] = []
-    try:
-        while (limit is None or len(batch) < limit) and (update := watch.poll(0)) is not None:
-            batch.append(update)
-    except DspexError as exc:
-        return batch, exc
-    return batch, None
 
 
 def may_block(provider: StateProvider) -> bool:
@@ -269,8 +265,9 @@ class SessionStoreServicer(LockingRpcs):
             call, resets = enter_call(context, self.guard)
             sid, names, after, initial = convert.read_watch(checked(request))
             visible = await run_sync(self, self._observable, call, sid, names)
-            watch = await run_sync(self, self._open_watch, sid, names, after, initial)
-            await self._stream(sid, watch, context, visible)
+            key = (frozenset(names), None if visible is None else call.principal)
+            plan = WatchPlan(after, initial, shown(frozenset(names), visible), key)
+            await self._stream(sid, plan, context)
         except DspexError as exc:
             if isinstance(exc, WatchLaggedError):
                 self.events.watch_lagged()
@@ -293,73 +290,55 @@ class SessionStoreServicer(LockingRpcs):
             return None
         return self.guard.filter(call.principal, "observe", session_id)
 
-    def _open_watch(
-        self, session_id: str, names: list[str], after: int | None, initial: bool
-    ) -> VariableWatch:
-        return self.provider.watch_variables(
-            session_id, names, after_revision=after, include_initial=initial
-        )
-
-    async def _stream(
-        self,
-        session_id: str,
-        watch: VariableWatch,
-        context: Any,
-        visible: Callable[[str], bool] | None,
-    ) -> None:
-        """Send the watch's updates until it ends, the client leaves or the server stops.
+    async def _stream(self, session_id: str, plan: WatchPlan, context: Any) -> None:
+        """Send the session's updates through ``plan``'s filter until the watch ends, the
+        client leaves or the server stops.
 
         Raises:
             DspexError: the watch ended abnormally (lagged, session expired) or the server is
                 stopping.
         """
         waiter = StreamWaiter(asyncio.get_running_loop())
+        feed = self.hub.join(session_id, waiter)  # first: the feed covers what the backlog won't
         try:
-            self.hub.join(session_id, waiter)
+            backlog = await run_sync(self, open_backlog, self.provider, session_id, plan)
             head = (await run_sync(self, self.provider.get_session, session_id)).revision
-            queue_size = getattr(self.provider, "watch_queue_size", 0)
-            start = watch.last_revision
-            batch, ended = _drain(watch, None)  # the backlog: initial records, replayed changes
-            if visible is not None:
-                batch = [u for u in batch if visible(u.name)]
-            await context.write(convert.watch_started(start, head, queue_size, len(batch)))
-            while await self._send(watch, waiter, batch, ended, context):
-                self._check_stopping(watch)
-                waiter.arm()  # before draining, so a change queued meanwhile wakes it
-                batch, ended = _drain(watch, _BATCH)
-                if visible is not None:
-                    batch = [u for u in batch if visible(u.name)]
-                idle = not batch and ended is None and not watch.closed
-                if idle and await waiter.wait() is HEARTBEAT:
-                    await context.write(convert.watch_heartbeat(time.time()))
-                    waiter.last_sent = time.monotonic()
+            payloads = shown_payloads(backlog.entries, plan.shown)
+            started = convert.watch_started(backlog.start, head, feed.size, len(payloads))
+            await context.write(started.SerializeToString())
+            await send(context, waiter, payloads)
+            if backlog.ended is not None:
+                raise backlog.ended
+            await self._follow(feed, plan, waiter, backlog.covered, context)
         finally:  # also on client disconnect (the task is cancelled) and on abort
-            watch.cancel()
-            self.hub.leave(session_id, waiter)
+            self.hub.leave(feed, waiter)
 
-    @staticmethod
-    async def _send(
-        watch: VariableWatch,
-        waiter: StreamWaiter,
-        batch: list[Any],
-        ended: DspexError | None,
-        context: Any,
-    ) -> bool:
-        """Write ``batch``; False once the watch ended normally; raise how it ended otherwise."""
-        for update in batch:
-            await context.write(convert.watch_update(update))
-        if batch:
-            waiter.last_sent = time.monotonic()
-        if ended is not None:
-            raise ended
-        return not watch.closed
+    async def _follow(
+        self, feed: SessionFeed, plan: WatchPlan, waiter: StreamWaiter, covered: int, context: Any
+    ) -> None:
+        """Send the feed's entries after revision ``covered`` until the feed ends.
 
-    def _check_stopping(self, watch: VariableWatch) -> None:
+        Raises:
+            DspexError: how the stream ended abnormally (lagged, expired, server stopping).
+        """
+        reader = FeedReader(feed, plan, covered)
+        while True:
+            self._check_stopping(reader.covered)
+            payloads = reader.take()
+            if payloads is None:
+                return
+            if payloads:
+                await send(context, waiter, payloads)
+                await self.hub.turn(feed, waiter)  # the session's other streams go first
+            elif await self.hub.idle(feed, waiter) is HEARTBEAT:
+                await send(context, waiter, [heartbeat()])
+
+    def _check_stopping(self, covered: int) -> None:
         if self.stopping:
             raise StoreUnavailableError(
                 "the session store is shutting down; watch again with "
-                f"after_revision={watch.last_revision} once it is back",
-                resume_from=watch.last_revision,
+                f"after_revision={covered} once it is back",
+                resume_from=covered,
             )
 
     def begin_shutdown(self) -> None:

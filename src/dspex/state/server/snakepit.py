@@ -25,6 +25,7 @@ from dspex._model import VariableRecord
 from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex._proto.snakepit import snakepit_bridge_pb2 as sp
 from dspex.state.server.calls import CallInfo, run_sync, unary
+from dspex.state.server.convert import watch_message
 from dspex.state.server.handlers import register_service, service_methods
 from dspex.state.server.observe import CallObserver
 from dspex.state.server.servicer import SessionStoreServicer
@@ -425,7 +426,8 @@ class _Reshaping:
     def __init__(self, context: Any) -> None:
         self._context = context
 
-    async def write(self, message: Any) -> None:
+    async def write(self, payload: bytes) -> None:
+        message = watch_message(payload)  # the dspex stream writes encoded messages
         event = message.WhichOneof("event")
         if event == "heartbeat":
             server_time = timestamp(message.heartbeat.server_time)

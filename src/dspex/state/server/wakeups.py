@@ -1,169 +1,135 @@
-"""Server side: wakes the server's asyncio watch streams when their watch has news.
+"""Server side: wakes the server's asyncio watch streams when their session's feed has news.
 
-Each ``WatchVariables`` stream owns an ordinary provider watch (the provider's bounded queue,
-filter, replay and lag rules apply unchanged; nothing about watching is re-implemented here).
-Those queues are filled by whichever thread writes, so an asyncio task cannot block on them.
-The hub runs one small thread per watched session that blocks on one extra provider watch and,
-after each change, wakes every stream of that session on the event loop; each stream then
-drains its own queue without blocking. One ticker task wakes streams that stayed idle for a
-heartbeat interval (so waiting costs no timer per stream) and re-checks the others.
+Every ``WatchVariables`` stream of a session reads the session's one shared
+:class:`~dspex.state.server.feed.SessionFeed`. Its pump thread calls back after each append;
+the hub then queues a turn for each stream waiting for news. Streams send a few messages per
+turn and queue again (:class:`Turns`), with at most :data:`SLICE` writes in flight per session,
+so a set that arrives during a fan-out is served at once rather than after every stream's
+write. One ticker task wakes streams that stayed idle for a heartbeat interval (so waiting
+costs no timer per stream).
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+from collections import deque
 from typing import Any, Final
 
-from dspex.errors import DspexError, WatchLaggedError
 from dspex.state.core.contract import StateProvider
-from dspex.state.core.limits import uncounted_watch
-from dspex.state.core.watch import VariableWatch
+from dspex.state.server.feed import SessionFeed
 
-__all__ = ["HEARTBEAT", "StreamWaiter", "StreamWakeups"]
+__all__ = ["HEARTBEAT", "SLICE", "StreamWaiter", "StreamWakeups"]
 
-_RECHECK: Final = 1.0
-"""Seconds between safety-net re-checks of every stream's queue."""
+_TICK: Final = 1.0
+"""Most seconds between checks for streams due a heartbeat."""
+SLICE: Final = 16
+"""Most stream writes in flight at once per session during a fan-out."""
+SLOW: Final = 0.05
+"""Seconds after which a stream's write in flight stops counting against :data:`SLICE`."""
+_FEED_SIZE: Final = 1024
+"""Changes a session's feed keeps when the provider names no ``watch_queue_size``."""
 
 HEARTBEAT: Final[Any] = object()
 """Result of :meth:`StreamWaiter.wait` when the stream has been idle for a heartbeat interval."""
 
 
 class StreamWaiter:
-    """How one stream waits for news without a timer: a future the hub resolves."""
+    """How one stream waits for its turn or for news without a timer: a future the hub
+    resolves. ``idle``: the stream has sent everything and waits for news (not for a turn)."""
 
-    __slots__ = ("_future", "_loop", "last_sent")
+    __slots__ = ("_future", "_loop", "idle", "last_sent")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._future: asyncio.Future[Any] | None = None
+        self.idle = False
         self.last_sent = time.monotonic()
 
-    def arm(self) -> None:
-        """Start listening (call before draining, so news that arrives meanwhile is kept)."""
+    async def wait(self, *, idle: bool) -> Any:
+        """Wait until woken (for news when ``idle``, else for a turn); returns
+        :data:`HEARTBEAT` when only the heartbeat is due."""
         self._future = self._loop.create_future()
-
-    async def wait(self) -> Any:
-        """Wait until woken; returns :data:`HEARTBEAT` when only the heartbeat is due."""
-        future = self._future
-        if future is None:
-            return None
+        self.idle = idle
         try:
-            return await future
+            return await self._future
         finally:
             self._future = None
+            self.idle = False
 
-    def wake(self, reason: Any = None) -> None:
-        """Resolve the pending wait, if any."""
+    def wake(self, reason: Any = None) -> bool:
+        """Resolve the pending wait, if any; False if the stream was not waiting."""
         future = self._future
-        if future is not None and not future.done():
-            future.set_result(reason)
-
-
-def _pump_watch(provider: StateProvider, session_id: str) -> VariableWatch:
-    """A watch of every change for a pump: internal, so it does not count as a watcher."""
-    token = uncounted_watch.set(True)
-    try:
-        return provider.watch_variables(session_id)
-    finally:
-        uncounted_watch.reset(token)
-
-
-class _SessionPump:
-    """One thread per watched session: turns provider changes into event-loop wake-ups.
-
-    Its provider watch is kept subscribed *after* every stream's watch (it re-subscribes when
-    a stream joins). A provider delivers a change to its watchers in subscription order, so
-    once the pump has the change every stream's queue has it too: no wake-up comes early.
-    The hub's ticker re-checks every stream periodically as a safety net all the same.
-    """
-
-    def __init__(
-        self, provider: StateProvider, session_id: str, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self.provider = provider
-        self.session_id = session_id
-        self.loop = loop
-        self.streams: set[StreamWaiter] = set()
-        self.ended = False
-        self._lock = threading.Lock()
-        self._stopped = False
-        self._watch: VariableWatch = _pump_watch(provider, session_id)
-        self._thread = threading.Thread(
-            target=self._run, name=f"dspex-watch-pump-{session_id[:12]}", daemon=True
-        )
-        self._thread.start()
-
-    def resubscribe(self) -> None:
-        """Move this pump's watch behind every stream's (called when a stream joins).
-
-        Raises:
-            DspexError: the session cannot be watched any more.
-        """
-        fresh = _pump_watch(self.provider, self.session_id)
-        with self._lock:
-            if self._stopped:
-                fresh.cancel()
-                return
-            old, self._watch = self._watch, fresh
-        old.cancel()  # the pump thread moves on to ``fresh``
-
-    def stop(self) -> None:
-        """End the pump thread (called on the event loop when its last stream leaves)."""
-        with self._lock:
-            self._stopped = True
-            self._watch.cancel()
-
-    def wake(self) -> None:
-        """Wake every stream of this session (runs on the event loop)."""
-        for stream in self.streams:
-            stream.wake()
-
-    def _run(self) -> None:
-        try:
-            while self._next_change():
-                self._signal()
-        finally:
-            self.ended = True
-            self._signal()
-
-    def _next_change(self) -> bool:
-        """Block for the next change and drain whatever else is queued; False when ended."""
-        while True:
-            watch = self._watch
-            try:
-                if watch.poll(None) is not None:
-                    while watch.poll(0) is not None:
-                        pass
-                    return True
-            except WatchLaggedError:
-                return self._rewatch()  # this pump fell behind: start afresh, nothing is lost
-            except DspexError:
-                return False
-            with self._lock:
-                if self._stopped or watch is self._watch:
-                    return False  # ended (session closed) rather than replaced
-
-    def _rewatch(self) -> bool:
-        with self._lock:
-            if self._stopped:
-                return False
-            try:
-                self._watch = _pump_watch(self.provider, self.session_id)
-            except DspexError:
-                return False
+        if future is None or future.done():
+            return False
+        future.set_result(reason)
         return True
 
-    def _signal(self) -> None:
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Turns:
+    """Who sends next among one session's streams: at most :data:`SLICE` stream writes are in
+    flight at once.
+
+    Each write's completion comes back through gRPC's completion queue, which also carries the
+    server's new calls; bounding the writes in flight keeps that queue short, so a set that
+    arrives during a fan-out is read and answered at once instead of after the whole fan-out.
+    A stream whose write does not complete within :data:`SLOW` seconds (its client is not
+    reading) stops counting, so it holds no one up.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: deque[StreamWaiter] = deque()
+        self._active: dict[StreamWaiter, float] = {}
+        self._freed: asyncio.Future[None] | None = None
+        self._giving: asyncio.Task[None] | None = None  # held: the loop keeps tasks weakly
+
+    def queue(self, stream: StreamWaiter) -> None:
+        """Give ``stream`` a turn after those already waiting."""
+        self._waiting.append(stream)
+        if self._giving is None:
+            self._giving = self._loop.create_task(self._give())
+
+    def done(self, stream: StreamWaiter) -> None:
+        """``stream``'s turn is over (it sent, went idle or left)."""
+        if self._active.pop(stream, None) is not None and self._freed is not None:
+            _resolve(self._freed)
+
+    async def _give(self) -> None:
+        waiting, active = self._waiting, self._active
         try:
-            self.loop.call_soon_threadsafe(self.wake)
-        except RuntimeError:  # the event loop is closed: the server is gone
-            pass
+            while waiting:
+                while waiting and len(active) < SLICE:
+                    stream = waiting.popleft()
+                    if stream.wake():
+                        active[stream] = self._loop.time()
+                if waiting:
+                    await self._slot()
+        finally:
+            self._giving = None
+
+    async def _slot(self) -> None:
+        """Wait until a turn ends, or stop counting the streams slower than :data:`SLOW`."""
+        freed = self._freed = self._loop.create_future()
+        timer = self._loop.call_later(SLOW, _resolve, freed)
+        try:
+            await freed
+        finally:
+            timer.cancel()
+            self._freed = None
+        if len(self._active) >= SLICE:
+            stale = self._loop.time() - SLOW
+            for stream in [s for s, started in self._active.items() if started <= stale]:
+                del self._active[stream]
 
 
 class StreamWakeups:
-    """Per-session wake-ups and idle heartbeats for the server's watch streams.
+    """Per-session feeds, sliced wake-ups and idle heartbeats for the server's watch streams.
 
     Used only on the event loop. ``heartbeat_interval`` is the idle time after which a stream
     is woken with :data:`HEARTBEAT`.
@@ -178,65 +144,106 @@ class StreamWakeups:
         self._provider = provider
         self._loop = loop
         self._interval = heartbeat_interval
-        self._pumps: dict[str, _SessionPump] = {}
+        self._feeds: dict[str, SessionFeed] = {}
+        self._turns: dict[SessionFeed, Turns] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._size = int(getattr(provider, "watch_queue_size", 0) or _FEED_SIZE)
 
     @property
     def stream_count(self) -> int:
         """Number of streams currently joined."""
-        return sum(len(p.streams) for p in self._pumps.values())
+        return sum(len(f.streams) for f in self._feeds.values())
 
-    def join(self, session_id: str, stream: StreamWaiter) -> None:
-        """Wake ``stream`` after every change to the session from now on.
+    def join(self, session_id: str, stream: StreamWaiter) -> SessionFeed:
+        """The session's feed, ``stream`` woken after every change to it from now on.
 
         Raises:
+            LimitExceededError: the session already has the provider's ``max_watchers``.
             DspexError: the session cannot be watched (closed meanwhile ...).
         """
-        pump = self._pumps.get(session_id)
-        if pump is None or pump.ended:
-            fresh = _SessionPump(self._provider, session_id, self._loop)
-            if pump is not None:  # an ended pump (session closed and re-created): take over
-                pump.stop()
-                fresh.streams |= pump.streams
-            pump = self._pumps[session_id] = fresh
-        else:
-            try:
-                pump.resubscribe()
-            except DspexError:  # e.g. a watcher limit: keep the old order (the ticker covers)
-                pass
-        pump.streams.add(stream)
+        feed = self._feeds.get(session_id)
+        self._check_limit(0 if feed is None else len(feed.streams))
+        if feed is None or feed.ended:
+            feed = self._feeds[session_id] = SessionFeed(
+                self._provider, session_id, self._size, self._news_from_thread
+            )  # an ended feed (session closed and re-created) keeps its streams to the end
+        feed.streams.add(stream)
         if self._ticker is None:
             self._ticker = self._loop.create_task(self._tick())
+        return feed
 
-    def leave(self, session_id: str, stream: StreamWaiter) -> None:
-        """Stop waking ``stream``; the session's pump ends with its last stream."""
-        pump = self._pumps.get(session_id)
-        if pump is None:
-            return
-        pump.streams.discard(stream)
-        if not pump.streams:
-            pump.stop()
-            del self._pumps[session_id]
+    def _check_limit(self, streams: int) -> None:
+        """Apply the provider's watcher limit to this server's streams of one session."""
+        check = getattr(getattr(self._provider, "limits", None), "check_watchers", None)
+        if check is not None:
+            check(streams)
+
+    def leave(self, feed: SessionFeed, stream: StreamWaiter) -> None:
+        """Stop waking ``stream``; a feed ends with its last stream."""
+        feed.streams.discard(stream)
+        self._turns_of(feed).done(stream)
+        if not feed.streams:
+            feed.stop()
+            self._turns.pop(feed, None)
+            if self._feeds.get(feed.session_id) is feed:
+                del self._feeds[feed.session_id]
+
+    def _news_from_thread(self, feed: SessionFeed) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._news, feed)
+        except RuntimeError:  # the event loop is closed: the server is gone
+            pass
+
+    def _news(self, feed: SessionFeed) -> None:
+        """Queue a turn for every stream of the feed that waits for news."""
+        if not feed.streams:
+            return  # the feed ended with its last stream
+        turns = self._turns_of(feed)
+        for stream in feed.streams:
+            if stream.idle:
+                stream.idle = False
+                turns.queue(stream)
+
+    async def turn(self, feed: SessionFeed, stream: StreamWaiter) -> None:
+        """Wait for ``stream``'s next turn to send (after it sent what it had)."""
+        turns = self._turns_of(feed)
+        turns.done(stream)
+        turns.queue(stream)
+        await stream.wait(idle=False)
+
+    async def idle(self, feed: SessionFeed, stream: StreamWaiter) -> Any:
+        """Wait for news (``stream`` has sent everything); :data:`HEARTBEAT` if one is due."""
+        self._turns_of(feed).done(stream)
+        return await stream.wait(idle=True)
+
+    def _turns_of(self, feed: SessionFeed) -> Turns:
+        turns = self._turns.get(feed)
+        if turns is None:
+            turns = self._turns[feed] = Turns(self._loop)
+        return turns
 
     async def _tick(self) -> None:
-        """Wake streams idle for a heartbeat interval, and re-check the rest (safety net)."""
+        """Wake the streams idle for a heartbeat interval (news wakes the others: a feed
+        appends before it tells, so no wake-up comes early and none needs re-checking)."""
         while True:
-            await asyncio.sleep(min(self._interval / 2, _RECHECK))
+            await asyncio.sleep(min(self._interval / 2, _TICK))
             due = time.monotonic() - self._interval
-            for pump in list(self._pumps.values()):
-                for stream in pump.streams:
-                    stream.wake(HEARTBEAT if stream.last_sent <= due else None)
+            for feed in list(self._feeds.values()):
+                for stream in list(feed.streams):
+                    if stream.idle and stream.last_sent <= due:
+                        stream.wake(HEARTBEAT)
 
     def wake_all(self) -> None:
         """Wake every stream (the server is stopping)."""
-        for pump in self._pumps.values():
-            pump.wake()
+        for feed in self._feeds.values():
+            for stream in feed.streams:
+                stream.wake()
 
     def close(self) -> None:
-        """Stop every pump and the heartbeat ticker."""
+        """Stop every feed and the heartbeat ticker."""
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        for pump in self._pumps.values():
-            pump.stop()
-        self._pumps.clear()
+        for feed in self._feeds.values():
+            feed.stop()
+        self._feeds.clear()
