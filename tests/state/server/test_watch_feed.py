@@ -16,6 +16,7 @@ from support.bridge import WAIT, raw_stub, served
 from dspex._model import make_spec
 from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex.state import LocalProvider
+from dspex.state.server.streams import COALESCED_BYTES
 from dspex.state.store import SessionStoreProvider
 from dspex.state.wire import status as _status
 
@@ -75,3 +76,57 @@ def test_a_stalled_stream_lags_on_the_shared_log_while_the_others_get_everything
         finally:
             client.close()
     assert slow == list(range(first + 1, last + 1))
+
+
+def _revisions(stream: object, until: int) -> tuple[list[int], list[int], list[int]]:
+    """(update revisions, updates per message, bytes per message) read from a raw stream
+    until ``until``."""
+    revisions: list[int] = []
+    sizes: list[int] = []
+    weights: list[int] = []
+    for message in stream:  # type: ignore[attr-defined]
+        event = message.WhichOneof("event")
+        if event == "update":
+            updates = [message.update]
+        elif event == "updates":
+            updates = list(message.updates.updates)
+        else:
+            continue
+        revisions.extend(u.revision for u in updates)
+        sizes.append(len(updates))
+        weights.append(message.ByteSize())
+        if revisions[-1] >= until:
+            break
+    return revisions, sizes, weights
+
+
+@pytest.mark.timeout(60)
+def test_a_stream_that_asks_to_coalesce_gets_a_burst_in_few_messages_in_order() -> None:
+    local = LocalProvider()
+    session_id = local.create_session()
+    names = [f"v{i:03d}" for i in range(200)]
+    for name in names:
+        local.register_variable(session_id, name, make_spec(int), 0)
+    big = local.register_variable(session_id, "big", make_spec(str), "").revision
+    head = big
+    with served(local) as server, raw_stub(server.address) as stub:
+        plain = stub.WatchVariables(pb.WatchVariablesRequest(session_id=session_id))
+        packed = stub.WatchVariables(
+            pb.WatchVariablesRequest(session_id=session_id, coalesce=True)
+        )
+        for stream in (plain, packed):
+            assert next(stream).WhichOneof("event") == "started"
+        local.update_variables(session_id, dict.fromkeys(names, 1), atomic=True)  # 200 at once
+        head += len(names)
+        for step in range(6):  # 6 x 300 KB: more than one message may carry
+            local.set_variable(session_id, "big", f"{step}" + "x" * 300_000)
+        head += 6
+        want = list(range(big + 1, head + 1))
+        plain_revisions, plain_sizes, _ = _revisions(plain, head)
+        packed_revisions, packed_sizes, packed_bytes = _revisions(packed, head)
+    assert plain_revisions == want and set(plain_sizes) == {1}  # never coalesced unasked
+    assert packed_revisions == want  # every update, in order
+    assert len(packed_sizes) < len(want) // 10  # the burst came in a few messages
+    assert max(packed_sizes) > 1
+    # at most 1 MiB beyond a message's first update: the six big values never share one
+    assert max(packed_bytes) <= COALESCED_BYTES + 301_000 and len(packed_sizes) >= 2

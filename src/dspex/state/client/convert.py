@@ -203,11 +203,11 @@ def hold_locks_request() -> Any:
     return pb.HoldLocksRequest()
 
 
-def hold_locks_event(message: Any) -> tuple[str, Any]:
-    """("started", holder_id) for the first HoldLocks message, ("heartbeat", time) after."""
+def hold_locks_events(message: Any) -> list[tuple[str, Any]]:
+    """[("started", holder_id)] for the first HoldLocks message, [("heartbeat", time)] after."""
     if message.holder_id:
-        return "started", str(message.holder_id)
-    return "heartbeat", message.server_time
+        return [("started", str(message.holder_id))]
+    return [("heartbeat", message.server_time)]
 
 
 def record_result(response: Any) -> VariableRecord:
@@ -237,25 +237,35 @@ def watch_variables_request(
     session_id: str, names: Collection[str], after_revision: int | None, include_initial: bool
 ) -> Any:
     request = pb.WatchVariablesRequest(
-        session_id=session_id, names=list(names), include_initial=include_initial
+        session_id=session_id, names=list(names), include_initial=include_initial, coalesce=True
     )
     if after_revision is not None:
         request.after_revision = after_revision
     return request
 
 
-def watch_event(message: Any) -> tuple[str, Any]:
-    """Classify one stream message: ("started", (revision, head, queue_size, backlog)),
-    ("update", VariableUpdate) or ("heartbeat", server_time)."""
+def watch_events(message: Any) -> list[tuple[str, Any]]:
+    """The events of one stream message: ("started", (revision, head, queue_size, backlog)),
+    ("update", VariableUpdate) or ("heartbeat", server_time); a ``WatchUpdates`` message (the
+    client asks for them with ``coalesce``) is one "update" event per update, in order."""
     event = message.WhichOneof("event")
     if event == "update":
-        update = message.update
-        batch = None
-        if update.batch_last:
-            batch = BatchMark(update.batch_first, update.batch_last, update.batch_end)
-        return "update", VariableUpdate(
-            update.revision, update.kind, update.name, record_from_proto(update.variable), batch
-        )
+        return [("update", _update(message.update))]
+    if event == "updates":
+        return [("update", _update(update)) for update in message.updates.updates]
+    return [_watch_event(message, event)]
+
+
+def _update(update: Any) -> VariableUpdate:
+    batch = None
+    if update.batch_last:
+        batch = BatchMark(update.batch_first, update.batch_last, update.batch_end)
+    return VariableUpdate(
+        update.revision, update.kind, update.name, record_from_proto(update.variable), batch
+    )
+
+
+def _watch_event(message: Any, event: str | None) -> tuple[str, Any]:
     if event == "started":
         started = message.started
         return "started", (

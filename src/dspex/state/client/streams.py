@@ -36,10 +36,15 @@ OnEvent = Callable[[str, Any], bool]
 OnEnd = Callable[[DspexError | None], None]
 """``on_end(error)`` once: None when the stream ended normally or was stopped."""
 
-_EVENTS: dict[str, Callable[[Any], tuple[str, Any]]] = {
-    "WatchVariables": convert.watch_event,
-    "HoldLocks": convert.hold_locks_event,
+_EVENTS: dict[str, Callable[[Any], list[tuple[str, Any]]]] = {
+    "WatchVariables": convert.watch_events,
+    "HoldLocks": convert.hold_locks_events,
 }
+
+
+def _deliver(events: list[tuple[str, Any]], on_event: OnEvent) -> bool:
+    """Hand one message's events to ``on_event`` in order; False once it says stop."""
+    return all(on_event(kind, payload) for kind, payload in events)
 
 
 class StreamLoop:
@@ -101,7 +106,7 @@ class StreamLoop:
         try:
             with self._errors:
                 async for message in call:
-                    if not on_event(*classify(message)):
+                    if not _deliver(classify(message), on_event):
                         break
         except DspexError as exc:
             error = exc
@@ -155,7 +160,7 @@ def follow_on_thread(
         try:
             with errors:
                 for message in call:
-                    if not on_event(*convert.watch_event(message)):
+                    if not _deliver(convert.watch_events(message), on_event):
                         break
         except DspexError as exc:
             error = exc

@@ -125,9 +125,13 @@ def read_rollback(request: Any) -> tuple[str, str, int]:
     return request.session_id, request.name, request.version
 
 
-def read_watch(request: Any) -> tuple[str, list[str], int | None, bool]:
+def read_watch(request: Any) -> tuple[str, list[str], int | None, bool, bool]:
+    """(session_id, names, after_revision, include_initial, coalesce) of a WatchVariables."""
     after = request.after_revision if request.HasField("after_revision") else None
-    return request.session_id, list(request.names), after, request.include_initial
+    return (
+        request.session_id, list(request.names), after, request.include_initial,
+        request.coalesce,
+    )  # fmt: skip
 
 
 def read_dependency(request: Any) -> tuple[str, str, str]:

@@ -263,10 +263,10 @@ class SessionStoreServicer(LockingRpcs):
         resets: list[Any] = []
         try:
             call, resets = enter_call(context, self.guard)
-            sid, names, after, initial = convert.read_watch(checked(request))
+            sid, names, after, initial, coalesce = convert.read_watch(checked(request))
             visible = await run_sync(self, self._observable, call, sid, names)
             key = (frozenset(names), None if visible is None else call.principal)
-            plan = WatchPlan(after, initial, shown(frozenset(names), visible), key)
+            plan = WatchPlan(after, initial, shown(frozenset(names), visible), key, coalesce)
             await self._stream(sid, plan, context)
         except DspexError as exc:
             if isinstance(exc, WatchLaggedError):

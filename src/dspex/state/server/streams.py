@@ -25,6 +25,13 @@ __all__ = ["Backlog", "FeedReader", "WatchPlan", "heartbeat", "open_backlog", "s
 TURN: Final = 2
 """Most messages a stream sends per turn (then the next streams of the session go first)."""
 
+COALESCED_UPDATES: Final = 512
+"""Most updates one ``WatchUpdates`` message carries (streams that asked to ``coalesce``)."""
+
+COALESCED_BYTES: Final = 1 << 20
+"""Most encoded bytes one ``WatchUpdates`` message carries, beyond its first update: far under
+any client's receive limit, so a burst of large values never makes a message too big."""
+
 
 class WatchPlan(NamedTuple):
     """What one stream asked for: where to start, and which changes it may see.
@@ -37,6 +44,7 @@ class WatchPlan(NamedTuple):
     initial: bool
     shown: Callable[[str], bool] | None
     key: Hashable
+    coalesce: bool = False
 
 
 class Backlog(NamedTuple):
@@ -135,10 +143,14 @@ class FeedReader:
             if self.feed.ending is END:
                 return None
             raise self.feed.end_error(self.covered)
-        chunk = self._items[self._next : self._next + TURN]
+        if self.plan.coalesce:
+            chunk = _coalescible(self._items, self._next)
+        else:
+            chunk = self._items[self._next : self._next + TURN]
         self._next += len(chunk)
         self.covered = self._target if self._next >= len(self._items) else chunk[-1][0]
-        return [payload for _, payload in chunk]
+        payloads = [payload for _, payload in chunk]
+        return [coalesced(payloads)] if len(payloads) > 1 and self.plan.coalesce else payloads
 
     def _read(self) -> bool:
         """Read the feed past the cursor; False when there is nothing new to send.
@@ -165,3 +177,42 @@ class FeedReader:
             if self._items:
                 return True
             self.covered = max(self.covered, view.covered)
+
+
+def _coalescible(items: list[tuple[int, bytes]], start: int) -> list[tuple[int, bytes]]:
+    """The items from ``start`` that one ``WatchUpdates`` message carries (at least one)."""
+    end = min(len(items), start + COALESCED_UPDATES)
+    size = len(items[start][1])
+    stop = start + 1
+    while stop < end and size + len(items[stop][1]) <= COALESCED_BYTES:
+        size += len(items[stop][1])
+        stop += 1
+    return items[start:stop]
+
+
+_UPDATE_TAG: Final = 0x12  # WatchVariablesResponse.update: field 2, length-delimited
+_UPDATES_ITEM_TAG: Final = b"\x0a"  # WatchUpdates.updates: field 1, length-delimited
+_UPDATES_TAG: Final = b"\x22"  # WatchVariablesResponse.updates: field 4, length-delimited
+
+
+def coalesced(payloads: list[bytes]) -> bytes:
+    """One encoded ``WatchVariablesResponse{updates}`` carrying the updates of ``payloads``.
+
+    Each payload is an encoded ``WatchVariablesResponse{update}``: its one field is the
+    ``VariableUpdate``, so re-tagging it as an item of ``WatchUpdates.updates`` (same length
+    prefix) re-uses the bytes encoded once for every stream, with no decode.
+    """
+    if any(payload[0] != _UPDATE_TAG for payload in payloads):
+        raise ValueError("only update messages can be coalesced")
+    body = b"".join(_UPDATES_ITEM_TAG + payload[1:] for payload in payloads)
+    return _UPDATES_TAG + _varint(len(body)) + body
+
+
+def _varint(number: int) -> bytes:
+    """``number`` as a protobuf base-128 varint."""
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)

@@ -319,16 +319,18 @@ class RollbackVariableResponse(_message.Message):
     def __init__(self, variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
 
 class WatchVariablesRequest(_message.Message):
-    __slots__ = ("session_id", "names", "after_revision", "include_initial")
+    __slots__ = ("session_id", "names", "after_revision", "include_initial", "coalesce")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NAMES_FIELD_NUMBER: _ClassVar[int]
     AFTER_REVISION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_INITIAL_FIELD_NUMBER: _ClassVar[int]
+    COALESCE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     names: _containers.RepeatedScalarFieldContainer[str]
     after_revision: int
     include_initial: bool
-    def __init__(self, session_id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., after_revision: _Optional[int] = ..., include_initial: _Optional[bool] = ...) -> None: ...
+    coalesce: bool
+    def __init__(self, session_id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., after_revision: _Optional[int] = ..., include_initial: _Optional[bool] = ..., coalesce: _Optional[bool] = ...) -> None: ...
 
 class WatchStarted(_message.Message):
     __slots__ = ("revision", "head_revision", "queue_size", "backlog")
@@ -366,15 +368,23 @@ class WatchHeartbeat(_message.Message):
     server_time: float
     def __init__(self, server_time: _Optional[float] = ...) -> None: ...
 
+class WatchUpdates(_message.Message):
+    __slots__ = ("updates",)
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    updates: _containers.RepeatedCompositeFieldContainer[VariableUpdate]
+    def __init__(self, updates: _Optional[_Iterable[_Union[VariableUpdate, _Mapping]]] = ...) -> None: ...
+
 class WatchVariablesResponse(_message.Message):
-    __slots__ = ("started", "update", "heartbeat")
+    __slots__ = ("started", "update", "heartbeat", "updates")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
     started: WatchStarted
     update: VariableUpdate
     heartbeat: WatchHeartbeat
-    def __init__(self, started: _Optional[_Union[WatchStarted, _Mapping]] = ..., update: _Optional[_Union[VariableUpdate, _Mapping]] = ..., heartbeat: _Optional[_Union[WatchHeartbeat, _Mapping]] = ...) -> None: ...
+    updates: WatchUpdates
+    def __init__(self, started: _Optional[_Union[WatchStarted, _Mapping]] = ..., update: _Optional[_Union[VariableUpdate, _Mapping]] = ..., heartbeat: _Optional[_Union[WatchHeartbeat, _Mapping]] = ..., updates: _Optional[_Union[WatchUpdates, _Mapping]] = ...) -> None: ...
 
 class AddDependencyRequest(_message.Message):
     __slots__ = ("session_id", "upstream", "downstream")
