@@ -238,7 +238,10 @@ class EngineProvider:
     ) -> VariableRecord:
         # The validated-set hot path: the steps of _change/_apply, inlined.
         for _ in range(_CAS_ATTEMPTS):
-            old = self.get_variable(session_id, name)
+            try:  # get_variable's hot path, inlined
+                old = self._spaces[session_id].variables[name]
+            except KeyError:
+                old = self.get_variable(session_id, name)
             if expected_version is not None and old.version != expected_version:
                 raise conflict(old, expected_version, session_id)
             owner = current_lock_owner.get()

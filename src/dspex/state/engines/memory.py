@@ -36,6 +36,7 @@ from dspex.state.engines.sizes import (
 __all__ = ["HISTORY_BYTES", "LOG_BYTES", "MemoryEngine", "record_bytes"]
 
 _new_tuple: Any = tuple.__new__
+_monotonic = time.monotonic
 
 
 _log = logging.getLogger("dspex.state")
@@ -138,8 +139,9 @@ class MemoryEngine:
         self._epoch = time.time() - time.monotonic()
 
     def now(self) -> float:
-        """The store's clock (seconds since the epoch) for timestamps, leases and TTLs."""
-        return self._epoch + time.monotonic()
+        """The store's clock (seconds since the epoch) for timestamps, leases and TTLs
+        (:meth:`commit_set` inlines it)."""
+        return self._epoch + _monotonic()
 
     @property
     def spaces(self) -> dict[str, _Space]:
@@ -321,7 +323,7 @@ class MemoryEngine:
                 raise UnknownSession(session_id)
             revision = space.revision + 1
             record = _new_tuple(VariableRecord, (
-                name, spec, value, old.version + 1, revision, self.now(), writer,
+                name, spec, value, old.version + 1, revision, self._epoch + _monotonic(), writer,
                 old.metadata, False, old.lock,
             ))  # fmt: skip
             update: VariableUpdate = _new_tuple(
