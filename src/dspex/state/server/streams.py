@@ -130,8 +130,10 @@ class FeedReader:
         self._lagged = False
 
     def take(self) -> list[bytes] | None:
-        """At most :data:`TURN` messages to send now ([] if there is no news); None once the
-        feed ended normally and everything was sent.
+        """The messages to send now: at most :data:`TURN` of them, or one ``WatchUpdates`` of
+        everything pending (within :data:`COALESCED_UPDATES` / :data:`COALESCED_BYTES`) for a
+        stream that asked to coalesce; [] if there is no news; None once the feed ended
+        normally and everything was sent.
 
         Raises:
             DspexError: how the stream ends (it lagged, the session expired...).
