@@ -7,17 +7,32 @@ speaks raw bytes (no protobuf, no auth, no semantics) through grpc's generic han
 * ``/bench.Raw/Subscribe`` (server stream) and ``/bench.Raw/Poke`` (unary): a poke pushes its
   payload to every open subscription, the floor of a watch delivery (a set that reaches
   watchers).
+
+:func:`subscribers_main` is the watcher side of the fan-out floor: a process of raw
+subscriptions, each read by its own thread, laid out as the store's watcher processes are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
-__all__ = ["ECHO", "POKE", "SUBSCRIBE", "raw_server", "spawned_server", "subscribe", "unary"]
+__all__ = [
+    "ECHO",
+    "POKE",
+    "SUBSCRIBE",
+    "raw_server",
+    "spawned_server",
+    "subscribe",
+    "subscribers_main",
+    "unary",
+]
 
 ECHO: Final = "/bench.Raw/Echo"
 POKE: Final = "/bench.Raw/Poke"
@@ -114,3 +129,41 @@ def subscribe(channel: Any) -> Iterator[bytes]:
     if next(stream) != b"started":
         raise RuntimeError("raw subscription did not start")
     return stream
+
+
+def subscribers_main(address: str, count: int, wait: float, conn: Any) -> None:
+    """Child process: ``count`` raw subscriptions on one channel, each read by its own thread;
+    once told the last step poked, wait (at most ``wait`` seconds) until every subscription
+    received it, then report (step, arrival ns) per message per subscription.
+
+    Pokes carry their step as decimal text. This is the layout of the store's fan-out watcher
+    processes (a thread per stream), with no dspex code on either side.
+    """
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    arrivals: list[list[tuple[int, int]]] = [[] for _ in range(count)]
+    streams = [subscribe(channel) for _ in range(count)]
+
+    def consume(stream: Iterator[bytes], out: list[tuple[int, int]]) -> None:
+        with contextlib.suppress(grpc.RpcError):  # cancelled at the end
+            for message in stream:
+                out.append((int(message), time.perf_counter_ns()))
+
+    threads = [
+        threading.Thread(target=consume, args=(stream, out), daemon=True)
+        for stream, out in zip(streams, arrivals, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    conn.send("ready")
+    last = conn.recv()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and not all(out and out[-1][0] == last for out in arrivals):
+        time.sleep(0.05)
+    for stream in streams:
+        stream.cancel()  # type: ignore[attr-defined]
+    for thread in threads:
+        thread.join(5)
+    conn.send(arrivals)
+    channel.close()
