@@ -35,7 +35,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
@@ -43,6 +43,7 @@ from dspex.bench._raw_grpc import (
     ECHO,
     POKE,
     raw_server,
+    report_arrivals,
     spawned_server,
     subscribe,
     subscribers_main,
@@ -124,36 +125,20 @@ def _server_main(conn: Any) -> None:
 def _watchers_main(
     address: str, session_id: str, count: int, after: int | None, conn: Any
 ) -> None:
-    """Child process: ``count`` watches (dedicated server streams from revision ``after``, or
-    live watches sharing one stream when None); report (value, arrival ns) per update."""
+    """Child process: ``count`` watches of ``w`` (dedicated server streams from revision
+    ``after``, or live watches sharing one stream when None), each read by its own thread
+    (see :func:`report_arrivals`)."""
     from dspex.state.store import SessionStoreProvider
 
     provider = SessionStoreProvider(address, timeout=60.0)
-    arrivals: list[list[tuple[int, int]]] = [[] for _ in range(count)]
-
-    def consume(watch: Any, out: list[tuple[int, int]]) -> None:
-        for update in watch:
-            out.append((update.record.value, time.perf_counter_ns()))
-
     watches = [
         provider.watch_variables(session_id, ["w"], after_revision=after) for _ in range(count)
     ]
-    threads = [
-        threading.Thread(target=consume, args=(w, out), daemon=True)
-        for w, out in zip(watches, arrivals, strict=True)
-    ]
-    for thread in threads:
-        thread.start()
-    conn.send("ready")
-    last = conn.recv()  # the last value set: wait (bounded) until every watch has it
-    deadline = time.monotonic() + DELIVERY_WAIT
-    while time.monotonic() < deadline and not all(out and out[-1][0] == last for out in arrivals):
-        time.sleep(0.05)
-    for watch in watches:
-        watch.cancel()
-    for thread in threads:
-        thread.join(5)
-    conn.send(arrivals)
+
+    def steps(watch: Any) -> Iterator[int]:
+        return (update.record.value for update in watch)
+
+    report_arrivals(conn, watches, steps, lambda watch: watch.cancel(), DELIVERY_WAIT)
     provider.close()
 
 

@@ -19,15 +19,16 @@ import contextlib
 import multiprocessing
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 __all__ = [
     "ECHO",
     "POKE",
     "SUBSCRIBE",
     "raw_server",
+    "report_arrivals",
     "spawned_server",
     "subscribe",
     "subscribers_main",
@@ -37,6 +38,8 @@ __all__ = [
 ECHO: Final = "/bench.Raw/Echo"
 POKE: Final = "/bench.Raw/Poke"
 SUBSCRIBE: Final = "/bench.Raw/Subscribe"
+
+T = TypeVar("T")
 
 
 def _identity(data: bytes) -> bytes:
@@ -132,27 +135,48 @@ def subscribe(channel: Any) -> Iterator[bytes]:
 
 
 def subscribers_main(address: str, count: int, wait: float, conn: Any) -> None:
-    """Child process: ``count`` raw subscriptions on one channel, each read by its own thread;
-    once told the last step poked, wait (at most ``wait`` seconds) until every subscription
-    received it, then report (step, arrival ns) per message per subscription.
+    """Child process: ``count`` raw subscriptions on one channel, each read by its own thread
+    (see :func:`report_arrivals`). Pokes carry their step as decimal text.
 
-    Pokes carry their step as decimal text. This is the layout of the store's fan-out watcher
-    processes (a thread per stream), with no dspex code on either side.
+    This is the layout of the store's fan-out watcher processes (a thread per stream), with no
+    dspex code on either side.
     """
     import grpc
 
     channel = grpc.insecure_channel(address)
-    arrivals: list[list[tuple[int, int]]] = [[] for _ in range(count)]
-    streams = [subscribe(channel) for _ in range(count)]
 
-    def consume(stream: Iterator[bytes], out: list[tuple[int, int]]) -> None:
+    def steps(stream: Iterator[bytes]) -> Iterator[int]:
         with contextlib.suppress(grpc.RpcError):  # cancelled at the end
             for message in stream:
-                out.append((int(message), time.perf_counter_ns()))
+                yield int(message)
+
+    def cancel(stream: Any) -> None:
+        stream.cancel()
+
+    report_arrivals(conn, [subscribe(channel) for _ in range(count)], steps, cancel, wait)
+    channel.close()
+
+
+def report_arrivals(
+    conn: Any,
+    receivers: list[T],
+    steps: Callable[[T], Iterable[int]],
+    cancel: Callable[[T], object],
+    wait: float,
+) -> None:
+    """Read each receiver's ``steps`` on its own thread, noting when each step arrived; say
+    "ready" on ``conn``; once ``conn`` names the last step sent, wait (at most ``wait``
+    seconds) until every receiver has it, cancel them, and send back the (step, arrival ns)
+    of each receiver."""
+    arrivals: list[list[tuple[int, int]]] = [[] for _ in receivers]
+
+    def consume(receiver: T, out: list[tuple[int, int]]) -> None:
+        for step in steps(receiver):
+            out.append((step, time.perf_counter_ns()))
 
     threads = [
-        threading.Thread(target=consume, args=(stream, out), daemon=True)
-        for stream, out in zip(streams, arrivals, strict=True)
+        threading.Thread(target=consume, args=(receiver, out), daemon=True)
+        for receiver, out in zip(receivers, arrivals, strict=True)
     ]
     for thread in threads:
         thread.start()
@@ -161,9 +185,8 @@ def subscribers_main(address: str, count: int, wait: float, conn: Any) -> None:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline and not all(out and out[-1][0] == last for out in arrivals):
         time.sleep(0.05)
-    for stream in streams:
-        stream.cancel()  # type: ignore[attr-defined]
+    for receiver in receivers:
+        cancel(receiver)
     for thread in threads:
         thread.join(5)
     conn.send(arrivals)
-    channel.close()
