@@ -20,6 +20,7 @@ from dspex.errors import WorkerError, WorkerSetupError
 from dspex.remote._progress import ProgressOption, progress_callback
 from dspex.remote._shipping import check_settings_travel
 from dspex.remote._shipping import settings_blob as _settings_blob
+from dspex.remote._transport import STORE_POLLS, choose_grpc_transport
 from dspex.remote._worker import CallPayload, RemoteSetup, connect_timeout
 from dspex.runtime import WorkerPool
 from dspex.runtime._pickling import describe, explain_unpicklable
@@ -264,7 +265,12 @@ def _start_spawn_pool(
     setup_timeout: float,
     name: str,
 ) -> WorkerPool:
-    """Promote the session (a private unix socket for an in-process one) and spawn the workers."""
+    """Promote the session (a private unix socket for an in-process one) and spawn the workers.
+
+    When this is what first loads gRPC here, the embedded store gets the transport whose
+    sockets are polled by the threads waiting on them (see :mod:`dspex.remote._transport`).
+    """
+    choose_grpc_transport(STORE_POLLS)
     session.promote()
     setup = RemoteSetup.of(session, module, _settings_blob(), connect_timeout(setup_timeout))
     return WorkerPool(

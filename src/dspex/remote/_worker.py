@@ -13,35 +13,24 @@ call is always seen by that call, also by bound hooks, whose one-snapshot ``get_
 served from the cache at the revision it has applied (at least the caller's, once caught up).
 
 A spawned worker is a process dspex owns whose gRPC client mostly waits on one watch stream, so
-before gRPC loads it switches gRPC's client transport to the one polled by the thread that
-reads the stream (see :func:`poll_streams_on_their_reader`): a hundred workers on two cores
-each wake about one thread per update instead of four or five.
+before gRPC loads it picks the transport that the thread reading the stream polls itself (see
+:mod:`dspex.remote._transport`).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
 import cloudpickle
 
 from dspex import _tracing
+from dspex.remote._transport import READER_POLLS, choose_grpc_transport
 from dspex.session import Session
 from dspex.state import StateProvider
 
-__all__ = [
-    "GRPC_EXPERIMENTS_ENV",
-    "READER_POLLS",
-    "CallPayload",
-    "RemoteHandler",
-    "RemoteSetup",
-    "connect_timeout",
-    "poll_streams_on_their_reader",
-]
+__all__ = ["CallPayload", "RemoteHandler", "RemoteSetup", "connect_timeout"]
 
 CATCH_UP_TIMEOUT = 5.0
 """Longest a worker waits for its cache to reach the caller's revision before reading through."""
@@ -51,40 +40,6 @@ CONNECT_TIMEOUT = 30.0
 timeout, see :func:`connect_timeout`). A fleet starting at once (a hundred workers on two cores)
 can keep the store from answering for longer than one call's timeout; a store that cannot be
 reached still fails setup within this bound."""
-
-
-GRPC_EXPERIMENTS_ENV: Final = "GRPC_EXPERIMENTS"
-"""gRPC's documented switch for its experiments (``-name`` turns one off), read when gRPC loads."""
-
-READER_POLLS: Final = "-event_engine_client"
-"""The experiment setting that makes a client's socket polled by the thread waiting on the call:
-with gRPC's default (EventEngine) client transport an EventEngine poller thread reads the
-socket and hands each message to the waiting thread: about four thread wake-ups per update where
-the reader alone would do (measured on a worker: 4.5 -> 1.3 voluntary context switches per
-update)."""
-
-POLLING_GRPC: Final = ((1, 85),)
-"""grpcio versions (major, minor) known to have that experiment: a newer gRPC may have dropped
-it (and would log an error naming an unknown experiment), so the worker leaves it alone."""
-
-
-def poll_streams_on_their_reader() -> bool:
-    """Set :data:`READER_POLLS` for this worker process's gRPC; True if it was set.
-
-    Only before gRPC is loaded (a Ray actor has it loaded already), only when the environment
-    does not choose gRPC's experiments itself, and only on a gRPC that has the experiment. The
-    variable stays set, so processes the module starts inherit it.
-    """
-    if "grpc" in sys.modules or GRPC_EXPERIMENTS_ENV in os.environ:
-        return False
-    try:
-        version = tuple(int(part) for part in metadata.version("grpcio").split(".")[:2])
-    except (metadata.PackageNotFoundError, ValueError):
-        return False
-    if version not in POLLING_GRPC:
-        return False
-    os.environ[GRPC_EXPERIMENTS_ENV] = READER_POLLS
-    return True
 
 
 def connect_timeout(setup_timeout: float) -> float:
@@ -146,7 +101,7 @@ class RemoteSetup:
 
     def __call__(self) -> RemoteHandler:
         """Connect, enter the session, unpickle the module; return the per-call handler."""
-        poll_streams_on_their_reader()  # before anything loads grpc
+        choose_grpc_transport(READER_POLLS)  # before anything loads grpc
         _tracing.configure_from_env("dspex-worker")  # before the store channel opens
         provider = _follow(self, self.connect_timeout)
         session = Session(provider, session_id=self.session_id)
