@@ -20,7 +20,7 @@ from dspex.errors import WorkerError, WorkerSetupError
 from dspex.remote._progress import ProgressOption, progress_callback
 from dspex.remote._shipping import check_settings_travel
 from dspex.remote._shipping import settings_blob as _settings_blob
-from dspex.remote._transport import STORE_POLLS, choose_grpc_transport
+from dspex.remote._transport import STORE_POLLS, grpc_transport
 from dspex.remote._worker import CallPayload, RemoteSetup, connect_timeout
 from dspex.runtime import WorkerPool
 from dspex.runtime._pickling import describe, explain_unpicklable
@@ -270,8 +270,8 @@ def _start_spawn_pool(
     When this is what first loads gRPC here, the embedded store gets the transport whose
     sockets are polled by the threads waiting on them (see :mod:`dspex.remote._transport`).
     """
-    choose_grpc_transport(STORE_POLLS)
-    session.promote()
+    with grpc_transport(STORE_POLLS):  # the embedded store's server initializes gRPC
+        session.promote()
     setup = RemoteSetup.of(session, module, _settings_blob(), connect_timeout(setup_timeout))
     return WorkerPool(
         setup, workers=workers, retries=retries, setup_timeout=setup_timeout, name=name

@@ -14,16 +14,18 @@ itself:
   gRPC's EventEngine threads in the driver woke 19-20 times, under 1 with the setting; all its
   threads 33-38 times, 13-28 with it).
 
-The setting is read once, when gRPC loads, and holds for the whole process: a process that has
-loaded gRPC already (a Ray actor, a driver that opened a store before) keeps gRPC's default, as
-does one whose environment sets ``GRPC_EXPERIMENTS`` itself. Processes started afterwards
-inherit the variable.
+gRPC reads the setting once, when it initializes, and keeps it for the whole process; the
+variable is set only while that happens (:func:`grpc_transport`), so no process started later
+inherits it. A process that has loaded gRPC already (a Ray actor, a driver that opened a store
+before) keeps gRPC's default, as does one whose environment sets ``GRPC_EXPERIMENTS`` itself.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Final
 
@@ -32,7 +34,7 @@ __all__ = [
     "POLLING_GRPC",
     "READER_POLLS",
     "STORE_POLLS",
-    "choose_grpc_transport",
+    "grpc_transport",
 ]
 
 GRPC_EXPERIMENTS_ENV: Final = "GRPC_EXPERIMENTS"
@@ -52,19 +54,31 @@ POLLING_GRPC: Final = ((1, 85),)
 them (and would log an error naming each unknown one), so no other version gets the setting."""
 
 
-def choose_grpc_transport(experiments: str) -> bool:
-    """Set ``GRPC_EXPERIMENTS`` to ``experiments`` for this process; True if it was set.
+@contextmanager
+def grpc_transport(experiments: str) -> Iterator[bool]:
+    """Load gRPC inside this block with ``GRPC_EXPERIMENTS=experiments``; yields True if set.
 
     Only before gRPC is loaded, only when the environment does not set ``GRPC_EXPERIMENTS``
-    itself, and only on a grpcio of :data:`POLLING_GRPC`.
+    itself, and only on a grpcio of :data:`POLLING_GRPC`. gRPC reads the variable when it
+    initializes, which the block must cause (open a channel or start a server); the variable
+    is removed again after the block, so processes started later (spawned workers, a Ray
+    instance with a gRPC of its own) never see it.
     """
+    chosen = _may_choose()
+    if chosen:
+        os.environ[GRPC_EXPERIMENTS_ENV] = experiments
+    try:
+        yield chosen
+    finally:
+        if chosen:
+            os.environ.pop(GRPC_EXPERIMENTS_ENV, None)
+
+
+def _may_choose() -> bool:
     if "grpc" in sys.modules or GRPC_EXPERIMENTS_ENV in os.environ:
         return False
     try:
         version = tuple(int(part) for part in metadata.version("grpcio").split(".")[:2])
     except (metadata.PackageNotFoundError, ValueError):
         return False
-    if version not in POLLING_GRPC:
-        return False
-    os.environ[GRPC_EXPERIMENTS_ENV] = experiments
-    return True
+    return version in POLLING_GRPC

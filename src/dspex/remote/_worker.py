@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from dspex import _tracing
-from dspex.remote._transport import READER_POLLS, choose_grpc_transport
+from dspex.remote._transport import READER_POLLS, grpc_transport
 from dspex.session import Session
 from dspex.state import StateProvider
 
@@ -101,9 +101,9 @@ class RemoteSetup:
 
     def __call__(self) -> RemoteHandler:
         """Connect, enter the session, unpickle the module; return the per-call handler."""
-        choose_grpc_transport(READER_POLLS)  # before anything loads grpc
-        _tracing.configure_from_env("dspex-worker")  # before the store channel opens
-        provider = _follow(self, self.connect_timeout)
+        with grpc_transport(READER_POLLS):  # the store channel initializes gRPC
+            _tracing.configure_from_env("dspex-worker")  # before the store channel opens
+            provider = _follow(self, self.connect_timeout)
         session = Session(provider, session_id=self.session_id)
         module = cloudpickle.loads(self.module)
         if self.settings is not None:
