@@ -33,17 +33,22 @@ import contextlib
 import fcntl
 import json
 import os
+import queue
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import dspex.errors as errors
 from dspex._model import VariableRecord, VariableUpdate
 from dspex.state.engines.codec import decode_record, encode_record
-from dspex.state.engines.contract import SessionMeta
+from dspex.state.engines.contract import (
+    SessionMeta,
+    UnknownSession,
+    Write,
+)
 from dspex.state.engines.memory import (
     HISTORY_BYTES,
     LOG_BYTES,
@@ -61,6 +66,9 @@ from dspex.state.engines.sqlite_seal import (
     seal_text,
     unseal_text,
 )
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["FORMAT_VERSION", "SQLiteEngine"]
 
@@ -158,6 +166,10 @@ class SQLiteEngine(MemoryEngine):
         self._db_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Ticket] = []  # changes waiting for the next group commit
+        self._leading = False  # a writer is committing; the ones queued meanwhile wait
+        self._signals: queue.SimpleQueue[bool | None] | None = None  # see _committer()
+        self._committer_thread: threading.Thread | None = None
+        self._stopping = False
         self._closed = False
         self.generation = 1
         self.lost = 0  # acknowledged changes lost before this generation began (accept_loss)
@@ -212,9 +224,14 @@ class SQLiteEngine(MemoryEngine):
         self._write([(sql, (session_id, json.dumps([list(edge) for edge in edges])))])
 
     def _persist(self, session_id: str, updates: list[VariableUpdate]) -> None:
-        if not updates:
-            return
-        space = self._spaces[session_id]
+        if updates:
+            statements = self._statements(session_id, self._spaces[session_id], updates)
+            self._write(statements, len(updates))
+
+    def _statements(
+        self, session_id: str, space: _Space, updates: Sequence[VariableUpdate]
+    ) -> list[_Statement]:
+        """The statements that write ``updates`` to the data file (nothing changes)."""
         statements: list[_Statement] = []
         kept: dict[str, tuple[int | None, int]] = {}  # name -> (last kept version, count)
         for update in updates:
@@ -226,7 +243,7 @@ class SQLiteEngine(MemoryEngine):
         oldest = self._oldest_logged(space, updates)
         if oldest is not None:
             statements.append((_TRIM_LOG, (session_id, oldest - 1)))
-        self._write(statements, len(updates))
+        return statements
 
     def _history_statements(
         self,
@@ -261,11 +278,13 @@ class SQLiteEngine(MemoryEngine):
     def _write(self, statements: Sequence[_Statement], changes: int = 1) -> None:
         """Apply ``statements`` atomically: all of them, or none.
 
-        Group commit: writers queue their changes, and whoever holds the data file next
-        commits every queued change in one transaction (one disk flush with ``fsync``), each
-        inside its own savepoint so a failing one is rolled back alone. The transaction also
-        counts the changes in ``meta``; once it committed, the seal file records the new count
-        (see ``_sqlite_seal``).
+        Group commit: writers queue their changes; the first one to find no commit running
+        leads and commits every queued change in one transaction (one disk flush with
+        ``fsync``), while the writers arriving meanwhile wait, each on its own ticket. When the
+        transaction ended, the leader hands the lead to the first writer queued since, then
+        wakes its own batch's writers: no writer waits for another to be scheduled before it
+        learns its change was committed. The transaction also counts the changes in ``meta``;
+        once it committed, the seal file records the new count (see ``_sqlite_seal``).
 
         Raises:
             StoreDataError: this change was not applied (disk full, unwritable file, closed).
@@ -273,27 +292,137 @@ class SQLiteEngine(MemoryEngine):
         ticket = _Ticket(statements, changes)
         with self._queue_lock:
             self._queue.append(ticket)
-        with self._db_lock:
-            if not ticket.done:
-                self._commit_queued()
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            ticket.wait()  # until its batch ended, or the lead was handed to it
+            lead = not ticket.done
+        if lead:
+            self._lead(ticket)
         if ticket.error is not None:
             raise ticket.error
-        if not ticket.done:  # the committing writer was interrupted before it got to this one
-            raise errors.StoreDataError(
-                f"the write to {self.path} was interrupted; the change was not applied",
-                directory=str(self.directory),
-            )
 
-    def _commit_queued(self) -> None:
-        """Commit every queued change in one transaction (the caller holds ``_db_lock``)."""
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
-        if self._closed:
-            closed = errors.StoreDataError(
-                f"the data directory {self.directory} was closed; reopen the store",
-                directory=str(self.directory),
+    def commit_later(
+        self, session_id: str, writes: Sequence[Write], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[list[VariableUpdate]] | None:
+        """:meth:`commit` without blocking ``loop``, the event loop calling it.
+
+        The checks and the plan run now; the session stays locked while the committer
+        thread (or a writer leading the group commit) commits the change with the others
+        queued, installs it in memory and tells the listeners, exactly as :meth:`commit`
+        does. The returned future of ``loop`` resolves then, every future of one batch in one
+        loop callback, so a set waits for the disk without a thread of its own.
+
+        Returns:
+            The future of the updates; None when another write holds the session (call
+            :meth:`commit` from a worker thread then).
+
+        Raises:
+            UnknownSession, EngineConflict, LimitExceededError: as :meth:`commit`, before
+                anything is queued.
+            StoreDataError: the store was closed.
+        """
+        space = self._spaces.get(session_id)
+        if space is None:
+            raise UnknownSession(session_id)
+        if not space.lock.acquire(blocking=False):
+            return None
+        try:
+            updates, sizes = self._checked_plan(session_id, space, writes)
+            statements = self._statements(session_id, space, updates)
+            ticket = _Later(statements, session_id, space, updates, sizes, loop=loop)
+            with self._queue_lock:
+                if self._closed:
+                    raise self._closed_error()
+                self._queue.append(ticket)
+                lead = not self._leading
+                self._leading = True
+        except BaseException:
+            space.lock.release()
+            raise
+        if lead:
+            self._committer().put(True)
+        return ticket.future
+
+    def _committer(self) -> queue.SimpleQueue[bool | None]:
+        """The committer thread's signals (True: lead a commit; None: stop), started once."""
+        if self._signals is None:
+            self._signals = queue.SimpleQueue()
+            thread = threading.Thread(
+                target=self._run_committer,
+                args=(self._signals,),
+                name=f"dspex-commit-{self.directory.name}",
+                daemon=True,
             )
-            _finish(batch, closed)
+            thread.start()
+            self._committer_thread = thread
+        return self._signals
+
+    def _run_committer(self, signals: queue.SimpleQueue[bool | None]) -> None:
+        while signals.get() is not None:
+            self._lead(None)
+
+    def _lead(self, mine: _Ticket | None) -> None:
+        """Commit every queued change; repeat while the next leader would be this thread
+        (the committer thread, or anyone once it stopped); else hand the lead on."""
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            try:
+                with self._db_lock:
+                    self._commit_queued(batch)
+            finally:
+                interrupted = [ticket for ticket in batch if not ticket.done]
+                if interrupted:  # a BaseException ended the commit
+                    _finish(interrupted, self._interrupted())
+                again = self._hand_lead(mine)
+                self._complete(batch, mine)
+            if not again:
+                return
+
+    def _hand_lead(self, mine: _Ticket | None) -> bool:
+        """Give the lead to the first change queued meanwhile; True: this thread keeps it."""
+        with self._queue_lock:
+            following = self._queue[0] if self._queue else None
+            self._leading = following is not None
+            stopped = self._signals is None or self._stopping
+        if following is None:
+            return False
+        if not isinstance(following, _Later):
+            following.wake()
+            return False
+        if mine is None or stopped:  # the committer thread leads on (or no one else can)
+            return True
+        self._committer().put(True)
+        return False
+
+    def _complete(self, batch: Sequence[_Ticket], mine: _Ticket | None) -> None:
+        """Wake the batch's waiting writers; install and resolve the ``commit_later`` ones."""
+        later: list[_Later] = []
+        for ticket in batch:
+            if isinstance(ticket, _Later):
+                later.append(ticket)
+            elif ticket is not mine:
+                ticket.wake()
+        if later:
+            _resolve_later(later, self._apply)
+
+    def _closed_error(self) -> errors.StoreDataError:
+        return errors.StoreDataError(
+            f"the data directory {self.directory} was closed; reopen the store",
+            directory=str(self.directory),
+        )
+
+    def _interrupted(self) -> errors.StoreDataError:
+        return errors.StoreDataError(
+            f"the write to {self.path} was interrupted; the change was not applied",
+            directory=str(self.directory),
+        )
+
+    def _commit_queued(self, batch: list[_Ticket]) -> None:
+        """Commit ``batch`` in one transaction (the caller holds ``_db_lock``)."""
+        if self._closed:
+            _finish(batch, self._closed_error())
             return
         try:
             applied = self._commit_batch(batch)
@@ -489,6 +618,12 @@ class SQLiteEngine(MemoryEngine):
 
     def close(self) -> None:
         """Close the data file and release the directory lock. Idempotent."""
+        with self._queue_lock:
+            self._stopping = True
+            signals, thread = self._signals, self._committer_thread
+        if signals is not None and thread is not None:
+            signals.put(None)
+            thread.join(30)
         with self._db_lock:
             if self._closed:
                 return
@@ -503,16 +638,89 @@ class SQLiteEngine(MemoryEngine):
 class _Ticket:
     """One writer's change waiting for a group commit, and how it ended."""
 
-    __slots__ = ("changes", "done", "error", "statements")
+    __slots__ = ("_waiting", "changes", "done", "error", "statements")
 
-    def __init__(self, statements: Sequence[_Statement], changes: int) -> None:
+    def __init__(
+        self, statements: Sequence[_Statement], changes: int, *, waits: bool = True
+    ) -> None:
         self.statements = statements
         self.changes = changes
         self.done = False
         self.error: errors.StoreDataError | None = None
+        self._waiting = threading.Lock()
+        if waits:
+            self._waiting.acquire()  # released by wake()
+
+    def wait(self) -> None:
+        """Block until :meth:`wake` (the batch ended, or this writer leads the next one)."""
+        self._waiting.acquire()
+
+    def wake(self) -> None:
+        self._waiting.release()
 
     def fail(self, error: errors.StoreDataError) -> None:
         self.done, self.error = True, error
+
+
+class _Later(_Ticket):
+    """A change queued by :meth:`SQLiteEngine.commit_later`: its session stays locked until
+    the change is installed (or failed), then its future is resolved on its event loop."""
+
+    __slots__ = ("future", "loop", "session_id", "sizes", "space", "updates")
+
+    def __init__(
+        self,
+        statements: Sequence[_Statement],
+        session_id: str,
+        space: _Space,
+        updates: list[VariableUpdate],
+        sizes: list[int],
+        *,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(statements, len(updates), waits=False)
+        self.session_id, self.space, self.updates, self.sizes = session_id, space, updates, sizes
+        self.loop = loop
+        self.future: asyncio.Future[list[VariableUpdate]] = loop.create_future()
+
+
+_Outcome = tuple[
+    "asyncio.Future[list[VariableUpdate]]", list[VariableUpdate] | None, BaseException | None
+]
+
+
+def _resolve_later(
+    tickets: Sequence[_Later],
+    apply: Callable[[str, _Space, Sequence[VariableUpdate], Sequence[int]], None],
+) -> None:
+    """Install each committed change (``apply``), unlock its session, and resolve the futures:
+    one ``call_soon_threadsafe`` per event loop for the whole batch."""
+    outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for ticket in tickets:
+        error: BaseException | None = ticket.error
+        try:
+            if error is None:
+                apply(ticket.session_id, ticket.space, ticket.updates, ticket.sizes)
+        except Exception as exc:  # a defect: fail the call rather than leave it waiting
+            error = exc
+        finally:
+            ticket.space.lock.release()
+        result = ticket.updates if error is None else None
+        outcomes.setdefault(ticket.loop, []).append((ticket.future, result, error))
+    for loop, batch in outcomes.items():
+        with contextlib.suppress(RuntimeError):  # the loop was closed: no one awaits
+            loop.call_soon_threadsafe(_set_outcomes, batch)
+
+
+def _set_outcomes(batch: Sequence[_Outcome]) -> None:
+    """On the event loop: resolve each future not cancelled meanwhile."""
+    for future, result, error in batch:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
 
 
 def _finish(tickets: Sequence[_Ticket], error: errors.StoreDataError | None) -> None:

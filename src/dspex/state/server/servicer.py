@@ -108,6 +108,8 @@ class SessionStoreServicer(LockingRpcs):
         self.guard = guard
         self.offload = may_block(provider) if offload is None else offload
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dspex-store")
+        # The provider's set that commits off the event loop (SQLite with fsync), if any.
+        self._set_later = getattr(provider, "set_variable_later", None) if self.offload else None
         self.stopping = False
         self._hub: StreamWakeups | None = None
         self.events = events or StoreEvents()
@@ -212,11 +214,21 @@ class SessionStoreServicer(LockingRpcs):
         return records, max((r.revision for r in records.values()), default=before)
 
     @unary(writes=True)
-    def SetVariable(self, request: Any, call: CallInfo) -> Any:
+    async def SetVariable(self, request: Any, call: CallInfo) -> Any:
         sid, name, value, expected = convert.read_set(request, self._max_value)
         self._allow(call, "write", sid, name)
-        record = self.provider.set_variable(sid, name, value, expected_version=expected)
+        later = self._set_later  # an engine committing off the loop: no thread per set
+        pending = None if later is None else later(sid, name, value, expected_version=expected)
+        if pending is not None:
+            record = await pending
+        elif self.offload:
+            record = await run_sync(self, self._set_now, sid, name, value, expected)
+        else:
+            record = self.provider.set_variable(sid, name, value, expected_version=expected)
         return convert.record_response("SetVariable", record)
+
+    def _set_now(self, session_id: str, name: str, value: Any, expected: int | None) -> Any:
+        return self.provider.set_variable(session_id, name, value, expected_version=expected)
 
     @unary(writes=True)
     def UpdateVariables(self, request: Any, call: CallInfo) -> Any:
