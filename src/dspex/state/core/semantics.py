@@ -269,12 +269,11 @@ class EngineProvider:
         awaitable gives the record once the change is durable and installed.
 
         Returns None when this set must take :meth:`set_variable` in a worker thread: the
-        engine cannot commit later, the session has dependents to recompute, or another write
-        holds the session.
+        engine cannot commit later, or says so (the session has dependents to recompute, or
+        another write holds it).
         """
         commit_later = self._commit_later
-        space = self._spaces.get(session_id)
-        if commit_later is None or space is None or space.edges:
+        if commit_later is None:
             return None
         import asyncio  # only servers call this, on their loop: `import dspex` stays light
 

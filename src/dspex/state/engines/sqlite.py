@@ -11,9 +11,14 @@ next open. Only an OS crash or power loss can lose the last commits (never corru
 ``fsync=True`` (``synchronous=FULL``) closes that gap: ``COMMIT`` returns only once the WAL is
 flushed to the disk.
 
-Group commit: writers queue their changes, and whoever holds the data file next commits every
-queued change in one transaction, so with ``fsync`` one disk flush covers all of them; while it
-runs, the next writers queue up for the following one. The ``meta`` table counts changes,
+Group commit: writers queue their changes, and the first to find no commit running commits
+every queued change in one transaction, so with ``fsync`` one disk flush covers all of them;
+while it runs, the next writers queue up for the following one (tickets:
+``sqlite_tickets``). A server on an event loop queues a set with :meth:`SQLiteEngine.commit_later`
+instead: checked and planned on the loop, committed by the engine's committer thread, and
+acknowledged by one loop callback per batch, so a set waiting for the disk holds no thread.
+Either way a change is installed in memory, shown to watchers and acknowledged only after its
+transaction committed (and, with ``fsync``, was flushed). The ``meta`` table counts changes,
 transactions (``commits``) and, with ``fsync``, flushes (``flushes``): see
 :meth:`SQLiteEngine.stats`.
 
@@ -37,9 +42,9 @@ import queue
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import dspex.errors as errors
 from dspex._model import VariableRecord, VariableUpdate
@@ -66,6 +71,7 @@ from dspex.state.engines.sqlite_seal import (
     seal_text,
     unseal_text,
 )
+from dspex.state.engines.sqlite_tickets import Later, Statement, Ticket, finish, resolve_later
 
 if TYPE_CHECKING:
     import asyncio
@@ -117,8 +123,6 @@ _COUNT_CHANGES: Final = (
 """Add ?1 changes and one transaction; ?2 is 'flushes' with ``fsync`` (else 'changes' again)."""
 _LOST_PREFIX: Final = "lost:"
 
-_Statement = tuple[str, tuple[Any, ...]]
-
 
 class SQLiteEngine(MemoryEngine):
     """Sessions kept in memory and written through to SQLite in ``directory``.
@@ -165,7 +169,7 @@ class SQLiteEngine(MemoryEngine):
         self.path = self.directory / DB_NAME
         self._db_lock = threading.Lock()
         self._queue_lock = threading.Lock()
-        self._queue: list[_Ticket] = []  # changes waiting for the next group commit
+        self._queue: list[Ticket] = []  # changes waiting for the next group commit
         self._leading = False  # a writer is committing; the ones queued meanwhile wait
         self._signals: queue.SimpleQueue[bool | None] | None = None  # see _committer()
         self._committer_thread: threading.Thread | None = None
@@ -230,9 +234,9 @@ class SQLiteEngine(MemoryEngine):
 
     def _statements(
         self, session_id: str, space: _Space, updates: Sequence[VariableUpdate]
-    ) -> list[_Statement]:
+    ) -> list[Statement]:
         """The statements that write ``updates`` to the data file (nothing changes)."""
-        statements: list[_Statement] = []
+        statements: list[Statement] = []
         kept: dict[str, tuple[int | None, int]] = {}  # name -> (last kept version, count)
         for update in updates:
             name = update.name
@@ -251,7 +255,7 @@ class SQLiteEngine(MemoryEngine):
         update: VariableUpdate,
         last_version: int | None,
         count: int,
-        out: list[_Statement],
+        out: list[Statement],
     ) -> tuple[int | None, int]:
         """Append the statements for one update (same rule as ``_install``); new (version, n)."""
         name, record = update.name, update.record
@@ -275,7 +279,7 @@ class SQLiteEngine(MemoryEngine):
             out.append((_TRIM_HISTORY, (session_id, name, keep)))
         return record.version, keep
 
-    def _write(self, statements: Sequence[_Statement], changes: int = 1) -> None:
+    def _write(self, statements: Sequence[Statement], changes: int = 1) -> None:
         """Apply ``statements`` atomically: all of them, or none.
 
         Group commit: writers queue their changes; the first one to find no commit running
@@ -289,7 +293,7 @@ class SQLiteEngine(MemoryEngine):
         Raises:
             StoreDataError: this change was not applied (disk full, unwritable file, closed).
         """
-        ticket = _Ticket(statements, changes)
+        ticket = Ticket(statements, changes)
         with self._queue_lock:
             self._queue.append(ticket)
             lead = not self._leading
@@ -314,8 +318,9 @@ class SQLiteEngine(MemoryEngine):
         loop callback, so a set waits for the disk without a thread of its own.
 
         Returns:
-            The future of the updates; None when another write holds the session (call
-            :meth:`commit` from a worker thread then).
+            The future of the updates; None when another write holds the session, or it has
+            dependency edges (its dependents are recomputed after a change): call
+            :meth:`commit` from a worker thread then.
 
         Raises:
             UnknownSession, EngineConflict, LimitExceededError: as :meth:`commit`, before
@@ -327,12 +332,15 @@ class SQLiteEngine(MemoryEngine):
             raise UnknownSession(session_id)
         if not space.lock.acquire(blocking=False):
             return None
+        if space.edges:  # dependents are recomputed after the change: the blocking path
+            space.lock.release()
+            return None
         try:
             updates, sizes = self._checked_plan(session_id, space, writes)
             statements = self._statements(session_id, space, updates)
-            ticket = _Later(statements, session_id, space, updates, sizes, loop=loop)
+            ticket = Later(statements, session_id, space, updates, sizes, loop=loop)
             with self._queue_lock:
-                if self._closed:
+                if self._stopping:  # closing: the committer thread takes no more changes
                     raise self._closed_error()
                 self._queue.append(ticket)
                 lead = not self._leading
@@ -362,7 +370,7 @@ class SQLiteEngine(MemoryEngine):
         while signals.get() is not None:
             self._lead(None)
 
-    def _lead(self, mine: _Ticket | None) -> None:
+    def _lead(self, mine: Ticket | None) -> None:
         """Commit every queued change; repeat while the next leader would be this thread
         (the committer thread, or anyone once it stopped); else hand the lead on."""
         while True:
@@ -374,13 +382,13 @@ class SQLiteEngine(MemoryEngine):
             finally:
                 interrupted = [ticket for ticket in batch if not ticket.done]
                 if interrupted:  # a BaseException ended the commit
-                    _finish(interrupted, self._interrupted())
+                    finish(interrupted, self._interrupted())
                 again = self._hand_lead(mine)
                 self._complete(batch, mine)
             if not again:
                 return
 
-    def _hand_lead(self, mine: _Ticket | None) -> bool:
+    def _hand_lead(self, mine: Ticket | None) -> bool:
         """Give the lead to the first change queued meanwhile; True: this thread keeps it."""
         with self._queue_lock:
             following = self._queue[0] if self._queue else None
@@ -388,7 +396,7 @@ class SQLiteEngine(MemoryEngine):
             stopped = self._signals is None or self._stopping
         if following is None:
             return False
-        if not isinstance(following, _Later):
+        if not isinstance(following, Later):
             following.wake()
             return False
         if mine is None or stopped:  # the committer thread leads on (or no one else can)
@@ -396,16 +404,16 @@ class SQLiteEngine(MemoryEngine):
         self._committer().put(True)
         return False
 
-    def _complete(self, batch: Sequence[_Ticket], mine: _Ticket | None) -> None:
+    def _complete(self, batch: Sequence[Ticket], mine: Ticket | None) -> None:
         """Wake the batch's waiting writers; install and resolve the ``commit_later`` ones."""
-        later: list[_Later] = []
+        later: list[Later] = []
         for ticket in batch:
-            if isinstance(ticket, _Later):
+            if isinstance(ticket, Later):
                 later.append(ticket)
             elif ticket is not mine:
                 ticket.wake()
         if later:
-            _resolve_later(later, self._apply)
+            resolve_later(later, self._apply)
 
     def _closed_error(self) -> errors.StoreDataError:
         return errors.StoreDataError(
@@ -419,33 +427,33 @@ class SQLiteEngine(MemoryEngine):
             directory=str(self.directory),
         )
 
-    def _commit_queued(self, batch: list[_Ticket]) -> None:
+    def _commit_queued(self, batch: list[Ticket]) -> None:
         """Commit ``batch`` in one transaction (the caller holds ``_db_lock``)."""
         if self._closed:
-            _finish(batch, self._closed_error())
+            finish(batch, self._closed_error())
             return
         try:
             applied = self._commit_batch(batch)
         except sqlite3.Error as exc:
             if len(batch) == 1:
-                _finish(batch, _data_error(self.path, exc, "the change was not applied"))
+                finish(batch, _data_error(self.path, exc, "the change was not applied"))
                 return
             # Rare (a full disk, an I/O error): find which changes fail, one savepoint each.
             try:
                 applied = self._commit_batch(batch, alone=True)
             except sqlite3.Error as again:
-                _finish(batch, _data_error(self.path, again, "the change was not applied"))
+                finish(batch, _data_error(self.path, again, "the change was not applied"))
                 return
         self._changes += sum(ticket.changes for ticket in applied)
         self._counts["commits"] += 1
         if self.fsync:
             self._counts["flushes"] += 1
-        _finish(applied, None)
+        finish(applied, None)
         # Committed: a failure to update the seal must not report the writes as failed.
         with contextlib.suppress(OSError):
             self._seal.write(self.generation, self._changes)
 
-    def _commit_batch(self, batch: Sequence[_Ticket], *, alone: bool = False) -> list[_Ticket]:
+    def _commit_batch(self, batch: Sequence[Ticket], *, alone: bool = False) -> list[Ticket]:
         """Commit ``batch`` in one transaction; returns the tickets applied.
 
         All or none by default (the hot path: no savepoint per change); with ``alone`` each
@@ -454,7 +462,7 @@ class SQLiteEngine(MemoryEngine):
         Raises:
             sqlite3.Error: the transaction failed and was rolled back (nothing applied).
         """
-        applied: list[_Ticket] = []
+        applied: list[Ticket] = []
         try:
             self._db.execute("BEGIN IMMEDIATE")
             for ticket in batch:
@@ -475,7 +483,7 @@ class SQLiteEngine(MemoryEngine):
             raise
         return applied
 
-    def _apply_ticket(self, ticket: _Ticket) -> bool:
+    def _apply_ticket(self, ticket: Ticket) -> bool:
         """Run one change inside a savepoint; on failure roll it back alone and fail it."""
         self._db.execute("SAVEPOINT change")
         try:
@@ -540,7 +548,7 @@ class SQLiteEngine(MemoryEngine):
         self.generation += 1
         self.lost = lost
         self._changes += lost  # the count never goes back, so the seal agrees again
-        statements: list[_Statement] = [
+        statements: list[Statement] = [
             ("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation),)),
             ("UPDATE meta SET value = ? WHERE key = 'changes'", (str(self._changes),)),
         ]
@@ -633,100 +641,6 @@ class SQLiteEngine(MemoryEngine):
             self._seal.close()
             os.close(self._lock_fd)
         super().close()
-
-
-class _Ticket:
-    """One writer's change waiting for a group commit, and how it ended."""
-
-    __slots__ = ("_waiting", "changes", "done", "error", "statements")
-
-    def __init__(
-        self, statements: Sequence[_Statement], changes: int, *, waits: bool = True
-    ) -> None:
-        self.statements = statements
-        self.changes = changes
-        self.done = False
-        self.error: errors.StoreDataError | None = None
-        self._waiting = threading.Lock()
-        if waits:
-            self._waiting.acquire()  # released by wake()
-
-    def wait(self) -> None:
-        """Block until :meth:`wake` (the batch ended, or this writer leads the next one)."""
-        self._waiting.acquire()
-
-    def wake(self) -> None:
-        self._waiting.release()
-
-    def fail(self, error: errors.StoreDataError) -> None:
-        self.done, self.error = True, error
-
-
-class _Later(_Ticket):
-    """A change queued by :meth:`SQLiteEngine.commit_later`: its session stays locked until
-    the change is installed (or failed), then its future is resolved on its event loop."""
-
-    __slots__ = ("future", "loop", "session_id", "sizes", "space", "updates")
-
-    def __init__(
-        self,
-        statements: Sequence[_Statement],
-        session_id: str,
-        space: _Space,
-        updates: list[VariableUpdate],
-        sizes: list[int],
-        *,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        super().__init__(statements, len(updates), waits=False)
-        self.session_id, self.space, self.updates, self.sizes = session_id, space, updates, sizes
-        self.loop = loop
-        self.future: asyncio.Future[list[VariableUpdate]] = loop.create_future()
-
-
-_Outcome = tuple[
-    "asyncio.Future[list[VariableUpdate]]", list[VariableUpdate] | None, BaseException | None
-]
-
-
-def _resolve_later(
-    tickets: Sequence[_Later],
-    apply: Callable[[str, _Space, Sequence[VariableUpdate], Sequence[int]], None],
-) -> None:
-    """Install each committed change (``apply``), unlock its session, and resolve the futures:
-    one ``call_soon_threadsafe`` per event loop for the whole batch."""
-    outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-    for ticket in tickets:
-        error: BaseException | None = ticket.error
-        try:
-            if error is None:
-                apply(ticket.session_id, ticket.space, ticket.updates, ticket.sizes)
-        except Exception as exc:  # a defect: fail the call rather than leave it waiting
-            error = exc
-        finally:
-            ticket.space.lock.release()
-        result = ticket.updates if error is None else None
-        outcomes.setdefault(ticket.loop, []).append((ticket.future, result, error))
-    for loop, batch in outcomes.items():
-        with contextlib.suppress(RuntimeError):  # the loop was closed: no one awaits
-            loop.call_soon_threadsafe(_set_outcomes, batch)
-
-
-def _set_outcomes(batch: Sequence[_Outcome]) -> None:
-    """On the event loop: resolve each future not cancelled meanwhile."""
-    for future, result, error in batch:
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-
-def _finish(tickets: Sequence[_Ticket], error: errors.StoreDataError | None) -> None:
-    """Mark ``tickets`` committed (``error`` None) or failed with ``error``."""
-    for ticket in tickets:
-        ticket.done, ticket.error = True, error
 
 
 def _data_error(path: Path, exc: BaseException, consequence: str) -> errors.StoreDataError:
