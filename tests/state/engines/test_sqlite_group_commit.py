@@ -192,3 +192,45 @@ def test_kill_9_during_concurrent_fsync_sets_keeps_acknowledged_and_never_refuse
     assert not lost, f"{len(lost)} of {len(ledger.acked)} acknowledged sets lost: {lost[:5]}"
     applied = [(s, v) for s, v in ledger.refused if v in {value for _, value in stored[s]}]
     assert not applied, f"refused sets were applied: {applied[:3]}"
+
+
+def test_watchers_of_a_fsync_server_see_every_concurrent_set_in_order(tmp_path: Path) -> None:
+    """Sets committed by the committer thread reach watch streams like any other change."""
+    server = ServeProcess("--data", str(tmp_path / "data"), "--fsync").start()
+    setup = SessionStoreProvider(server.address, timeout=30.0)
+    try:
+        sessions = [setup.create_session() for _ in range(4)]
+        for session_id in sessions:
+            setup.register_variable(session_id, "n", make_spec(int), 0)
+        watches = [setup.watch_variables(session_id, ["n"]) for session_id in sessions]
+        failures: list[str] = []
+        start = threading.Barrier(len(sessions))
+
+        def write(session_id: str) -> None:
+            client = SessionStoreProvider(server.address, timeout=30.0)
+            try:
+                start.wait(30)
+                for value in range(1, ROUNDS + 1):
+                    client.set_variable(session_id, "n", value)
+            except Exception as exc:  # reported by the test
+                failures.append(repr(exc))
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=write, args=(s,)) for s in sessions]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not failures, failures
+        for watch in watches:
+            seen = []
+            while len(seen) < ROUNDS and (update := watch.poll(10.0)) is not None:
+                seen.append(update)
+            watch.cancel()
+            assert [u.record.value for u in seen] == list(range(1, ROUNDS + 1))
+            revisions = [u.revision for u in seen]
+            assert revisions == sorted(revisions), revisions
+    finally:
+        setup.close()
+        server.stop()
