@@ -16,7 +16,7 @@ from support.engines import Collector, change, register
 
 from dspex import errors
 from dspex._model import make_spec
-from dspex.state.engines import EngineConflict
+from dspex.state.engines import EngineConflict, Write
 from dspex.state.engines.sqlite import SQLiteEngine
 
 pytestmark = pytest.mark.timeout(60)
@@ -140,3 +140,69 @@ def test_later_and_blocking_writers_share_group_commits(tmp_path: Path) -> None:
         assert all(engine.get(f"s{i}", "a").value == 9.0 for i in range(8))  # type: ignore[union-attr]
     finally:
         engine.close()
+
+
+def test_batched_changes_leave_the_data_file_like_memory(tmp_path: Path) -> None:
+    """Group commits mixing registrations, sets beyond the history and log bounds,
+    annotations, deletes and atomic two-name commits, from the loop and from threads, reload
+    as the memory image they were committed from."""
+    engine = _engine(tmp_path, sessions=6, history_size=3, log_size=5)
+
+    def steps(session_id: str, index: int) -> list[list[Write]]:
+        """Writes for one session, each computed from the current records when it runs."""
+        a = engine.get(session_id, "a")
+        assert a is not None
+        if index % 4 == 0:
+            return [[register(f"r{index}", index / 2)]]
+        if index % 4 == 1:
+            return [[change(a, index / 2), register(f"r{index}", 1.0)]]
+        if index % 4 == 2:
+            return [[change(a, a.value, "stale", stale=True, version=a.version)]]
+        return [[change(a, index / 2)]]
+
+    async def later(session_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        for index in range(16):
+            for writes in steps(session_id, index):
+                future = engine.commit_later(session_id, writes, loop)
+                assert future is not None
+                await future
+
+    def blocking(session_id: str) -> None:
+        for index in range(16):
+            for writes in steps(session_id, index):
+                engine.commit(session_id, writes)
+        deleted = engine.get(session_id, "r0")
+        assert deleted is not None
+        engine.commit(session_id, [change(deleted, 0.0, "delete", version=deleted.version)])
+
+    async def main() -> None:
+        threads = [threading.Thread(target=blocking, args=(f"s{i}",)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        await asyncio.gather(*(later(f"s{i}") for i in range(2, 6)))
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 30)
+
+    asyncio.run(main())
+    sessions = [f"s{i}" for i in range(6)]
+    image = {s: _image(engine, s) for s in sessions}
+    stats = engine.stats()
+    engine.close()
+    reopened = SQLiteEngine(tmp_path)
+    try:
+        loaded = {s: _image(reopened, s) for s in sessions}
+    finally:
+        reopened.close()
+    assert loaded == image
+    assert stats["commits"] < stats["changes"], stats  # some batches held several changes
+
+
+def _image(engine: SQLiteEngine, session_id: str) -> tuple[object, ...]:
+    """The session's records, kept versions and logged changes (as far back as kept; batch
+    marks and the order of names are not stored)."""
+    records = sorted(engine.records(session_id), key=lambda r: r.name)
+    histories = {r.name: engine.history(session_id, r.name) for r in records}
+    after = engine.spaces[session_id].log[0].revision - 1
+    log = [(u.revision, u.kind, u.record) for u in engine.changes(session_id, after)]
+    return records, histories, log
