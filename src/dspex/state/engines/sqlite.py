@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import queue
@@ -44,9 +43,8 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
-from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import dspex.errors as errors
 from dspex._model import VariableRecord, VariableUpdate
@@ -103,36 +101,18 @@ CREATE TABLE IF NOT EXISTS log (
     name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (session_id, revision)) WITHOUT ROWID;
 """
 
-_CHANGES_VIEW: Final = (
-    "CREATE TEMP VIEW IF NOT EXISTS changes_in "
-    "(session_id, revision, kind, name, logged, kept, op, keep, log_after) "
-    "AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0"
+_CLEAR_HISTORY: Final = "DELETE FROM history WHERE session_id = ?1 AND name = ?2"
+_APPEND_HISTORY: Final = "INSERT INTO history VALUES (?1, ?2, ?3, ?4)"
+_ANNOTATE_HISTORY: Final = (
+    "UPDATE history SET record = ?3 WHERE session_id = ?1 AND name = ?2 AND pos = "
+    "(SELECT MAX(pos) FROM history WHERE session_id = ?1 AND name = ?2)"
 )
-"""Rows of changes to write: a row inserted here runs :data:`_CHANGES_TRIGGER` in SQLite, so a
-change costs one bound row, not one call per statement (each call from Python is a round trip
-through the GIL, which the event loop holds much of the time). TEMP: nothing of it is stored
-in the data file. ``op``: "clear" (a delete), "reset" (first version: clear, then append),
-"annotate" (the same version, new text) or "append" (then drop all but the ``keep`` newest
-versions, if ``keep`` is not NULL); ``log_after``: drop the log up to this revision."""
-_CHANGES_TRIGGER: Final = """
-CREATE TEMP TRIGGER IF NOT EXISTS changes_in_apply INSTEAD OF INSERT ON changes_in BEGIN
-    INSERT INTO log VALUES (NEW.session_id, NEW.revision, NEW.kind, NEW.name, NEW.logged);
-    DELETE FROM history WHERE NEW.op IN ('clear', 'reset')
-        AND session_id = NEW.session_id AND name = NEW.name;
-    INSERT INTO history SELECT NEW.session_id, NEW.name, NEW.revision, NEW.kept
-        WHERE NEW.op IN ('reset', 'append');
-    UPDATE history SET record = NEW.kept WHERE NEW.op = 'annotate'
-        AND session_id = NEW.session_id AND name = NEW.name AND pos = (SELECT MAX(pos)
-        FROM history WHERE session_id = NEW.session_id AND name = NEW.name);
-    DELETE FROM history WHERE NEW.keep IS NOT NULL
-        AND session_id = NEW.session_id AND name = NEW.name AND pos <= (SELECT pos
-        FROM history WHERE session_id = NEW.session_id AND name = NEW.name
-        ORDER BY pos DESC LIMIT 1 OFFSET NEW.keep);
-    DELETE FROM log WHERE NEW.log_after IS NOT NULL
-        AND session_id = NEW.session_id AND revision <= NEW.log_after;
-END
-"""
-_ROW: Final = "(?,?,?,?,?,?,?,?,?)"
+_TRIM_HISTORY: Final = (
+    "DELETE FROM history WHERE session_id = ?1 AND name = ?2 AND pos <= (SELECT pos FROM "
+    "history WHERE session_id = ?1 AND name = ?2 ORDER BY pos DESC LIMIT 1 OFFSET ?3)"
+)
+_APPEND_LOG: Final = "INSERT INTO log VALUES (?1, ?2, ?3, ?4, ?5)"
+_TRIM_LOG: Final = "DELETE FROM log WHERE session_id = ?1 AND revision <= ?2"
 _COUNTERS: Final = ("changes", "commits", "flushes")
 """Running counts in ``meta``: acknowledged changes, transactions, transactions flushed to disk
 before they returned (``fsync``)."""
@@ -255,41 +235,49 @@ class SQLiteEngine(MemoryEngine):
     def _statements(
         self, session_id: str, space: _Space, updates: Sequence[VariableUpdate]
     ) -> list[Statement]:
-        """The statement that writes ``updates`` to the data file (nothing changes): their
-        rows into ``changes_in`` (see :data:`_CHANGES_VIEW`)."""
-        rows: list[tuple[Any, ...]] = []
+        """The statements that write ``updates`` to the data file (nothing changes)."""
+        statements: list[Statement] = []
         kept: dict[str, tuple[int | None, int]] = {}  # name -> (last kept version, count)
         for update in updates:
             name = update.name
             if name not in kept:
                 history = space.history.get(name)
                 kept[name] = (history[-1].version, len(history)) if history else (None, 0)
-            row, kept[name] = self._change_row(session_id, update, *kept[name])
-            rows.append(row)
+            kept[name] = self._history_statements(session_id, update, *kept[name], statements)
         oldest = self._oldest_logged(space, updates)
         if oldest is not None:
-            rows[-1] = (*rows[-1][:-1], oldest - 1)
-        return [(_insert_changes(len(rows)), tuple(chain.from_iterable(rows)))]
+            statements.append((_TRIM_LOG, (session_id, oldest - 1)))
+        return statements
 
-    def _change_row(
-        self, session_id: str, update: VariableUpdate, last_version: int | None, count: int
-    ) -> tuple[tuple[Any, ...], tuple[int | None, int]]:
-        """The ``changes_in`` row of one update (same rule as ``_install``), and the name's
-        new (last kept version, count)."""
+    def _history_statements(
+        self,
+        session_id: str,
+        update: VariableUpdate,
+        last_version: int | None,
+        count: int,
+        out: list[Statement],
+    ) -> tuple[int | None, int]:
+        """Append the statements for one update (same rule as ``_install``); new (version, n)."""
         name, record = update.name, update.record
         raw = encode_record(record)
         logged = seal_text(Stored(session_id, name, update.revision, update.kind), raw)
         text = seal_text(Stored(session_id, name, 0, "kept"), raw)  # the text holds its revision
-        head = (session_id, update.revision, update.kind, name, logged, text)
+        out.append((_APPEND_LOG, (session_id, update.revision, update.kind, name, logged)))
         if update.kind == "delete":
-            return (*head, "clear", None, None), (None, 0)
+            out.append((_CLEAR_HISTORY, (session_id, name)))
+            return None, 0
         if last_version is None or update.kind == "register":
-            return (*head, "reset", None, None), (record.version, 1)
+            out.append((_CLEAR_HISTORY, (session_id, name)))
+            out.append((_APPEND_HISTORY, (session_id, name, update.revision, text)))
+            return record.version, 1
         if last_version == record.version:
-            return (*head, "annotate", None, None), (record.version, count)
+            out.append((_ANNOTATE_HISTORY, (session_id, name, text)))
+            return record.version, count
+        out.append((_APPEND_HISTORY, (session_id, name, update.revision, text)))
         keep = self._versions_kept(self._spaces[session_id], name, record)
-        # Beyond history_size or history_bytes: drop the oldest rows.
-        return (*head, "append", keep if keep < count + 1 else None, None), (record.version, keep)
+        if keep < count + 1:  # beyond history_size or history_bytes: drop the oldest rows
+            out.append((_TRIM_HISTORY, (session_id, name, keep)))
+        return record.version, keep
 
     def _write(self, statements: Sequence[Statement], changes: int = 1) -> None:
         """Apply ``statements`` atomically: all of them, or none.
@@ -655,12 +643,6 @@ class SQLiteEngine(MemoryEngine):
         super().close()
 
 
-@functools.cache
-def _insert_changes(rows: int) -> str:
-    """The insert of ``rows`` rows into ``changes_in``."""
-    return f"INSERT INTO changes_in VALUES {','.join([_ROW] * rows)}"
-
-
 def _data_error(path: Path, exc: BaseException, consequence: str) -> errors.StoreDataError:
     """A clear error for a failed SQLite operation on ``path``."""
     name = getattr(exc, "sqlite_errorname", "")
@@ -751,8 +733,7 @@ def _format_version(db: sqlite3.Connection) -> int | None:
 
 def _prepare(db: sqlite3.Connection, path: Path, fsync: bool, version: int | None) -> None:
     """Switch to WAL, create the tables, stamp the format version and change count (new
-    files), upgrade a format 1 file (checksums on every record), and create the connection's
-    ``changes_in`` view."""
+    files), and upgrade a format 1 file (checksums on every record)."""
     try:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
@@ -767,8 +748,6 @@ def _prepare(db: sqlite3.Connection, path: Path, fsync: bool, version: int | Non
             db.execute("INSERT OR IGNORE INTO meta VALUES (?, '0')", (counter,))
         db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '1')")
         db.execute("COMMIT")
-        db.execute(_CHANGES_VIEW)  # TEMP: this connection's, never in the data file
-        db.execute(_CHANGES_TRIGGER)
     except sqlite3.Error as exc:
         if db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
