@@ -18,6 +18,10 @@ uses that same kind of channel, and each sits beside its baseline (``bridge_base
 * ``set_paced_us_p50`` and ``set_with_1000_streams_us_p50``: a set's latency with no watcher
   and with 1,000 live server watch streams (4 processes of 250), paced alike, in the same run;
   ``watch_last_of_1000_us_p99``: from a set to receipt by the last of those 1,000 streams;
+* the fan-out floor beside those: ``grpc_fanout_last_of_100_us_p99``,
+  ``grpc_poke_paced_us_p50``, ``grpc_poke_with_1000_streams_us_p50`` and
+  ``grpc_fanout_last_of_1000_us_p99``, the same runs with raw pokes to raw subscriptions of the
+  bare server, laid out alike (4 processes, a thread per subscription), paced alike;
 * ``redis_get_us_p50``: redis-py GET against a local ``redis-server`` (None without the binary).
 """
 
@@ -31,11 +35,20 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
-from dspex.bench._raw_grpc import ECHO, POKE, raw_server, spawned_server, subscribe, unary
+from dspex.bench._raw_grpc import (
+    ECHO,
+    POKE,
+    raw_server,
+    report_arrivals,
+    spawned_server,
+    subscribe,
+    subscribers_main,
+    unary,
+)
 
 __all__ = ["TARGETS", "run"]
 
@@ -69,6 +82,7 @@ TARGETS: Final[dict[str, tuple[str, Callable[[dict[str, Any]], bool]]]] = {
         lambda f: f["watch_last_of_1000_us_p99"] <= 100_000,
     ),
 }
+"""Figure -> (target text, check over all figures) from the bridge issue."""
 
 BASELINES: Final = {
     "bridged_get_us_p50": "grpc_echo_us_p50",
@@ -77,11 +91,13 @@ BASELINES: Final = {
     "cached_get_ns_p50": "dict_get_ns_p50",
     "watch_delivery_us_p50": "grpc_stream_delivery_us_p50",
     "watch_delivery_us_p99": "grpc_stream_delivery_us_p99",
-    "watch_last_of_100_us_p99": "watch_last_of_100_shared_stream_us_p99",
-    "set_with_1000_streams_us_p50": "set_paced_us_p50",
+    "watch_last_of_100_us_p99": "grpc_fanout_last_of_100_us_p99",
+    "watch_last_of_100_shared_stream_us_p99": "grpc_fanout_last_of_100_us_p99",
+    "set_paced_us_p50": "grpc_poke_paced_us_p50",
+    "set_with_1000_streams_us_p50": "set_paced_us_p50 and grpc_poke_with_1000_streams_us_p50",
+    "watch_last_of_1000_us_p99": "grpc_fanout_last_of_1000_us_p99",
 }
-"""Figure -> the baseline measured beside it in the same run."""
-"""Figure -> (target text, check over all figures) from the bridge issue."""
+"""Figure -> the baseline(s) measured beside it in the same run."""
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -109,36 +125,20 @@ def _server_main(conn: Any) -> None:
 def _watchers_main(
     address: str, session_id: str, count: int, after: int | None, conn: Any
 ) -> None:
-    """Child process: ``count`` watches (dedicated server streams from revision ``after``, or
-    live watches sharing one stream when None); report (value, arrival ns) per update."""
+    """Child process: ``count`` watches of ``w`` (dedicated server streams from revision
+    ``after``, or live watches sharing one stream when None), each read by its own thread
+    (see :func:`report_arrivals`)."""
     from dspex.state.store import SessionStoreProvider
 
     provider = SessionStoreProvider(address, timeout=60.0)
-    arrivals: list[list[tuple[int, int]]] = [[] for _ in range(count)]
-
-    def consume(watch: Any, out: list[tuple[int, int]]) -> None:
-        for update in watch:
-            out.append((update.record.value, time.perf_counter_ns()))
-
     watches = [
         provider.watch_variables(session_id, ["w"], after_revision=after) for _ in range(count)
     ]
-    threads = [
-        threading.Thread(target=consume, args=(w, out), daemon=True)
-        for w, out in zip(watches, arrivals, strict=True)
-    ]
-    for thread in threads:
-        thread.start()
-    conn.send("ready")
-    last = conn.recv()  # the last value set: wait (bounded) until every watch has it
-    deadline = time.monotonic() + DELIVERY_WAIT
-    while time.monotonic() < deadline and not all(out and out[-1][0] == last for out in arrivals):
-        time.sleep(0.05)
-    for watch in watches:
-        watch.cancel()
-    for thread in threads:
-        thread.join(5)
-    conn.send(arrivals)
+
+    def steps(watch: Any) -> Iterator[int]:
+        return (update.record.value for update in watch)
+
+    report_arrivals(conn, watches, steps, lambda watch: watch.cancel(), DELIVERY_WAIT)
     provider.close()
 
 
@@ -186,12 +186,12 @@ def _set(client: Any, sid: str) -> float:
     return statistics.median(times[100:])
 
 
-def _paced_set(client: Any, sid: str) -> float:
-    """A set's latency paced as in the fan-out runs (no watcher)."""
+def _paced(send: Callable[[int], object]) -> float:
+    """A send's latency paced as in the fan-out runs, with no receiver."""
     times: list[float] = []
     for step in range(CROWD_SAMPLES):
         start = time.perf_counter_ns()
-        client.set_variable(sid, "w", step)
+        send(step)
         times.append((time.perf_counter_ns() - start) / 1000)
         time.sleep(PACE)
     return statistics.median(times[5:])
@@ -317,17 +317,42 @@ def _raw_delivery(channel: Any) -> dict[str, float]:
 def _watch_fanout(
     client: Any, address: str, sid: str, per_process: int, *, shared: bool, samples: int
 ) -> tuple[float, float]:
-    """(p99 from a set to receipt by the last watcher, p50 of the set call) with
-    ``FANOUT_PROCESSES x per_process`` watches of ``w``: dedicated server streams, or live
-    watches that share one stream per process."""
+    """:func:`_fanout` of sets to ``FANOUT_PROCESSES x per_process`` watches of ``w``:
+    dedicated server streams, or live watches that share one stream per process."""
     after = None if shared else client.get_session(sid).revision
+    return _fanout(
+        lambda step: client.set_variable(sid, "w", step),
+        _watchers_main,
+        (address, sid, per_process, after),
+        samples,
+    )
+
+
+def _raw_fanout(
+    poke: Callable[[bytes], bytes], raw_address: str, per_process: int, samples: int
+) -> tuple[float, float]:
+    """:func:`_fanout` of raw pokes to ``FANOUT_PROCESSES x per_process`` raw subscriptions
+    of the bare server, each read by its own thread: the same layout with no dspex code."""
+    return _fanout(
+        lambda step: poke(str(step).encode()),
+        subscribers_main,
+        (raw_address, per_process, DELIVERY_WAIT),
+        samples,
+    )
+
+
+def _fanout(
+    send: Callable[[int], object], main: Callable[..., None], args: tuple[Any, ...], samples: int
+) -> tuple[float, float]:
+    """(p99 from a send to receipt by the last receiver, p50 of the send call), sending steps
+    ``0..samples-1`` paced by :data:`PACE` to ``FANOUT_PROCESSES`` spawned processes running
+    ``main(*args, conn)``; each says "ready" on ``conn``, then reports its arrivals once it
+    got the last step."""
     context = multiprocessing.get_context("spawn")
     pipes, processes = [], []
     for _ in range(FANOUT_PROCESSES):
         parent, child = context.Pipe()
-        process = context.Process(
-            target=_watchers_main, args=(address, sid, per_process, after, child), daemon=True
-        )
+        process = context.Process(target=main, args=(*args, child), daemon=True)
         process.start()
         pipes.append(parent)
         processes.append(process)
@@ -340,12 +365,12 @@ def _watch_fanout(
         took: list[float] = []
         for step in range(samples):
             sent.append(time.perf_counter_ns())
-            client.set_variable(sid, "w", step)
+            send(step)
             took.append((time.perf_counter_ns() - sent[-1]) / 1000)
-            time.sleep(PACE)  # paced alike with and without watchers
+            time.sleep(PACE)  # paced alike with and without receivers
         arrivals: list[list[tuple[int, int]]] = []
         for parent in pipes:
-            parent.send(samples - 1)  # each process reports once its watches got the last set
+            parent.send(samples - 1)  # each process reports once its receivers got the last
         for parent in pipes:
             arrivals.extend(parent.recv())
     finally:
@@ -439,7 +464,7 @@ def run() -> dict[str, Any]:
             figures["batch100_speedup"] = _batch_speedup(client, sid)
             figures.update(_watch_delivery(client, sid))
             figures.update(_raw_delivery(channel))
-            figures.update(_fanouts(client, address, sid))
+            figures.update(_fanouts(client, address, sid, raw, unary(channel, POKE)))
         finally:
             channel.close()
             client.close()
@@ -451,25 +476,32 @@ def run() -> dict[str, Any]:
     return figures
 
 
-def _fanouts(client: Any, address: str, sid: str) -> dict[str, float]:
-    """The fan-out figures: 100 dedicated streams, 100 shared watches, 1,000 streams."""
+def _fanouts(
+    client: Any, address: str, sid: str, raw: str, poke: Callable[[bytes], bytes]
+) -> dict[str, float]:
+    """The fan-out figures (100 dedicated streams, 100 shared watches, 1,000 streams), each
+    beside the bare server's fan-out to as many raw subscriptions, measured alternately."""
     from dspex._model import make_spec
 
     client.register_variable(sid, "w", make_spec(int), -1)
-    dedicated, _ = _watch_fanout(
+    figures: dict[str, float] = {}
+    figures["watch_last_of_100_us_p99"], _ = _watch_fanout(
         client, address, sid, FANOUT_PER_PROCESS, shared=False, samples=FANOUT_SAMPLES
     )
-    shared_, _ = _watch_fanout(
+    figures["grpc_fanout_last_of_100_us_p99"], _ = _raw_fanout(
+        poke, raw, FANOUT_PER_PROCESS, FANOUT_SAMPLES
+    )
+    figures["watch_last_of_100_shared_stream_us_p99"], _ = _watch_fanout(
         client, address, sid, FANOUT_PER_PROCESS, shared=True, samples=FANOUT_SAMPLES
     )
-    paced = _paced_set(client, sid)
-    crowd, crowded_set = _watch_fanout(
-        client, address, sid, CROWD_PER_PROCESS, shared=False, samples=CROWD_SAMPLES
-    )
-    return {
-        "watch_last_of_100_us_p99": dedicated,
-        "watch_last_of_100_shared_stream_us_p99": shared_,
-        "set_paced_us_p50": paced,
-        "set_with_1000_streams_us_p50": crowded_set,
-        "watch_last_of_1000_us_p99": crowd,
-    }
+    figures["set_paced_us_p50"] = _paced(lambda step: client.set_variable(sid, "w", step))
+    figures["grpc_poke_paced_us_p50"] = _paced(lambda step: poke(str(step).encode()))
+    (
+        figures["watch_last_of_1000_us_p99"],
+        figures["set_with_1000_streams_us_p50"],
+    ) = _watch_fanout(client, address, sid, CROWD_PER_PROCESS, shared=False, samples=CROWD_SAMPLES)
+    (
+        figures["grpc_fanout_last_of_1000_us_p99"],
+        figures["grpc_poke_with_1000_streams_us_p50"],
+    ) = _raw_fanout(poke, raw, CROWD_PER_PROCESS, CROWD_SAMPLES)
+    return figures

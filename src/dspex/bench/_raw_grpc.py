@@ -7,21 +7,39 @@ speaks raw bytes (no protobuf, no auth, no semantics) through grpc's generic han
 * ``/bench.Raw/Subscribe`` (server stream) and ``/bench.Raw/Poke`` (unary): a poke pushes its
   payload to every open subscription, the floor of a watch delivery (a set that reaches
   watchers).
+
+:func:`subscribers_main` is the watcher side of the fan-out floor: a process of raw
+subscriptions, each read by its own thread, laid out as the store's watcher processes are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
-from collections.abc import AsyncIterator, Callable, Iterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-__all__ = ["ECHO", "POKE", "SUBSCRIBE", "raw_server", "spawned_server", "subscribe", "unary"]
+__all__ = [
+    "ECHO",
+    "POKE",
+    "SUBSCRIBE",
+    "raw_server",
+    "report_arrivals",
+    "spawned_server",
+    "subscribe",
+    "subscribers_main",
+    "unary",
+]
 
 ECHO: Final = "/bench.Raw/Echo"
 POKE: Final = "/bench.Raw/Poke"
 SUBSCRIBE: Final = "/bench.Raw/Subscribe"
+
+T = TypeVar("T")
 
 
 def _identity(data: bytes) -> bytes:
@@ -114,3 +132,61 @@ def subscribe(channel: Any) -> Iterator[bytes]:
     if next(stream) != b"started":
         raise RuntimeError("raw subscription did not start")
     return stream
+
+
+def subscribers_main(address: str, count: int, wait: float, conn: Any) -> None:
+    """Child process: ``count`` raw subscriptions on one channel, each read by its own thread
+    (see :func:`report_arrivals`). Pokes carry their step as decimal text.
+
+    This is the layout of the store's fan-out watcher processes (a thread per stream), with no
+    dspex code on either side.
+    """
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+
+    def steps(stream: Iterator[bytes]) -> Iterator[int]:
+        with contextlib.suppress(grpc.RpcError):  # cancelled at the end
+            for message in stream:
+                yield int(message)
+
+    def cancel(stream: Any) -> None:
+        stream.cancel()
+
+    report_arrivals(conn, [subscribe(channel) for _ in range(count)], steps, cancel, wait)
+    channel.close()
+
+
+def report_arrivals(
+    conn: Any,
+    receivers: list[T],
+    steps: Callable[[T], Iterable[int]],
+    cancel: Callable[[T], object],
+    wait: float,
+) -> None:
+    """Read each receiver's ``steps`` on its own thread, noting when each step arrived; say
+    "ready" on ``conn``; once ``conn`` names the last step sent, wait (at most ``wait``
+    seconds) until every receiver has it, cancel them, and send back the (step, arrival ns)
+    of each receiver."""
+    arrivals: list[list[tuple[int, int]]] = [[] for _ in receivers]
+
+    def consume(receiver: T, out: list[tuple[int, int]]) -> None:
+        for step in steps(receiver):
+            out.append((step, time.perf_counter_ns()))
+
+    threads = [
+        threading.Thread(target=consume, args=(receiver, out), daemon=True)
+        for receiver, out in zip(receivers, arrivals, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    conn.send("ready")
+    last = conn.recv()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and not all(out and out[-1][0] == last for out in arrivals):
+        time.sleep(0.05)
+    for receiver in receivers:
+        cancel(receiver)
+    for thread in threads:
+        thread.join(5)
+    conn.send(arrivals)

@@ -14,6 +14,7 @@ from support.bridge import FLOAT, child_read_pickled, served, spawn
 import dspex
 import dspex.errors as errors
 from dspex.state import LocalProvider, SessionContext
+from dspex.state.client.convert import get_variable_result
 from dspex.state.store import CachedProvider, SessionStoreProvider, StoreServer
 from dspex.state.wire.channel import parse_address
 
@@ -157,3 +158,31 @@ def test_import_dspex_and_local_mode_do_not_load_grpc() -> None:
 def test_ping_echoes(client: SessionStoreProvider) -> None:
     assert client.ping("abc") == "abc"
     assert repr(client) == f"SessionStoreProvider({client.address!r})"
+
+
+def test_a_hot_get_decodes_once_until_the_variable_changes(
+    client: SessionStoreProvider, session_id: str
+) -> None:
+    first = client.get_variable(session_id, "t")
+    assert client.get_variable(session_id, "t") is first  # same bytes: the record decoded then
+    client.set_variable(session_id, "t", 0.25)
+    changed = client.get_variable(session_id, "t")
+    assert (changed.value, changed.version) == (0.25, first.version + 1)
+    assert client.get_variable(session_id, "t") is changed
+    other = client.create_session()
+    client.register_variable(other, "t", FLOAT, 0.5)
+    assert client.get_variable(other, "t").value == 0.5  # requests are cached per session
+    assert client.get_variable(session_id, "t").value == 0.25
+
+
+def test_get_errors_keep_their_classes(client: SessionStoreProvider, session_id: str) -> None:
+    with pytest.raises(errors.VariableNotFoundError, match="nope"):
+        client.get_variable(session_id, "nope")
+    client.close_session(session_id)
+    with pytest.raises(errors.SessionError):
+        client.get_variable(session_id, "t")
+
+
+def test_a_malformed_get_response_is_a_protocol_error() -> None:
+    with pytest.raises(errors.StoreProtocolError, match="malformed GetVariable response"):
+        get_variable_result(b"\xff\xff\xff")

@@ -17,6 +17,9 @@ from support.bridge import FLOAT, WAIT, served
 
 import dspex.errors as errors
 from dspex._model import make_spec
+from dspex._proto.bridge.v1 import store_pb2 as pb
+from dspex.state import LocalProvider
+from dspex.state.server.convert import record_response
 from dspex.state.store import SERVICE_NAME, SessionStoreProvider, StoreServer
 
 DSPEX = str(Path(sys.executable).parent / "dspex")
@@ -108,3 +111,15 @@ def test_serve_passes_limits_and_options_through() -> None:
         with pytest.raises(errors.LimitExceededError):
             client.set_variable(session_id, "text", "x" * 200)
         client.close()
+
+
+def test_a_record_response_is_encoded_once_while_the_record_is_current() -> None:
+    local = LocalProvider()
+    session_id = local.create_session()
+    record = local.register_variable(session_id, "t", FLOAT, 0.7)
+    sent = record_response("GetVariable", record)
+    assert record_response("GetVariable", record) is sent  # reused, not encoded again
+    assert pb.GetVariableResponse.FromString(sent).variable.value.json == "0.7"
+    changed = record_response("GetVariable", local.set_variable(session_id, "t", 0.25))
+    assert pb.GetVariableResponse.FromString(changed).variable.value.json == "0.25"
+    local.close()

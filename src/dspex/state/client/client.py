@@ -48,6 +48,7 @@ from dspex.state.wire.channel import (
     LOCK_OWNER_KEY,
     WRITER_KEY,
     connect,
+    encoded_unary,
     parse_address,
     wait_ready,
 )
@@ -146,9 +147,10 @@ class SessionStoreProvider:
     def _connect(self) -> Any:
         with self._lock:
             if self._stub is None:
-                self._channel, self._stub = connect(
-                    self._parsed, self.max_message_bytes, self._tls
-                )
+                channel, stub = connect(self._parsed, self.max_message_bytes, self._tls)
+                # The hot read: its request bytes and decoded records are cached (convert).
+                stub.GetVariable = encoded_unary(channel, "GetVariable")
+                self._channel, self._stub = channel, stub
             return self._stub
 
     def _streams_loop(self) -> StreamLoop:
@@ -265,8 +267,8 @@ class SessionStoreProvider:
         return convert.record_result(self._call("RegisterVariable", request, writes=True))
 
     def get_variable(self, session_id: str, name: str) -> VariableRecord:
-        request = convert.variable_request("GetVariable", session_id, name)
-        return convert.record_result(self._call("GetVariable", request))
+        request = convert.get_variable_request(session_id, name)
+        return convert.get_variable_result(self._call("GetVariable", request))
 
     def get_variables(self, session_id: str, names: Collection[str]) -> dict[str, VariableRecord]:
         request = convert.get_variables_request(session_id, names)

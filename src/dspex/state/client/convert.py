@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
+from google.protobuf.message import DecodeError
+
 import dspex.errors as errors
 from dspex._model import BatchMark, SessionInfo, VariableRecord, VariableSpec, VariableUpdate
 from dspex._proto.bridge.v1 import store_pb2 as pb
@@ -84,14 +86,63 @@ def _encode_metadata(metadata: Mapping[str, Any] | None) -> str:
 
 
 def variable_request(kind: str, session_id: str, name: str) -> Any:
-    """Request naming a session and a variable: GetVariable or DeleteVariable."""
+    """Request naming a session and a variable: DeleteVariable (GetVariable's request is sent
+    encoded, see :func:`get_variable_request`)."""
     return _VARIABLE_REQUESTS[kind](session_id=session_id, name=name)
 
 
 _VARIABLE_REQUESTS: Final = {
-    "GetVariable": pb.GetVariableRequest,
     "DeleteVariable": pb.DeleteVariableRequest,
 }
+
+_CACHE_LIMIT: Final = 4096
+"""Most entries of each encoding cache below (cleared when full)."""
+_CACHED_BYTES: Final = 4096
+"""Largest request or response the caches below keep."""
+_get_requests: dict[tuple[str, str], bytes] = {}
+_get_records: dict[bytes, VariableRecord] = {}
+
+
+def get_variable_request(session_id: str, name: str) -> bytes:
+    """The encoded GetVariable request: built once per (session, name) and reused, since a hot
+    read sends the same bytes again and again."""
+    key = (session_id, name)
+    data = _get_requests.get(key)
+    if data is None:
+        data = pb.GetVariableRequest(session_id=session_id, name=name).SerializeToString()
+        if len(data) <= _CACHED_BYTES:
+            if len(_get_requests) >= _CACHE_LIMIT:
+                _get_requests.clear()
+            _get_requests[key] = data
+    return data
+
+
+def get_variable_result(data: bytes) -> VariableRecord:
+    """The record of an encoded GetVariable response.
+
+    Records are immutable, and the bytes say everything about one (version, revision, time,
+    value), so a response identical to an earlier one (the variable did not change) gives the
+    record decoded then, instead of decoding it again.
+
+    Raises:
+        StoreProtocolError: the bytes are not a GetVariableResponse.
+    """
+    record = _get_records.get(data)
+    if record is not None:
+        return record
+    try:
+        response = pb.GetVariableResponse.FromString(data)
+    except DecodeError as exc:
+        raise errors.StoreProtocolError(
+            f"the session store sent a malformed GetVariable response ({exc}); "
+            "client and server versions may differ"
+        ) from exc
+    record = record_from_proto(response.variable)
+    if len(data) <= _CACHED_BYTES:
+        if len(_get_records) >= _CACHE_LIMIT:
+            _get_records.clear()
+        _get_records[data] = record
+    return record
 
 
 def get_variables_request(session_id: str, names: Collection[str]) -> Any:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from dspex.errors import DspexError, StoreProtocolError
 from dspex.state.core.identity import current_lock_owner, current_principal, current_writer
@@ -43,6 +43,10 @@ class CallInfo:
     principal: str = ""
     holder: str | None = None
     deadline: float | None = None
+
+
+_ANONYMOUS: Final = CallInfo()
+"""The CallInfo of every read without access control (immutable, so shared)."""
 
 
 class CallRunner(Protocol):
@@ -76,7 +80,7 @@ def enter_call(
         UnauthenticatedError: access control is on and the call has no known bearer token.
     """
     if guard is None and not writes:
-        return CallInfo(), []
+        return _ANONYMOUS, []
     authorization = writer = owner = holder = None
     for key, value in context.invocation_metadata() or ():
         if key == AUTHORIZATION_KEY:

@@ -233,25 +233,26 @@ _EMPTY_RESPONSES: Final = {
 }
 
 
-def record_response(kind: str, record: VariableRecord) -> Any:
-    """Response of a call returning one record (Register/Get/Set/RollbackVariable, locks);
-    a small record's response is built once and reused while the record is current (records
-    are immutable, and a hot ``GetVariable`` returns the same one again and again)."""
+def record_response(kind: str, record: VariableRecord) -> bytes:
+    """The encoded response of a call returning one record (Register/Get/Set/RollbackVariable,
+    locks), sent as it is (see :func:`method_table`). A small record's response is encoded
+    once and reused while the record is current: records are immutable, and a hot
+    ``GetVariable`` returns the same one again and again."""
     key = (kind, id(record))
     cached = _response_cache.get(key)
     if cached is not None and cached[0] is record:
         return cached[1]
-    response = _RECORD_RESPONSES[kind](variable=record_to_proto(record))
-    if response.ByteSize() <= _CACHED_BYTES:
+    data: bytes = _RECORD_RESPONSES[kind](variable=record_to_proto(record)).SerializeToString()
+    if len(data) <= _CACHED_BYTES:
         if len(_response_cache) >= _CACHE_LIMIT:
             _response_cache.clear()
-        _response_cache[key] = (record, response)
-    return response
+        _response_cache[key] = (record, data)
+    return data
 
 
 _CACHED_BYTES: Final = 4096
 """Largest response :func:`record_response` keeps for reuse."""
-_response_cache: dict[tuple[str, int], tuple[VariableRecord, Any]] = {}
+_response_cache: dict[tuple[str, int], tuple[VariableRecord, bytes]] = {}
 
 
 _RECORD_RESPONSES: Final = {
@@ -329,17 +330,22 @@ def watch_update(update: VariableUpdate) -> Any:
 def method_table() -> list[tuple[str, bool, Any, Any]]:
     """``(name, server_streaming, parse, serialize)`` for every ``SessionStore`` RPC.
 
-    ``WatchVariables`` streams write messages encoded once for all of them (bytes), so its
-    responses are sent as they are.
+    ``WatchVariables`` streams write messages encoded once for all of them (bytes), and the
+    RPCs answering one record return it encoded (:func:`record_response`), so their responses
+    are sent as they are.
     """
     return [
-        (name, streaming, parse, encoded if name == "WatchVariables" else serialize)
+        (name, streaming, parse, encoded if name in _ENCODED else serialize)
         for name, streaming, parse, serialize in service_methods(pb, "SessionStore")
     ]
 
 
+_ENCODED: Final = frozenset({"WatchVariables", *_RECORD_RESPONSES})
+"""The RPCs whose servicer methods return encoded responses (bytes)."""
+
+
 def encoded(message: bytes) -> bytes:
-    """The response serializer of pre-encoded stream messages: the bytes themselves."""
+    """The response serializer of pre-encoded messages: the bytes themselves."""
     return message
 
 

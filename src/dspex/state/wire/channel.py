@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import grpc
 from grpc.experimental import ChannelOptions  # also what grpc needs to read the option
 
 from dspex import _tracing
-from dspex._proto.bridge.v1 import store_pb2_grpc
+from dspex._proto.bridge.v1 import store_pb2, store_pb2_grpc
 from dspex.errors import StoreError, StoreUnavailableError
 from dspex.state.wire.tls import ClientTls
 
@@ -29,6 +29,7 @@ __all__ = [
     "aio_channel",
     "client_options",
     "connect",
+    "encoded_unary",
     "parse_address",
     "server_options",
     "wait_ready",
@@ -154,6 +155,20 @@ def connect(
 
         channel = traced_channel(channel)
     return channel, store_pb2_grpc.SessionStoreStub(channel)
+
+
+def encoded_unary(channel: grpc.Channel, rpc: str) -> Any:
+    """A ``SessionStore`` unary RPC on ``channel`` that sends and returns encoded messages
+    (bytes), for a hot call whose caller keeps its encoded requests and decoded answers."""
+    return channel.unary_unary(
+        f"/{_SESSION_STORE}/{rpc}",
+        request_serializer=None,  # bytes are sent as they are
+        response_deserializer=None,
+        _registered_method=True,
+    )
+
+
+_SESSION_STORE: Final = store_pb2.DESCRIPTOR.services_by_name["SessionStore"].full_name
 
 
 def aio_channel(
