@@ -261,6 +261,12 @@ class EngineProvider:
             return update.record  # type: ignore[no-any-return]
         raise contention(name)
 
+    @property
+    def commits_later(self) -> bool:
+        """True if the engine commits off the event loop (``commit_later``: SQLite with
+        ``fsync``), so :meth:`set_variable_later` may answer a set without a worker thread."""
+        return self._commit_later is not None
+
     def set_variable_later(
         self, session_id: str, name: str, value: Any, *, expected_version: int | None = None
     ) -> Awaitable[VariableRecord] | None:
