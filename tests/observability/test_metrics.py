@@ -271,3 +271,24 @@ def test_engine_operations_are_timed_on_a_blocking_engine(redis_server: RedisSer
             assert metrics("dspex_sessions") >= 1
         finally:
             client.close()
+
+
+def test_sets_committed_off_the_loop_are_timed_as_commits(tmp_path: Any) -> None:
+    """With ``--fsync`` a set is committed by the engine's committer thread: it is timed as a
+    ``commit`` from the call to its acknowledgement, once per set."""
+    port = free_port()
+    flags = ("--data", str(tmp_path / "data"), "--fsync", "--metrics-port", str(port))
+    with ServeProcess(*flags) as store:
+        metrics = Scraper(f"http://127.0.0.1:{port}/metrics")
+        client = SessionStoreProvider(store.address)
+        try:
+            view = SessionContext(client, client.create_session())
+            view.register("temperature", float, 0.1)
+            commits = "dspex_engine_operation_duration_seconds_count"
+            before = metrics.scrape().total(commits, operation="commit")
+            for value in (0.2, 0.3, 0.4):
+                view.set("temperature", value)
+            assert metrics.scrape().total(commits, operation="commit") == before + 3
+            assert rpcs(metrics, "SetVariable") == 3
+        finally:
+            client.close()

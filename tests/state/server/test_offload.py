@@ -3,7 +3,10 @@ locks and access control still reach it, and a waiting lock does not stall the s
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,8 @@ from typing import Any
 import pytest
 from support.engines import EngineMaker
 from support.hardening import FLOAT, TOKENS, WAIT, served, standard_auth
+from support.redis_server import RedisServer
+from support.serve_process import ServeProcess
 
 from dspex import errors
 from dspex.state import LocalProvider, SessionContext
@@ -115,3 +120,44 @@ def test_a_provider_that_does_not_say_is_assumed_to_block() -> None:
         assert may_block(client)
     finally:
         client.close()
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+def test_a_set_waiting_on_a_stopped_redis_does_not_stall_the_server(tmp_path: Path) -> None:
+    """With access control on, a set checks the session (a Redis read) before it writes: both
+    must run in a worker thread, so while Redis is stopped (SIGSTOP: connected, silent) the
+    server still answers other calls."""
+    token_file = tmp_path / "token"
+    token_file.write_text("offload-token")
+    with (
+        RedisServer(tmp_path / "redis") as redis_server,
+        ServeProcess("--redis", redis_server.url, "--token-file", str(token_file)) as server,
+    ):
+        client = SessionStoreProvider(server.address, token="offload-token", timeout=30.0)
+        pinger = SessionStoreProvider(server.address, token="offload-token", timeout=2.0)
+        try:
+            sid = client.create_session()
+            client.register_variable(sid, "x", FLOAT, 0.0)
+            assert redis_server.process is not None
+            redis_server.process.send_signal(signal.SIGSTOP)
+            try:
+                setter = threading.Thread(
+                    target=_quietly, args=(client.set_variable, sid, "x", 1.0), daemon=True
+                )
+                setter.start()
+                time.sleep(0.5)  # the set is in the server, waiting on Redis
+                assert pinger.ping("still here") == "still here"
+            finally:
+                redis_server.process.send_signal(signal.SIGCONT)
+            setter.join(WAIT)
+            assert not setter.is_alive()
+        finally:
+            pinger.close()
+            client.close()
+
+
+def _quietly(call: Any, *args: Any) -> None:
+    """``call(*args)``; a store error (Redis was stopped) is expected and ignored."""
+    with contextlib.suppress(errors.DspexError):
+        call(*args)

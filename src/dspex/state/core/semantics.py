@@ -18,11 +18,19 @@ from __future__ import annotations
 import fnmatch
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import dspex.errors as errors
-from dspex._model import EMPTY, SessionInfo, VariableRecord, VariableSpec, freeze, make_spec
+from dspex._model import (
+    EMPTY,
+    SessionInfo,
+    VariableRecord,
+    VariableSpec,
+    VariableUpdate,
+    freeze,
+    make_spec,
+)
 from dspex._model import validate as _validate
 from dspex.state.core import locks as _locks
 from dspex.state.core.contract import UpdateResults
@@ -135,6 +143,8 @@ class EngineProvider:
                 session_id, (new_value(old, "set", value),)
             )[0]
         )
+        # Optional commit off the event loop (SQLite with fsync): see set_variable_later.
+        self._commit_later = getattr(engine, "commit_later", None)
         self._max_value_bytes = self.limits.max_value_bytes
         # Engines with an in-memory image (memory, SQLite) are read directly: no call, no lock.
         self._spaces: Mapping[str, Any] = getattr(engine, "spaces", {})
@@ -238,18 +248,7 @@ class EngineProvider:
     ) -> VariableRecord:
         # The validated-set hot path: the steps of _change/_apply, inlined.
         for _ in range(_CAS_ATTEMPTS):
-            try:  # get_variable's hot path, inlined
-                old = self._spaces[session_id].variables[name]
-            except KeyError:
-                old = self.get_variable(session_id, name)
-            if expected_version is not None and old.version != expected_version:
-                raise conflict(old, expected_version, session_id)
-            owner = current_lock_owner.get()
-            if old.lock is not None or owner:  # a holder's grant is checked even once gone
-                _locks.check_write(old.lock, name, owner, self.engine.now())
-            checked = _validate(old.spec, value, name)
-            if self._max_value_bytes is not None:
-                self.limits.check_value(old.spec, checked, name)
+            old, checked = self._checked_set(session_id, name, value, expected_version)
             try:
                 update = self._commit_set(session_id, old, checked, current_writer.get())
             except EngineConflict:
@@ -261,6 +260,64 @@ class EngineProvider:
                 self._after(session_id, (update,))
             return update.record  # type: ignore[no-any-return]
         raise contention(name)
+
+    @property
+    def commits_later(self) -> bool:
+        """True if the engine commits off the event loop (``commit_later``: SQLite with
+        ``fsync``), so :meth:`set_variable_later` may answer a set without a worker thread."""
+        return self._commit_later is not None
+
+    def set_variable_later(
+        self, session_id: str, name: str, value: Any, *, expected_version: int | None = None
+    ) -> Awaitable[VariableRecord] | None:
+        """:meth:`set_variable` without blocking the calling event loop, on an engine that
+        commits off it (``commit_later``: SQLite with ``fsync``): checked and planned now, the
+        awaitable gives the record once the change is durable and installed.
+
+        Returns None when this set must take :meth:`set_variable` in a worker thread: the
+        engine cannot commit later, or says so (the session has dependents to recompute, or
+        another write holds it).
+        """
+        commit_later = self._commit_later
+        if commit_later is None:
+            return None
+        import asyncio  # only servers call this, on their loop: `import dspex` stays light
+
+        loop = asyncio.get_running_loop()
+        for _ in range(_CAS_ATTEMPTS):
+            old, checked = self._checked_set(session_id, name, value, expected_version)
+            try:
+                future = commit_later(session_id, (new_value(old, "set", checked),), loop)
+            except EngineConflict:
+                continue
+            except UnknownSession:
+                raise self._missing_session(session_id) from None
+            return None if future is None else _first_record(future)
+        raise contention(name)
+
+    def _checked_set(
+        self, session_id: str, name: str, value: Any, expected_version: int | None
+    ) -> tuple[VariableRecord, Any]:
+        """The current record of ``name`` and ``value`` validated as its next value.
+
+        Raises:
+            DspexError: the session or variable is missing, the version is not
+                ``expected_version``, another holder has the variable's lock, or the value is
+                invalid or too large.
+        """
+        try:  # get_variable's hot path, inlined
+            old = self._spaces[session_id].variables[name]
+        except KeyError:
+            old = self.get_variable(session_id, name)
+        if expected_version is not None and old.version != expected_version:
+            raise conflict(old, expected_version, session_id)
+        owner = current_lock_owner.get()
+        if old.lock is not None or owner:  # a holder's grant is checked even once gone
+            _locks.check_write(old.lock, name, owner, self.engine.now())
+        checked = _validate(old.spec, value, name)
+        if self._max_value_bytes is not None:
+            self.limits.check_value(old.spec, checked, name)
+        return old, checked
 
     def update_variables(
         self,
@@ -630,3 +687,8 @@ class EngineProvider:
 LocalProvider = EngineProvider
 """The public name of :class:`EngineProvider` (``dspex.LocalProvider``): in a local session it is
 the in-process backend."""
+
+
+async def _first_record(future: Awaitable[list[VariableUpdate]]) -> VariableRecord:
+    """The record of the one update ``future`` gives (see ``set_variable_later``)."""
+    return (await future)[0].record

@@ -214,28 +214,52 @@ class MemoryEngine:
         if space is None:
             raise UnknownSession(session_id)
         with space.lock:
-            if self._spaces.get(session_id) is not space:
-                raise UnknownSession(session_id)
-            if len(writes) > 1:
-                _check_names(writes)
-            variables = space.variables
-            for write in writes:
-                current = variables.get(write.name)
-                if current is None:
-                    if write.expect_revision is not None or write.kind == "delete":
-                        raise EngineConflict(write.name)
-                elif current.revision != write.expect_revision:
-                    raise EngineConflict(write.name)
-            updates = self._plan(space, writes)
-            sizes = [record_bytes(update.record) for update in updates]
-            if self._budgeted:
-                self._check_budgets(session_id, space, updates, sizes)  # raises: none applied
+            updates, sizes = self._checked_plan(session_id, space, writes)
             if self._durable:
                 self._persist(session_id, updates)  # may raise: memory untouched until it passes
-            for update, size in zip(updates, sizes, strict=True):
-                self._install(space, update, size)
-            self._notify(session_id, updates, False)
+            self._apply(session_id, space, updates, sizes)
             return updates
+
+    def _checked_plan(
+        self, session_id: str, space: _Space, writes: Sequence[Write]
+    ) -> tuple[list[VariableUpdate], list[int]]:
+        """The updates ``writes`` make and their sizes, once every check passed (the caller
+        holds ``space.lock``; nothing changes).
+
+        Raises:
+            UnknownSession: the session was dropped.
+            EngineConflict: a write's expected revision is not the current one.
+            LimitExceededError: a byte budget would be passed.
+        """
+        if self._spaces.get(session_id) is not space:
+            raise UnknownSession(session_id)
+        if len(writes) > 1:
+            _check_names(writes)
+        variables = space.variables
+        for write in writes:
+            current = variables.get(write.name)
+            if current is None:
+                if write.expect_revision is not None or write.kind == "delete":
+                    raise EngineConflict(write.name)
+            elif current.revision != write.expect_revision:
+                raise EngineConflict(write.name)
+        updates = self._plan(space, writes)
+        sizes = [record_bytes(update.record) for update in updates]
+        if self._budgeted:
+            self._check_budgets(session_id, space, updates, sizes)  # raises: none applied
+        return updates, sizes
+
+    def _apply(
+        self,
+        session_id: str,
+        space: _Space,
+        updates: Sequence[VariableUpdate],
+        sizes: Sequence[int],
+    ) -> None:
+        """Install checked (and persisted) updates in memory and tell the listeners."""
+        for update, size in zip(updates, sizes, strict=True):
+            self._install(space, update, size)
+        self._notify(session_id, updates, False)
 
     def changes(self, session_id: str, after_revision: int) -> list[VariableUpdate]:
         space = self._space(session_id)

@@ -11,9 +11,14 @@ next open. Only an OS crash or power loss can lose the last commits (never corru
 ``fsync=True`` (``synchronous=FULL``) closes that gap: ``COMMIT`` returns only once the WAL is
 flushed to the disk.
 
-Group commit: writers queue their changes, and whoever holds the data file next commits every
-queued change in one transaction, so with ``fsync`` one disk flush covers all of them; while it
-runs, the next writers queue up for the following one. The ``meta`` table counts changes,
+Group commit: writers queue their changes, and the first to find no commit running commits
+every queued change in one transaction, so with ``fsync`` one disk flush covers all of them;
+while it runs, the next writers queue up for the following one (tickets:
+``sqlite_tickets``). A server on an event loop queues a set with :meth:`SQLiteEngine.commit_later`
+instead: checked and planned on the loop, committed by the engine's committer thread, and
+acknowledged by one loop callback per batch, so a set waiting for the disk holds no thread.
+Either way a change is installed in memory, shown to watchers and acknowledged only after its
+transaction committed (and, with ``fsync``, was flushed). The ``meta`` table counts changes,
 transactions (``commits``) and, with ``fsync``, flushes (``flushes``): see
 :meth:`SQLiteEngine.stats`.
 
@@ -33,17 +38,22 @@ import contextlib
 import fcntl
 import json
 import os
+import queue
 import sqlite3
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 import dspex.errors as errors
 from dspex._model import VariableRecord, VariableUpdate
 from dspex.state.engines.codec import decode_record, encode_record
-from dspex.state.engines.contract import SessionMeta
+from dspex.state.engines.contract import (
+    SessionMeta,
+    UnknownSession,
+    Write,
+)
 from dspex.state.engines.memory import (
     HISTORY_BYTES,
     LOG_BYTES,
@@ -61,6 +71,10 @@ from dspex.state.engines.sqlite_seal import (
     seal_text,
     unseal_text,
 )
+from dspex.state.engines.sqlite_tickets import Later, Statement, Ticket, finish, resolve_later
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["FORMAT_VERSION", "SQLiteEngine"]
 
@@ -109,8 +123,6 @@ _COUNT_CHANGES: Final = (
 """Add ?1 changes and one transaction; ?2 is 'flushes' with ``fsync`` (else 'changes' again)."""
 _LOST_PREFIX: Final = "lost:"
 
-_Statement = tuple[str, tuple[Any, ...]]
-
 
 class SQLiteEngine(MemoryEngine):
     """Sessions kept in memory and written through to SQLite in ``directory``.
@@ -157,7 +169,11 @@ class SQLiteEngine(MemoryEngine):
         self.path = self.directory / DB_NAME
         self._db_lock = threading.Lock()
         self._queue_lock = threading.Lock()
-        self._queue: list[_Ticket] = []  # changes waiting for the next group commit
+        self._queue: list[Ticket] = []  # changes waiting for the next group commit
+        self._leading = False  # a writer is committing; the ones queued meanwhile wait
+        self._signals: queue.SimpleQueue[bool | None] | None = None  # see _committer()
+        self._committer_thread: threading.Thread | None = None
+        self._stopping = False
         self._closed = False
         self.generation = 1
         self.lost = 0  # acknowledged changes lost before this generation began (accept_loss)
@@ -212,10 +228,15 @@ class SQLiteEngine(MemoryEngine):
         self._write([(sql, (session_id, json.dumps([list(edge) for edge in edges])))])
 
     def _persist(self, session_id: str, updates: list[VariableUpdate]) -> None:
-        if not updates:
-            return
-        space = self._spaces[session_id]
-        statements: list[_Statement] = []
+        if updates:
+            statements = self._statements(session_id, self._spaces[session_id], updates)
+            self._write(statements, len(updates))
+
+    def _statements(
+        self, session_id: str, space: _Space, updates: Sequence[VariableUpdate]
+    ) -> list[Statement]:
+        """The statements that write ``updates`` to the data file (nothing changes)."""
+        statements: list[Statement] = []
         kept: dict[str, tuple[int | None, int]] = {}  # name -> (last kept version, count)
         for update in updates:
             name = update.name
@@ -226,7 +247,7 @@ class SQLiteEngine(MemoryEngine):
         oldest = self._oldest_logged(space, updates)
         if oldest is not None:
             statements.append((_TRIM_LOG, (session_id, oldest - 1)))
-        self._write(statements, len(updates))
+        return statements
 
     def _history_statements(
         self,
@@ -234,7 +255,7 @@ class SQLiteEngine(MemoryEngine):
         update: VariableUpdate,
         last_version: int | None,
         count: int,
-        out: list[_Statement],
+        out: list[Statement],
     ) -> tuple[int | None, int]:
         """Append the statements for one update (same rule as ``_install``); new (version, n)."""
         name, record = update.name, update.record
@@ -258,65 +279,181 @@ class SQLiteEngine(MemoryEngine):
             out.append((_TRIM_HISTORY, (session_id, name, keep)))
         return record.version, keep
 
-    def _write(self, statements: Sequence[_Statement], changes: int = 1) -> None:
+    def _write(self, statements: Sequence[Statement], changes: int = 1) -> None:
         """Apply ``statements`` atomically: all of them, or none.
 
-        Group commit: writers queue their changes, and whoever holds the data file next
-        commits every queued change in one transaction (one disk flush with ``fsync``), each
-        inside its own savepoint so a failing one is rolled back alone. The transaction also
-        counts the changes in ``meta``; once it committed, the seal file records the new count
-        (see ``_sqlite_seal``).
+        Group commit: writers queue their changes; the first one to find no commit running
+        leads and commits every queued change in one transaction (one disk flush with
+        ``fsync``), while the writers arriving meanwhile wait, each on its own ticket. When the
+        transaction ended, the leader hands the lead to the first writer queued since, then
+        wakes its own batch's writers: no writer waits for another to be scheduled before it
+        learns its change was committed. The transaction also counts the changes in ``meta``;
+        once it committed, the seal file records the new count (see ``_sqlite_seal``).
 
         Raises:
             StoreDataError: this change was not applied (disk full, unwritable file, closed).
         """
-        ticket = _Ticket(statements, changes)
+        ticket = Ticket(statements, changes)
         with self._queue_lock:
             self._queue.append(ticket)
-        with self._db_lock:
-            if not ticket.done:
-                self._commit_queued()
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            ticket.wait()  # until its batch ended, or the lead was handed to it
+            lead = not ticket.done
+        if lead:
+            self._lead(ticket)
         if ticket.error is not None:
             raise ticket.error
-        if not ticket.done:  # the committing writer was interrupted before it got to this one
-            raise errors.StoreDataError(
-                f"the write to {self.path} was interrupted; the change was not applied",
-                directory=str(self.directory),
-            )
 
-    def _commit_queued(self) -> None:
-        """Commit every queued change in one transaction (the caller holds ``_db_lock``)."""
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
-        if self._closed:
-            closed = errors.StoreDataError(
-                f"the data directory {self.directory} was closed; reopen the store",
-                directory=str(self.directory),
+    def commit_later(
+        self, session_id: str, writes: Sequence[Write], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[list[VariableUpdate]] | None:
+        """:meth:`commit` without blocking ``loop``, the event loop calling it.
+
+        The checks and the plan run now; the session stays locked while the committer
+        thread (or a writer leading the group commit) commits the change with the others
+        queued, installs it in memory and tells the listeners, exactly as :meth:`commit`
+        does. The returned future of ``loop`` resolves then, every future of one batch in one
+        loop callback, so a set waits for the disk without a thread of its own.
+
+        Returns:
+            The future of the updates; None when another write holds the session, or it has
+            dependency edges (its dependents are recomputed after a change): call
+            :meth:`commit` from a worker thread then.
+
+        Raises:
+            UnknownSession, EngineConflict, LimitExceededError: as :meth:`commit`, before
+                anything is queued.
+            StoreDataError: the store was closed.
+        """
+        space = self._spaces.get(session_id)
+        if space is None:
+            raise UnknownSession(session_id)
+        if not space.lock.acquire(blocking=False):
+            return None
+        if space.edges:  # dependents are recomputed after the change: the blocking path
+            space.lock.release()
+            return None
+        try:
+            updates, sizes = self._checked_plan(session_id, space, writes)
+            statements = self._statements(session_id, space, updates)
+            ticket = Later(statements, session_id, space, updates, sizes, loop=loop)
+            with self._queue_lock:
+                if self._stopping:  # closing: the committer thread takes no more changes
+                    raise self._closed_error()
+                self._queue.append(ticket)
+                lead = not self._leading
+                self._leading = True
+        except BaseException:
+            space.lock.release()
+            raise
+        if lead:
+            self._committer().put(True)
+        return ticket.future
+
+    def _committer(self) -> queue.SimpleQueue[bool | None]:
+        """The committer thread's signals (True: lead a commit; None: stop), started once."""
+        if self._signals is None:
+            self._signals = queue.SimpleQueue()
+            thread = threading.Thread(
+                target=self._run_committer,
+                args=(self._signals,),
+                name=f"dspex-commit-{self.directory.name}",
+                daemon=True,
             )
-            _finish(batch, closed)
+            thread.start()
+            self._committer_thread = thread
+        return self._signals
+
+    def _run_committer(self, signals: queue.SimpleQueue[bool | None]) -> None:
+        while signals.get() is not None:
+            self._lead(None)
+
+    def _lead(self, mine: Ticket | None) -> None:
+        """Commit every queued change; repeat while the next leader would be this thread
+        (the committer thread, or anyone once it stopped); else hand the lead on."""
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            try:
+                with self._db_lock:
+                    self._commit_queued(batch)
+            finally:
+                interrupted = [ticket for ticket in batch if not ticket.done]
+                if interrupted:  # a BaseException ended the commit
+                    finish(interrupted, self._interrupted())
+                again = self._hand_lead(mine)
+                self._complete(batch, mine)
+            if not again:
+                return
+
+    def _hand_lead(self, mine: Ticket | None) -> bool:
+        """Give the lead to the first change queued meanwhile; True: this thread keeps it."""
+        with self._queue_lock:
+            following = self._queue[0] if self._queue else None
+            self._leading = following is not None
+            stopped = self._signals is None or self._stopping
+        if following is None:
+            return False
+        if not isinstance(following, Later):
+            following.wake()
+            return False
+        if mine is None or stopped:  # the committer thread leads on (or no one else can)
+            return True
+        self._committer().put(True)
+        return False
+
+    def _complete(self, batch: Sequence[Ticket], mine: Ticket | None) -> None:
+        """Wake the batch's waiting writers; install and resolve the ``commit_later`` ones."""
+        later: list[Later] = []
+        for ticket in batch:
+            if isinstance(ticket, Later):
+                later.append(ticket)
+            elif ticket is not mine:
+                ticket.wake()
+        if later:
+            resolve_later(later, self._apply)
+
+    def _closed_error(self) -> errors.StoreDataError:
+        return errors.StoreDataError(
+            f"the data directory {self.directory} was closed; reopen the store",
+            directory=str(self.directory),
+        )
+
+    def _interrupted(self) -> errors.StoreDataError:
+        return errors.StoreDataError(
+            f"the write to {self.path} was interrupted; the change was not applied",
+            directory=str(self.directory),
+        )
+
+    def _commit_queued(self, batch: list[Ticket]) -> None:
+        """Commit ``batch`` in one transaction (the caller holds ``_db_lock``)."""
+        if self._closed:
+            finish(batch, self._closed_error())
             return
         try:
             applied = self._commit_batch(batch)
         except sqlite3.Error as exc:
             if len(batch) == 1:
-                _finish(batch, _data_error(self.path, exc, "the change was not applied"))
+                finish(batch, _data_error(self.path, exc, "the change was not applied"))
                 return
             # Rare (a full disk, an I/O error): find which changes fail, one savepoint each.
             try:
                 applied = self._commit_batch(batch, alone=True)
             except sqlite3.Error as again:
-                _finish(batch, _data_error(self.path, again, "the change was not applied"))
+                finish(batch, _data_error(self.path, again, "the change was not applied"))
                 return
         self._changes += sum(ticket.changes for ticket in applied)
         self._counts["commits"] += 1
         if self.fsync:
             self._counts["flushes"] += 1
-        _finish(applied, None)
+        finish(applied, None)
         # Committed: a failure to update the seal must not report the writes as failed.
         with contextlib.suppress(OSError):
             self._seal.write(self.generation, self._changes)
 
-    def _commit_batch(self, batch: Sequence[_Ticket], *, alone: bool = False) -> list[_Ticket]:
+    def _commit_batch(self, batch: Sequence[Ticket], *, alone: bool = False) -> list[Ticket]:
         """Commit ``batch`` in one transaction; returns the tickets applied.
 
         All or none by default (the hot path: no savepoint per change); with ``alone`` each
@@ -325,7 +462,7 @@ class SQLiteEngine(MemoryEngine):
         Raises:
             sqlite3.Error: the transaction failed and was rolled back (nothing applied).
         """
-        applied: list[_Ticket] = []
+        applied: list[Ticket] = []
         try:
             self._db.execute("BEGIN IMMEDIATE")
             for ticket in batch:
@@ -346,7 +483,7 @@ class SQLiteEngine(MemoryEngine):
             raise
         return applied
 
-    def _apply_ticket(self, ticket: _Ticket) -> bool:
+    def _apply_ticket(self, ticket: Ticket) -> bool:
         """Run one change inside a savepoint; on failure roll it back alone and fail it."""
         self._db.execute("SAVEPOINT change")
         try:
@@ -411,7 +548,7 @@ class SQLiteEngine(MemoryEngine):
         self.generation += 1
         self.lost = lost
         self._changes += lost  # the count never goes back, so the seal agrees again
-        statements: list[_Statement] = [
+        statements: list[Statement] = [
             ("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation),)),
             ("UPDATE meta SET value = ? WHERE key = 'changes'", (str(self._changes),)),
         ]
@@ -489,6 +626,12 @@ class SQLiteEngine(MemoryEngine):
 
     def close(self) -> None:
         """Close the data file and release the directory lock. Idempotent."""
+        with self._queue_lock:
+            self._stopping = True
+            signals, thread = self._signals, self._committer_thread
+        if signals is not None and thread is not None:
+            signals.put(None)
+            thread.join(30)
         with self._db_lock:
             if self._closed:
                 return
@@ -498,27 +641,6 @@ class SQLiteEngine(MemoryEngine):
             self._seal.close()
             os.close(self._lock_fd)
         super().close()
-
-
-class _Ticket:
-    """One writer's change waiting for a group commit, and how it ended."""
-
-    __slots__ = ("changes", "done", "error", "statements")
-
-    def __init__(self, statements: Sequence[_Statement], changes: int) -> None:
-        self.statements = statements
-        self.changes = changes
-        self.done = False
-        self.error: errors.StoreDataError | None = None
-
-    def fail(self, error: errors.StoreDataError) -> None:
-        self.done, self.error = True, error
-
-
-def _finish(tickets: Sequence[_Ticket], error: errors.StoreDataError | None) -> None:
-    """Mark ``tickets`` committed (``error`` None) or failed with ``error``."""
-    for ticket in tickets:
-        ticket.done, ticket.error = True, error
 
 
 def _data_error(path: Path, exc: BaseException, consequence: str) -> errors.StoreDataError:

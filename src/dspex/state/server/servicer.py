@@ -108,6 +108,11 @@ class SessionStoreServicer(LockingRpcs):
         self.guard = guard
         self.offload = may_block(provider) if offload is None else offload
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dspex-store")
+        # The provider's set that commits off the event loop (SQLite with fsync), if any. Its
+        # checks read the engine's memory image, so they run on the loop; other blocking
+        # engines (Redis) check and set in a worker thread.
+        commits_later = self.offload and getattr(provider, "commits_later", False)
+        self._set_later = provider.set_variable_later if commits_later else None  # type: ignore[attr-defined]
         self.stopping = False
         self._hub: StreamWakeups | None = None
         self.events = events or StoreEvents()
@@ -212,11 +217,27 @@ class SessionStoreServicer(LockingRpcs):
         return records, max((r.revision for r in records.values()), default=before)
 
     @unary(writes=True)
-    def SetVariable(self, request: Any, call: CallInfo) -> Any:
+    async def SetVariable(self, request: Any, call: CallInfo) -> Any:
         sid, name, value, expected = convert.read_set(request, self._max_value)
-        self._allow(call, "write", sid, name)
-        record = self.provider.set_variable(sid, name, value, expected_version=expected)
+        later = self._set_later  # an engine committing off the loop: no thread per set
+        if later is not None:
+            self._allow(call, "write", sid, name)
+            pending = later(sid, name, value, expected_version=expected)
+            if pending is not None:
+                return convert.record_response("SetVariable", await pending)
+        if self.offload:
+            record = await run_sync(self, self._set_now, call, sid, name, value, expected)
+        else:
+            record = self._set_now(call, sid, name, value, expected)
         return convert.record_response("SetVariable", record)
+
+    def _set_now(
+        self, call: CallInfo, session_id: str, name: str, value: Any, expected: int | None
+    ) -> Any:
+        """The set, checked and committed by the calling thread (a worker thread when the
+        provider may block: checking access may read the session from Redis)."""
+        self._allow(call, "write", session_id, name)
+        return self.provider.set_variable(session_id, name, value, expected_version=expected)
 
     @unary(writes=True)
     def UpdateVariables(self, request: Any, call: CallInfo) -> Any:
