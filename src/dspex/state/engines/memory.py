@@ -367,11 +367,7 @@ class MemoryEngine:
                 self._keep_change(space, update, size)
             else:
                 space.log.append(update)
-            for listener in self._listeners:  # _notify, inlined
-                try:
-                    listener(session_id, (update,), False)
-                except Exception:
-                    _log.exception("engine listener failed on session %s", session_id)
+            self._notify(session_id, (update,), False)
             return update
 
     def _notify(self, session_id: str, updates: Sequence[VariableUpdate], closed: bool) -> None:
