@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -125,15 +126,7 @@ def test_later_and_blocking_writers_share_group_commits(tmp_path: Path) -> None:
                 assert future is not None  # only this coroutine writes this session
                 await future
 
-        async def main() -> None:
-            threads = [threading.Thread(target=blocking, args=(f"s{i}",)) for i in range(4)]
-            for thread in threads:
-                thread.start()
-            await asyncio.gather(*(later(f"s{i}") for i in range(4, 8)))
-            for thread in threads:
-                await asyncio.to_thread(thread.join, 30)
-
-        asyncio.run(main())
+        _all_at_once(blocking, [f"s{i}" for i in range(4)], later, [f"s{i}" for i in range(4, 8)])
         stats = engine.stats()
         assert stats["changes"] == 16 + 80, stats
         assert stats["flushes"] == stats["commits"] < 16 + 80, stats
@@ -176,15 +169,7 @@ def test_batched_changes_leave_the_data_file_like_memory(tmp_path: Path) -> None
         assert deleted is not None
         engine.commit(session_id, [change(deleted, 0.0, "delete", version=deleted.version)])
 
-    async def main() -> None:
-        threads = [threading.Thread(target=blocking, args=(f"s{i}",)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        await asyncio.gather(*(later(f"s{i}") for i in range(2, 6)))
-        for thread in threads:
-            await asyncio.to_thread(thread.join, 30)
-
-    asyncio.run(main())
+    _all_at_once(blocking, ["s0", "s1"], later, [f"s{i}" for i in range(2, 6)])
     sessions = [f"s{i}" for i in range(6)]
     image = {s: _image(engine, s) for s in sessions}
     stats = engine.stats()
@@ -196,6 +181,26 @@ def test_batched_changes_leave_the_data_file_like_memory(tmp_path: Path) -> None
         reopened.close()
     assert loaded == image
     assert stats["commits"] < stats["changes"], stats  # some batches held several changes
+
+
+def _all_at_once(
+    blocking: Callable[[str], None],
+    threaded: list[str],
+    later: Callable[[str], Awaitable[None]],
+    looped: list[str],
+) -> None:
+    """Run ``blocking`` for each of the ``threaded`` sessions on a thread of its own while one
+    event loop runs ``later`` for each of the ``looped`` ones; return once all are done."""
+
+    async def main() -> None:
+        threads = [threading.Thread(target=blocking, args=(sid,)) for sid in threaded]
+        for thread in threads:
+            thread.start()
+        await asyncio.gather(*(later(sid) for sid in looped))
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 30)
+
+    asyncio.run(main())
 
 
 def _image(engine: SQLiteEngine, session_id: str) -> tuple[object, ...]:
