@@ -1,13 +1,19 @@
 """Helpers for the fault tests: acknowledged writes to a real ``dspex serve``, byte surgery on
-data files, and the figures each fault test records for docs/reliability.md.
+data files, a stalled in-process server loop, and the figures each fault test records for
+docs/reliability.md.
 
 A write counts as acknowledged only when the call returned its record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +86,28 @@ def skewed_clock(seconds: int) -> dict[str, str]:
     if library is None:
         pytest.skip("libfaketime is not installed (make test-deps, or apt-get install it)")
     return {"LD_PRELOAD": library, "FAKETIME": f"{seconds:+d}s", "DSPEX_TOKEN": ""}
+
+
+@contextmanager
+def stalled_loop(loop: asyncio.AbstractEventLoop, seconds: float) -> Iterator[list[int]]:
+    """Hold an in-process server's event loop for ``seconds`` (a blocking callback on it, as a
+    stalled server would be): nothing it serves answers or streams meanwhile.
+
+    Yields a list that gets the ``time.monotonic_ns()`` at which the loop was released; on
+    exit, waits for the release.
+    """
+    held, released = threading.Event(), []
+
+    def hold() -> None:
+        held.set()
+        time.sleep(seconds)
+        released.append(time.monotonic_ns())
+
+    loop.call_soon_threadsafe(hold)
+    assert held.wait(WAIT), "the loop never ran the stall"
+    try:
+        yield released
+    finally:
+        deadline = time.monotonic() + seconds + WAIT
+        while not released and time.monotonic() < deadline:
+            time.sleep(0.02)

@@ -17,6 +17,7 @@ import cloudpickle
 
 from dspex import _tracing
 from dspex.errors import WorkerError, WorkerSetupError
+from dspex.remote._carry import CarriedChanges, ChangeCarrier
 from dspex.remote._progress import ProgressOption, progress_callback
 from dspex.remote._shipping import check_settings_travel
 from dspex.remote._shipping import settings_blob as _settings_blob
@@ -111,6 +112,7 @@ class Remote:
         self.timeout = timeout
         self.backend = backend
         blob = _pickle_module(module)  # before anything starts: a bad module changes nothing
+        self._carrier = ChangeCarrier(self.session)  # before the workers open their caches
         name = f"dspex-remote-{self.module_name}"
         self._pool: WorkerPool | RayPool
         if backend == "ray":
@@ -179,9 +181,9 @@ class Remote:
             Exception: the first failure, unless ``return_exceptions``.
         """
         with _tracing.span(f"{self._span}.map"):
-            revision, trace = self._revision(), _tracing.carrier()
+            (revision, changes), trace = self._stamp(), _tracing.carrier()
             payloads = [
-                CallPayload(revision, (), _kwargs_of(item, i), trace)
+                CallPayload(revision, (), _kwargs_of(item, i), trace, changes)
                 for i, item in enumerate(inputs)
             ]
             label = f"{self.module_name} on {self.workers} workers"
@@ -237,13 +239,15 @@ class Remote:
         return f"<Remote {self.module_name} {state} session={self.session.session_id!r}>"
 
     def _payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallPayload:
-        return CallPayload(self._revision(), args, kwargs, _tracing.carrier())
+        revision, changes = self._stamp()
+        return CallPayload(revision, args, kwargs, _tracing.carrier(), changes)
 
-    def _revision(self) -> int:
-        """The session revision now: the worker catches up to it before running the call."""
+    def _stamp(self) -> tuple[int, CarriedChanges | None]:
+        """The session revision now, which the worker catches up to before running the call,
+        and the changes it may apply to get there (see :mod:`dspex.remote._carry`)."""
         if self.closed:
             raise WorkerError(f"this Remote of {self.module_name} is closed; create a new one")
-        return self.session.provider.get_session(self.session.session_id).revision
+        return self._carrier.stamp()
 
 
 def _check_arguments(workers: object, retries: object, timeout: object) -> None:

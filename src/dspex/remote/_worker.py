@@ -19,16 +19,21 @@ before gRPC loads it picks the transport that the thread reading the stream poll
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
 
 from dspex import _tracing
+from dspex.remote._carry import CarriedChanges
 from dspex.remote._transport import READER_POLLS, grpc_transport
+from dspex.runtime._pickling import loads
 from dspex.session import Session
-from dspex.state import StateProvider
+
+if TYPE_CHECKING:
+    from dspex.state.store import CachedProvider
 
 __all__ = ["CallPayload", "RemoteHandler", "RemoteSetup", "connect_timeout"]
 
@@ -48,13 +53,15 @@ def connect_timeout(setup_timeout: float) -> float:
 
 
 class CallPayload(NamedTuple):
-    """One call sent to a worker: the caller's session revision, the call's arguments, and the
-    caller's trace context (W3C headers) when it traces."""
+    """One call sent to a worker: the caller's session revision, the call's arguments, the
+    caller's trace context (W3C headers) when it traces, and the changes that led to the
+    revision when the caller could send them (see :mod:`dspex.remote._carry`)."""
 
     revision: int
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     trace: dict[str, str] | None = None
+    changes: CarriedChanges | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,7 @@ class RemoteSetup:
         )
 
 
-def _follow(setup: RemoteSetup, patience: float) -> StateProvider:
+def _follow(setup: RemoteSetup, patience: float) -> CachedProvider:
     """What ``SessionContext.connect`` does (a watched read cache), after waiting up to
     ``patience`` seconds for the first contact with the store (see :data:`CONNECT_TIMEOUT`)."""
     from dspex.state.store import CachedProvider, SessionStoreProvider
@@ -148,25 +155,36 @@ class RemoteHandler:
     """
 
     def __init__(
-        self, module: Callable[..., Any], session: Session, provider: StateProvider
+        self, module: Callable[..., Any], session: Session, provider: CachedProvider
     ) -> None:
         self.module = module
         self.session = session
-        self._wait_revision: Callable[[str, int, float], bool] = getattr(
-            provider, "wait_revision", lambda _id, _revision, _timeout: False
-        )
+        self.cache = provider
 
     def __call__(self, payload: CallPayload) -> Any:
-        revision, args, kwargs, trace = payload
-        self._catch_up(revision)
+        revision, args, kwargs, trace, changes = payload
+        self._catch_up(revision, changes)
         with _tracing.continued(trace):
             return self.module(*args, **kwargs)
 
-    def _catch_up(self, revision: int) -> None:
-        """Wait (briefly) until the read cache has applied the caller's ``revision``.
+    def _catch_up(self, revision: int, changes: CarriedChanges | None) -> None:
+        """Bring the read cache to the caller's ``revision`` before the call runs.
 
-        The cache's stream wakes this thread when it applies the revision (no polling: with a
-        hundred workers on two cores every needless wake-up delays the others). Returns at
-        once when the cache does not serve the session live (reads then go to the store).
+        With the changes the caller sent, the cache applies them at once, as soon as its
+        stream has reached their start. Otherwise, or when they cannot be applied, wait
+        (briefly) for the stream: it wakes this thread when it applies the revision (no
+        polling: with a hundred workers on two cores every needless wake-up delays the others).
+        Returns at once when the cache does not serve the session live (reads then go to the
+        store).
         """
-        self._wait_revision(self.session.session_id, revision, CATCH_UP_TIMEOUT)
+        cache, session_id = self.cache, self.session.session_id
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        if changes is not None:
+            updates = loads(changes.updates)
+            if cache.catch_up(session_id, changes.after, updates, revision):
+                return
+            if cache.wait_revision(session_id, changes.after, CATCH_UP_TIMEOUT) and (
+                cache.catch_up(session_id, changes.after, updates, revision)
+            ):
+                return
+        cache.wait_revision(session_id, revision, max(0.0, deadline - time.monotonic()))

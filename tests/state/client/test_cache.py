@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from support import wait_until
 from support.bridge import FLOAT, served
+from support.faults import stalled_loop
 
 import dspex.errors as errors
 from dspex._model import VariableRecord, make_spec
@@ -280,3 +281,52 @@ def test_wait_revision_returns_when_the_stream_applied_it(
     cached.close()
     assert not cached.wait_revision(session_id, target + 1, 5)  # closed
     assert time.monotonic() - started < 2  # both at once: reads go to the store instead
+
+
+def test_catch_up_applies_carried_changes_while_the_stream_is_stalled(
+    cached: CachedProvider, local: LocalProvider, server: StoreServer, session_id: str
+) -> None:
+    """Changes handed over by a caller (what a Remote worker gets with a call) are served at
+    once, at one revision, and the stream's own copies of them change nothing later."""
+    local.register_variable(session_id, "u", FLOAT, 0.2)
+    assert wait_until(lambda: _caught_up(cached, local, session_id))
+    after = local.get_session(session_id).revision
+    with stalled_loop(server._loop, 2.0) as released:
+        local.set_variable(session_id, "t", 1.1)
+        local.set_variable(session_id, "u", 0.3)
+        local.delete_variable(session_id, "u")
+        revision = local.get_session(session_id).revision
+        changes = local.changes(session_id, after)
+        assert [change.revision for change in changes] == list(range(after + 1, revision + 1))
+        assert cached.catch_up(session_id, after, changes, revision)
+        assert cached.wait_revision(session_id, revision, 0)
+        assert cached.get_variable(session_id, "t").value == 1.1  # the store cannot answer
+        assert cached.get_variables(session_id, ["t"])["t"].value == 1.1
+        assert not released
+    with pytest.raises(errors.VariableNotFoundError):
+        cached.get_variable(session_id, "u")
+    local.set_variable(session_id, "t", 1.2)  # the stream rules again after its replays
+    assert wait_until(lambda: cached.get_variable(session_id, "t").value == 1.2)
+    assert cached.revision(session_id) == revision + 1
+
+
+def test_catch_up_refuses_changes_that_start_past_the_stream(
+    cached: CachedProvider, local: LocalProvider, server: StoreServer, session_id: str
+) -> None:
+    """Changes that do not reach back to what the stream applied would leave a gap: refused,
+    nothing applied, and the cache still waits for the stream."""
+    assert wait_until(lambda: _caught_up(cached, local, session_id))
+    with stalled_loop(server._loop, 1.0):
+        local.set_variable(session_id, "t", 1.1)
+        after = local.get_session(session_id).revision  # the stream has not applied this one
+        local.set_variable(session_id, "t", 1.2)
+        revision = local.get_session(session_id).revision
+        assert not cached.catch_up(session_id, after, local.changes(session_id, after), revision)
+        assert not cached.wait_revision(session_id, after, 0)
+        assert not cached.catch_up("no-such-session", 0, [], 1)
+    assert cached.wait_revision(session_id, revision, 10)
+    assert cached.get_variable(session_id, "t").value == 1.2
+
+
+def _caught_up(cached: CachedProvider, local: LocalProvider, session_id: str) -> bool:
+    return cached.revision(session_id) == local.get_session(session_id).revision

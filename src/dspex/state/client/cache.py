@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec, VariableUpdate
@@ -83,23 +83,47 @@ class _SessionView:
 
     def apply(self, update: VariableUpdate) -> None:
         """Apply one change from the stream (in revision order)."""
-        name = update.name
         with self.lock:
-            seen = self.seen.get(name, 0)
-            if seen == _DELETED and update.kind == "delete":
-                seen = 0  # our own delete arrived: from here on the stream rules again
-            if update.revision > seen:
-                self.seen[name] = update.revision
-                if update.kind == "delete":
-                    self.records.pop(name, None)
-                else:
-                    self.records[name] = update.record
+            self._keep_change(update)
             if update.kind != "initial" and update.revision > self.revision:
                 self.revision = update.revision
             if not self.live and self.revision >= self._target:
                 self.live = True
             if self.waiting:
                 self.changed.notify_all()
+
+    def catch_up(self, after: int, updates: Sequence[VariableUpdate], revision: int) -> bool:
+        """Apply changes handed over by another way than the stream (a caller carrying them).
+
+        ``updates`` must be every change after revision ``after`` up to ``revision``. They
+        complete the cache only when the stream has applied ``after`` already (False
+        otherwise, and nothing is applied); the stream's later copies of them are then
+        skipped, as replays are. Only while live: a cache that is down stays down.
+        """
+        with self.lock:
+            if not self.live or self.revision < after:
+                return False
+            for update in updates:
+                self._keep_change(update)
+            if revision > self.revision:
+                self.revision = revision
+                if self.waiting:
+                    self.changed.notify_all()
+            return True
+
+    def _keep_change(self, update: VariableUpdate) -> None:
+        """Hold ``update``'s record (or drop a deleted name) unless the cache has a newer one;
+        the caller holds the lock."""
+        name = update.name
+        seen = self.seen.get(name, 0)
+        if seen == _DELETED and update.kind == "delete":
+            seen = 0  # our own delete arrived: from here on the stream rules again
+        if update.revision > seen:
+            self.seen[name] = update.revision
+            if update.kind == "delete":
+                self.records.pop(name, None)
+            else:
+                self.records[name] = update.record
 
     def wait_revision(self, revision: int, timeout: float) -> bool:
         """Block until the stream has applied ``revision`` (True), the cache stops being
@@ -294,6 +318,23 @@ class CachedProvider:
         """
         view = self._views.get(session_id)
         return view is not None and view.wait_revision(revision, timeout)
+
+    def catch_up(
+        self,
+        session_id: str,
+        after_revision: int,
+        updates: Sequence[VariableUpdate],
+        revision: int,
+    ) -> bool:
+        """Apply ``updates``, every change of ``session_id`` after ``after_revision`` up to
+        ``revision``, without waiting for the watch stream to deliver them.
+
+        A ``dspex.Remote`` worker applies those its caller sent with the call. True when
+        reads from the cache now see ``revision``; False (nothing applied) when the cache does
+        not serve the session live or its stream has not yet applied ``after_revision``.
+        """
+        view = self._views.get(session_id)
+        return view is not None and view.catch_up(after_revision, updates, revision)
 
     def _view(self, session_id: str, *, strict: bool = False) -> _SessionView | None:
         view = self._views.get(session_id)

@@ -404,6 +404,30 @@ class EngineProvider:
         watcher.go_live()
         return VariableWatch(watcher.items, lambda: self._hub.remove(session_id, watcher), start)
 
+    def changes(self, session_id: str, after_revision: int) -> list[VariableUpdate]:
+        """The committed updates after ``after_revision``, in revision order: what a watch
+        resuming there replays.
+
+        A ``dspex.Remote`` sends them with its calls so that its workers need not wait for
+        their watch streams to deliver a change made just before the call.
+
+        Raises:
+            WatchLaggedError: the change log no longer reaches back to ``after_revision`` (its
+                ``resume_from`` is the oldest revision it does).
+            SessionError: the session does not exist.
+        """
+        try:
+            return self.engine.changes(session_id, after_revision)
+        except LogCompacted as exc:
+            why = (
+                exc.args[1]
+                if len(exc.args) > 1
+                else f"changes before revision {exc.args[0]} are no longer kept"
+            )
+            raise cannot_resume(session_id, after_revision, why, exc.args[0] - 1) from None
+        except UnknownSession:
+            raise self._missing_session(session_id) from None
+
     # -- dependencies ---------------------------------------------------------------------
 
     def add_dependency(self, session_id: str, upstream: str, downstream: str) -> None:
@@ -616,17 +640,7 @@ class EngineProvider:
             records = sorted(self._records(session_id), key=lambda r: r.revision)
             watcher.preload(initial_updates(records))
         if after is not None:
-            try:
-                watcher.preload(self.engine.changes(session_id, after))
-            except LogCompacted as exc:
-                why = (
-                    exc.args[1]
-                    if len(exc.args) > 1
-                    else f"changes before revision {exc.args[0]} are no longer kept"
-                )
-                raise cannot_resume(session_id, after, why, exc.args[0] - 1) from None
-            except UnknownSession:
-                raise self._missing_session(session_id) from None
+            watcher.preload(self.changes(session_id, after))
         return start
 
     def _earliest_resumable(self, session_id: str) -> int:
