@@ -18,7 +18,7 @@ from support.faults import stalled_loop
 
 import dspex
 from dspex.bench._remote import FleetProbe
-from dspex.remote._carry import CARRY_LIMIT
+from dspex.remote._carry import CARRY_LIMIT, STREAM_LINGER, ChangeCarrier
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -76,3 +76,27 @@ def test_changes_too_large_to_carry_wait_for_the_stream(session: dspex.Session) 
             value, read_at, _ = remote()
         assert released and read_at > released[0], "read before the stream delivered"
         assert value == 0.7
+
+
+class CacheLinger:
+    """Returns the linger of the worker's read cache (its session's provider)."""
+
+    def __call__(self) -> float:
+        from dspex.session import current_session
+
+        return float(current_session().provider.linger)  # type: ignore[attr-defined]
+
+
+def test_worker_streams_linger_only_when_calls_carry_the_changes(
+    session: dspex.Session,
+) -> None:
+    """Calls carry changes only from a session this process holds; only then may the workers'
+    cache streams hold news (a session on another store reaches its workers by their streams)."""
+    with dspex.Remote(CacheLinger(), 1, timeout=60) as remote:
+        assert remote() == STREAM_LINGER
+    address = session.promote()
+    with dspex.Session(store=address, session_id=session.session_id) as joined:
+        joined.register("temperature", float, 0.0)
+        assert ChangeCarrier(joined).stamp()[1] is None
+        with dspex.Remote(CacheLinger(), 1, timeout=60, session=joined) as remote:
+            assert remote() == 0.0

@@ -25,11 +25,26 @@ from dspex.runtime._pickling import dumps
 from dspex.session import Session
 from dspex.state import LocalProvider
 
-__all__ = ["CARRY_LIMIT", "CarriedChanges", "ChangeCarrier"]
+__all__ = ["CARRY_LIMIT", "STREAM_LINGER", "CarriedChanges", "ChangeCarrier", "stream_linger"]
 
 CARRY_LIMIT: Final = 256 * 1024
 """Largest pickled change set sent with calls (bytes); larger ones are left to the stream, so a
 big value is not copied into every call of a ``map``."""
+
+STREAM_LINGER: Final = 0.05
+"""Seconds the store holds news for the cache stream of a worker whose calls carry changes.
+
+The calls that follow a change get it directly; the stream's copy is needed only by a call
+already running when another process changes the session. Sent at once, that copy (one message
+to every worker) competes for the CPU with the calls dispatched right after the change; held,
+it goes out after them, with whatever else changed meanwhile."""
+
+
+def stream_linger(session: Session) -> float:
+    """The linger of the workers' cache streams: :data:`STREAM_LINGER` when calls carry the
+    session's changes (its provider is this process's own), else 0 (the streams are how
+    workers catch up)."""
+    return STREAM_LINGER if isinstance(session.provider, LocalProvider) else 0.0
 
 
 class CarriedChanges(NamedTuple):

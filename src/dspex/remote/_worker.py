@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import cloudpickle
 
 from dspex import _tracing
-from dspex.remote._carry import CarriedChanges
+from dspex.remote._carry import CarriedChanges, stream_linger
 from dspex.remote._transport import READER_POLLS, grpc_transport
 from dspex.runtime._pickling import loads
 from dspex.session import Session
@@ -78,6 +78,8 @@ class RemoteSetup:
         connect_timeout: seconds to wait for the first contact with the store.
         root_cert: the CA certificate (PEM) to trust for a ``grpcs://`` address (a session
             promoted with TLS); None: ``$DSPEX_TLS_CA`` or the system roots.
+        linger: seconds the store may hold news for the worker's cache stream (see
+            :func:`dspex.remote._carry.stream_linger`).
     """
 
     module: bytes
@@ -87,6 +89,7 @@ class RemoteSetup:
     settings: bytes | None
     connect_timeout: float = CONNECT_TIMEOUT
     root_cert: bytes | None = None
+    linger: float = 0.0
 
     @classmethod
     def of(
@@ -104,6 +107,7 @@ class RemoteSetup:
             settings,
             connect_timeout,
             session.store_ca,
+            stream_linger(session),
         )
 
     def __call__(self) -> RemoteHandler:
@@ -137,7 +141,7 @@ def _follow(setup: RemoteSetup, patience: float) -> CachedProvider:
     store = SessionStoreProvider(setup.address, token=setup.token, root_cert=setup.root_cert)
     try:
         store.wait_ready(patience)
-        provider = CachedProvider(store)
+        provider = CachedProvider(store, linger=setup.linger)
         provider.follow(setup.session_id)
     except BaseException:
         store.close()

@@ -27,12 +27,14 @@ from typing import Any, Final
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec, VariableUpdate
 from dspex.errors import (
+    ConstraintError,
     DspexError,
     LimitExceededError,
     SessionError,
     StoreUnavailableError,
     WatchLaggedError,
 )
+from dspex.state.client.client import SessionStoreProvider
 from dspex.state.core.contract import StateProvider, UpdateResults
 from dspex.state.core.watch import VariableWatch
 
@@ -182,7 +184,7 @@ class _SessionView:
         inner = self.owner.inner
         if resume:
             try:
-                watch = inner.watch_variables(self.session_id, after_revision=self.revision)
+                watch = self._watch(after_revision=self.revision)
             except WatchLaggedError:  # the store cannot replay from there: rebuild
                 resume = False
             else:
@@ -192,7 +194,7 @@ class _SessionView:
                     watch.cancel()
                     raise
         if not resume:
-            watch = inner.watch_variables(self.session_id, include_initial=True)
+            watch = self._watch(include_initial=True)
             with self.lock:
                 self.records.clear()
                 self.seen.clear()
@@ -203,6 +205,14 @@ class _SessionView:
         self.watch = watch
         with self.lock:
             self.live = self.revision >= self._target
+
+    def _watch(self, **options: Any) -> VariableWatch:
+        """Open the cache's stream (lingering as the owner says)."""
+        inner, linger = self.owner.inner, self.owner.linger
+        if linger:
+            assert isinstance(inner, SessionStoreProvider)
+            return inner.watch_variables(self.session_id, linger=linger, **options)
+        return inner.watch_variables(self.session_id, **options)
 
     def _follow(self) -> None:
         while not self.closed:
@@ -265,6 +275,10 @@ class CachedProvider:
     Args:
         inner: the provider holding the sessions (usually a ``SessionStoreProvider``).
         min_backoff, max_backoff: seconds between attempts to resume a dropped stream.
+        linger: seconds the store may hold news for the cache's streams (a session-store
+            client only; see ``SessionStoreProvider.watch_variables``). For a cache that also
+            gets changes another way first (:meth:`catch_up`): others' changes then reach it
+            up to ``linger`` later.
 
     Examples:
         >>> store = SessionStoreProvider("grpc://127.0.0.1:50051")  # doctest: +SKIP
@@ -274,21 +288,37 @@ class CachedProvider:
     """
 
     def __init__(
-        self, inner: StateProvider, *, min_backoff: float = 0.05, max_backoff: float = 2.0
+        self,
+        inner: StateProvider,
+        *,
+        min_backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        linger: float = 0.0,
     ) -> None:
+        if linger and not isinstance(inner, SessionStoreProvider):
+            raise ConstraintError("linger applies to a cache over a session-store client")
         self.inner = inner
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
+        self.linger = linger
         self._views: dict[str, _SessionView] = {}
         self._paused: dict[str, float] = {}  # session -> monotonic time to follow again
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"inner": self.inner, "min": self.min_backoff, "max": self.max_backoff}
+        return {
+            "inner": self.inner,
+            "min": self.min_backoff,
+            "max": self.max_backoff,
+            "linger": self.linger,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["inner"], min_backoff=state["min"], max_backoff=state["max"]
+            state["inner"],
+            min_backoff=state["min"],
+            max_backoff=state["max"],
+            linger=state.get("linger", 0.0),
         )
 
     def follow(self, session_id: str) -> None:

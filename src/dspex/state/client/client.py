@@ -24,6 +24,7 @@ from typing import Any
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec
 from dspex.errors import (
+    ConstraintError,
     PermissionDeniedError,
     StoreError,
     StoreProtocolError,
@@ -317,13 +318,24 @@ class SessionStoreProvider:
         *,
         after_revision: int | None = None,
         include_initial: bool = False,
+        linger: float = 0.0,
     ) -> VariableWatch:
-        if after_revision is None and not include_initial and (not self.token or not names):
+        """Watch the session (see :class:`~dspex.state.StateProvider`).
+
+        ``linger``, only here: seconds (at most 1) the store may hold news for this watch, to
+        send it with what follows meanwhile; for a watcher that learns of changes another way
+        first (a ``dspex.Remote`` worker's cache gets them with its calls). A lingering watch
+        has its own stream.
+        """
+        if not 0 <= linger <= 1:
+            raise ConstraintError(f"linger must be 0 to 1 seconds, got {linger!r}")
+        plain = after_revision is None and not include_initial and not linger
+        if plain and (not self.token or not names):
             shared = self._watch_shared(session_id, frozenset(names))
             if shared is not None:
                 return shared
         request = convert.watch_variables_request(
-            session_id, names, after_revision, include_initial
+            session_id, names, after_revision, include_initial, linger
         )
         reader = StoreWatchReader(self._follow_on_thread, self.address, self._forget)
         with self._lock:

@@ -285,10 +285,18 @@ def update_results(response: Any) -> dict[str, VariableRecord | errors.DspexErro
 
 
 def watch_variables_request(
-    session_id: str, names: Collection[str], after_revision: int | None, include_initial: bool
+    session_id: str,
+    names: Collection[str],
+    after_revision: int | None,
+    include_initial: bool,
+    linger: float = 0.0,
 ) -> Any:
     request = pb.WatchVariablesRequest(
-        session_id=session_id, names=list(names), include_initial=include_initial, coalesce=True
+        session_id=session_id,
+        names=list(names),
+        include_initial=include_initial,
+        coalesce=True,
+        linger_ms=round(linger * 1000),
     )
     if after_revision is not None:
         request.after_revision = after_revision

@@ -125,12 +125,26 @@ def read_rollback(request: Any) -> tuple[str, str, int]:
     return request.session_id, request.name, request.version
 
 
-def read_watch(request: Any) -> tuple[str, list[str], int | None, bool, bool]:
-    """(session_id, names, after_revision, include_initial, coalesce) of a WatchVariables."""
+MAX_LINGER_MS: Final = 1000
+"""Longest a watch stream may ask the store to hold its news (``linger_ms``)."""
+
+
+def read_watch(request: Any) -> tuple[str, list[str], int | None, bool, bool, float]:
+    """(session_id, names, after_revision, include_initial, coalesce, linger seconds) of a
+    WatchVariables.
+
+    Raises:
+        ConstraintError: ``linger_ms`` is over :data:`MAX_LINGER_MS`.
+    """
     after = request.after_revision if request.HasField("after_revision") else None
+    if request.linger_ms > MAX_LINGER_MS:
+        raise errors.ConstraintError(
+            f"linger_ms must be at most {MAX_LINGER_MS} (a watch holding news longer is not a "
+            f"watch), got {request.linger_ms}"
+        )
     return (
         request.session_id, list(request.names), after, request.include_initial,
-        request.coalesce,
+        request.coalesce, request.linger_ms / 1000,
     )  # fmt: skip
 
 

@@ -284,10 +284,11 @@ class SessionStoreServicer(LockingRpcs):
         resets: list[Any] = []
         try:
             call, resets = enter_call(context, self.guard)
-            sid, names, after, initial, coalesce = convert.read_watch(checked(request))
+            sid, names, after, initial, coalesce, linger = convert.read_watch(checked(request))
             visible = await run_sync(self, self._observable, call, sid, names)
             key = (frozenset(names), None if visible is None else call.principal)
-            plan = WatchPlan(after, initial, shown(frozenset(names), visible), key, coalesce)
+            filtered = shown(frozenset(names), visible)
+            plan = WatchPlan(after, initial, filtered, key, coalesce, linger)
             await self._stream(sid, plan, context)
         except DspexError as exc:
             if isinstance(exc, WatchLaggedError):
@@ -353,6 +354,8 @@ class SessionStoreServicer(LockingRpcs):
                 await self.hub.turn(feed, waiter)  # the session's other streams go first
             elif await self.hub.idle(feed, waiter) is HEARTBEAT:
                 await send(context, waiter, [heartbeat()])
+            elif plan.linger:  # news: hold it, to send it with what follows meanwhile
+                await asyncio.sleep(plan.linger)
 
     def _check_stopping(self, covered: int) -> None:
         if self.stopping:

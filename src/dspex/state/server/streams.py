@@ -45,6 +45,8 @@ class WatchPlan(NamedTuple):
     shown: Callable[[str], bool] | None
     key: Hashable
     coalesce: bool = False
+    linger: float = 0.0
+    """Seconds to hold news before sending it (the request's ``linger_ms``)."""
 
 
 class Backlog(NamedTuple):

@@ -319,18 +319,20 @@ class RollbackVariableResponse(_message.Message):
     def __init__(self, variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
 
 class WatchVariablesRequest(_message.Message):
-    __slots__ = ("session_id", "names", "after_revision", "include_initial", "coalesce")
+    __slots__ = ("session_id", "names", "after_revision", "include_initial", "coalesce", "linger_ms")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NAMES_FIELD_NUMBER: _ClassVar[int]
     AFTER_REVISION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_INITIAL_FIELD_NUMBER: _ClassVar[int]
     COALESCE_FIELD_NUMBER: _ClassVar[int]
+    LINGER_MS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     names: _containers.RepeatedScalarFieldContainer[str]
     after_revision: int
     include_initial: bool
     coalesce: bool
-    def __init__(self, session_id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., after_revision: _Optional[int] = ..., include_initial: _Optional[bool] = ..., coalesce: _Optional[bool] = ...) -> None: ...
+    linger_ms: int
+    def __init__(self, session_id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., after_revision: _Optional[int] = ..., include_initial: _Optional[bool] = ..., coalesce: _Optional[bool] = ..., linger_ms: _Optional[int] = ...) -> None: ...
 
 class WatchStarted(_message.Message):
     __slots__ = ("revision", "head_revision", "queue_size", "backlog")
