@@ -8,6 +8,7 @@ are refused on both sides of the wire. (A Remote worker's cache stream lingers; 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -15,9 +16,9 @@ import pytest
 from support.bridge import FLOAT, raw_stub, served
 
 from dspex._proto.bridge.v1 import store_pb2 as pb
-from dspex.errors import ConstraintError
+from dspex.errors import ConstraintError, StoreUnavailableError
 from dspex.state import LocalProvider
-from dspex.state.store import CachedProvider, SessionStoreProvider
+from dspex.state.store import CachedProvider, SessionStoreProvider, StoreServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,3 +81,27 @@ def test_a_linger_over_a_second_is_refused() -> None:
             client.close()
     with pytest.raises(ConstraintError, match="session-store client"):
         CachedProvider(local, linger=0.05)
+
+
+def test_a_stopping_server_ends_a_lingering_stream_with_where_to_resume() -> None:
+    """The stop wakes a stream holding news: it ends at once with the revision to resume
+    from (before the held change), within a short grace, and resuming there gets the change."""
+    local = LocalProvider()
+    session_id = local.create_session()
+    head = local.register_variable(session_id, "t", FLOAT, 0.0).revision
+    server = StoreServer.start(local, "127.0.0.1:0")
+    client = SessionStoreProvider(server.address)
+    try:
+        with client.watch_variables(session_id, linger=1.0) as watch:
+            local.set_variable(session_id, "t", 0.5)  # held for a second
+            time.sleep(0.1)
+            server.stop(grace=0.3)
+            with pytest.raises(StoreUnavailableError, match="shutting down") as raised:
+                watch.poll(timeout=10)
+        assert raised.value.resume_from == head
+    finally:
+        client.close()
+        server.stop(grace=0)
+    with local.watch_variables(session_id, after_revision=head) as resumed:
+        update = resumed.poll(timeout=5)
+    assert update is not None and update.record.value == 0.5

@@ -355,7 +355,7 @@ class SessionStoreServicer(LockingRpcs):
             elif await self.hub.idle(feed, waiter) is HEARTBEAT:
                 await send(context, waiter, [heartbeat()])
             elif plan.linger:  # news: hold it, to send it with what follows meanwhile
-                await asyncio.sleep(plan.linger)
+                await waiter.pause(plan.linger)
 
     def _check_stopping(self, covered: int) -> None:
         if self.stopping:
