@@ -344,6 +344,8 @@ class SessionStoreServicer(LockingRpcs):
             DspexError: how the stream ended abnormally (lagged, expired, server stopping).
         """
         reader = FeedReader(feed, plan, covered)
+        if plan.linger:  # news from the start is held too (not only news that wakes it)
+            await waiter.pause(plan.linger)
         while True:
             self._check_stopping(reader.covered)
             payloads = reader.take()
