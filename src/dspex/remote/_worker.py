@@ -7,10 +7,12 @@ makes that session current for the worker's lifetime, unpickles the module and a
 settings shipped from the parent (its LM and adapter, when they pickle). :class:`RemoteHandler`
 then runs one call per payload.
 
-Each payload carries the parent's session revision at the moment of the call. Before running, the
-worker waits until its cache has applied that revision, so a change made in the parent before a
-call is always seen by that call, also by bound hooks, whose one-snapshot ``get_variables`` is
-served from the cache at the revision it has applied (at least the caller's, once caught up).
+Each payload carries the parent's session revision at the moment of the call, and, when the parent
+holds the session, the changes that led to it (:mod:`dspex.remote._carry`). Before running, the
+worker brings its cache to that revision: it applies the carried changes, or else waits until its
+stream has applied the revision. So a change made in the parent before a call is always seen by
+that call, also by bound hooks, whose one-snapshot ``get_variables`` is served from the cache at
+the revision it has applied (at least the caller's, once caught up).
 
 A spawned worker is a process dspex owns whose gRPC client mostly waits on one watch stream, so
 before gRPC loads it picks the transport that the thread reading the stream polls itself (see
