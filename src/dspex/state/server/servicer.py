@@ -350,7 +350,8 @@ class SessionStoreServicer(LockingRpcs):
                 return
             if payloads:
                 await send(context, waiter, payloads)
-                await self.hub.turn(feed, waiter)  # the session's other streams go first
+                if reader.pending:  # more to send: the session's other streams go first
+                    await self.hub.turn(feed, waiter)
             elif await self.hub.idle(feed, waiter) is HEARTBEAT:
                 await send(context, waiter, [heartbeat()])
 
