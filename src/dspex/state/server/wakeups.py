@@ -4,8 +4,8 @@ Every ``WatchVariables`` stream of a session reads the session's one shared
 :class:`~dspex.state.server.feed.SessionFeed`. Its pump thread calls back after each append;
 the hub then queues a turn for each stream waiting for news. Streams send a few messages per
 turn and queue again while they have more to send (:class:`Turns`), with at most :data:`SLICE`
-writes in flight per session and turns handed out :data:`REFILL` at a time, so a set that arrives during a fan-out is served at once rather than after every stream's
-write. One ticker task wakes streams that stayed idle for a heartbeat interval (so waiting
+writes in flight per session, so a set that arrives during a fan-out is served at once rather
+than after every stream's write. One ticker task wakes streams that stayed idle for a heartbeat interval (so waiting
 costs no timer per stream).
 """
 
@@ -25,8 +25,6 @@ _TICK: Final = 1.0
 """Most seconds between checks for streams due a heartbeat."""
 SLICE: Final = 16
 """Most stream writes in flight at once per session during a fan-out."""
-REFILL: Final = 8
-"""Free slots (of :data:`SLICE`) before the next waiting streams get their turns, together."""
 SLOW: Final = 0.05
 """Seconds after which a stream's write in flight stops counting against :data:`SLICE`."""
 _FEED_SIZE: Final = 1024
@@ -82,12 +80,6 @@ class Turns:
     arrives during a fan-out is read and answered at once instead of after the whole fan-out.
     A stream whose write does not complete within :data:`SLOW` seconds (its client is not
     reading) stops counting, so it holds no one up.
-
-    Freed slots are handed out in groups: the next waiting streams get their turns once
-    :data:`REFILL` slots are free, all in one pass of the event loop, so their writes leave
-    together. Handing out each freed slot at once cost a loop pass, a task wake-up and a write
-    completion round trip per stream, which with 100 streams took about a third more of the
-    server's CPU than the bare gRPC server's fan-out.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -105,10 +97,8 @@ class Turns:
 
     def done(self, stream: StreamWaiter) -> None:
         """``stream``'s turn is over (it sent, went idle or left)."""
-        active, freed = self._active, self._freed
-        ended = active.pop(stream, None) is not None
-        if ended and freed is not None and len(active) <= SLICE - REFILL:
-            _resolve(freed)  # enough free slots for the next group of turns
+        if self._active.pop(stream, None) is not None and self._freed is not None:
+            _resolve(self._freed)
 
     async def _give(self) -> None:
         waiting, active = self._waiting, self._active
@@ -124,8 +114,7 @@ class Turns:
             self._giving = None
 
     async def _slot(self) -> None:
-        """Wait until :data:`REFILL` slots are free, or stop counting the streams slower than
-        :data:`SLOW`."""
+        """Wait until a turn ends, or stop counting the streams slower than :data:`SLOW`."""
         freed = self._freed = self._loop.create_future()
         timer = self._loop.call_later(SLOW, _resolve, freed)
         try:
@@ -133,7 +122,7 @@ class Turns:
         finally:
             timer.cancel()
             self._freed = None
-        if len(self._active) > SLICE - REFILL:
+        if len(self._active) >= SLICE:
             stale = self._loop.time() - SLOW
             for stream in [s for s, started in self._active.items() if started <= stale]:
                 del self._active[stream]
