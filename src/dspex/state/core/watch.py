@@ -1,8 +1,8 @@
 """Core: VariableWatch, the one watch handle every provider returns.
 
 A watch is fed through a queue by its provider (a publisher thread locally; for the gRPC
-client, the stream's reader: the consumer's own thread while it waits with no timeout, see
-``pull``). It is a context manager and an iterator; leaving the ``with`` block cancels it.
+client, the stream's reader: the consumer's own thread while it waits with no timeout). It
+is a context manager and an iterator; leaving the ``with`` block cancels it.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ class VariableWatch:
         self._items = items
         self._cancel = cancel
         self._divert = divert
+        # pull(timeout), called while the queue is empty: the provider reads its next message
+        # on the calling thread, queueing what it carries, and returns True; or returns False
+        # (for a timeout, or once its stream is over) when updates reach the queue only from
+        # another thread, on which poll() then blocks.
         self._pull = pull
-        """``pull(timeout)``, called while the queue is empty: the provider reads its next
-        message on the calling thread, queueing what it carries, and returns True; or returns
-        False (for a ``timeout``, or once its stream is over) when updates reach the queue
-        only from another thread, on which :meth:`poll` then blocks."""
         self._done = False
         self.last_revision = after_revision
         """Revision of the last update handed out; resume from here after an error."""
