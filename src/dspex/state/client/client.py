@@ -4,7 +4,8 @@ Every method is one call: convert the arguments, call the store, convert the ans
 back as the same dspex error classes the store raised (``grpc.RpcError`` never escapes). A watch
 is the server stream, read into the same bounded queue, with the same lag rule, as a local
 watch: live watches share one stream per session on the client's background stream loop; a
-dedicated one (initial records, a resume) is read by its own thread. The provider pickles: the
+dedicated one (initial records, a resume) is read by the thread iterating it, or by a thread of
+its own once polled with a timeout or delivering to a cache. The provider pickles: the
 channel is dropped and rebuilt lazily in the new process (create it after a worker process
 starts; never fork with a live channel).
 
