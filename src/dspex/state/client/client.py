@@ -4,7 +4,8 @@ Every method is one call: convert the arguments, call the store, convert the ans
 back as the same dspex error classes the store raised (``grpc.RpcError`` never escapes). A watch
 is the server stream, read into the same bounded queue, with the same lag rule, as a local
 watch: live watches share one stream per session on the client's background stream loop; a
-dedicated one (initial records, a resume) is read by its own thread. The provider pickles: the
+dedicated one (initial records, a resume) is read by the thread iterating it, or by a thread of
+its own once polled with a timeout or delivering to a cache. The provider pickles: the
 channel is dropped and rebuilt lazily in the new process (create it after a worker process
 starts; never fork with a live channel).
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from dspex._model import SessionInfo, VariableRecord, VariableSpec
@@ -32,13 +33,7 @@ from dspex.errors import (
 )
 from dspex.state.client import convert
 from dspex.state.client.shared_watch import SharedWatchStream
-from dspex.state.client.streams import (
-    HolderStream,
-    OnEnd,
-    OnEvent,
-    StreamLoop,
-    follow_on_thread,
-)
+from dspex.state.client.streams import DedicatedStream, HolderStream, OnEnd, OnEvent, StreamLoop
 from dspex.state.client.watch import StoreWatchReader
 from dspex.state.core.contract import UpdateResults
 from dspex.state.core.identity import current_lock_owner, current_writer
@@ -337,18 +332,16 @@ class SessionStoreProvider:
         request = convert.watch_variables_request(
             session_id, names, after_revision, include_initial, linger
         )
-        reader = StoreWatchReader(self._follow_on_thread, self.address, self._forget)
+        reader = StoreWatchReader(self._open_dedicated, self.address, self._forget)
         with self._lock:
             self._streams.add(reader)
         return reader.start(request, self.timeout)
 
-    def _follow_on_thread(
-        self, request: Any, on_event: OnEvent, on_end: OnEnd
-    ) -> Callable[[], None]:
-        """Read a dedicated WatchVariables stream on its own thread (see ``follow_on_thread``)."""
+    def _open_dedicated(self, request: Any, on_event: OnEvent, on_end: OnEnd) -> DedicatedStream:
+        """Start a dedicated WatchVariables call, read by its consumer (``DedicatedStream``)."""
         stub = self._stub or self._connect()
-        return follow_on_thread(
-            lambda: stub.WatchVariables(request, metadata=self._auth or None),
+        return DedicatedStream(
+            stub.WatchVariables(request, metadata=self._auth or None),
             self._errors, on_event, on_end,
             name=f"dspex-watch-{request.session_id[:12]}",
         )  # fmt: skip

@@ -6,11 +6,13 @@ thread running an asyncio loop with a ``grpc.aio`` channel, which reads every wa
 that client and hands each event to a callback (the callback feeds the watch's queue).
 
 A dedicated watch stream (a resumed or initial-records watch, such as a worker's read cache
-follows) is read by :func:`follow_on_thread` instead: one thread blocked inside gRPC on that
-call alone (a channel with ``SingleThreadedUnaryStream``), which receives, decodes and hands
-over each message itself. An update then wakes one Python thread, not gRPC's poller thread and
-then the loop thread: on a machine running a hundred workers on two cores, every wake-up per
-update counts.
+follows) is a :class:`DedicatedStream` instead: a call on a channel with
+``SingleThreadedUnaryStream``, read by the one thread that needs its next message, blocked
+inside gRPC on that call alone, which receives, decodes and hands over each message itself.
+That is the watch's consumer while it waits for an update with no timeout (iterating the
+watch), so an update wakes the one thread that uses it: not gRPC's poller thread and then the
+loop thread, nor a reader thread and then the consumer. On a machine running a hundred
+watchers on two cores, every wake-up per update counts.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dspex.state.wire.channel import StoreAddress, aio_channel
 from dspex.state.wire.status import translate_rpc_errors
 from dspex.state.wire.tls import ClientTls
 
-__all__ = ["HolderStream", "StreamLoop", "follow_on_thread"]
+__all__ = ["DedicatedStream", "HolderStream", "StreamLoop"]
 
 OnEvent = Callable[[str, Any], bool]
 """``on_event(kind, payload)`` for each stream message; return False to stop reading."""
@@ -137,43 +139,97 @@ class StreamLoop:
             await self._channel.close()
 
 
-def follow_on_thread(
-    open_call: Callable[[], Any],
-    errors: translate_rpc_errors,
-    on_event: OnEvent,
-    on_end: OnEnd,
-    *,
-    name: str,
-) -> Callable[[], None]:
-    """Read one WatchVariables stream on its own daemon thread; returns a function that stops
-    it. Same contract as :meth:`StreamLoop.follow`: ``on_event`` per message (False stops),
-    then ``on_end`` once (None when it ended normally or was stopped).
+class DedicatedStream:
+    """One WatchVariables call, read by whichever thread needs its next message.
 
-    ``open_call()`` starts the call on a sync channel with ``SingleThreadedUnaryStream``, so
-    iterating it blocks this thread inside gRPC and no other Python thread is involved.
+    A consumer blocked waiting for an update reads the call itself (:meth:`pull`): gRPC wakes
+    that thread, which decodes the message and hands its events over, with no second thread to
+    wake. Once asked (:meth:`read_in_background`: for a poll with a timeout, which a call
+    blocked in gRPC cannot honour, or a consumer that takes delivery on the stream's thread),
+    a daemon thread named ``name`` reads it instead, for good. Same contract as
+    :meth:`StreamLoop.follow`: ``on_event`` per event (False stops), then ``on_end`` once (None
+    when it ended normally or was stopped).
+
+    ``call`` is a started call on a sync channel with ``SingleThreadedUnaryStream``: reading it
+    blocks the reading thread inside gRPC, one thread at a time.
     """
-    call = open_call()
-    stopped = threading.Event()
 
-    def read() -> None:
+    def __init__(
+        self,
+        call: Any,
+        errors: translate_rpc_errors,
+        on_event: OnEvent,
+        on_end: OnEnd,
+        *,
+        name: str,
+    ) -> None:
+        self._call = call
+        self._errors = errors
+        self._on_event = on_event
+        self._on_end = on_end
+        self._name = name
+        self._turn = threading.Condition()  # who reads: one thread at a time
+        self._busy = False  # a thread is reading the call (guarded by _turn)
+        self._thread: threading.Thread | None = None  # set once: it alone reads from then on
+        self._over = False
+        self._stopped = False
+
+    def pull(self) -> bool:
+        """Read the next message on this thread and hand its events over; False, reading
+        nothing, once the stream is read in the background or is over."""
+        with self._turn:
+            while self._busy and self._thread is None and not self._over:
+                self._turn.wait()
+            if self._thread is not None or self._over:
+                return False
+            self._busy = True
+        try:
+            self._step()
+        finally:
+            with self._turn:
+                self._busy = False
+                self._turn.notify_all()
+        return True
+
+    def read_in_background(self) -> None:
+        """From now on read the stream on its own daemon thread (idempotent); a consumer
+        reading it now finishes its message first."""
+        with self._turn:
+            if self._thread is not None or self._over:
+                return
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._turn.notify_all()  # consumers waiting for their turn: the queue, now
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Cancel the call; a thread blocked reading it returns (idempotent)."""
+        self._stopped = True
+        self._call.cancel()
+
+    def _run(self) -> None:
+        with self._turn:
+            while self._busy:
+                self._turn.wait()
+            self._busy = True  # for good
+        while not self._over and self._step():
+            pass
+
+    def _step(self) -> bool:
+        """Read one message and hand its events over (the reading thread); False once the
+        stream is over, ``on_end`` called."""
         error: DspexError | None = None
         try:
-            with errors:
-                for message in call:
-                    if not _deliver(convert.watch_events(message), on_event):
-                        break
+            with self._errors:
+                if _deliver(convert.watch_events(next(self._call)), self._on_event):
+                    return True
+        except StopIteration:
+            pass
         except DspexError as exc:
             error = exc
-        finally:
-            call.cancel()
-        on_end(None if stopped.is_set() else error)
-
-    def stop() -> None:
-        stopped.set()
-        call.cancel()
-
-    threading.Thread(target=read, name=name, daemon=True).start()
-    return stop
+        self._over = True
+        self._call.cancel()
+        self._on_end(None if self._stopped else error)
+        return False
 
 
 class HolderStream:

@@ -1,9 +1,10 @@
-"""Client side: one WatchVariables stream, fed into an ordinary watch queue.
+"""Client side: one dedicated WatchVariables stream, fed into an ordinary watch queue.
 
-The stream is read on its own thread (see :func:`dspex.state.client.streams.follow_on_thread`);
-each update goes into the same bounded queue, with the same lag rule, as a local watch, so a
-watch over the store behaves like a local one, or, once a consumer took delivery
-(:meth:`VariableWatch.deliver_to`), straight to that consumer on the reading thread.
+The stream is a :class:`~dspex.state.client.streams.DedicatedStream`: read by the watch's
+consumer itself while it waits for an update with no timeout (iterating the watch), else by a
+thread of its own. Each update goes into the same bounded queue, with the same lag rule, as a
+local watch, so a watch over the store behaves like a local one; or, once a consumer took
+delivery (:meth:`VariableWatch.deliver_to`), straight to that consumer on the reading thread.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from dspex._model import VariableUpdate
 from dspex.errors import DspexError, StoreUnavailableError
+from dspex.state.client.streams import DedicatedStream, OnEnd, OnEvent
 from dspex.state.core.fanout import Watcher
 from dspex.state.core.watch import END, VariableWatch
 
@@ -23,53 +25,80 @@ __all__ = ["StoreWatchReader"]
 _DEFAULT_QUEUE = 1024
 
 
-Follow = Callable[[Any, Callable[[str, Any], bool], Callable[[DspexError | None], None]], Any]
-"""``follow(request, on_event, on_end)`` starts reading the stream; returns its stop function."""
+Open = Callable[[Any, OnEvent, OnEnd], DedicatedStream]
+"""``open(request, on_event, on_end)`` starts the call; returns its (unread) stream."""
 
 
 class StoreWatchReader:
     """Feeds one WatchVariables stream into a watch queue (or a consumer that took delivery).
 
     Args:
-        follow: starts reading the stream (the client's :func:`follow_on_thread`).
+        open_stream: starts the call (the client's ``_open_dedicated``).
         address: the store's address (for errors).
-        metadata: the call metadata (the bearer token).
         forget: called with this reader once it ended, so the client stops tracking it.
     """
 
     def __init__(
-        self, follow: Follow, address: str, forget: Callable[[StoreWatchReader], None]
+        self, open_stream: Open, address: str, forget: Callable[[StoreWatchReader], None]
     ) -> None:
-        self._follow = follow
+        self._open = open_stream
         self.address = address
         self._forget = forget
-        self._started = threading.Event()
         self._failure: DspexError | None = None
         self._cancelled = False
         self._watcher: Watcher | None = None
         self._backlog = 0
-        self._stop: Any = None
+        self._stream: DedicatedStream | None = None
         self._lock = threading.Lock()  # orders diverting against the stream's deliveries
         self._apply: Callable[[VariableUpdate], None] | None = None
 
     def start(self, request: Any, timeout: float) -> VariableWatch:
-        """Return the watch once the store confirmed it is registered.
+        """Return the watch once the store confirmed it is registered (its first message,
+        read on this thread).
 
         Raises:
             DspexError: the store refused the watch (unknown session, resume too old ...).
             StoreUnavailableError: no confirmation within ``timeout`` seconds.
         """
-        self._stop = self._follow(request, self._handle, self._end)
-        if not self._started.wait(timeout):
+        self._stream = stream = self._open(request, self._handle, self._end)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            stream.stop()
+
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        try:
+            while self._watcher is None and stream.pull():
+                pass
+        finally:
+            timer.cancel()
+        if expired.is_set():
             self.cancel()
             raise StoreUnavailableError.stream_timeout(self.address, "confirm the watch", timeout)
         if self._failure is not None or self._watcher is None:
             raise self._failure or StoreUnavailableError("watch stream ended before it started")
         watcher = self._watcher
-        return VariableWatch(watcher.items, self.cancel, watcher.last_put, self._divert)
+        return VariableWatch(
+            watcher.items, self.cancel, watcher.last_put, self._divert, self._pull
+        )
+
+    def _pull(self, timeout: float | None) -> bool:
+        """Read the stream's next message on the consumer's thread, which waits with no
+        ``timeout``; with one, have the stream read on its own thread from now on (a thread
+        blocked in gRPC cannot give up after a timeout). False when updates come only
+        through the queue."""
+        stream = self._stream
+        if stream is None:
+            return False
+        if timeout is None:
+            return stream.pull()
+        stream.read_in_background()
+        return False
 
     def _divert(self, apply: Callable[[VariableUpdate], None]) -> bool:
-        """From now on call ``apply`` with each update on the stream loop (see
+        """From now on call ``apply`` with each update on the stream's own thread (see
         :meth:`VariableWatch.deliver_to`); what is queued already is applied first."""
         watcher = self._watcher
         if watcher is None:
@@ -89,17 +118,19 @@ class StoreWatchReader:
                 watcher.items.put(item)
             if not ends:
                 self._apply = apply
+        if self._stream is not None:
+            self._stream.read_in_background()  # the consumer no longer reads it
         return True
 
     def cancel(self) -> None:
         """Stop reading and cancel the call (idempotent)."""
         self._cancelled = True
-        if self._stop is not None:
-            self._stop()
+        if self._stream is not None:
+            self._stream.stop()
         self._forget(self)
 
     def _handle(self, kind: str, payload: Any) -> bool:
-        """Apply one stream event (on the stream loop); False to stop reading."""
+        """Apply one stream event (on the reading thread); False to stop reading."""
         watcher = self._watcher
         if kind == "update" and watcher is not None:
             with self._lock:
@@ -110,11 +141,11 @@ class StoreWatchReader:
                 return self._queue(watcher, payload)
         if kind == "started":
             revision, _head, queue_size, self._backlog = payload
-            self._watcher = watcher = Watcher(frozenset(), queue_size or _DEFAULT_QUEUE)
+            watcher = Watcher(frozenset(), queue_size or _DEFAULT_QUEUE)
             watcher.last_put = revision
             if not self._backlog:
                 watcher.go_live()
-            self._started.set()
+            self._watcher = watcher
         return True
 
     def _queue(self, watcher: Watcher, update: VariableUpdate) -> bool:
@@ -132,14 +163,13 @@ class StoreWatchReader:
         return True
 
     def _end(self, error: DspexError | None) -> None:
-        """The stream is over (on the stream loop): queue how it ended."""
+        """The stream is over (on the reading thread): queue how it ended."""
         try:
             if error is not None:
                 self._fail(error)
             elif self._watcher is not None and not self._cancelled:
                 self._watcher.items.put(END)  # the session was closed: a normal end
         finally:
-            self._started.set()
             self._forget(self)
 
     def _fail(self, exc: DspexError) -> None:

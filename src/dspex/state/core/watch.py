@@ -1,8 +1,8 @@
 """Core: VariableWatch, the one watch handle every provider returns.
 
-A watch is fed through a queue by its provider (a publisher thread locally, a stream reader
-thread for the gRPC client). It is a context manager and an iterator; leaving the ``with``
-block cancels it.
+A watch is fed through a queue by its provider (a publisher thread locally; for the gRPC
+client, the stream's reader: the consumer's own thread while it waits with no timeout). It
+is a context manager and an iterator; leaving the ``with`` block cancels it.
 """
 
 from __future__ import annotations
@@ -39,10 +39,16 @@ class VariableWatch:
         cancel: Callable[[], None],
         after_revision: int = 0,
         divert: Callable[[Callable[[VariableUpdate], None]], bool] | None = None,
+        pull: Callable[[float | None], bool] | None = None,
     ) -> None:
         self._items = items
         self._cancel = cancel
         self._divert = divert
+        # pull(timeout), called while the queue is empty: the provider reads its next message
+        # on the calling thread, queueing what it carries, and returns True; or returns False
+        # (for a timeout, or once its stream is over) when updates reach the queue only from
+        # another thread, on which poll() then blocks.
+        self._pull = pull
         self._done = False
         self.last_revision = after_revision
         """Revision of the last update handed out; resume from here after an error."""
@@ -72,7 +78,7 @@ class VariableWatch:
         if self._done:
             return None
         try:
-            item = self._items.get(timeout=None if timeout is None else max(timeout, 0.0))
+            item = self._next_item(timeout)
         except queue.Empty:
             return None
         if item is END:
@@ -84,6 +90,21 @@ class VariableWatch:
             raise item
         self.last_revision = max(self.last_revision, item.revision)
         return item  # type: ignore[no-any-return]
+
+    def _next_item(self, timeout: float | None) -> Any:
+        """The next queued item, read by this thread while the provider lets it (``pull``).
+
+        Raises:
+            queue.Empty: nothing within ``timeout`` seconds.
+        """
+        pull = self._pull
+        while pull is not None:
+            try:
+                return self._items.get_nowait()
+            except queue.Empty:
+                if not pull(timeout):
+                    break
+        return self._items.get(timeout=None if timeout is None else max(timeout, 0.0))
 
     @property
     def closed(self) -> bool:

@@ -353,7 +353,8 @@ class SessionStoreServicer(LockingRpcs):
                 return
             if payloads:
                 await send(context, waiter, payloads)
-                await self.hub.turn(feed, waiter)  # the session's other streams go first
+                if reader.pending:  # more to send: the session's other streams go first
+                    await self.hub.turn(feed, waiter)
             elif await self.hub.idle(feed, waiter) is HEARTBEAT:
                 await send(context, waiter, [heartbeat()])
             elif plan.linger:  # news: hold it, to send it with what follows meanwhile

@@ -156,6 +156,13 @@ class FeedReader:
         payloads = [payload for _, payload in chunk]
         return [coalesced(payloads)] if len(payloads) > 1 and self.plan.coalesce else payloads
 
+    @property
+    def pending(self) -> bool:
+        """True when :meth:`take` may have something to send or an end to report: items
+        left from the last read, or the feed moved past the cursor or ended."""
+        feed = self.feed
+        return self._next < len(self._items) or feed.next_seq != self._cursor or feed.ended
+
     def _read(self) -> bool:
         """Read the feed past the cursor; False when there is nothing new to send.
 

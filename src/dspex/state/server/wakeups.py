@@ -3,10 +3,10 @@
 Every ``WatchVariables`` stream of a session reads the session's one shared
 :class:`~dspex.state.server.feed.SessionFeed`. Its pump thread calls back after each append;
 the hub then queues a turn for each stream waiting for news. Streams send a few messages per
-turn and queue again (:class:`Turns`), with at most :data:`SLICE` writes in flight per session,
-so a set that arrives during a fan-out is served at once rather than after every stream's
-write. One ticker task wakes streams that stayed idle for a heartbeat interval (so waiting
-costs no timer per stream).
+turn and queue again while they have more to send (:class:`Turns`), with at most :data:`SLICE`
+writes in flight per session, so a set that arrives during a fan-out is served at once rather
+than after every stream's write. One ticker task wakes streams that stayed idle for a
+heartbeat interval (so waiting costs no timer per stream).
 """
 
 from __future__ import annotations
