@@ -40,11 +40,17 @@ to every worker) competes for the CPU with the calls dispatched right after the 
 it goes out after them, with whatever else changed meanwhile."""
 
 
+def held_here(session: Session) -> LocalProvider | None:
+    """The session's provider when this process holds the session (calls then carry its
+    changes); None for a session on another store."""
+    provider = session.provider
+    return provider if isinstance(provider, LocalProvider) else None
+
+
 def stream_linger(session: Session) -> float:
     """The linger of the workers' cache streams: :data:`STREAM_LINGER` when calls carry the
-    session's changes (its provider is this process's own), else 0 (the streams are how
-    workers catch up)."""
-    return STREAM_LINGER if isinstance(session.provider, LocalProvider) else 0.0
+    session's changes (:func:`held_here`), else 0 (the streams are how workers catch up)."""
+    return 0.0 if held_here(session) is None else STREAM_LINGER
 
 
 class CarriedChanges(NamedTuple):
@@ -64,10 +70,9 @@ class ChangeCarrier:
     """
 
     def __init__(self, session: Session) -> None:
-        provider = session.provider
         self._session_id = session.session_id
-        self._provider = provider
-        self._local = provider if isinstance(provider, LocalProvider) else None
+        self._provider = session.provider
+        self._local = held_here(session)
         self._lock = threading.Lock()
         # The first carried changes start here: before any worker's cache opened. (Another
         # store is not asked now: it may not answer yet, and its changes are not carried.)

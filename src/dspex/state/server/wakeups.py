@@ -60,13 +60,11 @@ class StreamWaiter:
     async def pause(self, seconds: float) -> None:
         """Wait ``seconds`` (a stream holding its news), or less when woken: the server is
         stopping. News does not wake a pause (the stream is neither idle nor queued)."""
-        future = self._future = self._loop.create_future()
-        timer = self._loop.call_later(seconds, _resolve, future)
+        timer = self._loop.call_later(seconds, self.wake)
         try:
-            await future
+            await self.wait(idle=False)
         finally:
             timer.cancel()
-            self._future = None
 
     def wake(self, reason: Any = None) -> bool:
         """Resolve the pending wait, if any; False if the stream was not waiting."""
