@@ -110,10 +110,7 @@ def get_variable_request(session_id: str, name: str) -> bytes:
     data = _get_requests.get(key)
     if data is None:
         data = pb.GetVariableRequest(session_id=session_id, name=name).SerializeToString()
-        if len(data) <= _CACHED_BYTES:
-            if len(_get_requests) >= _CACHE_LIMIT:
-                _get_requests.clear()
-            _get_requests[key] = data
+        _remember(_get_requests, key, data, len(data))
     return data
 
 
@@ -138,11 +135,17 @@ def get_variable_result(data: bytes) -> VariableRecord:
             "client and server versions may differ"
         ) from exc
     record = record_from_proto(response.variable)
-    if len(data) <= _CACHED_BYTES:
-        if len(_get_records) >= _CACHE_LIMIT:
-            _get_records.clear()
-        _get_records[data] = record
+    _remember(_get_records, data, record, len(data))
     return record
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """Keep ``value`` under ``key`` if its encoding (``size`` bytes) is small enough; a full
+    cache is cleared first."""
+    if size <= _CACHED_BYTES:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = value
 
 
 def get_variables_request(session_id: str, names: Collection[str]) -> Any:
