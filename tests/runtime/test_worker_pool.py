@@ -292,6 +292,7 @@ def test_setup_that_keeps_crashing_fails_creation_clearly() -> None:
     with pytest.raises(WorkerSetupError, match="failed 3 times in a row") as caught:
         WorkerPool(setup, workers=2, setup_attempts=3)
     assert "exited with code 5 during setup" in str(caught.value)
+    assert "main module" not in str(caught.value)  # its worker started: setup itself exited
 
 
 @pytest.mark.slow

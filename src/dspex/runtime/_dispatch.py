@@ -21,6 +21,7 @@ from typing import Any
 
 from dspex.errors import WorkerError, WorkerSetupError, WorkerTimeoutError
 from dspex.runtime import _worker
+from dspex.runtime._bootstrap import NEVER_STARTED
 from dspex.runtime._outcome import (
     crashed_error,
     describe_exit,
@@ -227,7 +228,9 @@ class DispatchCore:
                 settled.append((job.future, False, error))
             return
         tag = message[0]
-        if tag == _worker.READY:
+        if tag == _worker.STARTED:
+            slot.started = True
+        elif tag == _worker.READY:
             slot.state, slot.deadline = "idle", None
             self._setup_failures = 0
         elif tag == _worker.SETUP_FAILED:
@@ -269,10 +272,12 @@ class DispatchCore:
             process.kill()
             process.join()
         state, job, pid, exitcode = slot.state, slot.job, slot.pid, process.exitcode
+        started = slot.started
         slot.detach("none", 0.0).reap()
         how = describe_exit(exitcode)
         if state == "starting":
-            self._setup_failed_locked(f"worker pid {pid} {how} during setup", settled)
+            where = "during setup" if started else NEVER_STARTED
+            self._setup_failed_locked(f"worker pid {pid} {how} {where}", settled)
         elif job is not None:
             self._crashed_locked(job, slot.index, pid, exitcode, settled)
 

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from dspex.errors import WorkerSetupError
 from dspex.runtime import _pickling
+from dspex.runtime._bootstrap import check_main_module
 from dspex.runtime._calls import PoolCalls
 from dspex.runtime._dispatch import DispatchCore
 from dspex.runtime._slot import CallJob, SlotState
@@ -107,6 +108,7 @@ class WorkerPool(PoolCalls):
         check_positive_int("retries", retries, 0)
         check_positive_int("setup_attempts", setup_attempts, 1)
         blob = setup if isinstance(setup, bytes) else pickle_setup(setup)
+        check_main_module()
         self._core = DispatchCore(
             multiprocessing.get_context("spawn"),
             blob,

@@ -57,6 +57,8 @@ class WorkerSlot:
     deadline: float | None = None
     starts: int = 0
     pid: int | None = field(default=None)
+    started: bool = False
+    """Whether the current process's entry point has run (it said ``STARTED``)."""
 
     def start(self, context: SpawnContext, setup_blob: bytes, setup_timeout: float | None) -> None:
         """Spawn a fresh worker that will run setup; the slot is ``starting`` until READY."""
@@ -75,6 +77,7 @@ class WorkerSlot:
             child_conn.close()
         self.process, self.conn, self.pid = process, parent_conn, process.pid
         self.state, self.job, self.starts = "starting", None, self.starts + 1
+        self.started = False
         self.deadline = None if setup_timeout is None else time.monotonic() + setup_timeout
 
     def assign(self, job: CallJob) -> bool:

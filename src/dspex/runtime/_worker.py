@@ -7,7 +7,9 @@ exception with its traceback text. An empty message (or the parent going away) e
 
 The wire messages (all cloudpickled tuples, one per ``send_bytes``):
 
-- worker -> parent: ``(READY, pid)``, ``(SETUP_FAILED, text)``, ``(RESULT, call_id, value)``,
+- worker -> parent: ``(STARTED, pid)`` as soon as this entry point runs (a worker that exits
+  without it never got past re-importing the parent's main module), then ``(READY, pid)``,
+  ``(SETUP_FAILED, text)``, ``(RESULT, call_id, value)``,
   ``(RAISED, call_id, exception_bytes_or_None, traceback_text, summary)``;
 - parent -> worker: ``(call_id, payload)``, or ``STOP`` (empty bytes).
 
@@ -28,6 +30,7 @@ from typing import Any
 
 from dspex.runtime._pickling import dumps, explain_unpicklable, loads
 
+STARTED = "started"
 READY = "ready"
 SETUP_FAILED = "setup_failed"
 RESULT = "result"
@@ -44,6 +47,7 @@ def main(conn: Connection, setup_blob: bytes) -> None:
         conn: this worker's end of its duplex pipe to the pool.
         setup_blob: the cloudpickled setup callable; called once, it returns the handler.
     """
+    conn.send_bytes(dumps((STARTED, os.getpid())))
     _detach_stdin()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's decision
     handler = _set_up(conn, setup_blob)
