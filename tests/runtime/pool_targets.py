@@ -16,6 +16,21 @@ from typing import Any
 
 SETUP_CALLS = 0
 
+PICKLED: list[int] = []
+"""When each :class:`Stamped` payload was pickled in this process (``perf_counter_ns``)."""
+
+
+class Stamped:
+    """A payload that records when the pool pickles it (just before sending it); it arrives
+    in the worker as the plain ``value``."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[type[int], tuple[int]]:
+        PICKLED.append(time.perf_counter_ns())
+        return int, (self.value,)
+
 
 class PositionalOnlyError(Exception):
     """Pickles but cannot be unpickled: ``__init__`` takes two positional arguments."""

@@ -9,6 +9,7 @@ thresholds.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import signal
 import subprocess
@@ -99,6 +100,30 @@ def test_workers_do_not_read_the_parent_stdin() -> None:
         target, data = single.call(("stdin",))
     assert target == os.devnull
     assert data == ""
+
+
+def test_no_collection_runs_while_a_map_hands_out_its_calls(pool: WorkerPool) -> None:
+    """A collection due in the middle of a map runs after its last call was sent."""
+    started: list[int] = []
+
+    def record(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started.append(time.perf_counter_ns())
+
+    pool_targets.PICKLED.clear()
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(record)
+    gc.set_threshold(1, 1, 1)  # due at nearly every allocation
+    try:
+        results = pool.map([pool_targets.Stamped(i) for i in range(40)])
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.callbacks.remove(record)
+    assert results == list(range(40))
+    first, last = pool_targets.PICKLED[0], pool_targets.PICKLED[-1]
+    assert len(pool_targets.PICKLED) == 40
+    assert [at for at in started if at > last], "no collection ran after the sends"
+    assert not [at for at in started if first <= at <= last]
 
 
 def test_map_return_exceptions_keeps_failures_in_place(pool: WorkerPool) -> None:
