@@ -184,6 +184,8 @@ class RemoteHandler:
         store).
         """
         cache, session_id = self.cache, self.session.session_id
+        if (cache.revision(session_id) or 0) >= revision:
+            return  # every call after the first since a change: nothing to unpickle
         deadline = time.monotonic() + CATCH_UP_TIMEOUT
         if changes is not None:
             updates = loads(changes.updates)
