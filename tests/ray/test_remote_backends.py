@@ -89,8 +89,11 @@ def test_workers_write_the_session_and_the_store_checks_their_writes(
 
 def test_map_keeps_input_order_and_reports_progress(session: dspex.Session, backend: str) -> None:
     progress: list[tuple[int, int]] = []
+    started: list[tuple[int, int]] = []
     inputs = [{"question": f"What is {n} + 1?"} for n in range(12)]
-    with remote(Probe(), backend, workers=2) as pool:
+    with remote(Probe(), backend, workers=2, progress=lambda *seen: started.append(seen)) as pool:
+        assert started[0] == (0, 2) and started[-1] == (2, 2)  # workers reported as they start
+        assert [ready for ready, _ in started] == sorted({ready for ready, _ in started})
         results = pool.map(inputs, progress=lambda done, total: progress.append((done, total)))
         examples = [dspy.Example(question=q).with_inputs("question") for q in QUESTIONS]
         by_example = pool.map(examples, progress=False)

@@ -137,6 +137,9 @@ def test_the_progress_bar_is_drawn_only_for_a_terminal(monkeypatch: pytest.Monke
         assert bar is not None
         bar(0, 2)
         bar(2, 2)
+        with progress_callback(True, "inner") as inner:  # e.g. a Remote started under a bar
+            if inner is not None:  # a newer rich nests live displays; an older one draws the outer
+                inner(1, 1)
 
 
 def test_dspy_evaluate_runs_through_the_workers_with_the_local_score(

@@ -19,6 +19,7 @@ from dspex.remote._worker import RemoteSetup, connect_timeout
 from dspex.session import Session
 
 if TYPE_CHECKING:
+    from dspex.runtime._calls import ProgressCallback
     from dspex.runtime._ray import RayPool
 
 __all__ = ["start_ray_pool"]
@@ -34,6 +35,7 @@ def start_ray_pool(
     setup_timeout: float,
     actor_options: Mapping[str, Any] | None,
     name: str,
+    progress: ProgressCallback | None,
 ) -> RayPool:
     """Connect to Ray, make the session reachable by the cluster, and start the actors.
 
@@ -55,6 +57,7 @@ def start_ray_pool(
             setup_timeout=setup_timeout,
             actor_options=actor_options,
             name=name,
+            progress=progress,
         )
     except WorkerSetupError as exc:
         raise WorkerSetupError(

@@ -1,4 +1,5 @@
-"""Layer 3: the progress bar ``dspex.Remote.map`` shows when stdout is a terminal."""
+"""Layer 3: the progress bars ``dspex.Remote`` shows (workers starting, ``map``) when stdout is
+a terminal."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 
+from rich.errors import LiveError
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,7 +32,9 @@ def progress_callback(
     """Yield the ``progress(done, total)`` callback for ``option`` (None: no reporting).
 
     A rich bar is drawn on stdout while the block runs when ``option`` is True, or None and
-    stdout is a terminal; it is removed from the screen afterwards.
+    stdout is a terminal; it is removed from the screen afterwards. Under another live display
+    (e.g. a Remote started inside an optimizer's bar) it is nested in it; a rich too old to
+    nest them yields None instead.
     """
     if callable(option):
         yield option
@@ -53,5 +57,12 @@ def progress_callback(
     def update(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
 
-    with bar:
+    try:
+        bar.start()
+    except LiveError:  # an older rich draws one live display at a time: the one already shown
+        yield None
+        return
+    try:
         yield update
+    finally:
+        bar.stop()

@@ -28,6 +28,7 @@ from dspex.runtime._pickling import describe, explain_unpicklable
 from dspex.session import Session, current_session
 
 if TYPE_CHECKING:
+    from dspex.runtime._calls import ProgressCallback
     from dspex.runtime._ray import RayPool
 
 __all__ = ["Remote"]
@@ -76,6 +77,9 @@ class Remote:
         setup_timeout: seconds a worker may take to start and join the session (for Ray, to
             be placed on a node too); past it creation fails, or a call waiting for a
             replacement fails.
+        progress: while the workers start (a hundred take tens of seconds on two cores):
+            None draws a rich bar when stdout is a terminal; True/False force it on/off; a
+            callable is called as ``progress(ready, total)``.
 
     Raises:
         SessionError: no session is given or active.
@@ -101,6 +105,7 @@ class Remote:
         backend: Backend = "spawn",
         actor_options: Mapping[str, Any] | None = None,
         setup_timeout: float = 60.0,
+        progress: ProgressOption = None,
     ) -> None:
         _check_arguments(workers, retries, timeout)
         _check_backend(backend, actor_options, setup_timeout)
@@ -115,10 +120,36 @@ class Remote:
         self._carrier = ChangeCarrier(self.session)  # before the workers open their caches
         name = f"dspex-remote-{self.module_name}"
         self._pool: WorkerPool | RayPool
-        if backend == "ray":
+        label = f"Starting {workers} {backend} workers of {self.module_name}"
+        with progress_callback(progress, label) as started:
+            self._pool = self._start(
+                blob,
+                workers=workers,
+                retries=retries,
+                setup_timeout=setup_timeout,
+                actor_options=actor_options,
+                name=name,
+                progress=started,
+            )
+        self.closed = False
+        self.session._on_close.append(self.close)
+
+    def _start(
+        self,
+        blob: bytes,
+        *,
+        workers: int,
+        retries: int,
+        setup_timeout: float,
+        actor_options: Mapping[str, Any] | None,
+        name: str,
+        progress: ProgressCallback | None,
+    ) -> WorkerPool | RayPool:
+        """Start the pool on this Remote's backend; return once every worker is ready."""
+        if self.backend == "ray":
             from dspex.remote._cluster import start_ray_pool
 
-            self._pool = start_ray_pool(
+            return start_ray_pool(
                 self.session,
                 blob,
                 _settings_blob(),
@@ -127,18 +158,17 @@ class Remote:
                 setup_timeout=setup_timeout,
                 actor_options=actor_options,
                 name=name,
+                progress=progress,
             )
-        else:
-            self._pool = _start_spawn_pool(
-                self.session,
-                blob,
-                workers,
-                retries=retries,
-                setup_timeout=setup_timeout,
-                name=name,
-            )
-        self.closed = False
-        self.session._on_close.append(self.close)
+        return _start_spawn_pool(
+            self.session,
+            blob,
+            workers,
+            retries=retries,
+            setup_timeout=setup_timeout,
+            name=name,
+            progress=progress,
+        )
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -268,6 +298,7 @@ def _start_spawn_pool(
     retries: int,
     setup_timeout: float,
     name: str,
+    progress: ProgressCallback | None,
 ) -> WorkerPool:
     """Promote the session (a private unix socket for an in-process one) and spawn the workers.
 
@@ -277,9 +308,20 @@ def _start_spawn_pool(
     with grpc_transport(STORE_POLLS):  # the embedded store's server initializes gRPC
         session.promote()
     setup = RemoteSetup.of(session, module, _settings_blob(), connect_timeout(setup_timeout))
-    return WorkerPool(
-        setup, workers=workers, retries=retries, setup_timeout=setup_timeout, name=name
+    pool = WorkerPool(
+        setup,
+        workers=workers,
+        retries=retries,
+        setup_timeout=setup_timeout,
+        name=name,
+        wait=False,
     )
+    try:
+        pool.wait_ready(None, progress=progress)
+    except BaseException:
+        pool.close(grace=0.0)
+        raise
+    return pool
 
 
 def _check_backend(backend: object, actor_options: object, setup_timeout: object) -> None:

@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from multiprocessing.connection import wait
 from multiprocessing.context import SpawnContext
@@ -94,14 +95,34 @@ class DispatchCore:
             if deadline is not None and deadline < self._wait_until:
                 self._wake_locked()  # the dispatcher must watch an earlier deadline
 
-    def wait_ready(self, timeout: float | None) -> None:
-        """Block until every seat is idle or busy; raise if broken, closed or timed out."""
+    def wait_ready(
+        self, timeout: float | None, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Block until every seat is idle or busy; raise if broken, closed or timed out.
+
+        ``progress(ready, total)`` is called (without the lock held) first and each time the
+        number of started workers changes.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        total, reported = len(self._slots), -1
+        while True:
+            ready = self._await_ready_count(reported, deadline, timeout)
+            if progress is not None:
+                progress(ready, total)
+            if ready == total:
+                return
+            reported = ready
+
+    def _await_ready_count(
+        self, reported: int, deadline: float | None, timeout: float | None
+    ) -> int:
+        """Wait until the number of ready seats differs from ``reported``, and return it."""
         with self._changed:
             while True:
                 self._check_usable_locked()
-                if all(slot.state in ("idle", "busy") for slot in self._slots):
-                    return
+                ready = sum(slot.state in ("idle", "busy") for slot in self._slots)
+                if ready != reported:
+                    return ready
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     states = ", ".join(slot.state for slot in self._slots)

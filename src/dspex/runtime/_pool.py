@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from dspex.errors import WorkerSetupError
 from dspex.runtime import _pickling
 from dspex.runtime._bootstrap import check_main_module
-from dspex.runtime._calls import PoolCalls
+from dspex.runtime._calls import PoolCalls, ProgressCallback
 from dspex.runtime._dispatch import DispatchCore
 from dspex.runtime._slot import CallJob, SlotState
 
@@ -147,15 +147,22 @@ class WorkerPool(PoolCalls):
         """Return a snapshot of every worker seat: pid, state, liveness and start count."""
         return [WorkerStatus(*row) for row in self._core.snapshot()]
 
-    def wait_ready(self, timeout: float | None = None) -> None:
+    def wait_ready(
+        self, timeout: float | None = None, *, progress: ProgressCallback | None = None
+    ) -> None:
         """Block until every worker has finished setup and is idle or busy.
+
+        Args:
+            timeout: seconds to wait (None: no limit).
+            progress: called as ``progress(ready, total)`` at once and whenever another
+                worker is ready, e.g. to draw a bar while a large pool starts.
 
         Raises:
             WorkerSetupError: setup kept failing and the pool is broken.
             WorkerError: the pool is closed.
             WorkerTimeoutError: not ready within ``timeout`` seconds.
         """
-        self._core.wait_ready(timeout)
+        self._core.wait_ready(timeout, progress)
 
     def close(self, *, grace: float = 5.0) -> None:
         """Stop the workers and the dispatcher; safe to call twice and from ``atexit``.

@@ -30,7 +30,7 @@ from typing import Any
 
 from dspex.errors import WorkerCrashedError, WorkerError, WorkerSetupError, WorkerTimeoutError
 from dspex.runtime import _worker
-from dspex.runtime._calls import PoolCalls
+from dspex.runtime._calls import PoolCalls, ProgressCallback
 from dspex.runtime._outcome import rebuild_exception
 from dspex.runtime._pickling import loads
 from dspex.runtime._pool import check_positive_int, pickle_setup
@@ -109,6 +109,7 @@ class RayPool(PoolCalls):
         actor_options: Ray actor options passed through (``num_cpus``, ``resources``,
             ``runtime_env``, ... see :data:`ACTOR_OPTIONS`).
         name: names the pool in its threads and error messages.
+        progress: called as ``progress(ready, total)`` while the actors start.
 
     Raises:
         WorkerSetupError: ray is missing, an argument or actor option is invalid, setup cannot
@@ -124,6 +125,7 @@ class RayPool(PoolCalls):
         setup_timeout: float = 60.0,
         actor_options: Mapping[str, Any] | None = None,
         name: str = "dspex-worker",
+        progress: ProgressCallback | None = None,
     ) -> None:
         check_positive_int("workers", workers, 1)
         check_positive_int("retries", retries, 0)
@@ -147,8 +149,12 @@ class RayPool(PoolCalls):
             for seat in self._seats:
                 self._start(seat)
             deadline = time.monotonic() + setup_timeout  # one deadline: actors start together
-            for seat in self._seats:
+            for ready, seat in enumerate(self._seats):
+                if progress is not None:
+                    progress(ready, workers)
                 self._await_ready(seat, max(0.0, deadline - time.monotonic()))
+            if progress is not None:
+                progress(workers, workers)
         except BaseException:
             self._kill_all()
             raise
