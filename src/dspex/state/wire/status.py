@@ -12,11 +12,12 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NamedTuple, NoReturn
 
 import grpc
 
 import dspex.errors as errors
+from dspex.state.wire.channel import CONNECT_TIMEOUT_MS
 from dspex.state.wire.status_details import DETAILS_BIN_KEY, status_details
 
 __all__ = [
@@ -194,40 +195,74 @@ def error_from_rpc(exc: grpc.RpcError, address: str) -> errors.DspexError:
     )
 
 
-_TLS_WORDS: Final = re.compile(r"ssl|tls|handshake|certificate", re.IGNORECASE)
-_OVERLOAD: Final = "Concurrent RPC limit exceeded"
+class _Trouble(NamedTuple):
+    """A transport failure said as what it is: ``status`` with a message ``found`` matches."""
+
+    status: grpc.StatusCode
+    found: re.Pattern[str]
+    error: type[errors.DspexError]
+    text: str  # formatted with ``address`` and ``message``
+    details: Mapping[str, Any] = {}
+
+
+_TROUBLES: Final = (
+    _Trouble(
+        _S.UNAVAILABLE,
+        re.compile(r"ssl|tls|handshake|certificate", re.IGNORECASE),
+        errors.StoreUnavailableError,
+        "TLS with session store {address} failed ({message}); check that client and server "
+        "agree on TLS (grpcs:// needs a server started with --tls-cert/--tls-key, grpc:// a "
+        "plaintext one) and that the client trusts the server's certificate (its CA) and sends "
+        "a client certificate if the server requires one",
+        {"tls": True},
+    ),
+    _Trouble(  # grpc's connect timeout expired: the server never sent its HTTP/2 SETTINGS
+        _S.UNAVAILABLE,
+        re.compile(re.escape("before receiving SETTINGS frame")),
+        errors.StoreUnavailableError,
+        "session store {address} accepted the connection but did not complete the gRPC "
+        f"handshake within {CONNECT_TIMEOUT_MS / 1000:g} s ({{message}}); the server process is "
+        "overloaded, paused or hung, or what listens there is not a dspex store",
+    ),
+    _Trouble(
+        _S.DEADLINE_EXCEEDED,
+        re.compile(""),
+        errors.StoreUnavailableError,
+        "session store {address} did not answer within the call timeout ({message}); it may be "
+        "overloaded, paused or slow to reach: retry, or give the client a longer timeout "
+        "(SessionStoreProvider(..., timeout=SECONDS))",
+    ),
+    _Trouble(
+        _S.RESOURCE_EXHAUSTED,
+        re.compile(re.escape("CLIENT: Received message larger than max")),
+        errors.LimitExceededError,
+        "the answer of session store {address} is larger than this client accepts ({message}); "
+        "read less per call, or raise the client's max_message_bytes "
+        "(SessionStoreProvider(..., max_message_bytes=N))",
+        {"response": True},
+    ),
+    _Trouble(
+        _S.RESOURCE_EXHAUSTED,
+        re.compile(re.escape("Concurrent RPC limit exceeded")),
+        errors.StoreUnavailableError,
+        "session store {address} is overloaded: too many calls and streams at once ({message}); "
+        "retry with backoff, spread the load over more servers, or raise "
+        "dspex serve --max-concurrent-calls",
+        {"overloaded": True},
+    ),
+)
+"""A failed TLS handshake, a store that accepted the connection but never completed it, a call
+that outlived its timeout, an answer too large for this client and an overloaded store."""
 
 
 def _transport_trouble(
     status: grpc.StatusCode | None, message: str, address: str
 ) -> errors.DspexError | None:
-    """A failed TLS handshake, an overloaded store or an answer too large for this client,
-    each said as such (None: none of them)."""
-    if status == _S.UNAVAILABLE and _TLS_WORDS.search(message):
-        return errors.StoreUnavailableError(
-            f"TLS with session store {address} failed ({message}); check that client and "
-            "server agree on TLS (grpcs:// needs a server started with --tls-cert/--tls-key, "
-            "grpc:// a plaintext one) and that the client trusts the server's certificate "
-            "(its CA) and sends a client certificate if the server requires one",
-            address=address,
-            tls=True,
-        )
-    if status == _S.RESOURCE_EXHAUSTED and "CLIENT: Received message larger than max" in message:
-        return errors.LimitExceededError(
-            f"the answer of session store {address} is larger than this client accepts "
-            f"({message}); read less per call, or raise the client's max_message_bytes "
-            "(SessionStoreProvider(..., max_message_bytes=N))",
-            address=address,
-            response=True,
-        )
-    if status == _S.RESOURCE_EXHAUSTED and _OVERLOAD in message:
-        return errors.StoreUnavailableError(
-            f"session store {address} is overloaded: too many calls and streams at once "
-            f"({message}); retry with backoff, spread the load over more servers, or raise "
-            "dspex serve --max-concurrent-calls",
-            address=address,
-            overloaded=True,
-        )
+    """The first of :data:`_TROUBLES` the failure matches, as its error (None: none)."""
+    for trouble in _TROUBLES:
+        if status == trouble.status and trouble.found.search(message):
+            text = trouble.text.format(address=address, message=message)
+            return trouble.error(text, address=address, **trouble.details)
     return None
 
 
