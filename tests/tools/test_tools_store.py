@@ -18,6 +18,7 @@ import dspex
 from dspex.errors import (
     LimitExceededError,
     StoreProtocolError,
+    StoreUnavailableError,
     ToolArgumentsError,
     ToolError,
     ToolExistsError,
@@ -159,6 +160,40 @@ def test_a_slow_owner_gives_a_timeout_error(owner: dspex.Session, caller: dspex.
             stuck()
     finally:
         release.set()
+
+
+def test_closing_the_caller_ends_its_wait_for_a_tool_and_says_so(
+    owner: dspex.Session, caller: dspex.Session
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @dspex.tool
+    def stuck() -> str:
+        """Wait to be released."""
+        started.set()
+        release.wait(30)
+        return "late"
+
+    failures: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            caller.call_tool("stuck")  # no timeout: waits for the owner
+        except BaseException as exc:
+            failures.append(exc)
+
+    waiting = threading.Thread(target=call, daemon=True)
+    try:
+        waiting.start()
+        assert started.wait(10)  # the call reached the owner: the caller waits for it
+        caller.close()
+        waiting.join(10)
+        assert not waiting.is_alive()
+    finally:
+        release.set()
+    [failure] = failures
+    assert isinstance(failure, StoreUnavailableError)
+    assert "was closed during the call" in str(failure) and "unreachable" not in str(failure)
 
 
 def test_closing_the_owner_removes_its_tools(store: StoreServer) -> None:

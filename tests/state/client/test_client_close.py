@@ -14,11 +14,14 @@ from collections.abc import Callable
 import pytest
 from support import wait_until
 from support.bridge import WAIT
+from support.faults import TEXT
 
 import dspex
+from dspex import errors
 from dspex._model import VariableUpdate
 from dspex.state import LocalProvider, SessionContext, StateProvider
 from dspex.state.core.watch import VariableWatch
+from dspex.state.server.metrics import ServerMetrics
 from dspex.state.store import CachedProvider, SessionStoreProvider, StoreServer
 
 ENDS = 5.0
@@ -153,3 +156,32 @@ def test_closing_a_joined_session_that_stays_in_the_store_ends_its_watches(
 
 def _threads(prefix: str) -> list[str]:
     return [thread.name for thread in threading.enumerate() if thread.name.startswith(prefix)]
+
+
+def test_closing_the_client_ends_a_lock_wait_with_a_clear_error(local: LocalProvider) -> None:
+    metrics = ServerMetrics()  # to see the wait arrive at the store
+    session_id = local.create_session()
+    local.register_variable(session_id, "t", TEXT, "a")
+    local.acquire_lock(session_id, "t", owner="first", optimizer_id="first", lease=60)
+    failures: list[BaseException] = []
+    with StoreServer.start(local, "127.0.0.1:0", metrics=metrics) as server:
+        waiter = SessionStoreProvider(server.address)
+
+        def wait_for_the_lock() -> None:
+            try:
+                waiter.acquire_lock(session_id, "t", owner="b", optimizer_id="b", policy="wait")
+            except BaseException as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=wait_for_the_lock, daemon=True)
+        thread.start()
+        assert wait_until(lambda: metrics.registry.get_sample_value("dspex_lock_waiters") == 1)
+        waiter.close()
+        thread.join(ENDS)
+        # before the fix: it retried on a fresh channel, waiting for the lock as long as the
+        # store runs (its HoldLocks stream ended too, which looked like a broken connection)
+        assert not thread.is_alive()
+    [failure] = failures
+    assert isinstance(failure, errors.StoreUnavailableError)
+    assert "was closed during the call" in str(failure)
+    assert failure.details["closed"] is True

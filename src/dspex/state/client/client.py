@@ -425,9 +425,9 @@ class SessionStoreProvider:
                     "AcquireLock", request, writes=True, timeout=deadline,
                     extra=((HOLDER_KEY, holder.holder_id or ""),),
                 )  # fmt: skip
-            except StoreUnavailableError:
-                if attempt == 2 or not holder.ended:
-                    raise
+            except StoreUnavailableError as exc:
+                if attempt == 2 or not holder.ended or exc.details.get("closed"):
+                    raise  # closed: this client was closed meanwhile, which ended both
                 continue  # the holder stream broke meanwhile: open a new one and retry once
             return convert.record_result(response)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -232,6 +232,13 @@ _TROUBLES: Final = (
         "overloaded, paused or slow to reach: retry, or give the client a longer timeout "
         "(SessionStoreProvider(..., timeout=SECONDS))",
     ),
+    _Trouble(  # this process closed the client's channel while the call was in progress
+        _S.CANCELLED,
+        re.compile(re.escape("Channel closed")),
+        errors.StoreUnavailableError,
+        "the client of session store {address} was closed during the call ({message})",
+        {"closed": True},
+    ),
     _Trouble(
         _S.RESOURCE_EXHAUSTED,
         re.compile(re.escape("CLIENT: Received message larger than max")),
@@ -252,7 +259,8 @@ _TROUBLES: Final = (
     ),
 )
 """A failed TLS handshake, a store that accepted the connection but never completed it, a call
-that outlived its timeout, an answer too large for this client and an overloaded store."""
+that outlived its timeout, a call its own client's closing ended, an answer too large for this
+client and an overloaded store."""
 
 
 def _transport_trouble(
