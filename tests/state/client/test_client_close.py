@@ -185,3 +185,21 @@ def test_closing_the_client_ends_a_lock_wait_with_a_clear_error(local: LocalProv
     assert isinstance(failure, errors.StoreUnavailableError)
     assert "was closed during the call" in str(failure)
     assert failure.details["closed"] is True
+
+
+def test_closing_a_cache_waiting_to_reconnect_ends_it_at_once_leaving_no_channel(
+    local: LocalProvider, session_id: str
+) -> None:
+    server = StoreServer.start(local, "127.0.0.1:0")
+    inner = SessionStoreProvider(server.address)
+    cached = CachedProvider(inner, min_backoff=30.0, max_backoff=30.0)
+    try:
+        cached.follow(session_id)
+        server.stop(grace=0.1)
+        assert wait_until(lambda: not cached.is_live(session_id))  # now pausing 30 s
+    finally:
+        cached.close()
+        server.stop()
+    # before the fix: it slept out its pause, then reconnected the closed client to try again
+    assert wait_until(lambda: not _threads("dspex-cache-"), ENDS)
+    assert inner._channel is None  # nothing reopened behind the close
