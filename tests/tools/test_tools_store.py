@@ -7,6 +7,7 @@ ToolStore service (the caller does not own them). Process boundaries are covered
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -28,7 +29,7 @@ from dspex.errors import (
     UnauthenticatedError,
 )
 from dspex.state import LocalProvider
-from dspex.state.store import StoreLimits, StoreServer
+from dspex.state.store import SessionStoreProvider, StoreLimits, StoreServer
 
 
 class Reading(pydantic.BaseModel):
@@ -194,6 +195,26 @@ def test_closing_the_caller_ends_its_wait_for_a_tool_and_says_so(
     [failure] = failures
     assert isinstance(failure, StoreUnavailableError)
     assert "was closed during the call" in str(failure) and "unreachable" not in str(failure)
+
+
+def test_tools_stop_being_served_with_a_warning_when_their_provider_is_closed(
+    store: StoreServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = SessionStoreProvider(store.address)
+    session = dspex.Session(provider)  # the session does not own the provider: its caller does
+    try:
+        session.register_tool("echo", lambda arguments: "hi")
+        assert session.call_tool("echo") == "hi"
+        with caplog.at_level(logging.WARNING, logger="dspex.tools"):
+            provider.close()  # the tools' stream shares its channel
+            assert wait_until(lambda: not _threads("dspex-tool-serving"))
+        assert "are no longer served: the client of session store" in caplog.text
+    finally:
+        session.close()  # before the fix: ValueError (a call on the closed channel)
+
+
+def _threads(name: str) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == name]
 
 
 def test_closing_the_owner_removes_its_tools(store: StoreServer) -> None:

@@ -275,7 +275,8 @@ def _transport_trouble(
 
 
 class translate_rpc_errors:  # noqa: N801 - used like a function: `with translate_rpc_errors(a):`
-    """Context manager re-raising any ``grpc.RpcError`` as the matching dspex error.
+    """Context manager re-raising any ``grpc.RpcError`` as the matching dspex error (and
+    grpc's refusal of a call on a closed channel as ``StoreUnavailableError``, ``closed``).
 
     A class rather than ``@contextmanager``: it wraps every client call, and this costs a
     fraction of a generator-based manager.
@@ -292,3 +293,10 @@ class translate_rpc_errors:  # noqa: N801 - used like a function: `with translat
     def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         if isinstance(exc, grpc.RpcError):
             raise error_from_rpc(exc, self.address) from exc
+        if isinstance(exc, ValueError) and "closed channel" in str(exc):
+            # grpc refuses a call on a channel closed before it started: the client was closed
+            raise errors.StoreUnavailableError(
+                f"the client of session store {self.address} is closed ({exc}); open a new one",
+                address=self.address,
+                closed=True,
+            ) from exc
