@@ -580,6 +580,8 @@ class CachedProvider:
         return self._keep(session_id, record)
 
     def close(self) -> None:
+        """Stop following every session, then close the wrapped provider: every watch opened
+        through this cache ends normally, and no follower thread is left behind."""
         with self._lock:
             views, self._views = list(self._views.values()), {}
         for view in views:
