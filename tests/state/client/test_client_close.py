@@ -19,8 +19,7 @@ from support.faults import TEXT
 import dspex
 from dspex import errors
 from dspex._model import VariableUpdate
-from dspex.state import LocalProvider, SessionContext, StateProvider
-from dspex.state.core.watch import VariableWatch
+from dspex.state import LocalProvider, SessionContext, StateProvider, VariableWatch
 from dspex.state.server.metrics import ServerMetrics
 from dspex.state.store import CachedProvider, SessionStoreProvider, StoreServer
 
