@@ -7,6 +7,7 @@ ToolStore service (the caller does not own them). Process boundaries are covered
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ import dspex
 from dspex.errors import (
     LimitExceededError,
     StoreProtocolError,
+    StoreUnavailableError,
     ToolArgumentsError,
     ToolError,
     ToolExistsError,
@@ -27,7 +29,7 @@ from dspex.errors import (
     UnauthenticatedError,
 )
 from dspex.state import LocalProvider
-from dspex.state.store import StoreLimits, StoreServer
+from dspex.state.store import SessionStoreProvider, StoreLimits, StoreServer
 
 
 class Reading(pydantic.BaseModel):
@@ -159,6 +161,60 @@ def test_a_slow_owner_gives_a_timeout_error(owner: dspex.Session, caller: dspex.
             stuck()
     finally:
         release.set()
+
+
+def test_closing_the_caller_ends_its_wait_for_a_tool_and_says_so(
+    owner: dspex.Session, caller: dspex.Session
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @dspex.tool
+    def stuck() -> str:
+        """Wait to be released."""
+        started.set()
+        release.wait(30)
+        return "late"
+
+    failures: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            caller.call_tool("stuck")  # no timeout: waits for the owner
+        except BaseException as exc:
+            failures.append(exc)
+
+    waiting = threading.Thread(target=call, daemon=True)
+    try:
+        waiting.start()
+        assert started.wait(10)  # the call reached the owner: the caller waits for it
+        caller.close()
+        waiting.join(10)
+        assert not waiting.is_alive()
+    finally:
+        release.set()
+    [failure] = failures
+    assert isinstance(failure, StoreUnavailableError)
+    assert "was closed during the call" in str(failure) and "unreachable" not in str(failure)
+
+
+def test_tools_stop_being_served_with_a_warning_when_their_provider_is_closed(
+    store: StoreServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = SessionStoreProvider(store.address)
+    session = dspex.Session(provider)  # the session does not own the provider: its caller does
+    try:
+        session.register_tool("echo", lambda arguments: "hi")
+        assert session.call_tool("echo") == "hi"
+        with caplog.at_level(logging.WARNING, logger="dspex.tools"):
+            provider.close()  # the tools' stream shares its channel
+            assert wait_until(lambda: not _threads("dspex-tool-serving"))
+        assert "are no longer served: the client of session store" in caplog.text
+    finally:
+        session.close()  # before the fix: ValueError (a call on the closed channel)
+
+
+def _threads(name: str) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == name]
 
 
 def test_closing_the_owner_removes_its_tools(store: StoreServer) -> None:

@@ -226,6 +226,31 @@ class StateProviderContract:
             provider.close()
             provider.close()
 
+    def test_closing_the_provider_ends_its_watches_normally(
+        self, make_provider: MakeProvider
+    ) -> None:
+        with make_provider() as provider:
+            session_id = provider.create_session()
+            provider.register_variable(session_id, "x", FLOAT, 0.1)
+            watches = [
+                provider.watch_variables(session_id),
+                provider.watch_variables(session_id, include_initial=True),
+            ]
+            assert next_update(watches[1]).name == "x"
+            rest: list[list[VariableUpdate]] = []
+            consumers = [
+                threading.Thread(target=lambda w=w: rest.append(list(w)), daemon=True)
+                for w in watches
+            ]
+            for consumer in consumers:
+                consumer.start()
+            time.sleep(QUIET)  # both consumers blocked on their watch
+            provider.close()  # from another thread than theirs, not watch.cancel()
+            for consumer in consumers:
+                consumer.join(WAIT)
+            assert not any(consumer.is_alive() for consumer in consumers)
+            assert rest == [[], []] and all(watch.closed for watch in watches)
+
     def test_get_session_reports_revision_and_variable_count(
         self, provider: StateProvider, session_id: str
     ) -> None:

@@ -65,6 +65,7 @@ class _SessionView:
         self.changed = threading.Condition(self.lock)  # notified as ``revision`` advances
         self.waiting = 0  # threads blocked in wait_revision (guarded by the lock)
         self.closed = False
+        self._closing = threading.Event()  # set by close(): a backoff pause ends at once
         self.watch: VariableWatch | None = None
         self._target = 0  # revision to reach before the cache is live again
 
@@ -230,12 +231,15 @@ class _SessionView:
         self.owner._drop(self)
 
     def _reconnect(self) -> None:
-        """Retry with exponential backoff until the stream resumes or the view is closed."""
+        """Retry with exponential backoff until the stream resumes or the view is closed.
+
+        A view closed meanwhile does not try again: that would reconnect the closed client
+        (it connects lazily), leaving it a channel nobody closes.
+        """
         delay = self.owner.min_backoff
         self.go_down()
         while not self.closed:
-            time.sleep(delay)
-            if self._reopen():
+            if self._closing.wait(delay) or self._reopen():
                 return
             delay = min(delay * 2, self.owner.max_backoff)
 
@@ -264,6 +268,7 @@ class _SessionView:
     def close(self) -> None:
         """Stop following and serving the session."""
         self.closed = True
+        self._closing.set()
         self.go_down()
         if self.watch is not None:
             self.watch.cancel()
@@ -575,6 +580,8 @@ class CachedProvider:
         return self._keep(session_id, record)
 
     def close(self) -> None:
+        """Stop following every session, then close the wrapped provider: every watch opened
+        through this cache ends normally, and no follower thread is left behind."""
         with self._lock:
             views, self._views = list(self._views.values()), {}
         for view in views:

@@ -425,9 +425,9 @@ class SessionStoreProvider:
                     "AcquireLock", request, writes=True, timeout=deadline,
                     extra=((HOLDER_KEY, holder.holder_id or ""),),
                 )  # fmt: skip
-            except StoreUnavailableError:
-                if attempt == 2 or not holder.ended:
-                    raise
+            except StoreUnavailableError as exc:
+                if attempt == 2 or not holder.ended or exc.details.get("closed"):
+                    raise  # closed: this client was closed meanwhile, which ended both
                 continue  # the holder stream broke meanwhile: open a new one and retry once
             return convert.record_result(response)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -457,6 +457,12 @@ class SessionStoreProvider:
             return holder
 
     def close(self) -> None:
+        """Close the channels and streams; the store releases locks held through this client.
+
+        Every watch this client opened ends normally, as a local provider's do when it closes
+        (iteration stops, ``poll`` returns None): a thread blocked on one returns. The client
+        stays usable: a later call connects again.
+        """
         with self._holder_lock:
             holder, self._holder = self._holder, None
         if holder is not None:
@@ -467,9 +473,9 @@ class SessionStoreProvider:
             channel, self._channel, self._stub = self._channel, None, None
             stream_loop, self._stream_loop = self._stream_loop, None
         for reader in streams:
-            reader.cancel()
+            reader.close()  # each open watch ends normally: its consumer's loop stops
         for stream in shared:
-            stream.stop()
+            stream.close()
         if stream_loop is not None:
             stream_loop.close()
         if channel is not None:

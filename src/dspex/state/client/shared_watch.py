@@ -90,6 +90,17 @@ class SharedWatchStream:
                 self._watchers.remove(watcher)
         self._release(self)
 
+    def close(self) -> None:
+        """The client is closing: every local watch ends normally (as a watch of a closing
+        local provider does), then the server stream is cancelled."""
+        with self._lock:
+            self.ended = True
+            watchers, self._watchers = tuple(self._watchers), []
+        for watcher in watchers:
+            if not watcher.lagged:
+                watcher.end(END)
+        self.stop()
+
     def stop(self) -> None:
         """Cancel the server stream; local watches get nothing more (idempotent)."""
         self._cancelled = True

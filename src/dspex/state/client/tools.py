@@ -264,7 +264,8 @@ class ToolServing:
                 self._end(exc)  # retrying cannot help
                 return
             except DspexError as exc:
-                if not self._ready.is_set() and not isinstance(exc, StoreUnavailableError):
+                refused = not self._ready.is_set() and not isinstance(exc, StoreUnavailableError)
+                if refused or exc.details.get("closed"):  # closed: its channel, for good
                     self._end(exc)
                     return
                 _log.info("tool stream of %s ended (%s); reconnecting", self.owner, exc)
@@ -281,7 +282,8 @@ class ToolServing:
 
     def _serve_once(self) -> None:
         """Hold one stream until it ends. Raises the dspex error it ended with."""
-        stream = self.client.open_serving(self.session_id, self.owner, self.serving_key)
+        with self.client.errors:
+            stream = self.client.open_serving(self.session_id, self.owner, self.serving_key)
         self._stream = stream
         if self._stop.is_set():
             stream.cancel()

@@ -78,7 +78,12 @@ class StoreWatchReader:
             self.cancel()
             raise StoreUnavailableError.stream_timeout(self.address, "confirm the watch", timeout)
         if self._failure is not None or self._watcher is None:
-            raise self._failure or StoreUnavailableError("watch stream ended before it started")
+            closed = " (its client was closed)" if self._cancelled else ""
+            raise self._failure or StoreUnavailableError(
+                f"the watch stream of session store {self.address} ended before it "
+                f"started{closed}",
+                address=self.address,
+            )
         watcher = self._watcher
         return VariableWatch(
             watcher.items, self.cancel, watcher.last_put, self._divert, self._pull
@@ -121,6 +126,18 @@ class StoreWatchReader:
         if self._stream is not None:
             self._stream.read_in_background()  # the consumer no longer reads it
         return True
+
+    def close(self) -> None:
+        """The client is closing: the watch ends normally, as a watch of a closing local
+        provider does (iteration stops, ``poll`` returns None), and the call is cancelled.
+
+        END is queued here, not left to the reading thread: a watch nobody reads, or read
+        only by its consumer, would otherwise wait for a message that never comes.
+        """
+        watcher = self._watcher
+        if watcher is not None and not self._cancelled:
+            watcher.end(END)
+        self.cancel()
 
     def cancel(self) -> None:
         """Stop reading and cancel the call (idempotent)."""

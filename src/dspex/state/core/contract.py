@@ -302,5 +302,9 @@ class StateProvider(Protocol):
         ...
 
     def close(self) -> None:
-        """Release the provider's resources (channels, threads). Idempotent."""
+        """Release the provider's resources (channels, threads). Idempotent.
+
+        Every watch it opened ends normally (see :class:`VariableWatch`), so no thread stays
+        blocked on one.
+        """
         ...

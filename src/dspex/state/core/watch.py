@@ -23,9 +23,12 @@ END: Any = object()
 class VariableWatch:
     """A live stream of :class:`VariableUpdate` in session revision order.
 
-    Iterate to block for updates (the loop ends when the watch is cancelled), or call
-    :meth:`poll` with a timeout. A watch that ends abnormally raises its error from the
-    iterator, e.g. :class:`~dspex.errors.WatchLaggedError` carrying ``resume_from``.
+    Iterate to block for updates, or call :meth:`poll` with a timeout. The watch ends normally
+    (the loop ends, ``poll`` returns None, :attr:`closed` is True) when it is cancelled, its
+    session is closed, or the provider that opened it is closed (``provider.close()``, from
+    any thread: a consumer blocked on the watch returns). A watch that ends abnormally raises
+    its error from the iterator, e.g. :class:`~dspex.errors.WatchLaggedError` carrying
+    ``resume_from``.
 
     Examples:
         >>> with session.watch("temperature") as updates:   # doctest: +SKIP

@@ -21,6 +21,7 @@ from dspex.errors import StoreError, StoreUnavailableError
 from dspex.state.wire.tls import ClientTls
 
 __all__ = [
+    "CONNECT_TIMEOUT_MS",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "HOLDER_KEY",
     "LOCK_OWNER_KEY",
@@ -47,11 +48,20 @@ LOCK_OWNER_KEY = "dspex-lock-owner"
 HOLDER_KEY = "dspex-lock-holder"
 """Call metadata of AcquireLock naming the client's HoldLocks stream."""
 
+CONNECT_TIMEOUT_MS: Final = 20_000
+"""How long one connection attempt may take to finish its handshake (TCP, TLS and the server's
+HTTP/2 SETTINGS): gRPC's own default, kept on purpose. gRPC C-core reads it from
+``grpc.min_reconnect_backoff_ms`` (its *minimum connect timeout*, not a pause between
+attempts): set to 100 ms, a store that was busy, paused or scheduled late for a moment failed
+a fresh client's first call with "connection attempt timed out before receiving SETTINGS
+frame". A refused connection (a store restarting) fails at once whatever this is, so it does
+not slow finding a restarted store again: the backoff below decides that."""
+
 _RECONNECT_OPTIONS: tuple[tuple[str, Any], ...] = (
     # A restarted store is found again within ~0.1-1 s instead of grpc's default 1-120 s.
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),  # the connect timeout, see above
     # Detect a dead peer on an idle watch stream (the server also sends heartbeats).
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),

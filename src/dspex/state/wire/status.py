@@ -12,11 +12,12 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NamedTuple, NoReturn
 
 import grpc
 
 import dspex.errors as errors
+from dspex.state.wire.channel import CONNECT_TIMEOUT_MS
 from dspex.state.wire.status_details import DETAILS_BIN_KEY, status_details
 
 __all__ = [
@@ -194,45 +195,88 @@ def error_from_rpc(exc: grpc.RpcError, address: str) -> errors.DspexError:
     )
 
 
-_TLS_WORDS: Final = re.compile(r"ssl|tls|handshake|certificate", re.IGNORECASE)
-_OVERLOAD: Final = "Concurrent RPC limit exceeded"
+class _Trouble(NamedTuple):
+    """A transport failure said as what it is: ``status`` with a message ``found`` matches."""
+
+    status: grpc.StatusCode
+    found: re.Pattern[str]
+    error: type[errors.DspexError]
+    text: str  # formatted with ``address`` and ``message``
+    details: Mapping[str, Any] = {}
+
+
+_TROUBLES: Final = (
+    _Trouble(
+        _S.UNAVAILABLE,
+        re.compile(r"ssl|tls|handshake|certificate", re.IGNORECASE),
+        errors.StoreUnavailableError,
+        "TLS with session store {address} failed ({message}); check that client and server "
+        "agree on TLS (grpcs:// needs a server started with --tls-cert/--tls-key, grpc:// a "
+        "plaintext one) and that the client trusts the server's certificate (its CA) and sends "
+        "a client certificate if the server requires one",
+        {"tls": True},
+    ),
+    _Trouble(  # grpc's connect timeout expired: the server never sent its HTTP/2 SETTINGS
+        _S.UNAVAILABLE,
+        re.compile(re.escape("before receiving SETTINGS frame")),
+        errors.StoreUnavailableError,
+        "session store {address} accepted the connection but did not complete the gRPC "
+        f"handshake within {CONNECT_TIMEOUT_MS / 1000:g} s ({{message}}); the server process is "
+        "overloaded, paused or hung, or what listens there is not a dspex store",
+    ),
+    _Trouble(
+        _S.DEADLINE_EXCEEDED,
+        re.compile(""),
+        errors.StoreUnavailableError,
+        "session store {address} did not answer within the call timeout ({message}); it may be "
+        "overloaded, paused or slow to reach: retry, or give the client a longer timeout "
+        "(SessionStoreProvider(..., timeout=SECONDS))",
+    ),
+    _Trouble(  # this process closed the client's channel while the call was in progress
+        _S.CANCELLED,
+        re.compile(re.escape("Channel closed")),
+        errors.StoreUnavailableError,
+        "the client of session store {address} was closed during the call ({message})",
+        {"closed": True},
+    ),
+    _Trouble(
+        _S.RESOURCE_EXHAUSTED,
+        re.compile(re.escape("CLIENT: Received message larger than max")),
+        errors.LimitExceededError,
+        "the answer of session store {address} is larger than this client accepts ({message}); "
+        "read less per call, or raise the client's max_message_bytes "
+        "(SessionStoreProvider(..., max_message_bytes=N))",
+        {"response": True},
+    ),
+    _Trouble(
+        _S.RESOURCE_EXHAUSTED,
+        re.compile(re.escape("Concurrent RPC limit exceeded")),
+        errors.StoreUnavailableError,
+        "session store {address} is overloaded: too many calls and streams at once ({message}); "
+        "retry with backoff, spread the load over more servers, or raise "
+        "dspex serve --max-concurrent-calls",
+        {"overloaded": True},
+    ),
+)
+"""A failed TLS handshake, a store that accepted the connection but never completed it, a call
+that outlived its timeout, a call its own client's closing ended, an answer too large for this
+client and an overloaded store."""
 
 
 def _transport_trouble(
     status: grpc.StatusCode | None, message: str, address: str
 ) -> errors.DspexError | None:
-    """A failed TLS handshake, an overloaded store or an answer too large for this client,
-    each said as such (None: none of them)."""
-    if status == _S.UNAVAILABLE and _TLS_WORDS.search(message):
-        return errors.StoreUnavailableError(
-            f"TLS with session store {address} failed ({message}); check that client and "
-            "server agree on TLS (grpcs:// needs a server started with --tls-cert/--tls-key, "
-            "grpc:// a plaintext one) and that the client trusts the server's certificate "
-            "(its CA) and sends a client certificate if the server requires one",
-            address=address,
-            tls=True,
-        )
-    if status == _S.RESOURCE_EXHAUSTED and "CLIENT: Received message larger than max" in message:
-        return errors.LimitExceededError(
-            f"the answer of session store {address} is larger than this client accepts "
-            f"({message}); read less per call, or raise the client's max_message_bytes "
-            "(SessionStoreProvider(..., max_message_bytes=N))",
-            address=address,
-            response=True,
-        )
-    if status == _S.RESOURCE_EXHAUSTED and _OVERLOAD in message:
-        return errors.StoreUnavailableError(
-            f"session store {address} is overloaded: too many calls and streams at once "
-            f"({message}); retry with backoff, spread the load over more servers, or raise "
-            "dspex serve --max-concurrent-calls",
-            address=address,
-            overloaded=True,
-        )
+    """The first of :data:`_TROUBLES` the failure matches, as its error (None: none)."""
+    for trouble in _TROUBLES:
+        if status == trouble.status and trouble.found.search(message):
+            text = trouble.text.format(address=address, message=message)
+            return trouble.error(text, address=address, **trouble.details)
     return None
 
 
 class translate_rpc_errors:  # noqa: N801 - used like a function: `with translate_rpc_errors(a):`
-    """Context manager re-raising any ``grpc.RpcError`` as the matching dspex error.
+    """Context manager re-raising any ``grpc.RpcError`` as the matching dspex error (and
+    grpc's refusal of a call on a closed channel as ``StoreUnavailableError``, ``closed``).
 
     A class rather than ``@contextmanager``: it wraps every client call, and this costs a
     fraction of a generator-based manager.
@@ -249,3 +293,10 @@ class translate_rpc_errors:  # noqa: N801 - used like a function: `with translat
     def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         if isinstance(exc, grpc.RpcError):
             raise error_from_rpc(exc, self.address) from exc
+        if isinstance(exc, ValueError) and "closed channel" in str(exc):
+            # grpc refuses a call on a channel closed before it started: the client was closed
+            raise errors.StoreUnavailableError(
+                f"the client of session store {self.address} is closed ({exc}); open a new one",
+                address=self.address,
+                closed=True,
+            ) from exc

@@ -1,0 +1,204 @@
+"""Closing a store client, or what owns one, ends every watch it opened (issue 12).
+
+As when a local provider closes: a consumer iterating the watch stops (StopIteration), a poll
+returns None and ``closed`` is True, whether the watch is dedicated or on the shared stream and
+however it is consumed. Before, a consumer blocked on the watch waited forever. Each consumer
+runs on a thread of its own, joined with a bound, against a real store server on loopback.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from support import wait_until
+from support.bridge import WAIT
+from support.faults import TEXT
+
+import dspex
+from dspex import errors
+from dspex._model import VariableUpdate
+from dspex.state import LocalProvider, SessionContext, StateProvider, VariableWatch
+from dspex.state.server.metrics import ServerMetrics
+from dspex.state.store import CachedProvider, SessionStoreProvider, StoreServer
+
+ENDS = 5.0
+"""Seconds a consumer may take to return once the client closed (promptly; a loaded machine)."""
+
+
+def _iterate(watch: VariableWatch, got: list[VariableUpdate]) -> None:
+    got.extend(watch)
+
+
+def _poll(watch: VariableWatch, got: list[VariableUpdate]) -> None:
+    while not watch.closed:  # a poll with a timeout: the stream is read on its own thread
+        update = watch.poll(0.1)
+        if update is not None:
+            got.append(update)
+
+
+def _deliver(watch: VariableWatch, got: list[VariableUpdate]) -> None:
+    # As a read cache does: updates on the stream's own thread where the watch can (a
+    # dedicated one), and only the end through iteration; else iterate as usual.
+    watch.deliver_to(got.append)
+    got.extend(watch)
+
+
+CONSUMERS: dict[str, Callable[[VariableWatch, list[VariableUpdate]], None]] = {
+    "iterate": _iterate,
+    "poll with a timeout": _poll,
+    "deliver_to": _deliver,
+}
+
+WATCHES: dict[str, dict[str, bool]] = {
+    "dedicated": {"include_initial": True},  # its own stream, read by its consumer
+    "shared": {},  # a live watch on the session's shared stream (the client's stream loop)
+}
+
+
+class Consumer:
+    """Consume ``watch`` on a thread of its own; what it got and how it ended."""
+
+    def __init__(
+        self, watch: VariableWatch, consume: Callable[[VariableWatch, list[VariableUpdate]], None]
+    ) -> None:
+        self.watch = watch
+        self.got: list[VariableUpdate] = []
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(consume,), daemon=True)
+        self.thread.start()
+
+    def _run(self, consume: Callable[[VariableWatch, list[VariableUpdate]], None]) -> None:
+        try:
+            consume(self.watch, self.got)
+        except BaseException as exc:  # reported by ended()
+            self.failure = exc
+
+    def ended(self) -> bool:
+        """Whether the consumer returned within :data:`ENDS` seconds, with the watch closed
+        normally."""
+        self.thread.join(ENDS)
+        assert self.failure is None, self.failure
+        return not self.thread.is_alive() and self.watch.closed
+
+
+def _receiving(consumer: Consumer, writer: StateProvider, session_id: str) -> None:
+    """Write until the consumer got an update: it is now blocked waiting for the next one."""
+    for step in range(1, 100):
+        writer.set_variable(session_id, "t", step / 100)
+        if wait_until(lambda: consumer.got, 0.2):
+            return
+    raise AssertionError("the watch delivered nothing")
+
+
+@pytest.mark.parametrize("consume", CONSUMERS, ids=list(CONSUMERS))
+@pytest.mark.parametrize("kind", WATCHES, ids=list(WATCHES))
+def test_closing_the_client_ends_a_watch_its_consumer_waits_on(
+    server: StoreServer, local: LocalProvider, session_id: str, kind: str, consume: str
+) -> None:
+    client = SessionStoreProvider(server.address)
+    try:
+        watch = client.watch_variables(session_id, **WATCHES[kind])
+        consumer = Consumer(watch, CONSUMERS[consume])
+        _receiving(consumer, local, session_id)
+    finally:
+        client.close()  # not watch.cancel()
+    assert consumer.ended()  # before the fix: still blocked
+    assert watch.poll(0) is None
+    assert wait_until(lambda: server.watch_count == 0, WAIT)
+
+
+def test_closing_a_cached_provider_ends_its_own_streams_and_its_users_watches(
+    server: StoreServer, local: LocalProvider, session_id: str
+) -> None:
+    cached = CachedProvider(SessionStoreProvider(server.address))
+    try:
+        cached.follow(session_id)  # the cache's own stream, followed on its own thread
+        consumers = [
+            Consumer(cached.watch_variables(session_id, **options), _iterate)
+            for options in WATCHES.values()
+        ]
+        for consumer in consumers:
+            _receiving(consumer, local, session_id)
+    finally:
+        cached.close()
+    assert all(consumer.ended() for consumer in consumers)
+    assert wait_until(lambda: not _threads("dspex-cache-"), ENDS)
+    assert wait_until(lambda: server.watch_count == 0, WAIT)
+
+
+def test_a_provider_closed_under_a_session_context_ends_its_watches(
+    server: StoreServer, local: LocalProvider, session_id: str
+) -> None:
+    context = SessionContext.connect(server.address, session_id)
+    try:
+        consumer = Consumer(context.watch("t"), _iterate)
+        _receiving(consumer, local, session_id)
+    finally:
+        context.provider.close()
+    assert consumer.ended()
+
+
+def test_closing_a_joined_session_that_stays_in_the_store_ends_its_watches(
+    server: StoreServer, local: LocalProvider, session_id: str
+) -> None:
+    session = dspex.Session(server.address, session_id=session_id)  # joined: kept open
+    try:
+        consumer = Consumer(session.watch(initial=True), _iterate)
+        _receiving(consumer, local, session_id)
+    finally:
+        session.close()
+    assert consumer.ended()
+    assert local.get_session(session_id).session_id == session_id  # still open
+
+
+def _threads(prefix: str) -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith(prefix)]
+
+
+def test_closing_the_client_ends_a_lock_wait_with_a_clear_error(local: LocalProvider) -> None:
+    metrics = ServerMetrics()  # to see the wait arrive at the store
+    session_id = local.create_session()
+    local.register_variable(session_id, "t", TEXT, "a")
+    local.acquire_lock(session_id, "t", owner="first", optimizer_id="first", lease=60)
+    failures: list[BaseException] = []
+    with StoreServer.start(local, "127.0.0.1:0", metrics=metrics) as server:
+        waiter = SessionStoreProvider(server.address)
+
+        def wait_for_the_lock() -> None:
+            try:
+                waiter.acquire_lock(session_id, "t", owner="b", optimizer_id="b", policy="wait")
+            except BaseException as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=wait_for_the_lock, daemon=True)
+        thread.start()
+        assert wait_until(lambda: metrics.registry.get_sample_value("dspex_lock_waiters") == 1)
+        waiter.close()
+        thread.join(ENDS)
+        # before the fix: it retried on a fresh channel, waiting for the lock as long as the
+        # store runs (its HoldLocks stream ended too, which looked like a broken connection)
+        assert not thread.is_alive()
+    [failure] = failures
+    assert isinstance(failure, errors.StoreUnavailableError)
+    assert "was closed during the call" in str(failure)
+    assert failure.details["closed"] is True
+
+
+def test_closing_a_cache_waiting_to_reconnect_ends_it_at_once_leaving_no_channel(
+    local: LocalProvider, session_id: str
+) -> None:
+    server = StoreServer.start(local, "127.0.0.1:0")
+    inner = SessionStoreProvider(server.address)
+    cached = CachedProvider(inner, min_backoff=30.0, max_backoff=30.0)
+    try:
+        cached.follow(session_id)
+        server.stop(grace=0.1)
+        assert wait_until(lambda: not cached.is_live(session_id))  # now pausing 30 s
+    finally:
+        cached.close()
+        server.stop()
+    # before the fix: it slept out its pause, then reconnected the closed client to try again
+    assert wait_until(lambda: not _threads("dspex-cache-"), ENDS)
+    assert inner._channel is None  # nothing reopened behind the close
