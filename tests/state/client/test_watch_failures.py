@@ -109,6 +109,23 @@ def test_a_deliver_to_callback_that_raises_ends_the_watch_with_a_watch_error(
     assert wait_until(lambda: server.watch_count == 0, WAIT)
 
 
+def test_a_callback_that_raises_on_an_initial_record_says_to_read_them_again(
+    client: SessionStoreProvider, session_id: str
+) -> None:
+    def apply(update: VariableUpdate) -> None:
+        raise KeyError(update.name)
+
+    def consume(watch: VariableWatch, got: list[VariableUpdate]) -> None:
+        assert watch.deliver_to(apply)
+        got.extend(watch)
+
+    consumer = Consumer(client.watch_variables(session_id, include_initial=True), consume)
+    failure = consumer.raised()  # before the fix: still blocked
+    assert isinstance(failure, WatchError) and isinstance(failure.__cause__, KeyError)
+    assert "resume_from" not in failure.details  # a resume would not give the records again
+    assert "watch again with include_initial=True" in str(failure)
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("consume", [iterate, poll], ids=["iterate", "poll"])
 @pytest.mark.parametrize("kind", WATCHES, ids=list(WATCHES))

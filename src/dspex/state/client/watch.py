@@ -138,22 +138,32 @@ class StoreWatchReader:
         try:
             apply(update)
         except Exception as exc:
-            error = WatchError(
-                f"the watch of session store {self.address} was ended: the deliver_to callback "
-                f"raised {type(exc).__name__} on the update of {update.name!r} at revision "
-                f"{update.revision} ({exc}); fix the callback, then watch again with "
-                f"after_revision={watcher.last_put} (that update is delivered again)",
-                address=self.address,
-                resume_from=watcher.last_put,
-            )
-            error.__cause__ = exc
             self._cancelled = True  # what ends the call now adds nothing after the error
-            watcher.items.put(error)
+            watcher.items.put(self._callback_failed(update, exc))
             if self._stream is not None:
                 self._stream.stop()
             return False
         watcher.last_put = max(watcher.last_put, update.revision)
         return True
+
+    def _callback_failed(self, update: VariableUpdate, exc: Exception) -> WatchError:
+        """The error ending the watch when the deliver_to callback raised ``exc`` on
+        ``update``: resume just before it (an initial record: read them all again)."""
+        details: dict[str, Any] = {}
+        if update.kind == "initial":
+            again = "watch again with include_initial=True"
+        else:
+            details["resume_from"] = resume = update.revision - 1
+            again = f"watch again with after_revision={resume} (that update comes again)"
+        error = WatchError(
+            f"the watch of session store {self.address} was ended: the deliver_to callback "
+            f"raised {type(exc).__name__} on the update of {update.name!r} at revision "
+            f"{update.revision} ({exc}); fix the callback, then {again}",
+            address=self.address,
+            **details,
+        )
+        error.__cause__ = exc
+        return error
 
     def close(self) -> None:
         """The client is closing: the watch ends normally, as a watch of a closing local
