@@ -48,3 +48,16 @@ def test_a_change_the_feed_cannot_encode_ends_every_stream_with_a_store_error(
         update = watch.poll(WAIT)
     assert update is not None and update.revision == revision
     assert wait_until(lambda: server.watch_count == 0, WAIT)
+
+
+def test_a_backlog_the_server_cannot_encode_is_refused_as_an_internal_error(
+    client: SessionStoreProvider, local: LocalProvider, session_id: str
+) -> None:
+    metadata = {"since": datetime.datetime.now(datetime.UTC)}
+    local.register_variable(session_id, "when", make_spec(float), 0.0, metadata=metadata)
+    for options in ({"include_initial": True}, {"after_revision": 0}):
+        with pytest.raises(StoreError) as refused:
+            client.watch_variables(session_id, **options)  # type: ignore[arg-type]
+        # before: StoreProtocolError, "client and server versions may differ"
+        assert type(refused.value) is StoreError, repr(refused.value)
+        assert "internal error in the session store (TypeError" in str(refused.value)
