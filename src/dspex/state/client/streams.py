@@ -17,7 +17,8 @@ watchers on two cores, every wake-up per update counts.
 Either way a stream never goes silent: whatever ends it, ``on_end`` is called. An exception
 that is not a dspex error (a bug decoding a message, an unexpected exception from gRPC, a
 consumer's callback) ends it with :class:`~dspex.errors.WatchError` carrying that exception as
-``__cause__``, so the consumer iterating or polling the watch hears of it.
+``__cause__`` (a lock-holder stream: :class:`~dspex.errors.StoreError`), so the consumer
+iterating or polling the watch hears of it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from dspex._proto.bridge.v1 import store_pb2_grpc
-from dspex.errors import DspexError, StoreUnavailableError, WatchError
+from dspex.errors import DspexError, StoreError, StoreUnavailableError, WatchError
 from dspex.state.client import convert
 from dspex.state.wire.channel import StoreAddress, aio_channel
 from dspex.state.wire.status import translate_rpc_errors
@@ -54,10 +55,11 @@ def _deliver(events: list[tuple[str, Any]], on_event: OnEvent) -> bool:
     return all(on_event(kind, payload) for kind, payload in events)
 
 
-def _broken(exc: Exception, method: str, address: str) -> WatchError:
+def _broken(exc: Exception, method: str, address: str) -> DspexError:
     """The error a stream ends with when reading or handling its next message raised ``exc``,
-    which is not a dspex error: the stream is ended rather than left silent."""
-    error = WatchError(
+    which is not a dspex error: the stream is ended rather than left silent. A watch ends
+    with :class:`WatchError`, a lock-holder stream with :class:`StoreError`."""
+    error = (WatchError if method == "WatchVariables" else StoreError)(
         f"the {method} stream from session store {address} was ended: handling its next "
         f"message failed in this process ({type(exc).__name__}: {exc}); this is a bug (or a "
         "value this process cannot decode): please report it",
