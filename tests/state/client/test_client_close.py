@@ -9,87 +9,18 @@ runs on a thread of its own, joined with a bound, against a real store server on
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import pytest
 from support import wait_until
 from support.bridge import WAIT
 from support.faults import TEXT
+from support.watch_consumers import CONSUMERS, ENDS, WATCHES, Consumer, iterate, receiving
 
 import dspex
 from dspex import errors
-from dspex._model import VariableUpdate
-from dspex.state import LocalProvider, SessionContext, StateProvider, VariableWatch
+from dspex.state import LocalProvider, SessionContext
 from dspex.state.server.metrics import ServerMetrics
 from dspex.state.store import CachedProvider, SessionStoreProvider, StoreServer
-
-ENDS = 5.0
-"""Seconds a consumer may take to return once the client closed (promptly; a loaded machine)."""
-
-
-def _iterate(watch: VariableWatch, got: list[VariableUpdate]) -> None:
-    got.extend(watch)
-
-
-def _poll(watch: VariableWatch, got: list[VariableUpdate]) -> None:
-    while not watch.closed:  # a poll with a timeout: the stream is read on its own thread
-        update = watch.poll(0.1)
-        if update is not None:
-            got.append(update)
-
-
-def _deliver(watch: VariableWatch, got: list[VariableUpdate]) -> None:
-    # As a read cache does: updates on the stream's own thread where the watch can (a
-    # dedicated one), and only the end through iteration; else iterate as usual.
-    watch.deliver_to(got.append)
-    got.extend(watch)
-
-
-CONSUMERS: dict[str, Callable[[VariableWatch, list[VariableUpdate]], None]] = {
-    "iterate": _iterate,
-    "poll with a timeout": _poll,
-    "deliver_to": _deliver,
-}
-
-WATCHES: dict[str, dict[str, bool]] = {
-    "dedicated": {"include_initial": True},  # its own stream, read by its consumer
-    "shared": {},  # a live watch on the session's shared stream (the client's stream loop)
-}
-
-
-class Consumer:
-    """Consume ``watch`` on a thread of its own; what it got and how it ended."""
-
-    def __init__(
-        self, watch: VariableWatch, consume: Callable[[VariableWatch, list[VariableUpdate]], None]
-    ) -> None:
-        self.watch = watch
-        self.got: list[VariableUpdate] = []
-        self.failure: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(consume,), daemon=True)
-        self.thread.start()
-
-    def _run(self, consume: Callable[[VariableWatch, list[VariableUpdate]], None]) -> None:
-        try:
-            consume(self.watch, self.got)
-        except BaseException as exc:  # reported by ended()
-            self.failure = exc
-
-    def ended(self) -> bool:
-        """Whether the consumer returned within :data:`ENDS` seconds, with the watch closed
-        normally."""
-        self.thread.join(ENDS)
-        assert self.failure is None, self.failure
-        return not self.thread.is_alive() and self.watch.closed
-
-
-def _receiving(consumer: Consumer, writer: StateProvider, session_id: str) -> None:
-    """Write until the consumer got an update: it is now blocked waiting for the next one."""
-    for step in range(1, 100):
-        writer.set_variable(session_id, "t", step / 100)
-        if wait_until(lambda: consumer.got, 0.2):
-            return
-    raise AssertionError("the watch delivered nothing")
 
 
 @pytest.mark.parametrize("consume", CONSUMERS, ids=list(CONSUMERS))
@@ -101,7 +32,7 @@ def test_closing_the_client_ends_a_watch_its_consumer_waits_on(
     try:
         watch = client.watch_variables(session_id, **WATCHES[kind])
         consumer = Consumer(watch, CONSUMERS[consume])
-        _receiving(consumer, local, session_id)
+        receiving(consumer, local, session_id)
     finally:
         client.close()  # not watch.cancel()
     assert consumer.ended()  # before the fix: still blocked
@@ -116,11 +47,11 @@ def test_closing_a_cached_provider_ends_its_own_streams_and_its_users_watches(
     try:
         cached.follow(session_id)  # the cache's own stream, followed on its own thread
         consumers = [
-            Consumer(cached.watch_variables(session_id, **options), _iterate)
+            Consumer(cached.watch_variables(session_id, **options), iterate)
             for options in WATCHES.values()
         ]
         for consumer in consumers:
-            _receiving(consumer, local, session_id)
+            receiving(consumer, local, session_id)
     finally:
         cached.close()
     assert all(consumer.ended() for consumer in consumers)
@@ -133,8 +64,8 @@ def test_a_provider_closed_under_a_session_context_ends_its_watches(
 ) -> None:
     context = SessionContext.connect(server.address, session_id)
     try:
-        consumer = Consumer(context.watch("t"), _iterate)
-        _receiving(consumer, local, session_id)
+        consumer = Consumer(context.watch("t"), iterate)
+        receiving(consumer, local, session_id)
     finally:
         context.provider.close()
     assert consumer.ended()
@@ -145,8 +76,8 @@ def test_closing_a_joined_session_that_stays_in_the_store_ends_its_watches(
 ) -> None:
     session = dspex.Session(server.address, session_id=session_id)  # joined: kept open
     try:
-        consumer = Consumer(session.watch(initial=True), _iterate)
-        _receiving(consumer, local, session_id)
+        consumer = Consumer(session.watch(initial=True), iterate)
+        receiving(consumer, local, session_id)
     finally:
         session.close()
     assert consumer.ended()

@@ -13,13 +13,17 @@ session keeps up to date, so a hot read costs about what a local read costs:
   network), reads go to the store until the stream has resumed from the last revision it saw
   and replayed what it missed, so no update is missed, applied twice, or served stale;
 * if the store cannot resume (its change log moved on, or it restarted empty), the cache is
-  rebuilt from the current records.
+  rebuilt from the current records;
+* if the stream breaks in this process (an update it cannot decode or apply: a bug), the
+  failure is logged and the cache stops serving the session; the next read goes to the store
+  and follows the session anew.
 
 Every other verb passes straight to the wrapped provider.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -32,6 +36,7 @@ from dspex.errors import (
     LimitExceededError,
     SessionError,
     StoreUnavailableError,
+    WatchError,
     WatchLaggedError,
 )
 from dspex.state.client.client import SessionStoreProvider
@@ -39,6 +44,8 @@ from dspex.state.core.contract import StateProvider, UpdateResults
 from dspex.state.core.watch import VariableWatch
 
 __all__ = ["CachedProvider"]
+
+_log = logging.getLogger("dspex.cache")
 
 _DELETED: Final = float("inf")
 """``seen`` marker for a name this process deleted: ignore it until the stream confirms."""
@@ -216,19 +223,37 @@ class _SessionView:
         return inner.watch_variables(self.session_id, **options)
 
     def _follow(self) -> None:
+        """Follow the stream until the session or the view ends; then stop serving it.
+
+        Whatever ends the following (the session closed, the stream broken in this process,
+        a bug), the view is dropped: reads go to the store, and the next one follows anew.
+        The cache never keeps serving a session it no longer follows.
+        """
+        try:
+            self._keep_following()
+        except Exception:
+            _log.exception(
+                "read cache of session %s failed: reads go to the store", self.session_id
+            )
+        finally:
+            self.owner._drop(self)
+
+    def _keep_following(self) -> None:
         while not self.closed:
             try:
                 self._drain()
-                break  # the stream ended normally: the session was closed
+                return  # the stream ended normally: the session was closed
             except WatchLaggedError:
                 resumed = self._reopen()  # fell behind: resume at once from the last revision
             except StoreUnavailableError:
                 resumed = False
+            except WatchError as exc:  # the stream broke in this process: rebuild on next read
+                _log.warning("read cache of session %s: %s", self.session_id, exc)
+                return
             except DspexError:
-                break
+                return
             if not resumed:
                 self._reconnect()
-        self.owner._drop(self)
 
     def _reconnect(self) -> None:
         """Retry with exponential backoff until the stream resumes or the view is closed.

@@ -20,7 +20,7 @@ from typing import Any
 
 from dspex.errors import DspexError, StoreUnavailableError, WatchLaggedError
 from dspex.state.client import convert
-from dspex.state.client.streams import StreamLoop
+from dspex.state.client.streams import StreamLoop, resumable
 from dspex.state.core.fanout import Watcher
 from dspex.state.core.watch import END, VariableWatch
 
@@ -148,21 +148,18 @@ class SharedWatchStream:
                 f"after_revision={own}",
                 resume_from=own,
             )
-        if isinstance(error, StoreUnavailableError):
-            if "resume_from" not in error.details:
-                return StoreUnavailableError(
-                    f"{error.message}; the watch stream was lost: watch again with "
-                    f"after_revision={own}",
-                    address=self.address,
-                    resume_from=own,
-                )
+        if "resume_from" in error.details:
             details = {**error.details, "resume_from": own}
-            return StoreUnavailableError(
-                _RESUME.sub(f"after_revision={own}", error.message), **details
-            )
-        return _copy(error)
+            return _copy(error, _RESUME.sub(f"after_revision={own}", error.message), details)
+        resumed = resumable(error, own, self.address)
+        return _copy(error) if resumed is error else resumed
 
 
-def _copy(error: DspexError) -> DspexError:
-    """A fresh instance (each watch raises its own, with its own traceback)."""
-    return type(error)(error.message, **error.details)
+def _copy(
+    error: DspexError, message: str | None = None, details: dict[str, Any] | None = None
+) -> DspexError:
+    """A fresh instance (each watch raises its own, with its own traceback), with the same
+    ``__cause__``."""
+    copy = type(error)(error.message if message is None else message, **(details or error.details))
+    copy.__cause__ = error.__cause__
+    return copy

@@ -13,6 +13,12 @@ That is the watch's consumer while it waits for an update with no timeout (itera
 watch), so an update wakes the one thread that uses it: not gRPC's poller thread and then the
 loop thread, nor a reader thread and then the consumer. On a machine running a hundred
 watchers on two cores, every wake-up per update counts.
+
+Either way a stream never goes silent: whatever ends it, ``on_end`` is called. An exception
+that is not a dspex error (a bug decoding a message, an unexpected exception from gRPC, a
+consumer's callback) ends it with :class:`~dspex.errors.WatchError` carrying that exception as
+``__cause__`` (a lock-holder stream: :class:`~dspex.errors.StoreError`), so the consumer
+iterating or polling the watch hears of it.
 """
 
 from __future__ import annotations
@@ -25,13 +31,13 @@ from concurrent.futures import Future
 from typing import Any
 
 from dspex._proto.bridge.v1 import store_pb2_grpc
-from dspex.errors import DspexError, StoreUnavailableError
+from dspex.errors import DspexError, StoreError, StoreUnavailableError, WatchError
 from dspex.state.client import convert
 from dspex.state.wire.channel import StoreAddress, aio_channel
 from dspex.state.wire.status import translate_rpc_errors
 from dspex.state.wire.tls import ClientTls
 
-__all__ = ["DedicatedStream", "HolderStream", "StreamLoop"]
+__all__ = ["DedicatedStream", "HolderStream", "StreamLoop", "resumable"]
 
 OnEvent = Callable[[str, Any], bool]
 """``on_event(kind, payload)`` for each stream message; return False to stop reading."""
@@ -47,6 +53,37 @@ _EVENTS: dict[str, Callable[[Any], list[tuple[str, Any]]]] = {
 def _deliver(events: list[tuple[str, Any]], on_event: OnEvent) -> bool:
     """Hand one message's events to ``on_event`` in order; False once it says stop."""
     return all(on_event(kind, payload) for kind, payload in events)
+
+
+def _broken(exc: Exception, method: str, address: str) -> DspexError:
+    """The error a stream ends with when reading or handling its next message raised ``exc``,
+    which is not a dspex error: the stream is ended rather than left silent. A watch ends
+    with :class:`WatchError`, a lock-holder stream with :class:`StoreError`."""
+    error = (WatchError if method == "WatchVariables" else StoreError)(
+        f"the {method} stream from session store {address} was ended: handling its next "
+        f"message failed in this process ({type(exc).__name__}: {exc}); this is a bug (or a "
+        "value this process cannot decode): please report it",
+        address=address,
+    )
+    error.__cause__ = exc
+    return error
+
+
+def resumable(error: DspexError, revision: int, address: str) -> DspexError:
+    """``error`` as a watch's own end, saying to resume after ``revision`` (the last one it
+    got), when it says nothing of where to resume: a lost connection or a broken stream.
+
+    Other errors (those that carry ``resume_from`` already, or that no resume mends, such as
+    a closed session) are returned as they are.
+    """
+    if "resume_from" in error.details or not isinstance(error, StoreUnavailableError | WatchError):
+        return error
+    resumed = type(error)(
+        f"{error.message}; the watch stream was lost: watch again with after_revision={revision}",
+        **{**error.details, "address": address, "resume_from": revision},
+    )
+    resumed.__cause__ = error.__cause__
+    return resumed
 
 
 class StreamLoop:
@@ -102,11 +139,12 @@ class StreamLoop:
         on_event: OnEvent,
         on_end: OnEnd,
     ) -> None:
-        call = getattr(self._stub, method)(request, metadata=metadata or None)
         classify = _EVENTS[method]
         error: DspexError | None = None
+        call: Any = None
         try:
             with self._errors:
+                call = getattr(self._stub, method)(request, metadata=metadata or None)
                 async for message in call:
                     if not _deliver(classify(message), on_event):
                         break
@@ -114,8 +152,11 @@ class StreamLoop:
             error = exc
         except asyncio.CancelledError:
             pass
+        except Exception as exc:  # never a silent end: the consumer hears of it
+            error = _broken(exc, method, self._address.url)
         finally:
-            call.cancel()
+            if call is not None:
+                call.cancel()
         on_end(error)
 
     def close(self) -> None:
@@ -216,7 +257,7 @@ class DedicatedStream:
 
     def _step(self) -> bool:
         """Read one message and hand its events over (the reading thread); False once the
-        stream is over, ``on_end`` called."""
+        stream is over, ``on_end`` called (whatever ended it: never a silent end)."""
         error: DspexError | None = None
         try:
             with self._errors:
@@ -226,6 +267,8 @@ class DedicatedStream:
             pass
         except DspexError as exc:
             error = exc
+        except Exception as exc:
+            error = _broken(exc, "WatchVariables", self._errors.address)
         self._over = True
         self._call.cancel()
         self._on_end(None if self._stopped else error)

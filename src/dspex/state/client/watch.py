@@ -5,6 +5,8 @@ consumer itself while it waits for an update with no timeout (iterating the watc
 thread of its own. Each update goes into the same bounded queue, with the same lag rule, as a
 local watch, so a watch over the store behaves like a local one; or, once a consumer took
 delivery (:meth:`VariableWatch.deliver_to`), straight to that consumer on the reading thread.
+If the consumer's callback raises, the watch ends with :class:`~dspex.errors.WatchError`
+(queued, so iteration and ``poll`` raise it): skipping the update would be a silent gap.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from dspex._model import VariableUpdate
-from dspex.errors import DspexError, StoreUnavailableError
-from dspex.state.client.streams import DedicatedStream, OnEnd, OnEvent
+from dspex.errors import DspexError, StoreUnavailableError, WatchError
+from dspex.state.client.streams import DedicatedStream, OnEnd, OnEvent, resumable
 from dspex.state.core.fanout import Watcher
 from dspex.state.core.watch import END, VariableWatch
 
@@ -115,17 +117,53 @@ class StoreWatchReader:
                     item = watcher.items.get_nowait()
                 except queue.Empty:
                     break
-                if isinstance(item, VariableUpdate):
-                    apply(item)
-                else:
+                if not isinstance(item, VariableUpdate):
                     ends.append(item)  # END or an error: nothing follows it
+                elif not ends and not self._hand_over(apply, watcher, item):
+                    ends.append(None)  # the callback failed: the watch ended, drop the rest
             for item in ends:
-                watcher.items.put(item)
+                if item is not None:
+                    watcher.items.put(item)
             if not ends:
                 self._apply = apply
         if self._stream is not None:
             self._stream.read_in_background()  # the consumer no longer reads it
         return True
+
+    def _hand_over(
+        self, apply: Callable[[VariableUpdate], None], watcher: Watcher, update: VariableUpdate
+    ) -> bool:
+        """Call the consumer's ``apply`` with ``update``; False, the watch ended with a
+        :class:`WatchError` and its call cancelled, if it raised."""
+        try:
+            apply(update)
+        except Exception as exc:
+            self._cancelled = True  # what ends the call now adds nothing after the error
+            watcher.items.put(self._callback_failed(update, exc))
+            if self._stream is not None:
+                self._stream.stop()
+            return False
+        watcher.last_put = max(watcher.last_put, update.revision)
+        return True
+
+    def _callback_failed(self, update: VariableUpdate, exc: Exception) -> WatchError:
+        """The error ending the watch when the deliver_to callback raised ``exc`` on
+        ``update``: resume just before it (an initial record: read them all again)."""
+        details: dict[str, Any] = {}
+        if update.kind == "initial":
+            again = "watch again with include_initial=True"
+        else:
+            details["resume_from"] = resume = update.revision - 1
+            again = f"watch again with after_revision={resume} (that update comes again)"
+        error = WatchError(
+            f"the watch of session store {self.address} was ended: the deliver_to callback "
+            f"raised {type(exc).__name__} on the update of {update.name!r} at revision "
+            f"{update.revision} ({exc}); fix the callback, then {again}",
+            address=self.address,
+            **details,
+        )
+        error.__cause__ = exc
+        return error
 
     def close(self) -> None:
         """The client is closing: the watch ends normally, as a watch of a closing local
@@ -152,9 +190,7 @@ class StoreWatchReader:
         if kind == "update" and watcher is not None:
             with self._lock:
                 if self._apply is not None:  # diverted: straight to the consumer
-                    self._apply(payload)
-                    watcher.last_put = max(watcher.last_put, payload.revision)
-                    return True
+                    return self._hand_over(self._apply, watcher, payload)
                 return self._queue(watcher, payload)
         if kind == "started":
             revision, _head, queue_size, self._backlog = payload
@@ -196,11 +232,4 @@ class StoreWatchReader:
         if watcher is None:
             self._failure = exc
             return
-        if isinstance(exc, StoreUnavailableError) and "resume_from" not in exc.details:
-            exc = StoreUnavailableError(
-                f"{exc.message}; the watch stream was lost: watch again with "
-                f"after_revision={watcher.last_put}",
-                address=self.address,
-                resume_from=watcher.last_put,
-            )
-        watcher.items.put(exc)
+        watcher.items.put(resumable(exc, watcher.last_put, self.address))

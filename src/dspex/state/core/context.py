@@ -156,7 +156,9 @@ class SessionContext:
 
         When ``upstream`` changes, ``downstream`` is marked stale. With ``recompute``, this
         process also recomputes it: ``recompute({upstream_name: value, ...})`` runs in a
-        background thread, in topological order, and its result is set as the new value.
+        background thread, in topological order, and its result is set as the new value. If
+        it raises there, the error is logged and ``downstream`` stays stale (its record says
+        so) until another variable changes; the recomputing goes on.
 
         Raises:
             CycleError: the edge would close a cycle.

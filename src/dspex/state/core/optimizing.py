@@ -7,6 +7,7 @@ store-backed sessions, in the main process and in workers.
 from __future__ import annotations
 
 import contextvars
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,8 @@ from dspex.state.core.locks import fenced_owner, owner_digest
 from dspex.state.core.watch import VariableWatch
 
 __all__ = ["OptimizationLock", "Recomputer"]
+
+_log = logging.getLogger("dspex.session")
 
 
 class _View(Protocol):
@@ -171,14 +174,20 @@ class Recomputer:
     def __init__(self, view: _View) -> None:
         self._view = view
         self._callbacks: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+        self._failed = False  # a callback raised: try again on the next change of an input
         self._watch = view.watch()
         self._thread = threading.Thread(target=self._run, name="dspex-recompute", daemon=True)
         self._thread.start()
 
     def add(self, name: str, callback: Callable[[Mapping[str, Any]], Any]) -> None:
-        """Recompute ``name`` with ``callback`` whenever it becomes stale."""
+        """Recompute ``name`` with ``callback`` whenever it becomes stale.
+
+        A callback that raises here (it may already be stale) raises to the caller; later,
+        on the background thread, its error is logged and the variable stays stale (its
+        record says so) until another variable changes: the thread goes on for the others.
+        """
         self._callbacks[name] = callback
-        self._recompute_stale()  # it may already be stale
+        self._recompute_stale(raising=True)  # it may already be stale
 
     def stop(self) -> None:
         """Stop following the session."""
@@ -188,15 +197,16 @@ class Recomputer:
     def _run(self) -> None:
         try:
             for update in self._watch:
-                if update.kind == "stale":
+                if update.kind == "stale" or (self._failed and update.name not in self._callbacks):
                     self._recompute_stale()
         except DspexError:
             return  # the session ended
 
-    def _recompute_stale(self) -> None:
+    def _recompute_stale(self, *, raising: bool = False) -> None:
         provider, session_id = self._view.provider, self._view.session_id
         edges = provider.get_dependencies(session_id)
         order = _topological({down for _, down in edges} | set(self._callbacks), edges)
+        self._failed = False
         for name in order:
             callback = self._callbacks.get(name)
             if callback is None:
@@ -208,6 +218,11 @@ class Recomputer:
                 self._view.set(name, callback(upstream))
             except DspexError:
                 continue  # deleted or refused meanwhile; the record stays stale and says so
+            except Exception:
+                if raising:
+                    raise
+                self._failed = True
+                _log.exception("recomputing %r failed: it stays stale for now", name)
 
 
 def _topological(names: set[str], edges: list[tuple[str, str]]) -> list[str]:

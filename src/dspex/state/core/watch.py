@@ -28,7 +28,9 @@ class VariableWatch:
     session is closed, or the provider that opened it is closed (``provider.close()``, from
     any thread: a consumer blocked on the watch returns). A watch that ends abnormally raises
     its error from the iterator, e.g. :class:`~dspex.errors.WatchLaggedError` carrying
-    ``resume_from``.
+    ``resume_from``. A watch never ends silently: whatever breaks its stream (a lost store,
+    an update this process cannot decode, a raising :meth:`deliver_to` callback) reaches the
+    consumer as a dspex error, most with ``resume_from``.
 
     Examples:
         >>> with session.watch("temperature") as updates:   # doctest: +SKIP
@@ -63,9 +65,14 @@ class VariableWatch:
         queue hand-off and no wake-up of the consumer's thread. Updates already queued are
         applied first, in order; how the watch ends (END or an error) still arrives through
         :meth:`poll` and iteration, which block until then (diverted updates do not advance
-        :attr:`last_revision`). ``apply`` must be quick and must not raise. Returns False,
-        changing nothing, when the provider cannot deliver that way (then consume the watch
-        as usual).
+        :attr:`last_revision`). ``apply`` must be quick. Returns False, changing nothing,
+        when the provider cannot deliver that way (then consume the watch as usual).
+
+        If ``apply`` raises, the watch ends: nothing more is delivered, and :meth:`poll` and
+        iteration raise :class:`~dspex.errors.WatchError` with that exception as
+        ``__cause__`` and ``resume_from`` the last update ``apply`` took, so watching again
+        from there delivers the failed update again. Skipping the update and carrying on
+        would leave the consumer silently behind (a read cache would serve a stale value).
         """
         return self._divert is not None and not self._done and self._divert(apply)
 

@@ -11,7 +11,9 @@ never runs per stream. A stream that falls behind the feed by more than its leng
 The pump's own watch is gapless: if it lags (its queue overflowed, or this server fell behind a
 shared engine's feed) it resumes from the last revision it logged, so streams see no gap. When
 that resume is refused (the change log no longer reaches back), streams read the feed to its
-end and then end with ``watch_lagged`` naming their own resume point.
+end and then end with ``watch_lagged`` naming their own resume point. If the pump fails in a
+way no one foresaw (a record it cannot encode), the failure is logged and the streams end with
+an internal ``StoreError`` naming their own resume point: never a stream that stays silent.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 from dspex._model import VariableUpdate
-from dspex.errors import DspexError, WatchLaggedError
+from dspex.errors import DspexError, StoreError, WatchLaggedError
 from dspex.state.core.contract import StateProvider
 from dspex.state.core.limits import uncounted_watch
 from dspex.state.core.watch import END, VariableWatch
 from dspex.state.server import convert
+from dspex.state.wire.status import internal_error
 
 __all__ = ["Entry", "SessionFeed", "View", "complete_batch", "encode", "shown_payloads"]
 
@@ -227,6 +230,8 @@ class SessionFeed:
         try:
             while self._pump():
                 self._on_news(self)
+        except Exception as exc:  # never leave the streams silent: they end with the error
+            self._end(internal_error(exc))
         finally:
             self._on_news(self)
 
@@ -276,10 +281,18 @@ class SessionFeed:
             self.ending = END if self._stopped else ending
 
     def end_error(self, covered: int) -> DspexError:
-        """The error ending a stream that read the whole feed (which ended abnormally)."""
-        if isinstance(self.ending, WatchLaggedError):
-            return self.lagged(covered, str(self.ending))
-        return self.ending  # type: ignore[no-any-return]
+        """The error ending a stream that read the whole feed (which ended abnormally); a
+        store error (the pump failed) says where the stream resumes."""
+        ending = self.ending
+        if isinstance(ending, WatchLaggedError):
+            return self.lagged(covered, str(ending))
+        if isinstance(ending, StoreError) and "resume_from" not in ending.details:
+            return type(ending)(
+                f"{ending.message}; this watch stream ended: watch again with "
+                f"after_revision={covered}",
+                **{**ending.details, "resume_from": covered},
+            )
+        return ending  # type: ignore[no-any-return]
 
     def lagged(self, covered: int, why: str | None = None) -> WatchLaggedError:
         """The error ending a stream that covered the session up to ``covered``."""

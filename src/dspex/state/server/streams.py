@@ -19,6 +19,7 @@ from dspex.state.core.watch import END
 from dspex.state.server import convert
 from dspex.state.server.feed import Entry, SessionFeed, complete_batch, encode
 from dspex.state.server.wakeups import StreamWaiter
+from dspex.state.wire.status import internal_error
 
 __all__ = ["Backlog", "FeedReader", "WatchPlan", "heartbeat", "open_backlog", "send", "shown"]
 
@@ -78,6 +79,7 @@ def open_backlog(provider: StateProvider, session_id: str, plan: WatchPlan) -> B
 
     Raises:
         DspexError: the session cannot be watched from there (missing, cannot resume...).
+        StoreError: a record of the backlog cannot be encoded (logged: a bug).
     """
     token = uncounted_watch.set(True)
     try:
@@ -96,7 +98,11 @@ def open_backlog(provider: StateProvider, session_id: str, plan: WatchPlan) -> B
             complete_batch(watch, updates)
         except DspexError as exc:
             ended = exc
-        return Backlog(start, [encode(u) for u in updates], watch.last_revision, ended)
+        try:
+            entries = [encode(u) for u in updates]
+        except Exception as exc:  # a record no stream can carry: said as a unary call says it
+            raise internal_error(exc) from exc
+        return Backlog(start, entries, watch.last_revision, ended)
     finally:
         watch.cancel()
 

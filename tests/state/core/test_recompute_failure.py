@@ -1,0 +1,46 @@
+"""A recompute callback that raises in the background leaves its variable stale, loudly, and the
+recomputer goes on (issue 12).
+
+``depend(..., recompute=fn)`` follows the session with a watch on a background thread. Before,
+an exception from ``fn`` other than a dspex error ended that thread: the variable stayed stale
+and nothing in the process recomputed anything again, with no word. Now the error is logged,
+the record says it is stale, and the next change of another variable (its input) recomputes
+it. Through a real
+store on loopback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from support import wait_until
+from support.bridge import WAIT
+
+import dspex
+from dspex.state.store import StoreServer
+
+
+def test_a_failing_recompute_is_logged_and_the_next_change_recomputes(
+    server: StoreServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def double(values: Mapping[str, Any]) -> float:
+        if values["base"] == 2.0:
+            raise ZeroDivisionError("the user's recompute broke")
+        return float(values["base"] * 2)
+
+    with dspex.Session(server.address) as session:
+        session.register("base", float, 1.0)
+        session.register("double", float, 2.0)
+        session.depend("base", "double", recompute=double)
+        with caplog.at_level(logging.ERROR, logger="dspex.session"):
+            session.set("base", 2.0)  # the callback raises on the recompute thread
+            assert wait_until(lambda: "recomputing 'double' failed" in caplog.text, WAIT)
+        assert session.variable("double").stale
+        session.set("base", 3.0)
+        # before the fix: the recompute thread was gone, 'double' stayed stale for good
+        assert wait_until(
+            lambda: session.get("double") == 6.0 and not session.variable("double").stale, WAIT
+        )
