@@ -34,9 +34,8 @@ def cluster() -> Iterator[tuple[RayCluster, Any]]:
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         ray.shutdown()
-    cluster = RayCluster()
+    cluster = RayCluster.started()
     try:
-        cluster.start()
         ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_nodes(ray, 2)
         yield cluster, ray
