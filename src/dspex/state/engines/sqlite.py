@@ -44,7 +44,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 import dspex.errors as errors
 from dspex._model import VariableRecord, VariableUpdate
@@ -71,7 +71,15 @@ from dspex.state.engines.sqlite_seal import (
     seal_text,
     unseal_text,
 )
-from dspex.state.engines.sqlite_tickets import Later, Statement, Ticket, finish, resolve_later
+from dspex.state.engines.sqlite_tickets import (
+    STAGE_PATIENCE,
+    Later,
+    StageRequest,
+    Statement,
+    Ticket,
+    finish,
+    resolve_later,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -123,6 +131,13 @@ _COUNT_CHANGES: Final = (
 """Add ?1 changes and one transaction; ?2 is 'flushes' with ``fsync`` (else 'changes' again)."""
 _LOST_PREFIX: Final = "lost:"
 
+_Staged = tuple[list[Ticket], list[Ticket] | None]
+"""A batch whose transaction ``_stage_later`` began (holding ``_db_lock``), and the tickets
+whose statements ran in it (None: staging failed and was rolled back; commit it anew)."""
+_Signal = Literal[True] | _Staged | None
+"""To the committer thread: True, lead a commit of the queue (the loop asked to stage it is
+closed); a staged batch, commit it; None, stop."""
+
 
 class SQLiteEngine(MemoryEngine):
     """Sessions kept in memory and written through to SQLite in ``directory``.
@@ -171,8 +186,9 @@ class SQLiteEngine(MemoryEngine):
         self._queue_lock = threading.Lock()
         self._queue: list[Ticket] = []  # changes waiting for the next group commit
         self._leading = False  # a writer is committing; the ones queued meanwhile wait
-        self._signals: queue.SimpleQueue[bool | None] | None = None  # see _committer()
+        self._signals: queue.SimpleQueue[_Signal] | None = None  # see _committer()
         self._committer_thread: threading.Thread | None = None
+        self._posted: StageRequest | None = None  # see _post_stage()
         self._stopping = False
         self._closed = False
         self.generation = 1
@@ -349,11 +365,12 @@ class SQLiteEngine(MemoryEngine):
             space.lock.release()
             raise
         if lead:
-            self._committer().put(True)
+            self._post_stage(loop, soon=True)  # staged once the changes queued meanwhile are
         return ticket.future
 
-    def _committer(self) -> queue.SimpleQueue[bool | None]:
-        """The committer thread's signals (True: lead a commit; None: stop), started once."""
+    def _committer(self) -> queue.SimpleQueue[_Signal]:
+        """The committer thread's signals (see ``_Signal``), started once (the caller holds
+        ``_queue_lock``)."""
         if self._signals is None:
             self._signals = queue.SimpleQueue()
             thread = threading.Thread(
@@ -366,42 +383,127 @@ class SQLiteEngine(MemoryEngine):
             self._committer_thread = thread
         return self._signals
 
-    def _run_committer(self, signals: queue.SimpleQueue[bool | None]) -> None:
-        while signals.get() is not None:
-            self._lead(None)
-
-    def _lead(self, mine: Ticket | None) -> None:
-        """Commit every queued change; repeat while the next leader would be this thread
-        (the committer thread, or anyone once it stopped); else hand the lead on."""
+    def _run_committer(self, signals: queue.SimpleQueue[_Signal]) -> None:
         while True:
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
             try:
-                with self._db_lock:
-                    self._commit_queued(batch)
+                signal = signals.get(timeout=STAGE_PATIENCE)
+            except queue.Empty:
+                if not self._claim_stage(stale=True):
+                    continue
+                signal = True
+            if signal is None:
+                return
+            self._lead(None, None if signal is True else signal)
+
+    def _post_stage(self, loop: asyncio.AbstractEventLoop, *, soon: bool = False) -> None:
+        """Ask ``loop`` to stage the queued batch (``_stage_later``); the committer thread
+        leads itself when the loop is closed, or has not run the request after
+        ``STAGE_PATIENCE`` seconds (it was stopped for good). ``soon``: the caller runs on
+        ``loop``, whose changes queued in this pass join the batch."""
+        request = StageRequest()
+        with self._queue_lock:
+            self._posted = request
+            signals = None if self._stopping else self._committer()
+        try:
+            if soon:
+                loop.call_soon(self._stage_later, request)
+            else:
+                loop.call_soon_threadsafe(self._stage_later, request)
+        except RuntimeError:  # the loop was closed
+            if not self._claim_stage(request):
+                return
+            if signals is not None:
+                signals.put(True)
+            else:  # closing: no committer thread to take it
+                self._lead(None)
+
+    def _claim_stage(self, request: StageRequest | None = None, *, stale: bool = False) -> bool:
+        """Take the posted stage request (``request``, or any one; ``stale``: only one older
+        than ``STAGE_PATIENCE``) from its loop; True: the caller must lead the commit."""
+        with self._queue_lock:
+            posted = self._posted
+            if posted is None or (request is not None and posted is not request):
+                return False
+            if stale and not posted.stale():
+                return False
+            self._posted = None
+            return True
+
+    def _stage_later(self, request: StageRequest) -> None:
+        """On the event loop that queued the first change of the batch: begin its transaction
+        and run the statements of every queued change, then hand the ``COMMIT`` (which writes
+        the WAL and, with ``fsync``, flushes it) to the committer thread.
+
+        The statements only change pages in SQLite's cache, so the loop never waits for the
+        disk; and the committer thread, which must take the GIL back after every SQLite call,
+        makes one such call per batch instead of one per statement (each of those waits while
+        the busy loop holds the GIL). The ``_db_lock`` taken here is released by the thread
+        once the transaction ended.
+        """
+        if not self._claim_stage(request):
+            return  # the committer thread took it: this loop was too late
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        self._db_lock.acquire()
+        staged: list[Ticket] | None = None
+        try:
+            if not self._closed:
+                staged = self._stage(batch)
+        except Exception:  # rolled back: the committer thread commits the batch anew
+            staged = None
+        except BaseException:
+            self._db_lock.release()
+            raise
+        with self._queue_lock:
+            if not self._stopping:
+                self._committer().put((batch, staged))
+                return
+        self._lead(None, (batch, staged))  # closing: the committer thread takes no more
+
+    def _lead(self, mine: Ticket | None, staged: _Staged | None = None) -> None:
+        """Commit every queued change (or the ``staged`` batch, whose ``_db_lock`` is held);
+        repeat while the next leader would be this thread (the committer thread, or anyone
+        once it stopped); else hand the lead on."""
+        while True:
+            if staged is None:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._db_lock.acquire()
+                applied = None
+            else:
+                (batch, applied), staged = staged, None
+            try:
+                try:
+                    self._commit_queued(batch, applied)
+                finally:
+                    self._db_lock.release()
             finally:
                 interrupted = [ticket for ticket in batch if not ticket.done]
                 if interrupted:  # a BaseException ended the commit
                     finish(interrupted, self._interrupted())
-                again = self._hand_lead(mine)
+                again = self._hand_lead()
                 self._complete(batch, mine)
             if not again:
                 return
 
-    def _hand_lead(self, mine: Ticket | None) -> bool:
-        """Give the lead to the first change queued meanwhile; True: this thread keeps it."""
+    def _hand_lead(self) -> bool:
+        """Give the lead to the first change queued meanwhile; True: this thread keeps it.
+
+        A blocking writer is woken to lead; a ``commit_later`` change is staged by its event
+        loop (``_stage_later``), unless that loop is closed or the engine is closing.
+        """
         with self._queue_lock:
             following = self._queue[0] if self._queue else None
             self._leading = following is not None
-            stopped = self._signals is None or self._stopping
+            stopping = self._stopping
         if following is None:
             return False
         if not isinstance(following, Later):
             following.wake()
             return False
-        if mine is None or stopped:  # the committer thread leads on (or no one else can)
+        if stopping:
             return True
-        self._committer().put(True)
+        self._post_stage(following.loop)
         return False
 
     def _complete(self, batch: Sequence[Ticket], mine: Ticket | None) -> None:
@@ -427,13 +529,14 @@ class SQLiteEngine(MemoryEngine):
             directory=str(self.directory),
         )
 
-    def _commit_queued(self, batch: list[Ticket]) -> None:
-        """Commit ``batch`` in one transaction (the caller holds ``_db_lock``)."""
+    def _commit_queued(self, batch: list[Ticket], staged: list[Ticket] | None = None) -> None:
+        """Commit ``batch`` in one transaction (the caller holds ``_db_lock``); ``staged``:
+        the tickets whose statements already ran in the open transaction (``_stage_later``)."""
         if self._closed:
             finish(batch, self._closed_error())
             return
         try:
-            applied = self._commit_batch(batch)
+            applied = self._commit_batch(batch) if staged is None else self._end(staged)
         except sqlite3.Error as exc:
             if len(batch) == 1:
                 finish(batch, _data_error(self.path, exc, "the change was not applied"))
@@ -462,6 +565,16 @@ class SQLiteEngine(MemoryEngine):
         Raises:
             sqlite3.Error: the transaction failed and was rolled back (nothing applied).
         """
+        return self._end(self._stage(batch, alone=alone))
+
+    def _stage(self, batch: Sequence[Ticket], *, alone: bool = False) -> list[Ticket]:
+        """Begin a transaction and run the statements of ``batch`` and the counts in it;
+        returns the tickets applied (see :meth:`_commit_batch`); :meth:`_end` commits.
+
+        Raises:
+            sqlite3.Error: a statement failed; the transaction was rolled back (as on any
+                exception).
+        """
         applied: list[Ticket] = []
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -475,13 +588,28 @@ class SQLiteEngine(MemoryEngine):
                 applied.append(ticket)
             counted = sum(ticket.changes for ticket in applied)
             self._db.execute(_COUNT_CHANGES, (counted, self._flushed))
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
+        except BaseException:
+            self._roll_back()
             raise
         return applied
+
+    def _end(self, applied: list[Ticket]) -> list[Ticket]:
+        """``COMMIT`` the transaction :meth:`_stage` began; returns ``applied``.
+
+        Raises:
+            sqlite3.Error: the commit failed and was rolled back (nothing applied).
+        """
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._roll_back()
+            raise
+        return applied
+
+    def _roll_back(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def _apply_ticket(self, ticket: Ticket) -> bool:
         """Run one change inside a savepoint; on failure roll it back alone and fail it."""
@@ -632,6 +760,8 @@ class SQLiteEngine(MemoryEngine):
         if signals is not None and thread is not None:
             signals.put(None)
             thread.join(30)
+        if self._claim_stage():  # posted to a loop that may never run it: commit it now
+            self._lead(None)
         with self._db_lock:
             if self._closed:
                 return

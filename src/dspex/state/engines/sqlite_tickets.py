@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import dspex.errors as errors
 from dspex._model import VariableUpdate
@@ -21,7 +22,19 @@ from dspex.state.engines.memory import _Space
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Later", "Statement", "Ticket", "finish", "resolve_later"]
+__all__ = [
+    "STAGE_PATIENCE",
+    "Later",
+    "StageRequest",
+    "Statement",
+    "Ticket",
+    "finish",
+    "resolve_later",
+]
+
+STAGE_PATIENCE: Final = 0.5
+"""Seconds the committer thread waits for an event loop asked to stage a batch before it
+commits the batch itself (the loop was stopped for good while the batch waited)."""
 
 Statement = tuple[str, tuple[Any, ...]]
 """One SQL statement and its parameters."""
@@ -74,6 +87,20 @@ class Later(Ticket):
         self.session_id, self.space, self.updates, self.sizes = session_id, space, updates, sizes
         self.loop = loop
         self.future: asyncio.Future[list[VariableUpdate]] = loop.create_future()
+
+
+class StageRequest:
+    """An event loop asked to stage the next batch (``SQLiteEngine._stage_later``): whoever
+    claims it first, the loop or the committer thread once it is stale, leads the commit."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    def stale(self) -> bool:
+        """True once the loop left it waiting ``STAGE_PATIENCE`` seconds."""
+        return time.monotonic() - self.at >= STAGE_PATIENCE
 
 
 _Outcome = tuple[
