@@ -43,6 +43,7 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -400,10 +401,7 @@ class SQLiteEngine(MemoryEngine):
         leads itself when the loop is closed, or has not run the request after
         ``STAGE_PATIENCE`` seconds (it was stopped for good). ``soon``: the caller runs on
         ``loop``, whose changes queued in this pass join the batch."""
-        request = StageRequest()
-        with self._queue_lock:
-            self._posted = request
-            signals = None if self._stopping else self._committer()
+        request, signals = self._request_stage()
         try:
             if soon:
                 loop.call_soon(self._stage_later, request)
@@ -416,6 +414,15 @@ class SQLiteEngine(MemoryEngine):
                 signals.put(True)
             else:  # closing: no committer thread to take it
                 self._lead(None)
+
+    def _request_stage(self) -> tuple[StageRequest, queue.SimpleQueue[_Signal] | None]:
+        """A new stage request, posted from now on, and the committer thread's signals (None
+        while closing); the committer thread is started so that it claims a stale one."""
+        request = StageRequest()
+        with self._queue_lock:
+            self._posted = request
+            signals = None if self._stopping else self._committer()
+        return request, signals
 
     def _claim_stage(self, request: StageRequest | None = None, *, stale: bool = False) -> bool:
         """Take the posted stage request (``request``, or any one; ``stale``: only one older
@@ -481,41 +488,58 @@ class SQLiteEngine(MemoryEngine):
                 interrupted = [ticket for ticket in batch if not ticket.done]
                 if interrupted:  # a BaseException ended the commit
                     finish(interrupted, self._interrupted())
-                again = self._hand_lead()
-                self._complete(batch, mine)
+                again, stage_on = self._hand_lead()
+                if not self._complete(batch, mine, stage_on):
+                    again = True  # the loop asked to stage the next batch was closed
             if not again:
                 return
 
-    def _hand_lead(self) -> bool:
-        """Give the lead to the first change queued meanwhile; True: this thread keeps it.
+    def _hand_lead(self) -> tuple[bool, asyncio.AbstractEventLoop | None]:
+        """Give the lead to the first change queued meanwhile; returns (True: this thread
+        keeps it, the event loop to ask to stage the next batch in ``_complete``).
 
         A blocking writer is woken to lead; a ``commit_later`` change is staged by its event
-        loop (``_stage_later``), unless that loop is closed or the engine is closing.
+        loop (``_stage_later``), unless the engine is closing.
         """
         with self._queue_lock:
             following = self._queue[0] if self._queue else None
             self._leading = following is not None
             stopping = self._stopping
         if following is None:
-            return False
+            return False, None
         if not isinstance(following, Later):
             following.wake()
-            return False
+            return False, None
         if stopping:
-            return True
-        self._post_stage(following.loop)
-        return False
+            return True, None
+        return False, following.loop
 
-    def _complete(self, batch: Sequence[Ticket], mine: Ticket | None) -> None:
-        """Wake the batch's waiting writers; install and resolve the ``commit_later`` ones."""
+    def _complete(
+        self,
+        batch: Sequence[Ticket],
+        mine: Ticket | None,
+        stage_on: asyncio.AbstractEventLoop | None = None,
+    ) -> bool:
+        """Wake the batch's waiting writers; install and resolve the ``commit_later`` ones;
+        ask ``stage_on`` to stage the next batch, in the same wake-up as its own resolved
+        changes (one hand-off to the loop per batch).
+
+        Returns:
+            False when ``stage_on`` was closed: the caller must lead the next commit.
+        """
         later: list[Later] = []
         for ticket in batch:
             if isinstance(ticket, Later):
                 later.append(ticket)
             elif ticket is not mine:
                 ticket.wake()
-        if later:
-            resolve_later(later, self._apply)
+        if stage_on is None:
+            if later:
+                resolve_later(later, self._apply)
+            return True
+        request, _ = self._request_stage()
+        then = (stage_on, partial(self._stage_later, request))
+        return resolve_later(later, self._apply, then) or not self._claim_stage(request)
 
     def _closed_error(self) -> errors.StoreDataError:
         return errors.StoreDataError(

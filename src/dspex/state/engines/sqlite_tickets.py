@@ -9,7 +9,6 @@ batch).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -111,10 +110,18 @@ _Outcome = tuple[
 def resolve_later(
     tickets: Sequence[Later],
     apply: Callable[[str, _Space, Sequence[VariableUpdate], Sequence[int]], None],
-) -> None:
+    then: tuple[asyncio.AbstractEventLoop, Callable[[], None]] | None = None,
+) -> bool:
     """Install each committed change (``apply``), unlock its session, and resolve the futures:
-    one ``call_soon_threadsafe`` per event loop for the whole batch."""
+    one ``call_soon_threadsafe`` per event loop for the whole batch; ``then`` is a callback
+    for its loop, run after that loop's futures in the same wake-up.
+
+    Returns:
+        False when ``then`` could not be posted (its loop was closed).
+    """
     outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    if then is not None:
+        outcomes[then[0]] = []
     for ticket in tickets:
         error: BaseException | None = ticket.error
         try:
@@ -126,13 +133,24 @@ def resolve_later(
             ticket.space.lock.release()
         result = ticket.updates if error is None else None
         outcomes.setdefault(ticket.loop, []).append((ticket.future, result, error))
+    posted = True
     for loop, batch in outcomes.items():
-        with contextlib.suppress(RuntimeError):  # the loop was closed: no one awaits
-            loop.call_soon_threadsafe(_set_outcomes, batch)
+        after = then[1] if then is not None and loop is then[0] else None
+        try:
+            loop.call_soon_threadsafe(_set_outcomes, batch, after)
+        except RuntimeError:  # the loop was closed: no one awaits
+            posted = posted and after is None
+    return posted
 
 
-def _set_outcomes(batch: Sequence[_Outcome]) -> None:
-    """On the event loop: resolve each future not cancelled meanwhile."""
+def _set_outcomes(batch: Sequence[_Outcome], then: Callable[[], None] | None = None) -> None:
+    """On the event loop: resolve each future not cancelled meanwhile, then call ``then``."""
+    _resolve(batch)
+    if then is not None:
+        then()
+
+
+def _resolve(batch: Sequence[_Outcome]) -> None:
     for future, result, error in batch:
         if future.done():
             continue
