@@ -15,8 +15,12 @@ Group commit: writers queue their changes, and the first to find no commit runni
 every queued change in one transaction, so with ``fsync`` one disk flush covers all of them;
 while it runs, the next writers queue up for the following one (tickets:
 ``sqlite_tickets``). A server on an event loop queues a set with :meth:`SQLiteEngine.commit_later`
-instead: checked and planned on the loop, committed by the engine's committer thread, and
-acknowledged by one loop callback per batch, so a set waiting for the disk holds no thread.
+instead: checked and planned on the loop; the loop then runs the statements of every change
+queued meanwhile in one transaction (pages in SQLite's cache, no disk wait), the engine's
+committer thread runs its ``COMMIT`` (the WAL write and, with ``fsync``, the flush), and one
+loop callback per batch acknowledges its changes and stages the next batch. A set waiting for
+the disk holds no thread, and the committer thread takes the GIL back once per batch, not once
+per statement (each time it waits behind the busy loop).
 Either way a change is installed in memory, shown to watchers and acknowledged only after its
 transaction committed (and, with ``fsync``, was flushed). The ``meta`` table counts changes,
 transactions (``commits``) and, with ``fsync``, flushes (``flushes``): see
@@ -328,9 +332,10 @@ class SQLiteEngine(MemoryEngine):
     ) -> asyncio.Future[list[VariableUpdate]] | None:
         """:meth:`commit` without blocking ``loop``, the event loop calling it.
 
-        The checks and the plan run now; the session stays locked while the committer
-        thread (or a writer leading the group commit) commits the change with the others
-        queued, installs it in memory and tells the listeners, exactly as :meth:`commit`
+        The checks and the plan run now; the session stays locked while the change is
+        committed with the others queued (staged by ``loop`` once the changes queued in this
+        pass joined, committed by the committer thread; or by a writer leading the group
+        commit), installed in memory and told to the listeners, exactly as :meth:`commit`
         does. The returned future of ``loop`` resolves then, every future of one batch in one
         loop callback, so a set waits for the disk without a thread of its own.
 
