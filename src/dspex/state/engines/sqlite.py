@@ -457,20 +457,23 @@ class SQLiteEngine(MemoryEngine):
         with self._queue_lock:
             batch, self._queue = self._queue, []
         self._db_lock.acquire()
-        staged: list[Ticket] | None = None
         try:
-            if not self._closed:
-                staged = self._stage(batch)
+            staged = None if self._closed else self._stage(batch)
         except Exception:  # rolled back: the committer thread commits the batch anew
             staged = None
-        except BaseException:
-            self._db_lock.release()
+        except BaseException:  # interrupted: still commit the batch, then go on with it
+            self._hand_over(batch, None)
             raise
+        self._hand_over(batch, staged)
+
+    def _hand_over(self, batch: list[Ticket], staged: list[Ticket] | None) -> None:
+        """Give the batch whose ``_db_lock`` the caller holds to the committer thread (or,
+        while closing, commit it here: the committer thread takes no more)."""
         with self._queue_lock:
             if not self._stopping:
                 self._committer().put((batch, staged))
                 return
-        self._lead(None, (batch, staged))  # closing: the committer thread takes no more
+        self._lead(None, (batch, staged))
 
     def _lead(self, mine: Ticket | None, staged: _Staged | None = None) -> None:
         """Commit every queued change (or the ``staged`` batch, whose ``_db_lock`` is held);
