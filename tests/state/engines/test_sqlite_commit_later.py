@@ -1,7 +1,7 @@
-"""``SQLiteEngine.commit_later``: a change queued from an event loop is staged by the loop and
-committed by the engine's committer thread (with the changes of blocking writers), installed,
-and acknowledged on the loop; refusals happen before anything is queued and leave the session
-usable; a loop that stops for good does not stall the other writers.
+"""``SQLiteEngine.commit_later``: a change queued from an event loop is committed by the
+engine's committer thread (with the changes of blocking writers), installed, and acknowledged
+on the loop; refusals happen before anything is queued and leave the session usable; a loop
+that never runs again does not stall the other writers.
 
 Real engines on real data directories and a real asyncio loop; no timing is asserted.
 """
@@ -215,11 +215,11 @@ def _image(engine: SQLiteEngine, session_id: str) -> tuple[object, ...]:
 
 
 def test_a_loop_that_never_runs_again_does_not_stall_the_other_writers(tmp_path: Path) -> None:
-    """A batch is staged by the event loop that queued it; if that loop stops for good first,
-    the committer thread commits the batch itself, so blocking writers behind it still finish
-    and the loop's change is durable and installed."""
+    """The commit of a change queued from an event loop must not depend on that loop running
+    again (only its acknowledgement does): blocking writers queued behind it still finish, and
+    the change is durable and installed."""
     engine = _engine(tmp_path, sessions=2)
-    loop = asyncio.new_event_loop()  # never run: the stage it is asked for never happens
+    loop = asyncio.new_event_loop()  # never run
     try:
         old = engine.get("s0", "a")
         assert old is not None

@@ -15,12 +15,8 @@ Group commit: writers queue their changes, and the first to find no commit runni
 every queued change in one transaction, so with ``fsync`` one disk flush covers all of them;
 while it runs, the next writers queue up for the following one (tickets:
 ``sqlite_tickets``). A server on an event loop queues a set with :meth:`SQLiteEngine.commit_later`
-instead: checked and planned on the loop; the loop then runs the statements of every change
-queued meanwhile in one transaction (pages in SQLite's cache, no disk wait), the engine's
-committer thread runs its ``COMMIT`` (the WAL write and, with ``fsync``, the flush), and one
-loop callback per batch acknowledges its changes and stages the next batch. A set waiting for
-the disk holds no thread, and the committer thread takes the GIL back once per batch, not once
-per statement (each time it waits behind the busy loop).
+instead: checked and planned on the loop, committed by the engine's committer thread, and
+acknowledged by one loop callback per batch, so a set waiting for the disk holds no thread.
 Either way a change is installed in memory, shown to watchers and acknowledged only after its
 transaction committed (and, with ``fsync``, was flushed). The ``meta`` table counts changes,
 transactions (``commits``) and, with ``fsync``, flushes (``flushes``): see
@@ -47,9 +43,8 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final
 
 import dspex.errors as errors
 from dspex._model import VariableRecord, VariableUpdate
@@ -76,15 +71,7 @@ from dspex.state.engines.sqlite_seal import (
     seal_text,
     unseal_text,
 )
-from dspex.state.engines.sqlite_tickets import (
-    STAGE_PATIENCE,
-    Later,
-    StageRequest,
-    Statement,
-    Ticket,
-    finish,
-    resolve_later,
-)
+from dspex.state.engines.sqlite_tickets import Later, Statement, Ticket, finish, resolve_later
 
 if TYPE_CHECKING:
     import asyncio
@@ -136,13 +123,6 @@ _COUNT_CHANGES: Final = (
 """Add ?1 changes and one transaction; ?2 is 'flushes' with ``fsync`` (else 'changes' again)."""
 _LOST_PREFIX: Final = "lost:"
 
-_Staged = tuple[list[Ticket], list[Ticket] | None]
-"""A batch whose transaction ``_stage_later`` began (holding ``_db_lock``), and the tickets
-whose statements ran in it (None: staging failed and was rolled back; commit it anew)."""
-_Signal = Literal[True] | _Staged | None
-"""To the committer thread: True, lead a commit of the queue (the loop asked to stage it is
-closed); a staged batch, commit it; None, stop."""
-
 
 class SQLiteEngine(MemoryEngine):
     """Sessions kept in memory and written through to SQLite in ``directory``.
@@ -191,9 +171,8 @@ class SQLiteEngine(MemoryEngine):
         self._queue_lock = threading.Lock()
         self._queue: list[Ticket] = []  # changes waiting for the next group commit
         self._leading = False  # a writer is committing; the ones queued meanwhile wait
-        self._signals: queue.SimpleQueue[_Signal] | None = None  # see _committer()
+        self._signals: queue.SimpleQueue[bool | None] | None = None  # see _committer()
         self._committer_thread: threading.Thread | None = None
-        self._posted: StageRequest | None = None  # see _post_stage()
         self._stopping = False
         self._closed = False
         self.generation = 1
@@ -332,10 +311,9 @@ class SQLiteEngine(MemoryEngine):
     ) -> asyncio.Future[list[VariableUpdate]] | None:
         """:meth:`commit` without blocking ``loop``, the event loop calling it.
 
-        The checks and the plan run now; the session stays locked while the change is
-        committed with the others queued (staged by ``loop`` once the changes queued in this
-        pass joined, committed by the committer thread; or by a writer leading the group
-        commit), installed in memory and told to the listeners, exactly as :meth:`commit`
+        The checks and the plan run now; the session stays locked while the committer
+        thread (or a writer leading the group commit) commits the change with the others
+        queued, installs it in memory and tells the listeners, exactly as :meth:`commit`
         does. The returned future of ``loop`` resolves then, every future of one batch in one
         loop callback, so a set waits for the disk without a thread of its own.
 
@@ -371,12 +349,11 @@ class SQLiteEngine(MemoryEngine):
             space.lock.release()
             raise
         if lead:
-            self._post_stage(loop, soon=True)  # staged once the changes queued meanwhile are
+            self._committer().put(True)
         return ticket.future
 
-    def _committer(self) -> queue.SimpleQueue[_Signal]:
-        """The committer thread's signals (see ``_Signal``), started once (the caller holds
-        ``_queue_lock``)."""
+    def _committer(self) -> queue.SimpleQueue[bool | None]:
+        """The committer thread's signals (True: lead a commit; None: stop), started once."""
         if self._signals is None:
             self._signals = queue.SimpleQueue()
             thread = threading.Thread(
@@ -389,165 +366,54 @@ class SQLiteEngine(MemoryEngine):
             self._committer_thread = thread
         return self._signals
 
-    def _run_committer(self, signals: queue.SimpleQueue[_Signal]) -> None:
+    def _run_committer(self, signals: queue.SimpleQueue[bool | None]) -> None:
+        while signals.get() is not None:
+            self._lead(None)
+
+    def _lead(self, mine: Ticket | None) -> None:
+        """Commit every queued change; repeat while the next leader would be this thread
+        (the committer thread, or anyone once it stopped); else hand the lead on."""
         while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
             try:
-                signal = signals.get(timeout=STAGE_PATIENCE)
-            except queue.Empty:
-                if not self._claim_stage(stale=True):
-                    continue
-                signal = True
-            if signal is None:
-                return
-            self._lead(None, None if signal is True else signal)
-
-    def _post_stage(self, loop: asyncio.AbstractEventLoop, *, soon: bool = False) -> None:
-        """Ask ``loop`` to stage the queued batch (``_stage_later``); the committer thread
-        leads itself when the loop is closed, or has not run the request after
-        ``STAGE_PATIENCE`` seconds (it was stopped for good). ``soon``: the caller runs on
-        ``loop``, whose changes queued in this pass join the batch."""
-        request, signals = self._request_stage()
-        try:
-            if soon:
-                loop.call_soon(self._stage_later, request)
-            else:
-                loop.call_soon_threadsafe(self._stage_later, request)
-        except RuntimeError:  # the loop was closed
-            if not self._claim_stage(request):
-                return
-            if signals is not None:
-                signals.put(True)
-            else:  # closing: no committer thread to take it
-                self._lead(None)
-
-    def _request_stage(self) -> tuple[StageRequest, queue.SimpleQueue[_Signal] | None]:
-        """A new stage request, posted from now on, and the committer thread's signals (None
-        while closing); the committer thread is started so that it claims a stale one."""
-        request = StageRequest()
-        with self._queue_lock:
-            self._posted = request
-            signals = None if self._stopping else self._committer()
-        return request, signals
-
-    def _claim_stage(self, request: StageRequest | None = None, *, stale: bool = False) -> bool:
-        """Take the posted stage request (``request``, or any one; ``stale``: only one older
-        than ``STAGE_PATIENCE``) from its loop; True: the caller must lead the commit."""
-        with self._queue_lock:
-            posted = self._posted
-            if posted is None or (request is not None and posted is not request):
-                return False
-            if stale and not posted.stale():
-                return False
-            self._posted = None
-            return True
-
-    def _stage_later(self, request: StageRequest) -> None:
-        """On the event loop that queued the first change of the batch: begin its transaction
-        and run the statements of every queued change, then hand the ``COMMIT`` (which writes
-        the WAL and, with ``fsync``, flushes it) to the committer thread.
-
-        The statements only change pages in SQLite's cache, so the loop never waits for the
-        disk; and the committer thread, which must take the GIL back after every SQLite call,
-        makes one such call per batch instead of one per statement (each of those waits while
-        the busy loop holds the GIL). The ``_db_lock`` taken here is released by the thread
-        once the transaction ended.
-        """
-        if not self._claim_stage(request):
-            return  # the committer thread took it: this loop was too late
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
-        self._db_lock.acquire()
-        try:
-            staged = None if self._closed else self._stage(batch)
-        except Exception:  # rolled back: the committer thread commits the batch anew
-            staged = None
-        except BaseException:  # interrupted: still commit the batch, then go on with it
-            self._hand_over(batch, None)
-            raise
-        self._hand_over(batch, staged)
-
-    def _hand_over(self, batch: list[Ticket], staged: list[Ticket] | None) -> None:
-        """Give the batch whose ``_db_lock`` the caller holds to the committer thread (or,
-        while closing, commit it here: the committer thread takes no more)."""
-        with self._queue_lock:
-            if not self._stopping:
-                self._committer().put((batch, staged))
-                return
-        self._lead(None, (batch, staged))
-
-    def _lead(self, mine: Ticket | None, staged: _Staged | None = None) -> None:
-        """Commit every queued change (or the ``staged`` batch, whose ``_db_lock`` is held);
-        repeat while the next leader would be this thread (the committer thread, or anyone
-        once it stopped); else hand the lead on."""
-        while True:
-            if staged is None:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._db_lock.acquire()
-                applied = None
-            else:
-                (batch, applied), staged = staged, None
-            try:
-                try:
-                    self._commit_queued(batch, applied)
-                finally:
-                    self._db_lock.release()
+                with self._db_lock:
+                    self._commit_queued(batch)
             finally:
                 interrupted = [ticket for ticket in batch if not ticket.done]
                 if interrupted:  # a BaseException ended the commit
                     finish(interrupted, self._interrupted())
-                again, stage_on = self._hand_lead()
-                if not self._complete(batch, mine, stage_on):
-                    again = True  # the loop asked to stage the next batch was closed
+                again = self._hand_lead(mine)
+                self._complete(batch, mine)
             if not again:
                 return
 
-    def _hand_lead(self) -> tuple[bool, asyncio.AbstractEventLoop | None]:
-        """Give the lead to the first change queued meanwhile; returns (True: this thread
-        keeps it, the event loop to ask to stage the next batch in ``_complete``).
-
-        A blocking writer is woken to lead; a ``commit_later`` change is staged by its event
-        loop (``_stage_later``), unless the engine is closing.
-        """
+    def _hand_lead(self, mine: Ticket | None) -> bool:
+        """Give the lead to the first change queued meanwhile; True: this thread keeps it."""
         with self._queue_lock:
             following = self._queue[0] if self._queue else None
             self._leading = following is not None
-            stopping = self._stopping
+            stopped = self._signals is None or self._stopping
         if following is None:
-            return False, None
+            return False
         if not isinstance(following, Later):
             following.wake()
-            return False, None
-        if stopping:
-            return True, None
-        return False, following.loop
+            return False
+        if mine is None or stopped:  # the committer thread leads on (or no one else can)
+            return True
+        self._committer().put(True)
+        return False
 
-    def _complete(
-        self,
-        batch: Sequence[Ticket],
-        mine: Ticket | None,
-        stage_on: asyncio.AbstractEventLoop | None = None,
-    ) -> bool:
-        """Wake the batch's waiting writers; install and resolve the ``commit_later`` ones;
-        ask ``stage_on`` to stage the next batch, in the same wake-up as its own resolved
-        changes (one hand-off to the loop per batch).
-
-        Returns:
-            False when ``stage_on`` was closed: the caller must lead the next commit.
-        """
+    def _complete(self, batch: Sequence[Ticket], mine: Ticket | None) -> None:
+        """Wake the batch's waiting writers; install and resolve the ``commit_later`` ones."""
         later: list[Later] = []
         for ticket in batch:
             if isinstance(ticket, Later):
                 later.append(ticket)
             elif ticket is not mine:
                 ticket.wake()
-        if stage_on is None:
-            if later:
-                resolve_later(later, self._apply)
-            return True
-        request, _ = self._request_stage()
-        then = (stage_on, partial(self._stage_later, request))
-        return resolve_later(later, self._apply, then) or not self._claim_stage(request)
+        if later:
+            resolve_later(later, self._apply)
 
     def _closed_error(self) -> errors.StoreDataError:
         return errors.StoreDataError(
@@ -561,14 +427,13 @@ class SQLiteEngine(MemoryEngine):
             directory=str(self.directory),
         )
 
-    def _commit_queued(self, batch: list[Ticket], staged: list[Ticket] | None = None) -> None:
-        """Commit ``batch`` in one transaction (the caller holds ``_db_lock``); ``staged``:
-        the tickets whose statements already ran in the open transaction (``_stage_later``)."""
+    def _commit_queued(self, batch: list[Ticket]) -> None:
+        """Commit ``batch`` in one transaction (the caller holds ``_db_lock``)."""
         if self._closed:
             finish(batch, self._closed_error())
             return
         try:
-            applied = self._commit_batch(batch) if staged is None else self._end(staged)
+            applied = self._commit_batch(batch)
         except sqlite3.Error as exc:
             if len(batch) == 1:
                 finish(batch, _data_error(self.path, exc, "the change was not applied"))
@@ -597,16 +462,6 @@ class SQLiteEngine(MemoryEngine):
         Raises:
             sqlite3.Error: the transaction failed and was rolled back (nothing applied).
         """
-        return self._end(self._stage(batch, alone=alone))
-
-    def _stage(self, batch: Sequence[Ticket], *, alone: bool = False) -> list[Ticket]:
-        """Begin a transaction and run the statements of ``batch`` and the counts in it;
-        returns the tickets applied (see :meth:`_commit_batch`); :meth:`_end` commits.
-
-        Raises:
-            sqlite3.Error: a statement failed; the transaction was rolled back (as on any
-                exception).
-        """
         applied: list[Ticket] = []
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -620,28 +475,13 @@ class SQLiteEngine(MemoryEngine):
                 applied.append(ticket)
             counted = sum(ticket.changes for ticket in applied)
             self._db.execute(_COUNT_CHANGES, (counted, self._flushed))
-        except BaseException:
-            self._roll_back()
-            raise
-        return applied
-
-    def _end(self, applied: list[Ticket]) -> list[Ticket]:
-        """``COMMIT`` the transaction :meth:`_stage` began; returns ``applied``.
-
-        Raises:
-            sqlite3.Error: the commit failed and was rolled back (nothing applied).
-        """
-        try:
             self._db.execute("COMMIT")
         except sqlite3.Error:
-            self._roll_back()
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
         return applied
-
-    def _roll_back(self) -> None:
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
 
     def _apply_ticket(self, ticket: Ticket) -> bool:
         """Run one change inside a savepoint; on failure roll it back alone and fail it."""
@@ -792,8 +632,6 @@ class SQLiteEngine(MemoryEngine):
         if signals is not None and thread is not None:
             signals.put(None)
             thread.join(30)
-        if self._claim_stage():  # posted to a loop that may never run it: commit it now
-            self._lead(None)
         with self._db_lock:
             if self._closed:
                 return

@@ -9,10 +9,10 @@ batch).
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import dspex.errors as errors
 from dspex._model import VariableUpdate
@@ -21,19 +21,7 @@ from dspex.state.engines.memory import _Space
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = [
-    "STAGE_PATIENCE",
-    "Later",
-    "StageRequest",
-    "Statement",
-    "Ticket",
-    "finish",
-    "resolve_later",
-]
-
-STAGE_PATIENCE: Final = 0.5
-"""Seconds the committer thread waits for an event loop asked to stage a batch before it
-commits the batch itself (the loop was stopped for good while the batch waited)."""
+__all__ = ["Later", "Statement", "Ticket", "finish", "resolve_later"]
 
 Statement = tuple[str, tuple[Any, ...]]
 """One SQL statement and its parameters."""
@@ -88,20 +76,6 @@ class Later(Ticket):
         self.future: asyncio.Future[list[VariableUpdate]] = loop.create_future()
 
 
-class StageRequest:
-    """An event loop asked to stage the next batch (``SQLiteEngine._stage_later``): whoever
-    claims it first, the loop or the committer thread once it is stale, leads the commit."""
-
-    __slots__ = ("at",)
-
-    def __init__(self) -> None:
-        self.at = time.monotonic()
-
-    def stale(self) -> bool:
-        """True once the loop left it waiting ``STAGE_PATIENCE`` seconds."""
-        return time.monotonic() - self.at >= STAGE_PATIENCE
-
-
 _Outcome = tuple[
     "asyncio.Future[list[VariableUpdate]]", list[VariableUpdate] | None, BaseException | None
 ]
@@ -110,18 +84,10 @@ _Outcome = tuple[
 def resolve_later(
     tickets: Sequence[Later],
     apply: Callable[[str, _Space, Sequence[VariableUpdate], Sequence[int]], None],
-    then: tuple[asyncio.AbstractEventLoop, Callable[[], None]] | None = None,
-) -> bool:
+) -> None:
     """Install each committed change (``apply``), unlock its session, and resolve the futures:
-    one ``call_soon_threadsafe`` per event loop for the whole batch; ``then`` is a callback
-    for its loop, run after that loop's futures in the same wake-up.
-
-    Returns:
-        False when ``then`` could not be posted (its loop was closed).
-    """
+    one ``call_soon_threadsafe`` per event loop for the whole batch."""
     outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-    if then is not None:
-        outcomes[then[0]] = []
     for ticket in tickets:
         error: BaseException | None = ticket.error
         try:
@@ -133,24 +99,13 @@ def resolve_later(
             ticket.space.lock.release()
         result = ticket.updates if error is None else None
         outcomes.setdefault(ticket.loop, []).append((ticket.future, result, error))
-    posted = True
     for loop, batch in outcomes.items():
-        after = then[1] if then is not None and loop is then[0] else None
-        try:
-            loop.call_soon_threadsafe(_set_outcomes, batch, after)
-        except RuntimeError:  # the loop was closed: no one awaits
-            posted = posted and after is None
-    return posted
+        with contextlib.suppress(RuntimeError):  # the loop was closed: no one awaits
+            loop.call_soon_threadsafe(_set_outcomes, batch)
 
 
-def _set_outcomes(batch: Sequence[_Outcome], then: Callable[[], None] | None = None) -> None:
-    """On the event loop: resolve each future not cancelled meanwhile, then call ``then``."""
-    _resolve(batch)
-    if then is not None:
-        then()
-
-
-def _resolve(batch: Sequence[_Outcome]) -> None:
+def _set_outcomes(batch: Sequence[_Outcome]) -> None:
+    """On the event loop: resolve each future not cancelled meanwhile."""
     for future, result, error in batch:
         if future.done():
             continue
