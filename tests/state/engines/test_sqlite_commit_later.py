@@ -1,6 +1,7 @@
 """``SQLiteEngine.commit_later``: a change queued from an event loop is committed by the
 engine's committer thread (with the changes of blocking writers), installed, and acknowledged
-on the loop; refusals happen before anything is queued and leave the session usable.
+on the loop; refusals happen before anything is queued and leave the session usable; a loop
+that never runs again does not stall the other writers.
 
 Real engines on real data directories and a real asyncio loop; no timing is asserted.
 """
@@ -211,3 +212,37 @@ def _image(engine: SQLiteEngine, session_id: str) -> tuple[object, ...]:
     after = engine.spaces[session_id].log[0].revision - 1
     log = [(u.revision, u.kind, u.record) for u in engine.changes(session_id, after)]
     return records, histories, log
+
+
+def test_a_loop_that_never_runs_again_does_not_stall_the_other_writers(tmp_path: Path) -> None:
+    """The commit of a change queued from an event loop must not depend on that loop running
+    again (only its acknowledgement does): blocking writers queued behind it still finish, and
+    the change is durable and installed."""
+    engine = _engine(tmp_path, sessions=2)
+    loop = asyncio.new_event_loop()  # never run
+    try:
+        old = engine.get("s0", "a")
+        assert old is not None
+        future = engine.commit_later("s0", [change(old, 4.0)], loop)
+        assert future is not None
+        done = threading.Event()
+
+        def blocking() -> None:
+            record = engine.get("s1", "a")
+            assert record is not None
+            engine.commit("s1", [change(record, 5.0)])
+            done.set()
+
+        thread = threading.Thread(target=blocking, daemon=True)
+        thread.start()
+        assert done.wait(10), "the blocking writer waited for a loop that never runs"
+        assert engine.get("s0", "a").value == 4.0  # type: ignore[union-attr]
+        assert engine.get("s1", "a").value == 5.0  # type: ignore[union-attr]
+    finally:
+        engine.close()
+        loop.close()
+    reopened = SQLiteEngine(tmp_path)
+    try:
+        assert [reopened.get(s, "a").value for s in ("s0", "s1")] == [4.0, 5.0]  # type: ignore[union-attr]
+    finally:
+        reopened.close()
