@@ -241,6 +241,17 @@ def test_float_messages_name_variable_value_and_rule() -> None:
         validate(spec, 10**400, "temperature")
 
 
+def test_an_int_too_long_for_repr_is_refused_with_its_size() -> None:
+    huge = 10**5000  # over the 4300 digits Python converts to text
+    with pytest.raises(errors.VariableValueError, match="<int of 16610 bits>") as caught:
+        validate(make_spec(int), huge, "n")
+    assert "64-bit signed range" in str(caught.value)
+    with pytest.raises(errors.VariableValueError, match="<int of 16610 bits>"):
+        validate(make_spec(float, max=1.0), huge, "f")
+    with pytest.raises(errors.VariableValueError, match=r"\[<int of 16610 bits>\]"):
+        validate(make_spec(list, max_length=0), [huge], "items")
+
+
 # -- strings, choices, modules -----------------------------------------------------------------
 
 
