@@ -24,7 +24,7 @@ from dspex._spec import (
     normalize_type,
     type_name,
 )
-from dspex._validate import validate
+from dspex._validate import plain_metadata, validate
 
 __all__ = [
     "EMPTY",
@@ -40,6 +40,7 @@ __all__ = [
     "freeze",
     "make_spec",
     "normalize_type",
+    "plain_metadata",
     "type_name",
     "validate",
 ]

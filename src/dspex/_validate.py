@@ -10,6 +10,7 @@ import json
 import math
 import numbers
 import reprlib
+from collections.abc import Mapping
 from typing import Any, Final
 
 from dspex import errors
@@ -17,7 +18,7 @@ from dspex._canonical import INT64_MAX, INT64_MIN, Int64RangeError, canonical_js
 from dspex._pattern import compiled
 from dspex._spec import DTYPES, NUMERIC_KINDS, VariableSpec, freeze, normalize_type, type_name
 
-__all__ = ["validate"]
+__all__ = ["plain_metadata", "validate"]
 
 
 def validate(spec: VariableSpec, value: Any, name: str = "?") -> Any:
@@ -81,6 +82,39 @@ def plain_detail(value: Any) -> Any:
 
 
 _DETAIL_CHARS: Final = 200
+
+
+def plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``metadata`` as every store keeps it: a JSON object, as its JSON text reads back.
+
+    The in-process store keeps what a session store returns (string keys, numpy values as
+    lists), so metadata reads the same wherever the session lives, and what no store could send
+    is refused at once, not when the session is later promoted for workers.
+
+    Raises:
+        VariableValueError: ``metadata`` is not a mapping of JSON values (the message names
+            the value that is not).
+    """
+    if not metadata:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise errors.VariableValueError(
+            f"metadata must be a mapping of JSON values, got {type_name(metadata)}"
+        )
+    try:
+        text = json.dumps(dict(metadata), default=_tolist)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise errors.VariableValueError(
+            f"metadata must be JSON-serializable ({exc}); give str keys and JSON values "
+            "(str, int, float, bool, None, lists and dicts of them)"
+        ) from exc
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def _tolist(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"{type_name(value)} is not JSON serializable")
 
 
 def _short(value: Any) -> str:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -339,6 +340,22 @@ class StateProviderContract:
         assert caught.value.session_id == closed
 
     # -- register ---------------------------------------------------------------------------
+
+    def test_metadata_is_kept_as_a_json_object_and_anything_else_is_refused(
+        self, provider: StateProvider, session_id: str
+    ) -> None:
+        """Every provider keeps what a session store returns: in-process metadata too."""
+        record = provider.register_variable(
+            session_id, "m", FLOAT, 0.5, metadata={"shape": np.arange(2), 3: "three"}
+        )
+        assert dict(record.metadata) == {"shape": [0, 1], "3": "three"}
+        assert provider.get_variable(session_id, "m").metadata == record.metadata
+        with pytest.raises(errors.VariableValueError, match="datetime is not JSON serializable"):
+            provider.register_variable(
+                session_id, "when", FLOAT, 0.5, metadata={"at": datetime.now(UTC)}
+            )
+        with pytest.raises(errors.VariableNotFoundError):
+            provider.get_variable(session_id, "when")  # nothing half applied
 
     def test_register_variable_returns_version_one(
         self, provider: StateProvider, session_id: str

@@ -8,7 +8,14 @@ from typing import Any, Final
 from google.protobuf.message import DecodeError
 
 import dspex.errors as errors
-from dspex._model import BatchMark, SessionInfo, VariableRecord, VariableSpec, VariableUpdate
+from dspex._model import (
+    BatchMark,
+    SessionInfo,
+    VariableRecord,
+    VariableSpec,
+    VariableUpdate,
+    plain_metadata,
+)
 from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex.state.wire.status import error_from_code
 from dspex.state.wire.values import (
@@ -79,10 +86,7 @@ def register_variable_request(
 
 
 def _encode_metadata(metadata: Mapping[str, Any] | None) -> str:
-    try:
-        return mapping_json(metadata)
-    except (TypeError, ValueError) as exc:
-        raise errors.VariableValueError(f"metadata must be JSON-serializable ({exc})") from exc
+    return mapping_json(plain_metadata(metadata))  # refused here as in a local session
 
 
 def variable_request(kind: str, session_id: str, name: str) -> Any:

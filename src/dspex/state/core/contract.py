@@ -87,13 +87,16 @@ class StateProvider(Protocol):
         """Register ``name`` with ``spec`` and an initial ``value`` (version 1).
 
         Registering the same name with an equal spec returns the existing record unchanged.
-        The provider re-checks ``spec`` (it may not come from ``make_spec``).
+        The provider re-checks ``spec`` (it may not come from ``make_spec``). ``metadata`` is
+        kept as a JSON object, as its JSON text reads back (string keys, numpy values as
+        lists), by every provider alike.
 
         Raises:
             SessionNotFoundError, SessionClosedError: the session is not open.
             VariableExistsError: ``name`` exists with a different spec.
-            VariableTypeError, VariableValueError: ``value`` does not fit ``spec``, or
-                ``name`` is not a printable string of 1-256 characters.
+            VariableTypeError, VariableValueError: ``value`` does not fit ``spec``,
+                ``metadata`` is not JSON-serializable, or ``name`` is not a printable string
+                of 1-256 characters.
             ConstraintError: ``spec`` has an unknown type, an unknown constraint or
                 inconsistent bounds.
             PatternError: ``spec``'s ``pattern`` is not a valid regular expression.
