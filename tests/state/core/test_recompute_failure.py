@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support import wait_until
 from support.bridge import WAIT
+from support.serve_process import ServeProcess
 
 import dspex
+from dspex.errors import StoreUnavailableError
 from dspex.state.store import StoreServer
 
 
@@ -44,3 +47,35 @@ def test_a_failing_recompute_is_logged_and_the_next_change_recomputes(
         assert wait_until(
             lambda: session.get("double") == 6.0 and not session.variable("double").stale, WAIT
         )
+
+
+def test_recomputing_goes_on_after_the_store_was_unreachable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the recompute thread ended with the watch the store's restart broke: the next
+    change left its downstream stale for good, with no word."""
+    store = ServeProcess("--data", str(tmp_path / "data"))
+    with store, dspex.Session(store.address, session_id="recompute", create=True) as session:
+        session.register("base", float, 1.0)
+        session.register("double", float, 2.0)
+        session.depend("base", "double", recompute=lambda values: values["base"] * 2)
+        session.set("base", 2.0)
+        assert wait_until(lambda: session.get("double") == 4.0, WAIT)
+        with caplog.at_level(logging.WARNING, logger="dspex.session"):
+            store.kill()
+            store.start()  # same port, same data: the session is still there
+            assert wait_until(lambda: _set(session, "base", 3.0), WAIT)
+            assert wait_until(
+                lambda: session.get("double") == 6.0 and not session.variable("double").stale,
+                WAIT,
+            )
+        assert "recomputing for session recompute paused" in caplog.text
+
+
+def _set(session: dspex.Session, name: str, value: float) -> bool:
+    """One try of a set while the client finds the restarted store again."""
+    try:
+        session.set(name, value)
+    except StoreUnavailableError:
+        return False
+    return True

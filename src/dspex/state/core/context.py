@@ -158,7 +158,8 @@ class SessionContext:
         process also recomputes it: ``recompute({upstream_name: value, ...})`` runs in a
         background thread, in topological order, and its result is set as the new value. If
         it raises there, the error is logged and ``downstream`` stays stale (its record says
-        so) until another variable changes; the recomputing goes on.
+        so) until another variable changes; the recomputing goes on. While the store cannot
+        be reached, the recomputing pauses (logged) and then catches up on what went stale.
 
         Raises:
             CycleError: the edge would close a cycle.

@@ -11,10 +11,10 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from dspex._model import VariableRecord
-from dspex.errors import DspexError, LockedError
+from dspex.errors import DspexError, LockedError, SessionClosedError, SessionNotFoundError
 from dspex.state.core.contract import StateProvider
 from dspex.state.core.identity import current_lock_owner
 from dspex.state.core.locks import fenced_owner, owner_digest
@@ -23,6 +23,10 @@ from dspex.state.core.watch import VariableWatch
 __all__ = ["OptimizationLock", "Recomputer"]
 
 _log = logging.getLogger("dspex.session")
+
+_RETRY_FIRST: Final = 0.1
+_RETRY_MAX: Final = 5.0
+"""Seconds between attempts to follow a session again after its watch broke (doubling)."""
 
 
 class _View(Protocol):
@@ -169,12 +173,19 @@ class OptimizationLock:
 
 
 class Recomputer:
-    """Recomputes stale downstream variables in this process, in topological order."""
+    """Recomputes stale downstream variables in this process, in topological order.
+
+    It follows the session with a watch on a background thread until the session closes or
+    :meth:`stop`. A watch that breaks (the store unreachable for a while, a stream that fell
+    behind) is logged and opened again with backoff; staleness lives in the records, so the
+    recomputer then catches up on whatever went stale meanwhile.
+    """
 
     def __init__(self, view: _View) -> None:
         self._view = view
         self._callbacks: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
         self._failed = False  # a callback raised: try again on the next change of an input
+        self._stopped = threading.Event()
         self._watch = view.watch()
         self._thread = threading.Thread(target=self._run, name="dspex-recompute", daemon=True)
         self._thread.start()
@@ -191,16 +202,56 @@ class Recomputer:
 
     def stop(self) -> None:
         """Stop following the session."""
+        self._stopped.set()
         self._watch.cancel()
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        try:
-            for update in self._watch:
-                if update.kind == "stale" or (self._failed and update.name not in self._callbacks):
-                    self._recompute_stale()
-        except DspexError:
-            return  # the session ended
+        while True:
+            try:
+                self._follow()
+                return  # the watch ended normally: stopped, or the session closed
+            except (SessionNotFoundError, SessionClosedError):
+                return
+            except DspexError as exc:
+                if self._stopped.is_set():
+                    return
+                _log.warning(
+                    "recomputing for session %s paused (%s); following it again",
+                    self._view.session_id, exc,
+                )  # fmt: skip
+            if not self._rewatch():
+                return
+            try:
+                self._recompute_stale()  # what went stale while the watch was down
+            except DspexError:
+                pass  # the new watch, or the next change, tells
+
+    def _follow(self) -> None:
+        """Recompute on every change that makes a variable stale (or, after a failed
+        callback, on any change of another variable), until the watch ends."""
+        for update in self._watch:
+            if update.kind == "stale" or (self._failed and update.name not in self._callbacks):
+                self._recompute_stale()
+
+    def _rewatch(self) -> bool:
+        """Open the watch again, with doubling pauses while the store cannot be reached;
+        False once stopped or the session is gone."""
+        delay = _RETRY_FIRST
+        while not self._stopped.wait(delay):
+            delay = min(delay * 2, _RETRY_MAX)
+            try:
+                watch = self._view.watch()
+            except (SessionNotFoundError, SessionClosedError):
+                return False
+            except DspexError:
+                continue
+            self._watch = watch
+            if self._stopped.is_set():  # stop() may have cancelled the previous watch only
+                watch.cancel()
+                return False
+            return True
+        return False
 
     def _recompute_stale(self, *, raising: bool = False) -> None:
         provider, session_id = self._view.provider, self._view.session_id
