@@ -23,6 +23,7 @@ from support.serve_process import ServeProcess
 
 import dspex
 from dspex.errors import StoreUnavailableError
+from dspex.state import LocalProvider, SessionContext
 from dspex.state.store import StoreServer
 
 
@@ -79,3 +80,41 @@ def _set(session: dspex.Session, name: str, value: float) -> bool:
     except StoreUnavailableError:
         return False
     return True
+
+
+class _FailingDependencies(LocalProvider):
+    """The in-process store with one injected fault: its next ``failures`` reads of the
+    dependency graph fail as a store call that timed out does."""
+
+    failures = 0
+
+    def get_dependencies(self, session_id: str) -> list[tuple[str, str]]:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailableError("injected fault: the call timed out")
+        return super().get_dependencies(session_id)
+
+
+def test_a_store_call_failing_mid_round_keeps_one_watch_and_retries_on_the_next_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, each such failure opened another watch and left the old one registered (a
+    leak that used up ``max_watchers``, after which recomputing stopped without a word)."""
+    store = _FailingDependencies(max_watchers=2)  # the recomputer's watch and one more
+    session_id = store.create_session()
+    view = SessionContext(store, session_id)
+    view.register("a", "int", 1)
+    view.register("b", "int", 2)
+    view.depend("a", "b", recompute=lambda values: values["a"] * 2)
+    with caplog.at_level(logging.WARNING, logger="dspex.session"):
+        for value in (10, 11, 12):
+            store.failures = 1
+            view.set("a", value)
+            assert wait_until(lambda: store.failures == 0, WAIT)
+            assert wait_until(lambda: "trying again on the next change" in caplog.text, WAIT)
+            caplog.clear()
+        view.set("a", 100)
+        assert wait_until(lambda: view.get("b") == 200, WAIT)
+    with view.watch():  # before the fix: LimitExceededError, the leaked watches held the budget
+        pass
+    store.close()

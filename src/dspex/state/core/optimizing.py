@@ -14,7 +14,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from dspex._model import VariableRecord
-from dspex.errors import DspexError, LockedError, SessionClosedError, SessionNotFoundError
+from dspex.errors import (
+    DspexError,
+    LockedError,
+    SessionClosedError,
+    SessionNotFoundError,
+    StoreUnavailableError,
+    WatchError,
+    WatchLaggedError,
+)
 from dspex.state.core.contract import StateProvider
 from dspex.state.core.identity import current_lock_owner
 from dspex.state.core.locks import fenced_owner, owner_digest
@@ -178,13 +186,14 @@ class Recomputer:
     It follows the session with a watch on a background thread until the session closes or
     :meth:`stop`. A watch that breaks (the store unreachable for a while, a stream that fell
     behind) is logged and opened again with backoff; staleness lives in the records, so the
-    recomputer then catches up on whatever went stale meanwhile.
+    recomputer then catches up on whatever went stale meanwhile. A recompute round that fails
+    on a store call is logged and retried on the next change, on the same watch.
     """
 
     def __init__(self, view: _View) -> None:
         self._view = view
         self._callbacks: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
-        self._failed = False  # a callback raised: try again on the next change of an input
+        self._failed = False  # a round failed: try again on the next change of an input
         self._stopped = threading.Event()
         self._watch = view.watch()
         self._thread = threading.Thread(target=self._run, name="dspex-recompute", daemon=True)
@@ -197,7 +206,7 @@ class Recomputer:
         on the background thread, its error is logged and the variable stays stale (its
         record says so) until another variable changes: the thread goes on for the others.
         """
-        self._callbacks[name] = callback
+        self._callbacks = {**self._callbacks, name: callback}  # replaced whole: read unlocked
         self._recompute_stale(raising=True)  # it may already be stale
 
     def stop(self) -> None:
@@ -207,45 +216,64 @@ class Recomputer:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while True:
-            try:
-                self._follow()
-                return  # the watch ended normally: stopped, or the session closed
-            except (SessionNotFoundError, SessionClosedError):
-                return
-            except DspexError as exc:
-                if self._stopped.is_set():
+        try:
+            while True:
+                try:
+                    self._follow()
+                    return  # the watch ended normally: stopped, or the session closed
+                except (SessionNotFoundError, SessionClosedError):
                     return
-                _log.warning(
-                    "recomputing for session %s paused (%s); following it again",
-                    self._view.session_id, exc,
-                )  # fmt: skip
-            if not self._rewatch():
-                return
-            try:
-                self._recompute_stale()  # what went stale while the watch was down
-            except DspexError:
-                pass  # the new watch, or the next change, tells
+                except _BROKEN as exc:
+                    if self._stopped.is_set():
+                        return
+                    _log.warning(
+                        "recomputing for session %s paused (%s); following it again",
+                        self._view.session_id, exc,
+                    )  # fmt: skip
+                self._watch.cancel()
+                if not self._rewatch():
+                    return
+                self._round()  # what went stale while the watch was down
+        except Exception:  # never a silent end: the session's variables would stay stale
+            _log.exception("recomputing for session %s stopped", self._view.session_id)
+        finally:
+            self._watch.cancel()
 
     def _follow(self) -> None:
         """Recompute on every change that makes a variable stale (or, after a failed
-        callback, on any change of another variable), until the watch ends."""
+        round, on any change of another variable), until the watch ends."""
         for update in self._watch:
             if update.kind == "stale" or (self._failed and update.name not in self._callbacks):
-                self._recompute_stale()
+                self._round()
+
+    def _round(self) -> None:
+        """One recompute round on the background thread: a store call that fails is logged,
+        and the next change of another variable tries again."""
+        try:
+            self._recompute_stale()
+        except DspexError as exc:
+            self._failed = True
+            _log.warning(
+                "recomputing for session %s failed (%s); trying again on the next change",
+                self._view.session_id, exc,
+            )  # fmt: skip
 
     def _rewatch(self) -> bool:
         """Open the watch again, with doubling pauses while the store cannot be reached;
-        False once stopped or the session is gone."""
+        False once stopped, or when the watch is refused for another reason (logged)."""
         delay = _RETRY_FIRST
         while not self._stopped.wait(delay):
             delay = min(delay * 2, _RETRY_MAX)
             try:
                 watch = self._view.watch()
-            except (SessionNotFoundError, SessionClosedError):
+            except _BROKEN:
+                continue  # still unreachable
+            except DspexError as exc:  # closed session, a limit, a permission: not mended
+                if not isinstance(exc, SessionNotFoundError | SessionClosedError):
+                    _log.error(
+                        "recomputing for session %s stopped: %s", self._view.session_id, exc
+                    )
                 return False
-            except DspexError:
-                continue
             self._watch = watch
             if self._stopped.is_set():  # stop() may have cancelled the previous watch only
                 watch.cancel()
@@ -255,11 +283,12 @@ class Recomputer:
 
     def _recompute_stale(self, *, raising: bool = False) -> None:
         provider, session_id = self._view.provider, self._view.session_id
+        callbacks = self._callbacks
         edges = provider.get_dependencies(session_id)
-        order = _topological({down for _, down in edges} | set(self._callbacks), edges)
+        order = _topological({down for _, down in edges} | set(callbacks), edges)
         self._failed = False
         for name in order:
-            callback = self._callbacks.get(name)
+            callback = callbacks.get(name)
             if callback is None:
                 continue
             try:
@@ -274,6 +303,10 @@ class Recomputer:
                     raise
                 self._failed = True
                 _log.exception("recomputing %r failed: it stays stale for now", name)
+
+
+_BROKEN: Final = (StoreUnavailableError, WatchLaggedError, WatchError)
+"""How a watch breaks that following the session again mends."""
 
 
 def _topological(names: set[str], edges: list[tuple[str, str]]) -> list[str]:
