@@ -13,7 +13,7 @@ import threading
 import pytest
 from support import wait_until
 from support.bridge import WAIT
-from support.faults import TEXT
+from support.faults import TEXT, stalled_loop
 from support.watch_consumers import CONSUMERS, ENDS, WATCHES, Consumer, iterate, receiving
 
 import dspex
@@ -133,3 +133,30 @@ def test_closing_a_cache_waiting_to_reconnect_ends_it_at_once_leaving_no_channel
     # before the fix: it slept out its pause, then reconnected the closed client to try again
     assert wait_until(lambda: not _threads("dspex-cache-"), ENDS)
     assert inner._channel is None  # nothing reopened behind the close
+
+
+def test_a_watch_starting_while_its_client_closes_fails_saying_so(
+    server: StoreServer, session_id: str
+) -> None:
+    """The store cannot confirm the watch (its loop is held), the client closes meanwhile: the
+    start fails at once with ``closed=True`` rather than waiting or handing back a dead watch."""
+    client = SessionStoreProvider(server.address)
+    client.ping()  # connected: the watch call itself reaches the held store
+    outcome: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            client.watch_variables(session_id, after_revision=0)
+        except BaseException as exc:  # recorded for the assertions below
+            outcome.append(exc)
+
+    with stalled_loop(server._loop, 3.0):
+        starter = threading.Thread(target=start)
+        starter.start()
+        assert wait_until(lambda: len(client._streams) == 1, WAIT)
+        client.close()
+        starter.join(WAIT)
+        assert not starter.is_alive()
+    [error] = outcome
+    assert isinstance(error, errors.StoreUnavailableError), repr(error)
+    assert error.details.get("closed") is True  # before: no such detail

@@ -48,6 +48,7 @@ class StoreWatchReader:
         self._forget = forget
         self._failure: DspexError | None = None
         self._cancelled = False
+        self._closed = False  # the client closed: a watch starting meanwhile is refused
         self._watcher: Watcher | None = None
         self._backlog = 0
         self._stream: DedicatedStream | None = None
@@ -62,7 +63,12 @@ class StoreWatchReader:
             DspexError: the store refused the watch (unknown session, resume too old ...).
             StoreUnavailableError: no confirmation within ``timeout`` seconds.
         """
+        if self._closed:  # closed since the client registered this reader
+            raise self._closed_error()
         self._stream = stream = self._open(request, self._handle, self._end)
+        if self._closed:  # closed while it opened: close() saw no stream to stop
+            stream.stop()
+            raise self._closed_error()
         expired = threading.Event()
 
         def expire() -> None:
@@ -79,16 +85,23 @@ class StoreWatchReader:
         if expired.is_set():
             self.cancel()
             raise StoreUnavailableError.stream_timeout(self.address, "confirm the watch", timeout)
+        if self._closed:  # even if it was confirmed meanwhile: its stream is stopped
+            raise self._closed_error()
         if self._failure is not None or self._watcher is None:
-            closed = " (its client was closed)" if self._cancelled else ""
             raise self._failure or StoreUnavailableError(
-                f"the watch stream of session store {self.address} ended before it "
-                f"started{closed}",
+                f"the watch stream of session store {self.address} ended before it started",
                 address=self.address,
             )
         watcher = self._watcher
         return VariableWatch(
             watcher.items, self.cancel, watcher.last_put, self._divert, self._pull
+        )
+
+    def _closed_error(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"the client of session store {self.address} was closed while this watch started",
+            address=self.address,
+            closed=True,
         )
 
     def _pull(self, timeout: float | None) -> bool:
@@ -172,7 +185,9 @@ class StoreWatchReader:
         END is queued here, not left to the reading thread: a watch nobody reads, or read
         only by its consumer, would otherwise wait for a message that never comes.
         """
-        watcher = self._watcher
+        with self._lock:
+            self._closed = True
+            watcher = self._watcher
         if watcher is not None and not self._cancelled:
             watcher.end(END)
         self.cancel()
