@@ -12,15 +12,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-import grpc
 import pytest
 from support.faults import TEXT
+from support.hardening import make_pki
 from support.serve_process import ServeProcess
 
 from dspex import errors
 from dspex.state.store import SessionStoreProvider
-from dspex.state.wire import status as _status
 
 PAUSE = 1.0
 """Seconds the server is stopped while a fresh client connects (10x the old connect timeout)."""
@@ -118,26 +118,33 @@ def test_a_restarted_store_is_found_again_within_the_reconnect_backoff() -> None
         server.kill()
 
 
-class _NoHandshake(grpc.RpcError):
-    """What grpc raises once its connect timeout expired before the server's SETTINGS."""
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
-
-    def details(self) -> str:
-        return (
-            "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
-            "connection attempt timed out before receiving SETTINGS frame"
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+def test_a_store_paused_past_the_connect_timeout_is_said_to_be_paused(
+    tls: bool, tmp_path: Path
+) -> None:
+    """Past gRPC's 20 s connect timeout a stopped store is named as such, with TLS too (grpc
+    then says "Handshake read failed", which was taken for a TLS misconfiguration)."""
+    flags: tuple[str, ...] = ()
+    root_cert = None
+    if tls:
+        pki = make_pki(tmp_path)
+        flags, root_cert = (
+            ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)),
+            str(pki.ca),
         )
-
-    def trailing_metadata(self) -> tuple[()]:
-        return ()
-
-
-def test_a_handshake_that_never_completes_is_not_called_unreachable() -> None:
-    # A real one takes the full connect timeout (20 s) of a stopped server: translated here.
-    error = _status.error_from_rpc(_NoHandshake(), "grpc://h:1")
-    assert type(error) is errors.StoreUnavailableError
-    assert "accepted the connection but did not complete the gRPC handshake within 20 s" in (
-        str(error)
-    )
+    server = ServeProcess(*flags)
+    if tls:
+        server.address = server.address.replace("grpc://", "grpcs://")
+    with server:
+        client = SessionStoreProvider(server.address, timeout=40.0, root_cert=root_cert)
+        try:
+            with paused(server, 30.0), pytest.raises(errors.StoreUnavailableError) as paused_error:
+                client.ping()
+        finally:
+            client.close()
+    assert "did not complete the gRPC handshake within 20 s" in str(paused_error.value)
+    assert (
+        "tls" not in paused_error.value.details
+    )  # before, with TLS: "check that ... agree on TLS"

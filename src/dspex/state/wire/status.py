@@ -206,6 +206,14 @@ class _Trouble(NamedTuple):
 
 
 _TROUBLES: Final = (
+    _Trouble(  # grpc's connect timeout expired: no HTTP/2 SETTINGS, or no TLS handshake reply
+        _S.UNAVAILABLE,
+        re.compile(r"before receiving SETTINGS frame|Handshake read failed \(Endpoint closing\)"),
+        errors.StoreUnavailableError,
+        "session store {address} accepted the connection but did not complete the gRPC "
+        f"handshake within {CONNECT_TIMEOUT_MS / 1000:g} s ({{message}}); the server process is "
+        "overloaded, paused or hung, or what listens there is not a dspex store",
+    ),
     _Trouble(
         _S.UNAVAILABLE,
         re.compile(r"ssl|tls|handshake|certificate", re.IGNORECASE),
@@ -215,14 +223,6 @@ _TROUBLES: Final = (
         "plaintext one) and that the client trusts the server's certificate (its CA) and sends "
         "a client certificate if the server requires one",
         {"tls": True},
-    ),
-    _Trouble(  # grpc's connect timeout expired: the server never sent its HTTP/2 SETTINGS
-        _S.UNAVAILABLE,
-        re.compile(re.escape("before receiving SETTINGS frame")),
-        errors.StoreUnavailableError,
-        "session store {address} accepted the connection but did not complete the gRPC "
-        f"handshake within {CONNECT_TIMEOUT_MS / 1000:g} s ({{message}}); the server process is "
-        "overloaded, paused or hung, or what listens there is not a dspex store",
     ),
     _Trouble(
         _S.DEADLINE_EXCEEDED,
