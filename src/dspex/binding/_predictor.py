@@ -10,8 +10,10 @@ are properties:
 * ``demos``: the bound ``demos``;
 * ``config``: the predictor's own config without the keys bound as LM keywords (those reach the
   LM as an LM copy at the bind boundary, see :mod:`dspex.binding._bound`);
-* ``lm``: the predictor's own LM. When it has none, it is None inside the bound call (``Predict``
-  then uses the boundary's LM, as in DSPy) and, outside it, the LM the boundary would use, so
+* ``lm``: the predictor's own LM (``set_lm``), inside the bound call with the bound LM keywords
+  applied to it (its own LM keeps winning over a bound ``lm`` choice, as over the context's LM in
+  DSPy). When it has none, it is None inside the bound call (``Predict`` then uses the
+  boundary's LM, as in DSPy) and, outside it, the LM the boundary would use, so
   ``BestOfN``/``Refine``/``SIMBA`` wrapped around a bound module find it with ``get_lm()``.
 
 Values come from the bound call's snapshot (``dspy.context(dspex_values=...)``, copied by DSPy
@@ -29,7 +31,7 @@ back to them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -129,6 +131,21 @@ def _lm_outside(hooks: _Hooks) -> Any:
         return None
     current = thread_local_overrides.get().get("lm", main_thread_config.get("lm"))
     return bound_lm(current, chosen, config, main_thread_config.get("lm"))
+
+
+def _own_lm(own: Any, hooks: _Hooks, values: Mapping[str, Any]) -> Any:
+    """A predictor's own LM inside the bound call: with the bound LM keywords applied.
+
+    DSPy runs a predictor with its own ``lm`` (``set_lm``) instead of the context's, so the
+    boundary's LM copy never reaches it; the keywords are applied to its own LM here, as
+    ``predictor.config`` would apply them in DSPy (a bound ``lm`` choice does not replace it:
+    a predictor's own LM wins over the context's in DSPy too). A rollout copy DSPy set on it
+    (``BestOfN``, ``Refine``) keeps its ``rollout_id`` and temperature, see :func:`bound_lm`.
+    """
+    config = {b.hook: values[b.name] for b in hooks.config if b.name in values}
+    if not config:
+        return own
+    return bound_lm(own, None, config, main_thread_config.get("lm"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -296,14 +313,15 @@ class HookedPredictor(Hooked):
     def lm(self) -> Any:
         d = self.__dict__
         own = d["_dspex_lm"]
-        if own is not None or _LOCAL.get():
-            return own
         hooks = d["_dspex_hooks"]
-        if hooks.lm is None and not hooks.config:
-            return None
+        if _LOCAL.get() or (hooks.lm is None and not hooks.config):
+            return own
         values = call_values()
         probe = hooks.lm or hooks.config[0]
-        if values is not None and probe.name in values:
+        inside = values is not None and probe.name in values
+        if own is not None:
+            return _own_lm(own, hooks, values) if inside and values is not None else own
+        if inside:
             return None  # inside the bound call: Predict uses the boundary's LM, as in DSPy
         return _lm_outside(hooks)
 

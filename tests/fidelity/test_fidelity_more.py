@@ -1,0 +1,247 @@
+"""Differential cases over more DSPy features: batch, History, Ensemble, KNNFewShot, contexts.
+
+Plain DSPy is the oracle, as in the rest of the suite. The context cases model the bound values
+the way a plain DSPy user sets them on a program they own: a bound ``lm`` as the predictors' own
+``lm`` and bound LM keywords as their ``config``, so an LM chosen with ``dspy.context`` or
+``dspy.configure`` reaches them exactly where DSPy lets it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import dspy
+import numpy as np
+import pytest
+from support.fidelity import (
+    VARIABLES,
+    Env,
+    Values,
+    assert_requests_equal,
+    assert_same,
+    lm_variable,
+    question,
+)
+
+import dspex
+from dspex.sim import load_devset
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.filterwarnings("ignore:a bound predictor holds"),
+]
+
+TRAIN = load_devset("arithmetic")[:6]
+
+
+def ask(program: dspy.Module, env: Env) -> None:
+    for i in range(2):
+        program(question=question(i))
+
+
+def examples(n: int) -> list[dspy.Example]:
+    return [dspy.Example(question=question(i)).with_inputs("question") for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------
+# 1. Module.batch
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_batch(threads: int) -> None:
+    answers: dict[str, list[str]] = {}
+
+    def run(program: dspy.Module, env: Env) -> None:
+        results = program.batch(examples(4), num_threads=threads, disable_progress_bar=True)
+        answers.setdefault("plain" if "plain" not in answers else "bound", []).extend(
+            r.answer for r in results
+        )
+
+    assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run, ordered=threads == 1)
+    assert answers["plain"] == answers["bound"]
+
+
+def test_batch_reads_the_values_per_call() -> None:
+    """A value changed between two batches reaches the second one, as a new plain config does."""
+    first, second = Values(), Values(temperature=1.1, max_tokens=99, instructions="Be brief.")
+
+    def plain() -> Env:
+        env = Env.fresh()
+        dspy.configure(lm=env.lm, callbacks=[env.recorder])
+        program = dspy.Predict(dspy.Signature("question -> answer"))
+        for values in (first, second):
+            program.signature = program.signature.with_instructions(values.instructions)
+            program.demos = list(values.demos or [])
+            with dspy.context(lm=env.lm.copy(**values.config())):
+                program.batch(examples(3), num_threads=3, disable_progress_bar=True)
+        return env
+
+    def bound() -> Env:
+        env = Env.fresh()
+        dspy.configure(lm=env.lm, callbacks=[env.recorder])
+        hooks = {h: VARIABLES[h] for h in ("temperature", "max_tokens", "instructions", "demos")}
+        with dspex.Session() as session:
+            program: Any = dspex.bind(dspy.Predict("question -> answer"), **hooks)
+            for values in (first, second):
+                session.update({v.name: getattr(values, h) for h, v in hooks.items()})
+                program.batch(examples(3), num_threads=3, disable_progress_bar=True)
+        return env
+
+    assert_requests_equal(plain().recorder.requests, bound().recorder.requests, ordered=False)
+
+
+# ------------------------------------------------------------------------------------------
+# 2. dspy.History
+
+
+def with_history(sig: type[dspy.Signature]) -> type[dspy.Signature]:
+    extended: type[dspy.Signature] = sig.prepend("history", dspy.InputField(), type_=dspy.History)
+    return extended
+
+
+def test_history_field() -> None:
+    history = dspy.History(
+        messages=[
+            {"question": "What is 1 + 1?", "answer": "2"},
+            {"question": "And times three?", "answer": "6"},
+        ]
+    )
+
+    def run(program: dspy.Module, env: Env) -> None:
+        for i in range(2):
+            program(question=question(i), history=history)
+
+    requests = assert_same(lambda sig, bind: bind(dspy.ChainOfThought(with_history(sig))), run)
+    assert any("And times three?" in c for r in requests for _, c in r.messages)
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Ensemble and KNNFewShot
+
+
+def ensemble(sig: type[dspy.Signature], bind: Callable[[dspy.Module], dspy.Module]) -> Any:
+    programs = [bind(dspy.Predict(sig)) for _ in range(3)]
+    return dspy.Ensemble(reduce_fn=dspy.majority).compile(programs)
+
+
+@pytest.mark.parametrize("where", ["members", "ensemble"])
+def test_ensemble(where: str) -> None:
+    answers: list[Any] = []
+
+    def build(sig: Any, bind: Any) -> dspy.Module:
+        if where == "members":
+            return ensemble(sig, bind)
+        return bind(ensemble(sig, lambda m: m))
+
+    def run(program: dspy.Module, env: Env) -> None:
+        answers.extend(program(question=question(i)).answer for i in range(2))
+
+    requests = assert_same(build, run)
+    assert len(requests) == 6
+    assert answers[:2] == answers[2:]
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """A deterministic local embedding: byte-trigram hashes into 64 buckets."""
+    vectors = np.zeros((len(texts), 64), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for i in range(max(len(text) - 2, 1)):
+            bucket = hashlib.md5(text[i : i + 3].encode()).digest()[0] % 64
+            vectors[row, bucket] += 1.0
+    return vectors
+
+
+def test_knn_few_shot() -> None:
+    def run(program: dspy.Module, env: Env) -> None:
+        tp = dspy.KNNFewShot(
+            k=2,
+            trainset=TRAIN,
+            vectorizer=dspy.Embedder(embed, caching=False),
+            max_bootstrapped_demos=1,
+            max_labeled_demos=2,
+        )
+        ask(tp.compile(program), env)
+
+    requests = assert_same(lambda sig, bind: bind(dspy.Predict(sig)), run)
+    assert any(e.question in c for e in TRAIN for r in requests for _, c in r.messages)
+
+
+# ------------------------------------------------------------------------------------------
+# 4. dspy.context / dspy.configure around bound LM hooks
+
+
+Drive = Callable[[dspy.Module, Env], None]
+
+
+def switching(program: dspy.Module, env: Env) -> None:
+    """Calls under the configured LM, under ``dspy.context(lm=...)``, and after a reconfigure."""
+    program(question=question(0))
+    with dspy.context(lm=env.prompt):
+        program(question=question(1))
+        with dspy.context(lm=env.large):
+            program(question=question(2))
+    dspy.settings.configure(lm=env.prompt)
+    program(question=question(3))
+
+
+def plain_owned(values: Values, drive: Drive) -> Env:
+    """Plain DSPy with ``values`` set on the predictors (own ``lm``, ``config``)."""
+    env = Env.fresh()
+    dspy.configure(lm=env.lm, callbacks=[env.recorder])
+    sig = dspy.Signature("question -> answer")
+    if values.instructions is not None:
+        sig = sig.with_instructions(values.instructions)
+    program = dspy.ChainOfThought(sig)
+    for predictor in program.predictors():
+        predictor.demos = list(values.demos or [])
+        predictor.config.update(values.config())
+        if values.lm is not None:
+            predictor.lm = env.large if values.lm == "large" else env.lm
+    drive(program, env)
+    return env
+
+
+def bound_session(values: Values, drive: Drive) -> Env:
+    """The same program bound, with ``values`` in a session."""
+    env = Env.fresh()
+    dspy.configure(lm=env.lm, callbacks=[env.recorder])
+    hooks = {h: VARIABLES[h] for h in ("temperature", "max_tokens", "instructions", "demos")}
+    hooks = {h: v for h, v in hooks.items() if getattr(values, h) is not None}
+    if values.lm is not None:
+        hooks["lm"] = lm_variable(env)
+    with dspex.Session() as session:
+        program = dspex.bind(dspy.ChainOfThought("question -> answer"), **hooks)
+        session.update({v.name: getattr(values, h) for h, v in hooks.items()})
+        drive(program, env)
+    return env
+
+
+def test_bound_lm_wins_over_context_lm() -> None:
+    """A bound ``lm`` acts as a predictor's own ``lm``: dspy.context(lm=...) leaves it."""
+    values = Values(lm="large")
+    plain = plain_owned(values, switching).recorder.requests
+    assert_requests_equal(plain, bound_session(values, switching).recorder.requests)
+    assert {r.model for r in plain} == {"dspex/sim-large"}
+
+
+def test_bound_temperature_follows_the_context_lm() -> None:
+    """Only LM keywords bound: the LM comes from dspy.context / dspy.configure, as in DSPy."""
+    values = Values(instructions=None, demos=None)
+    plain = plain_owned(values, switching).recorder.requests
+    assert_requests_equal(plain, bound_session(values, switching).recorder.requests)
+    assert {r.model for r in plain} == {"dspex/sim", "dspex/sim-small", "dspex/sim-large"}
+
+
+def test_bound_temperature_on_a_predictor_with_its_own_lm() -> None:
+    """A predictor given its own ``lm`` (set_lm) still gets the bound LM keywords."""
+    values = Values(instructions=None, demos=None)
+
+    def drive(program: dspy.Module, env: Env) -> None:
+        program.set_lm(env.large)
+        switching(program, env)
+
+    plain = plain_owned(values, drive).recorder.requests
+    assert_requests_equal(plain, bound_session(values, drive).recorder.requests)
+    assert {r.model for r in plain} == {"dspex/sim-large"}
