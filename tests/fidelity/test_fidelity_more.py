@@ -245,3 +245,40 @@ def test_bound_temperature_on_a_predictor_with_its_own_lm() -> None:
     plain = plain_owned(values, drive).recorder.requests
     assert_requests_equal(plain, bound_session(values, drive).recorder.requests)
     assert {r.model for r in plain} == {"dspex/sim-large"}
+
+
+class Switcher(dspy.Module):
+    """A module that runs its second step under its own ``dspy.context(lm=...)``."""
+
+    def __init__(self, lm: Any) -> None:
+        super().__init__()
+        self.first = dspy.ChainOfThought("question -> answer")
+        self.second = dspy.Predict("question -> answer")
+        self.other = lm
+
+    def forward(self, question: str) -> Any:
+        self.first(question=question)
+        with dspy.context(lm=self.other):
+            return self.second(question=question)
+
+
+def test_bound_temperature_under_a_context_lm_inside_forward() -> None:
+    """The LM an inner dspy.context picks runs with the bound keywords, as with config."""
+    plain_env, bound_env = Env.fresh(), Env.fresh()
+    values = Values(instructions=None, demos=None)
+    for env, bound in ((plain_env, False), (bound_env, True)):
+        dspy.configure(lm=env.lm, callbacks=[env.recorder])
+        program = Switcher(env.large)
+        if not bound:
+            for predictor in program.predictors():
+                predictor.config.update(values.config())
+            ask(program, env)
+            continue
+        hooks = {h: VARIABLES[h] for h in ("temperature", "max_tokens")}
+        with dspex.Session() as session:
+            dspex.bind(program, **hooks)
+            session.update({v.name: getattr(values, h) for h, v in hooks.items()})
+            ask(program, env)
+    plain = plain_env.recorder.requests
+    assert_requests_equal(plain, bound_env.recorder.requests)
+    assert {r.model for r in plain} == {"dspex/sim", "dspex/sim-large"}

@@ -10,10 +10,10 @@ are properties:
 * ``demos``: the bound ``demos``;
 * ``config``: the predictor's own config without the keys bound as LM keywords (those reach the
   LM as an LM copy at the bind boundary, see :mod:`dspex.binding._bound`);
-* ``lm``: the predictor's own LM (``set_lm``), inside the bound call with the bound LM keywords
-  applied to it (its own LM keeps winning over a bound ``lm`` choice, as over the context's LM in
-  DSPy). When it has none, it is None inside the bound call (``Predict`` then uses the
-  boundary's LM, as in DSPy) and, outside it, the LM the boundary would use, so
+* ``lm``: the predictor's own LM (``set_lm``). Inside the bound call, that LM or else the LM in
+  effect (the boundary's, or an inner ``dspy.context``'s) with the bound LM keywords applied
+  (None when nothing is to apply: ``Predict`` then uses the context's LM, as in DSPy). Outside
+  the call, with no LM of its own: the LM the boundary would use, so
   ``BestOfN``/``Refine``/``SIMBA`` wrapped around a bound module find it with ``get_lm()``.
 
 Values come from the bound call's snapshot (``dspy.context(dspex_values=...)``, copied by DSPy
@@ -133,19 +133,21 @@ def _lm_outside(hooks: _Hooks) -> Any:
     return bound_lm(current, chosen, config, main_thread_config.get("lm"))
 
 
-def _own_lm(own: Any, hooks: _Hooks, values: Mapping[str, Any]) -> Any:
-    """A predictor's own LM inside the bound call: with the bound LM keywords applied.
+def _keyed_lm(lm: Any, hooks: _Hooks, values: Mapping[str, Any]) -> Any:
+    """The LM a predictor runs with inside the bound call, with the bound LM keywords applied.
 
-    DSPy runs a predictor with its own ``lm`` (``set_lm``) instead of the context's, so the
-    boundary's LM copy never reaches it; the keywords are applied to its own LM here, as
-    ``predictor.config`` would apply them in DSPy (a bound ``lm`` choice does not replace it:
-    a predictor's own LM wins over the context's in DSPy too). A rollout copy DSPy set on it
-    (``BestOfN``, ``Refine``) keeps its ``rollout_id`` and temperature, see :func:`bound_lm`.
+    The boundary's LM copy carries the keywords, but DSPy runs a predictor with its own ``lm``
+    (``set_lm``) instead, and with the LM of a ``dspy.context(lm=...)`` entered inside the bound
+    module's forward: those LMs get the keywords here, as ``predictor.config`` gives them in
+    DSPy (the LM itself is not replaced: a predictor's own LM and an inner context's keep their
+    precedence over a bound ``lm`` choice). The boundary's own copy already has them and comes
+    back as is; a rollout copy DSPy made (``BestOfN``, ``Refine``) keeps its ``rollout_id`` and
+    temperature, see :func:`bound_lm`.
     """
     config = {b.hook: values[b.name] for b in hooks.config if b.name in values}
     if not config:
-        return own
-    return bound_lm(own, None, config, main_thread_config.get("lm"))
+        return lm
+    return bound_lm(lm, None, config, main_thread_config.get("lm"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -319,11 +321,12 @@ class HookedPredictor(Hooked):
         values = call_values()
         probe = hooks.lm or hooks.config[0]
         inside = values is not None and probe.name in values
-        if own is not None:
-            return _own_lm(own, hooks, values) if inside and values is not None else own
-        if inside:
-            return None  # inside the bound call: Predict uses the boundary's LM, as in DSPy
-        return _lm_outside(hooks)
+        if inside and values is not None:
+            if own is None and hooks.config:  # the LM in effect (an inner dspy.context's too)
+                overlay = thread_local_overrides.get()
+                own = overlay["lm"] if "lm" in overlay else main_thread_config.get("lm")
+            return None if own is None else _keyed_lm(own, hooks, values)
+        return own if own is not None else _lm_outside(hooks)
 
     @lm.setter
     def lm(self, value: Any) -> None:
