@@ -23,10 +23,13 @@ from support.fidelity import (
     assert_same,
     lm_variable,
     question,
+    run_bound,
+    run_plain,
 )
 
 import dspex
-from dspex.sim import load_devset
+from dspex.binding import BoundModule
+from dspex.sim import answer_match, load_devset
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -282,3 +285,69 @@ def test_bound_temperature_under_a_context_lm_inside_forward() -> None:
     plain = plain_env.recorder.requests
     assert_requests_equal(plain, bound_env.recorder.requests)
     assert {r.model for r in plain} == {"dspex/sim", "dspex/sim-large"}
+
+
+# ------------------------------------------------------------------------------------------
+# 5. teleprompters through dspex.compile
+
+
+def through_compile(make: Callable[[Env], Any], **compile_kwargs: Any) -> Drive:
+    """A drive: compile (plain: ``tp.compile``; bound: ``dspex.compile``), run the result."""
+
+    def drive(program: dspy.Module, env: Env) -> None:
+        teleprompter = make(env)
+        if isinstance(program, BoundModule):
+            result = dspex.compile(program, teleprompter, trainset=TRAIN, **compile_kwargs)
+            compiled = result.program
+        else:
+            compiled = teleprompter.compile(program, trainset=TRAIN, **compile_kwargs)
+        ask(compiled, env)
+        instructions.append(compiled.predictors()[0].signature.instructions)
+
+    instructions: list[str] = []
+    drive.instructions = instructions  # type: ignore[attr-defined]
+    return drive
+
+
+# LM keywords bound outside the module would reach the optimizers' own predictors in the plain
+# run only (its context wraps the whole run); these cases bind instructions and demos.
+COMPILED = Values(temperature=None, max_tokens=None)
+
+
+def test_infer_rules_through_compile() -> None:
+    drive = through_compile(
+        lambda env: dspy.InferRules(
+            num_candidates=2,
+            num_rules=3,
+            num_threads=1,
+            metric=answer_match,
+            max_bootstrapped_demos=1,
+            max_labeled_demos=1,
+        )
+    )
+    requests = assert_same(lambda sig, bind: bind(dspy.Predict(sig)), drive, COMPILED)
+    plain, bound = drive.instructions  # type: ignore[attr-defined]
+    assert plain == bound
+    assert "adhere to the following rules" in plain
+    assert any("adhere to the following rules" in c for r in requests for _, c in r.messages)
+
+
+def infer_rules() -> Any:
+    return dspy.InferRules(
+        num_candidates=2, num_rules=3, num_threads=1, metric=answer_match,
+        max_bootstrapped_demos=1, max_labeled_demos=1,
+    )  # fmt: skip
+
+
+def test_infer_rules_rolled_back_runs_the_values_again() -> None:
+    """InferRules edits ``predictor.signature.instructions`` in place; after the compile is rolled
+    back, the bound program sends what plain DSPy sends with the values V it holds again."""
+    plain = run_plain(lambda sig, bind: bind(dspy.Predict(sig)), ask, COMPILED)
+
+    def drive(program: dspy.Module, env: Env) -> None:
+        dspex.compile(program, infer_rules(), trainset=TRAIN).rollback()
+        del env.recorder.requests[:]
+        ask(program, env)
+
+    bound = run_bound(lambda sig, bind: bind(dspy.Predict(sig)), drive, COMPILED)
+    assert_requests_equal(plain.recorder.requests, bound.recorder.requests)

@@ -188,9 +188,11 @@ def _read(
 ) -> Any:
     """A hooked ``signature`` (``suffix`` given) or ``demos`` read: own, assigned or bound."""
     d = predictor.__dict__
-    own = d[f"_dspex_{attr}"]
     if binding is None or _LOCAL.get():
-        return own
+        return d[f"_dspex_{attr}"]
+    if suffix is not None:
+        _settle(predictor)
+    own = d[f"_dspex_{attr}"]
     if attr in d["_dspex_assigned"]:  # assigned after bind: it wins; say when it hides a value
         value = value_of(binding) if call_values() is not None else UNSET
         if value is not UNSET and not same(own, value):
@@ -201,7 +203,45 @@ def _read(
         return own
     if suffix is None:
         return AdoptedList(value, predictor)
-    return instructed(own, value, suffix)
+    return _signature_view(predictor, own, value, suffix)
+
+
+# Bound signatures read from a predictor are classes of its own (a few per predictor, one per
+# value read recently, so a call builds none). DSPy code that edits one in place (InferRules sets
+# ``predictor.signature.instructions``) edits that class: the next read (or publish) finds the
+# edit and makes the class the predictor's own signature, as the edit would in plain DSPy. A
+# class shared between predictors or cached process-wide would carry the edit to other
+# predictors, and to later reads of the same value (after a rollback, say).
+
+_VIEWS = "_dspex_signature_views"
+_MAX_VIEWS = 8
+
+
+def _signature_view(predictor: Any, own: Any, text: str, suffix: str) -> Any:
+    """The predictor's own class for ``own`` with the bound ``text`` (built on first read)."""
+    d = predictor.__dict__
+    views = d.get(_VIEWS)
+    if views is None:
+        views = d[_VIEWS] = {}
+    key = (own, text, suffix)
+    entry = views.get(key)
+    if entry is None:
+        made = instructed(own, text, suffix)
+        entry = (made, made.__dict__.get("__doc__"))
+        if len(views) >= _MAX_VIEWS:
+            views.clear()
+        views[key] = entry
+    return entry[0]
+
+
+def _settle(predictor: Any) -> None:
+    """Adopt a bound signature read from ``predictor`` that was edited in place since."""
+    d = predictor.__dict__
+    for made, doc in list((d.get(_VIEWS) or {}).values()):
+        if made.__dict__.get("__doc__") != doc:
+            d[_VIEWS] = {}
+            _assign(predictor, "signature", made)
+            return
 
 
 def _assign(predictor: Any, attr: str, value: Any) -> None:
@@ -335,7 +375,8 @@ class HookedPredictor(Hooked):
     def __getstate__(self) -> dict[str, Any]:
         raw: Any = super().__getstate__()  # type: ignore[misc]
         state: dict[str, Any] = raw
-        state.pop("_dspex_config_view", None)  # a cache
+        state.pop("_dspex_config_view", None)  # caches (a copy builds its own classes)
+        state.pop(_VIEWS, None)
         return state
 
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
@@ -406,7 +447,9 @@ def hook_predictor(predictor: Any, layer: Layer) -> None:
 
 
 def assigned_hooks(predictor: Any) -> frozenset[str]:
-    """The hooked attributes assigned on ``predictor`` after bind."""
+    """The hooked attributes assigned on ``predictor`` after bind (or edited in place)."""
+    if "_dspex_hooks" in predictor.__dict__:
+        _settle(predictor)
     result: frozenset[str] = predictor.__dict__.get("_dspex_assigned", frozenset())
     return result
 
