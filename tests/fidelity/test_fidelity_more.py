@@ -292,7 +292,10 @@ def test_bound_temperature_under_a_context_lm_inside_forward() -> None:
 
 
 def through_compile(make: Callable[[Env], Any], **compile_kwargs: Any) -> Drive:
-    """A drive: compile (plain: ``tp.compile``; bound: ``dspex.compile``), run the result."""
+    """A drive: compile (plain: ``tp.compile``; bound: ``dspex.compile``), run the result.
+
+    ``drive.states`` gets the compiled predictor's (instructions, demos) of each run.
+    """
 
     def drive(program: dspy.Module, env: Env) -> None:
         teleprompter = make(env)
@@ -302,10 +305,11 @@ def through_compile(make: Callable[[Env], Any], **compile_kwargs: Any) -> Drive:
         else:
             compiled = teleprompter.compile(program, trainset=TRAIN, **compile_kwargs)
         ask(compiled, env)
-        instructions.append(compiled.predictors()[0].signature.instructions)
+        predictor = compiled.predictors()[0]
+        states.append((predictor.signature.instructions, [dict(d) for d in predictor.demos]))
 
-    instructions: list[str] = []
-    drive.instructions = instructions  # type: ignore[attr-defined]
+    states: list[tuple[str, list[dict[str, Any]]]] = []
+    drive.states = states  # type: ignore[attr-defined]
     return drive
 
 
@@ -326,9 +330,9 @@ def test_infer_rules_through_compile() -> None:
         )
     )
     requests = assert_same(lambda sig, bind: bind(dspy.Predict(sig)), drive, COMPILED)
-    plain, bound = drive.instructions  # type: ignore[attr-defined]
+    plain, bound = drive.states  # type: ignore[attr-defined]
     assert plain == bound
-    assert "adhere to the following rules" in plain
+    assert "adhere to the following rules" in plain[0]
     assert any("adhere to the following rules" in c for r in requests for _, c in r.messages)
 
 
@@ -351,3 +355,19 @@ def test_infer_rules_rolled_back_runs_the_values_again() -> None:
 
     bound = run_bound(lambda sig, bind: bind(dspy.Predict(sig)), drive, COMPILED)
     assert_requests_equal(plain.recorder.requests, bound.recorder.requests)
+
+
+def test_bootstrap_few_shot_with_optuna_through_compile() -> None:
+    """One bootstrapped demo and no labeled ones: every optuna trial picks demo 0 (its sampler
+    takes no seed), so the two runs are deterministic."""
+    drive = through_compile(
+        lambda env: dspy.BootstrapFewShotWithOptuna(
+            metric=answer_match, max_labeled_demos=0, num_candidate_programs=2, num_threads=1
+        ),
+        max_demos=1,
+    )
+    requests = assert_same(lambda sig, bind: bind(dspy.Predict(sig)), drive, COMPILED)
+    plain, bound = drive.states  # type: ignore[attr-defined]
+    assert plain == bound
+    assert len(plain[1]) == 1
+    assert sum(role == "assistant" for role, _ in requests[-1].messages) == 1
