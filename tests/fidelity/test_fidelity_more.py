@@ -52,8 +52,12 @@ def examples(n: int) -> list[dspy.Example]:
 # 1. Module.batch
 
 
-@pytest.mark.parametrize("threads", [1, 4])
-def test_batch(threads: int) -> None:
+@pytest.mark.parametrize(
+    ("threads", "values"),
+    [(1, Values()), (4, Values()), (4, Values(lm="large"))],
+    ids=["one thread", "four threads", "four threads, lm choice"],
+)
+def test_batch(threads: int, values: Values) -> None:
     answers: dict[str, list[str]] = {}
 
     def run(program: dspy.Module, env: Env) -> None:
@@ -62,8 +66,11 @@ def test_batch(threads: int) -> None:
             r.answer for r in results
         )
 
-    assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run, ordered=threads == 1)
+    requests = assert_same(
+        lambda sig, bind: bind(dspy.ChainOfThought(sig)), run, values, ordered=threads == 1
+    )
     assert answers["plain"] == answers["bound"]
+    assert {r.model for r in requests} == {f"dspex/sim{'-large' if values.lm else ''}"}
 
 
 def test_batch_reads_the_values_per_call() -> None:
@@ -129,8 +136,9 @@ def ensemble(sig: type[dspy.Signature], bind: Callable[[dspy.Module], dspy.Modul
     return dspy.Ensemble(reduce_fn=dspy.majority).compile(programs)
 
 
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
 @pytest.mark.parametrize("where", ["members", "ensemble"])
-def test_ensemble(where: str) -> None:
+def test_ensemble(where: str, values: Values) -> None:
     answers: list[Any] = []
 
     def build(sig: Any, bind: Any) -> dspy.Module:
@@ -141,8 +149,9 @@ def test_ensemble(where: str) -> None:
     def run(program: dspy.Module, env: Env) -> None:
         answers.extend(program(question=question(i)).answer for i in range(2))
 
-    requests = assert_same(build, run)
+    requests = assert_same(build, run, values)
     assert len(requests) == 6
+    assert {r.model for r in requests} == {f"dspex/sim{'-large' if values.lm else ''}"}
     assert answers[:2] == answers[2:]
 
 
