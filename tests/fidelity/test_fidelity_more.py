@@ -1,9 +1,11 @@
 """Differential cases over more DSPy features: batch, History, Ensemble, KNNFewShot, contexts.
 
-Plain DSPy is the oracle, as in the rest of the suite. The context cases model the bound values
-the way a plain DSPy user sets them on a program they own: a bound ``lm`` as the predictors' own
-``lm`` and bound LM keywords as their ``config``, so an LM chosen with ``dspy.context`` or
-``dspy.configure`` reaches them exactly where DSPy lets it.
+Plain DSPy is the oracle, as in the rest of the suite. The cases that switch LMs with
+``dspy.context`` / ``dspy.configure`` set the plain program's values on its predictors: bound LM
+keywords as their ``config`` (they reach whichever LM a predictor runs with) and, where a bound
+``lm`` choice meets a context entered *outside* the bound call, the chosen LM as their own
+``lm``; a context entered inside the bound module's forward picks the LM, as an inner
+``dspy.context`` does in DSPy (compared with the suite's harness).
 """
 
 from __future__ import annotations
@@ -231,7 +233,7 @@ def bound_session(values: Values, drive: Drive) -> Env:
 
 
 def test_bound_lm_wins_over_context_lm() -> None:
-    """A bound ``lm`` acts as a predictor's own ``lm``: dspy.context(lm=...) leaves it."""
+    """A bound ``lm`` is not replaced by a dspy.context(lm=...) entered around the bound call."""
     values = Values(lm="large")
     plain = plain_owned(values, switching).recorder.requests
     assert_requests_equal(plain, bound_session(values, switching).recorder.requests)
@@ -380,3 +382,14 @@ def test_bootstrap_few_shot_with_optuna_through_compile() -> None:
     assert plain == bound
     assert len(plain[1]) == 1
     assert sum(role == "assistant" for role, _ in requests[-1].messages) == 1
+
+
+def test_inner_context_lm_wins_over_a_bound_lm_choice() -> None:
+    """The chosen LM is a context around the bound call: an inner dspy.context picks the LM."""
+
+    def build(sig: Any, bind: Any) -> dspy.Module:
+        return bind(Switcher(Env.fresh().prompt))
+
+    values = Values(temperature=None, max_tokens=None, instructions=None, demos=None, lm="large")
+    requests = assert_same(build, ask, values)
+    assert {r.model for r in requests} == {"dspex/sim-large", "dspex/sim-small"}

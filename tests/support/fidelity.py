@@ -14,8 +14,9 @@ signature, binds V's variables where the case says, and sets V in a session.
 
 The plain context wraps the whole run, the bound values wrap each bound call: the two agree as
 long as no code inside swaps in an LM that is not a rollout copy (an optimizer's own
-``task_model``, for instance, would get the bound keywords too; the cases pass such LMs
-explicitly only where DSPy keeps them outside the bound module).
+``task_model``, for instance, would get the bound keywords too, as predictor ``config`` gives
+them in DSPy; the cases pass such LMs explicitly only where DSPy keeps them outside the bound
+module, and ``test_fidelity_more`` compares those LM switches against keywords set as config).
 """
 
 from __future__ import annotations
