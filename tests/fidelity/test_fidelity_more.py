@@ -393,3 +393,16 @@ def test_inner_context_lm_wins_over_a_bound_lm_choice() -> None:
     values = Values(temperature=None, max_tokens=None, instructions=None, demos=None, lm="large")
     requests = assert_same(build, ask, values)
     assert {r.model for r in requests} == {"dspex/sim-large", "dspex/sim-small"}
+
+
+def test_instructions_edited_in_place() -> None:
+    """``predictor.signature.instructions = ...`` (what InferRules does) sticks, as in DSPy."""
+
+    def run(program: dspy.Module, env: Env) -> None:
+        program(question=question(0))
+        program.signature.instructions = "Reply in one word."
+        program(question=question(1))
+        program(question=question(2))
+
+    requests = assert_same(lambda sig, bind: bind(dspy.Predict(sig)), run)
+    assert "Reply in one word." in requests[-1].messages[0][1]

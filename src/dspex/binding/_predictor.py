@@ -220,9 +220,10 @@ _MAX_VIEWS = 8
 def _signature_view(predictor: Any, own: Any, text: str, suffix: str) -> Any:
     """The predictor's own class for ``own`` with the bound ``text`` (built on first read)."""
     d = predictor.__dict__
-    views = d.get(_VIEWS)
+    views = _views(predictor)
     if views is None:
-        views = d[_VIEWS] = {}
+        views = {}
+        d[_VIEWS] = (id(predictor), views)
     key = (own, text, suffix)
     entry = views.get(key)
     if entry is None:
@@ -236,12 +237,20 @@ def _signature_view(predictor: Any, own: Any, text: str, suffix: str) -> Any:
 
 def _settle(predictor: Any) -> None:
     """Adopt a bound signature read from ``predictor`` that was edited in place since."""
-    d = predictor.__dict__
-    for made, doc in list((d.get(_VIEWS) or {}).values()):
+    for made, doc in list((_views(predictor) or {}).values()):
         if made.__dict__.get("__doc__") != doc:
-            d[_VIEWS] = {}
+            predictor.__dict__.pop(_VIEWS, None)
             _assign(predictor, "signature", made)
             return
+
+
+def _views(predictor: Any) -> dict[tuple[Any, str, str], tuple[Any, Any]] | None:
+    """The predictor's bound signature classes; None when it has none, or only a copy's."""
+    entry = predictor.__dict__.get(_VIEWS)
+    if entry is None or entry[0] != id(predictor):  # copied over by DSPy's attribute-wise copy
+        return None
+    views: dict[tuple[Any, str, str], tuple[Any, Any]] = entry[1]
+    return views
 
 
 def _assign(predictor: Any, attr: str, value: Any) -> None:
