@@ -248,17 +248,22 @@ def test_bound_temperature_follows_the_context_lm() -> None:
     assert {r.model for r in plain} == {"dspex/sim", "dspex/sim-small", "dspex/sim-large"}
 
 
-def test_bound_temperature_on_a_predictor_with_its_own_lm() -> None:
-    """A predictor given its own ``lm`` (set_lm) still gets the bound LM keywords."""
-    values = Values(instructions=None, demos=None)
+@pytest.mark.parametrize(
+    "values",
+    [Values(instructions=None, demos=None), Values(lm="large")],
+    ids=["keywords", "keywords and lm choice"],
+)
+def test_bound_temperature_on_a_predictor_with_its_own_lm(values: Values) -> None:
+    """A predictor given its own ``lm`` (set_lm) runs with it, with the bound LM keywords."""
 
     def drive(program: dspy.Module, env: Env) -> None:
-        program.set_lm(env.large)
+        program.set_lm(env.prompt)
         switching(program, env)
 
     plain = plain_owned(values, drive).recorder.requests
     assert_requests_equal(plain, bound_session(values, drive).recorder.requests)
-    assert {r.model for r in plain} == {"dspex/sim-large"}
+    assert {r.model for r in plain} == {"dspex/sim-small"}
+    assert {dict(r.kwargs)["temperature"] for r in plain} == {"0.33"}
 
 
 class Switcher(dspy.Module):
