@@ -14,8 +14,9 @@ signature, binds V's variables where the case says, and sets V in a session.
 
 The plain context wraps the whole run, the bound values wrap each bound call: the two agree as
 long as no code inside swaps in an LM that is not a rollout copy (an optimizer's own
-``task_model``, for instance, would get the bound keywords too; the cases pass such LMs
-explicitly only where DSPy keeps them outside the bound module).
+``task_model``, for instance, would get the bound keywords too, as predictor ``config`` gives
+them in DSPy; the cases pass such LMs explicitly only where DSPy keeps them outside the bound
+module, and ``test_fidelity_more`` compares those LM switches against keywords set as config).
 """
 
 from __future__ import annotations
@@ -177,13 +178,20 @@ def assert_same(
     values = values or Values()
     plain = run_plain(build, drive, values, configure_lm=configure_lm).recorder.requests
     bound = run_bound(build, drive, values, configure_lm=configure_lm).recorder.requests
+    assert_requests_equal(plain, bound, ordered=ordered)
+    return plain
+
+
+def assert_requests_equal(
+    plain: list[Request], bound: list[Request], *, ordered: bool = True
+) -> None:
+    """Assert two recorded runs sent the same LM requests (in order, unless ``ordered=False``)."""
     assert plain, "the case made no LM call"
     if not ordered:
         plain, bound = sorted(plain, key=repr), sorted(bound, key=repr)
     for index, (p, b) in enumerate(zip(plain, bound, strict=False)):
         assert p == b, f"request {index} differs:\nplain: {p}\nbound: {b}"
     assert len(plain) == len(bound), f"plain made {len(plain)} LM calls, bound {len(bound)}"
-    return plain
 
 
 def question(i: int = 0) -> str:

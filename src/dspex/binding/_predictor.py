@@ -10,8 +10,10 @@ are properties:
 * ``demos``: the bound ``demos``;
 * ``config``: the predictor's own config without the keys bound as LM keywords (those reach the
   LM as an LM copy at the bind boundary, see :mod:`dspex.binding._bound`);
-* ``lm``: the predictor's own LM. When it has none, it is None inside the bound call (``Predict``
-  then uses the boundary's LM, as in DSPy) and, outside it, the LM the boundary would use, so
+* ``lm``: the predictor's own LM (``set_lm``). Inside the bound call, that LM or else the LM in
+  effect (the boundary's, or an inner ``dspy.context``'s) with the bound LM keywords applied
+  (None when nothing is to apply: ``Predict`` then uses the context's LM, as in DSPy). Outside
+  the call, with no LM of its own: the LM the boundary would use, so
   ``BestOfN``/``Refine``/``SIMBA`` wrapped around a bound module find it with ``get_lm()``.
 
 Values come from the bound call's snapshot (``dspy.context(dspex_values=...)``, copied by DSPy
@@ -29,7 +31,7 @@ back to them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -131,6 +133,23 @@ def _lm_outside(hooks: _Hooks) -> Any:
     return bound_lm(current, chosen, config, main_thread_config.get("lm"))
 
 
+def _keyed_lm(lm: Any, hooks: _Hooks, values: Mapping[str, Any]) -> Any:
+    """The LM a predictor runs with inside the bound call, with the bound LM keywords applied.
+
+    The boundary's LM copy carries the keywords, but DSPy runs a predictor with its own ``lm``
+    (``set_lm``) instead, and with the LM of a ``dspy.context(lm=...)`` entered inside the bound
+    module's forward: those LMs get the keywords here, as ``predictor.config`` gives them in
+    DSPy (the LM itself is not replaced: a predictor's own LM and an inner context's keep their
+    precedence over a bound ``lm`` choice). The boundary's own copy already has them and comes
+    back as is; a rollout copy DSPy made (``BestOfN``, ``Refine``) keeps its ``rollout_id`` and
+    temperature, see :func:`bound_lm`.
+    """
+    config = {b.hook: values[b.name] for b in hooks.config if b.name in values}
+    if not config:
+        return lm
+    return bound_lm(lm, None, config, main_thread_config.get("lm"))
+
+
 # ------------------------------------------------------------------------------------------
 # the hooked attributes
 
@@ -169,9 +188,11 @@ def _read(
 ) -> Any:
     """A hooked ``signature`` (``suffix`` given) or ``demos`` read: own, assigned or bound."""
     d = predictor.__dict__
-    own = d[f"_dspex_{attr}"]
     if binding is None or _LOCAL.get():
-        return own
+        return d[f"_dspex_{attr}"]
+    if suffix is not None:
+        _settle(predictor)
+    own = d[f"_dspex_{attr}"]
     if attr in d["_dspex_assigned"]:  # assigned after bind: it wins; say when it hides a value
         value = value_of(binding) if call_values() is not None else UNSET
         if value is not UNSET and not same(own, value):
@@ -182,7 +203,54 @@ def _read(
         return own
     if suffix is None:
         return AdoptedList(value, predictor)
-    return instructed(own, value, suffix)
+    return _signature_view(predictor, own, value, suffix)
+
+
+# Bound signatures read from a predictor are classes of its own (a few per predictor, one per
+# value read recently, so a call builds none). DSPy code that edits one in place (InferRules sets
+# ``predictor.signature.instructions``) edits that class: the next read (or publish) finds the
+# edit and makes the class the predictor's own signature, as the edit would in plain DSPy. A
+# class shared between predictors or cached process-wide would carry the edit to other
+# predictors, and to later reads of the same value (after a rollback, say).
+
+_VIEWS = "_dspex_signature_views"
+_MAX_VIEWS = 8
+
+
+def _signature_view(predictor: Any, own: Any, text: str, suffix: str) -> Any:
+    """The predictor's own class for ``own`` with the bound ``text`` (built on first read)."""
+    d = predictor.__dict__
+    views = _views(predictor)
+    if views is None:
+        views = {}
+        d[_VIEWS] = (id(predictor), views)
+    key = (own, text, suffix)
+    entry = views.get(key)
+    if entry is None:
+        made = instructed(own, text, suffix)
+        entry = (made, made.__dict__.get("__doc__"))
+        if len(views) >= _MAX_VIEWS:
+            views.clear()
+        views[key] = entry
+    return entry[0]
+
+
+def _settle(predictor: Any) -> None:
+    """Adopt a bound signature read from ``predictor`` that was edited in place since."""
+    for made, doc in list((_views(predictor) or {}).values()):
+        if made.__dict__.get("__doc__") != doc:
+            predictor.__dict__.pop(_VIEWS, None)
+            _assign(predictor, "signature", made)
+            return
+
+
+def _views(predictor: Any) -> dict[tuple[Any, str, str], tuple[Any, Any]] | None:
+    """The predictor's bound signature classes; None when it has none, or only a copy's."""
+    entry = predictor.__dict__.get(_VIEWS)
+    if entry is None or entry[0] != id(predictor):  # copied over by DSPy's attribute-wise copy
+        return None
+    views: dict[tuple[Any, str, str], tuple[Any, Any]] = entry[1]
+    return views
 
 
 def _assign(predictor: Any, attr: str, value: Any) -> None:
@@ -296,16 +364,18 @@ class HookedPredictor(Hooked):
     def lm(self) -> Any:
         d = self.__dict__
         own = d["_dspex_lm"]
-        if own is not None or _LOCAL.get():
-            return own
         hooks = d["_dspex_hooks"]
-        if hooks.lm is None and not hooks.config:
-            return None
+        if _LOCAL.get() or (hooks.lm is None and not hooks.config):
+            return own
         values = call_values()
         probe = hooks.lm or hooks.config[0]
-        if values is not None and probe.name in values:
-            return None  # inside the bound call: Predict uses the boundary's LM, as in DSPy
-        return _lm_outside(hooks)
+        inside = values is not None and probe.name in values
+        if inside and values is not None:
+            if own is None and hooks.config:  # the LM in effect (an inner dspy.context's too)
+                overlay = thread_local_overrides.get()
+                own = overlay["lm"] if "lm" in overlay else main_thread_config.get("lm")
+            return None if own is None else _keyed_lm(own, hooks, values)
+        return own if own is not None else _lm_outside(hooks)
 
     @lm.setter
     def lm(self, value: Any) -> None:
@@ -314,7 +384,8 @@ class HookedPredictor(Hooked):
     def __getstate__(self) -> dict[str, Any]:
         raw: Any = super().__getstate__()  # type: ignore[misc]
         state: dict[str, Any] = raw
-        state.pop("_dspex_config_view", None)  # a cache
+        state.pop("_dspex_config_view", None)  # caches (a copy builds its own classes)
+        state.pop(_VIEWS, None)
         return state
 
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
@@ -385,7 +456,9 @@ def hook_predictor(predictor: Any, layer: Layer) -> None:
 
 
 def assigned_hooks(predictor: Any) -> frozenset[str]:
-    """The hooked attributes assigned on ``predictor`` after bind."""
+    """The hooked attributes assigned on ``predictor`` after bind (or edited in place)."""
+    if "_dspex_hooks" in predictor.__dict__:
+        _settle(predictor)
     result: frozenset[str] = predictor.__dict__.get("_dspex_assigned", frozenset())
     return result
 

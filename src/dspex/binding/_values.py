@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Final
 
 from dspy.dsp.utils.settings import thread_local_overrides
@@ -173,8 +172,11 @@ def _json_kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-@lru_cache(maxsize=1024)
 def instructed(signature: Any, text: str, suffix: str) -> Any:
-    """``signature`` with ``text`` as its task instructions, keeping the module's ``suffix``."""
-    new = text + suffix if text else suffix.lstrip("\n")
-    return signature if new == signature.instructions else signature.with_instructions(new)
+    """A new class: ``signature`` with ``text`` as its task instructions, keeping ``suffix``.
+
+    Always a new class, never shared: DSPy code edits a signature class in place
+    (``predictor.signature.instructions = ...``, as InferRules does), so each predictor keeps
+    its own (see :mod:`dspex.binding._predictor`).
+    """
+    return signature.with_instructions(text + suffix if text else suffix.lstrip("\n"))
