@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import numpy as np
 import pytest
@@ -167,3 +169,19 @@ def test_token_is_required_when_the_server_has_one() -> None:
 def test_float_spec_survives_the_wire(client: SessionStoreProvider, session_id: str) -> None:
     record = client.get_variable(session_id, "t")
     assert record.spec == FLOAT
+
+
+def test_a_call_on_a_closed_aio_channel_says_its_client_was_closed() -> None:
+    """grpc.aio refuses it with ``UsageError`` (not an RpcError); before, a stream started so
+    (a watch racing ``close()``) ended as "a bug ... please report it"."""
+
+    async def call_on_closed_channel() -> None:
+        channel = grpc.aio.insecure_channel("127.0.0.1:1")
+        await channel.close()
+        with _status.translate_rpc_errors("grpc://127.0.0.1:1"):
+            await pb_grpc.SessionStoreStub(channel).Ping(pb.PingRequest())
+
+    with pytest.raises(errors.StoreUnavailableError) as closed:
+        asyncio.run(call_on_closed_channel())
+    assert closed.value.details["closed"] is True
+    assert "was closed" in str(closed.value)

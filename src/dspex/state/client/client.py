@@ -151,9 +151,14 @@ class SessionStoreProvider:
 
     def _streams_loop(self) -> StreamLoop:
         with self._lock:
-            if self._stream_loop is None:
-                self._stream_loop = StreamLoop(self._parsed, self.max_message_bytes, self._tls)
-            return self._stream_loop
+            return self._streams_loop_locked()
+
+    def _streams_loop_locked(self) -> StreamLoop:
+        """The stream loop, started on first use (the caller holds the lock, so a concurrent
+        ``close`` cannot close it between being fetched and used)."""
+        if self._stream_loop is None:
+            self._stream_loop = StreamLoop(self._parsed, self.max_message_bytes, self._tls)
+        return self._stream_loop
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until the store is reachable.
@@ -352,13 +357,12 @@ class SessionStoreProvider:
         With a token, only unnamed watches share (a named one keeps the store's per-name
         ``observe`` check). A watch joining an open stream reads the head revision first.
         """
-        loop = self._streams_loop()
         with self._lock:
             stream = self._shared.get(session_id)
             first = stream is None or stream.ended
             if stream is None or stream.ended:
                 stream = SharedWatchStream(
-                    loop,
+                    self._streams_loop_locked(),
                     session_id,
                     address=self.address,
                     metadata=self._auth,

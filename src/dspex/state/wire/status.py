@@ -293,10 +293,20 @@ class translate_rpc_errors:  # noqa: N801 - used like a function: `with translat
     def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         if isinstance(exc, grpc.RpcError):
             raise error_from_rpc(exc, self.address) from exc
-        if isinstance(exc, ValueError) and "closed channel" in str(exc):
+        if _closed_channel(exc):
             # grpc refuses a call on a channel closed before it started: the client was closed
             raise errors.StoreUnavailableError(
-                f"the client of session store {self.address} is closed ({exc}); open a new one",
+                f"the client of session store {self.address} was closed ({exc}); a later call "
+                "connects again",
                 address=self.address,
                 closed=True,
             ) from exc
+
+
+def _closed_channel(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is grpc refusing a call on a closed channel: ``ValueError`` from the sync
+    API, ``UsageError`` from grpc.aio."""
+    text = str(exc)
+    if isinstance(exc, ValueError):
+        return "closed channel" in text
+    return isinstance(exc, grpc.aio.UsageError) and "closed" in text
