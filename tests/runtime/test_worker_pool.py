@@ -126,6 +126,21 @@ def test_no_collection_runs_while_a_map_hands_out_its_calls(pool: WorkerPool) ->
     assert not [at for at in started if first <= at <= last]
 
 
+def test_a_maps_payload_iterator_runs_with_the_collector_on(pool: WorkerPool) -> None:
+    """Only the sends are held: the caller's generator (its code, its garbage) is not."""
+    enabled: list[bool] = []
+
+    def payloads() -> Iterator[int]:
+        for value in range(4):
+            enabled.append(gc.isenabled())
+            yield value
+
+    assert gc.isenabled()
+    assert pool.map(payloads()) == [0, 1, 2, 3]
+    assert enabled == [True] * 4  # before: False, the collector was held around the generator
+    assert gc.isenabled()
+
+
 def test_map_return_exceptions_keeps_failures_in_place(pool: WorkerPool) -> None:
     results = pool.map([("sleep", 0, "a"), ("value_error", "nope"), 3], return_exceptions=True)
     assert results[0] == "a" and results[2] == 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, as_completed
 from contextlib import contextmanager
@@ -145,9 +146,10 @@ def map_calls(
     ``return_exceptions``) the calls not started yet are cancelled.
     """
     futures: list[Future[Any]] = []
+    listed = list(payloads)  # the caller's iterator runs now, with the collector on
     try:
         with collection_deferred():
-            for index, payload in enumerate(payloads):
+            for index, payload in enumerate(listed):
                 futures.append(submit(payload, f"payloads[{index}]"))
         await_all(futures, progress, return_exceptions)
         return [outcome(future) for future in futures]
@@ -156,25 +158,41 @@ def map_calls(
             future.cancel()
 
 
-@contextmanager
-def collection_deferred() -> Iterator[None]:
-    """Hold CPython's cyclic garbage collector while a ``map`` hands out its calls.
+class _CollectorHold:
+    """Holds CPython's cyclic garbage collector while any ``map`` hands out its calls.
 
     A collection falls due every so many allocations, and a full one stops every thread of
     this process for as long as it scans the heap (about 20 ms for a modest one here). Due in
     the middle of a burst of sends, it delays the calls not yet sent, so the last workers of a
     hundred start that much later; held, it runs right after the burst, while the workers
-    compute. The burst is short (a pickle and a pipe write per call), and the collector is
-    left as it was found: one the program disabled stays disabled.
+    compute. The burst is a pickle and a pipe write per call (the payloads are listed before
+    it, so no caller code runs while the collector is held). Bursts of several threads share
+    one hold, and the collector is left as the first found it: one the program disabled stays
+    disabled.
     """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if not self._holders:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if not self._holders and self._was_enabled:
+                    gc.enable()
+
+
+collection_deferred = _CollectorHold()
 
 
 def await_all(
