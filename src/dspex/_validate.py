@@ -95,18 +95,18 @@ def plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         VariableValueError: ``metadata`` is not a mapping of JSON values (the message names
             the value that is not).
     """
-    if not metadata:
+    if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
         raise errors.VariableValueError(
             f"metadata must be a mapping of JSON values, got {type_name(metadata)}"
         )
     try:
-        text = json.dumps(dict(metadata), default=_tolist)
+        text = json.dumps(dict(metadata), default=_tolist, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise errors.VariableValueError(
             f"metadata must be JSON-serializable ({exc}); give str keys and JSON values "
-            "(str, int, float, bool, None, lists and dicts of them)"
+            "(str, int, finite float, bool, None, lists and dicts of them)"
         ) from exc
     return json.loads(text)  # type: ignore[no-any-return]
 

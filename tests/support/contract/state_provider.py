@@ -356,6 +356,10 @@ class StateProviderContract:
             )
         with pytest.raises(errors.VariableNotFoundError):
             provider.get_variable(session_id, "when")  # nothing half applied
+        with pytest.raises(errors.VariableValueError, match="Out of range float"):
+            provider.register_variable(session_id, "nan", FLOAT, 0.5, metadata={"x": float("nan")})
+        with pytest.raises(errors.VariableValueError, match="must be a mapping"):
+            provider.register_variable(session_id, "list", FLOAT, 0.5, metadata=[])  # type: ignore[arg-type]
 
     def test_register_variable_returns_version_one(
         self, provider: StateProvider, session_id: str

@@ -214,7 +214,7 @@ class EngineProvider:
                 return same_spec(existing, spec, session_id)
             self.limits.check_variables(self._meta(session_id).variable_count)
             checked = self.limits.check_value(spec, _validate(spec, value, name), name)
-            meta = freeze(plain_metadata(metadata)) if metadata else EMPTY
+            meta = freeze(plain_metadata(metadata)) if metadata is not None else EMPTY
             write = Write(name, None, "register", spec, checked, 1, current_writer.get(), meta)
             try:
                 return self._apply(session_id, write)
