@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.ray_cluster import started_despite_slow_nodes
 
 import dspex
 
@@ -39,13 +40,16 @@ def local_ray() -> Iterator[Any]:
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=100 * 1024 * 1024,
-        resources={"dspex_test_slot": 4},
-        log_to_driver=False,
-        job_config=JobConfig(code_search_path=[str(HERE)]),
+    started_despite_slow_nodes(
+        lambda: ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=100 * 1024 * 1024,
+            resources={"dspex_test_slot": 4},
+            log_to_driver=False,
+            job_config=JobConfig(code_search_path=[str(HERE)]),
+        ),
+        ray.shutdown,
     )
     try:
         yield ray

@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from support.redis_server import free_port
 
@@ -60,8 +61,25 @@ def _node_ports() -> list[str]:
 
 
 STARTUP_TIMED_OUT = "timed out during startup"
-"""What ``ray start`` says when a node did not register with the GCS within Ray's fixed 30 s,
-which happens on a loaded 2-core machine (a CI run beside other work)."""
+"""What Ray says when a node did not register with the GCS within Ray's fixed 30 s, which
+happens on a loaded 2-core machine (a CI run beside other work)."""
+
+T = TypeVar("T")
+
+
+def started_despite_slow_nodes(
+    start: Callable[[], T], clean_up: Callable[[], None], attempts: int = 3
+) -> T:
+    """``start()``; a start that Ray itself timed out is cleaned up and tried again, any
+    other failure is raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except Exception as exc:
+            clean_up()
+            if attempt == attempts or STARTUP_TIMED_OUT not in str(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class RayCluster:
@@ -69,18 +87,19 @@ class RayCluster:
     ``node2_manager_port`` after."""
 
     @classmethod
-    def started(cls, attempts: int = 3) -> RayCluster:
-        """A started cluster. A start that Ray itself timed out is stopped and tried again on
-        fresh ports and a fresh temp dir; any other failure is raised at once."""
-        for attempt in range(1, attempts + 1):
-            cluster = cls()
-            try:
-                return cluster.start()
-            except RuntimeError as exc:
-                cluster.stop()
-                if attempt == attempts or STARTUP_TIMED_OUT not in str(exc):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+    def started(cls) -> RayCluster:
+        """A started cluster; one whose start Ray timed out is stopped and a new one (fresh
+        ports, fresh temp dir) started instead."""
+        made: list[RayCluster] = []
+
+        def start() -> RayCluster:
+            made.append(cls())
+            return made[-1].start()
+
+        def stop_last() -> None:  # the cluster of the attempt that failed
+            made[-1].stop()
+
+        return started_despite_slow_nodes(start, stop_last)
 
     def __init__(self) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="dxray-", dir="/tmp")
