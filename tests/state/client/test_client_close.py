@@ -19,8 +19,11 @@ from support.watch_consumers import CONSUMERS, ENDS, WATCHES, Consumer, iterate,
 import dspex
 from dspex import errors
 from dspex.state import LocalProvider, SessionContext
+from dspex.state.client import convert
+from dspex.state.client.streams import StreamLoop
 from dspex.state.server.metrics import ServerMetrics
 from dspex.state.store import CachedProvider, SessionStoreProvider, StoreServer
+from dspex.state.wire.channel import parse_address
 
 
 @pytest.mark.parametrize("consume", CONSUMERS, ids=list(CONSUMERS))
@@ -160,3 +163,23 @@ def test_a_watch_starting_while_its_client_closes_fails_saying_so(
     [error] = outcome
     assert isinstance(error, errors.StoreUnavailableError), repr(error)
     assert error.details.get("closed") is True  # before: no such detail
+
+
+@pytest.mark.parametrize("method", ["WatchVariables", "HoldLocks"])
+def test_a_stream_started_on_a_closed_stream_loop_says_its_client_was_closed(
+    server: StoreServer, session_id: str, method: str
+) -> None:
+    """A shared watch or a lock-holder stream racing ``close()`` can reach the client's stream
+    loop after it closed: before, a bare ``RuntimeError: Event loop is closed``."""
+    loop = StreamLoop(parse_address(server.address), 4 * 1024 * 1024)
+    loop.close()
+    ended: list[object] = []
+    request = (
+        convert.hold_locks_request()
+        if method == "HoldLocks"
+        else convert.watch_variables_request(session_id, (), None, False, 0.0)
+    )
+    with pytest.raises(errors.StoreUnavailableError) as closed:
+        loop.follow(request, (), lambda kind, payload: True, ended.append, method=method)
+    assert closed.value.details["closed"] is True
+    assert ended == []  # nothing started, so nothing to end

@@ -103,6 +103,7 @@ class StreamLoop:
         self._thread.start()
         self._channel: Any = None
         self._stub: Any = None
+        self._closing = False
         self._submit(self._open_channel(max_message_bytes)).result(timeout=30)
 
     def _submit(self, coroutine: Any) -> Future[Any]:
@@ -123,7 +124,19 @@ class StreamLoop:
     ) -> Callable[[], None]:
         """Start reading a server stream (WatchVariables or HoldLocks); returns a function
         that stops it."""
-        task = self._submit(self._read(method, request, metadata, on_event, on_end))
+        reading = self._read(method, request, metadata, on_event, on_end)
+        try:
+            if self._closing:
+                raise RuntimeError("the stream loop is closing")
+            task = self._submit(reading)
+        except RuntimeError as exc:  # its client was closed meanwhile (a close racing this)
+            reading.close()
+            raise StoreUnavailableError(
+                f"the client of session store {self.address.url} was closed; a later call "
+                "connects again",
+                address=self.address.url,
+                closed=True,
+            ) from exc
 
         def stop() -> None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
@@ -160,7 +173,9 @@ class StreamLoop:
         on_end(error)
 
     def close(self) -> None:
-        """Stop every stream, close the channel and end the thread."""
+        """Stop every stream, close the channel and end the thread; a stream started from
+        now on is refused with ``StoreUnavailableError`` (``closed``)."""
+        self._closing = True
         if not self._thread.is_alive():
             return
         with contextlib.suppress(Exception):
