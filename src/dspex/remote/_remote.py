@@ -122,53 +122,32 @@ class Remote:
         self._pool: WorkerPool | RayPool
         label = f"Starting {workers} {backend} workers of {self.module_name}"
         with progress_callback(progress, label) as started:
-            self._pool = self._start(
-                blob,
-                workers=workers,
-                retries=retries,
-                setup_timeout=setup_timeout,
-                actor_options=actor_options,
-                name=name,
-                progress=started,
-            )
+            if backend == "ray":
+                from dspex.remote._cluster import start_ray_pool
+
+                self._pool = start_ray_pool(
+                    self.session,
+                    blob,
+                    _settings_blob(),
+                    workers=workers,
+                    retries=retries,
+                    setup_timeout=setup_timeout,
+                    actor_options=actor_options,
+                    name=name,
+                    progress=started,
+                )
+            else:
+                self._pool = _start_spawn_pool(
+                    self.session,
+                    blob,
+                    workers,
+                    retries=retries,
+                    setup_timeout=setup_timeout,
+                    name=name,
+                    progress=started,
+                )
         self.closed = False
         self.session._on_close.append(self.close)
-
-    def _start(
-        self,
-        blob: bytes,
-        *,
-        workers: int,
-        retries: int,
-        setup_timeout: float,
-        actor_options: Mapping[str, Any] | None,
-        name: str,
-        progress: ProgressCallback | None,
-    ) -> WorkerPool | RayPool:
-        """Start the pool on this Remote's backend; return once every worker is ready."""
-        if self.backend == "ray":
-            from dspex.remote._cluster import start_ray_pool
-
-            return start_ray_pool(
-                self.session,
-                blob,
-                _settings_blob(),
-                workers=workers,
-                retries=retries,
-                setup_timeout=setup_timeout,
-                actor_options=actor_options,
-                name=name,
-                progress=progress,
-            )
-        return _start_spawn_pool(
-            self.session,
-            blob,
-            workers,
-            retries=retries,
-            setup_timeout=setup_timeout,
-            name=name,
-            progress=progress,
-        )
 
     # -- calls --------------------------------------------------------------------------------
 
