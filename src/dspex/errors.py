@@ -305,6 +305,16 @@ class StoreUnavailableError(StoreError, ConnectionError):
         """The error for a stream the store at ``address`` did not ``what`` within ``timeout``."""
         return cls(f"session store {address} did not {what} within {timeout:g} s", address=address)
 
+    @classmethod
+    def client_closed(cls, address: str, when: str = "") -> StoreUnavailableError:
+        """The error for a call or stream that this process's own ``close()`` of its client
+        ended or refused (``closed``): not the store's fault, and a later call connects again."""
+        return cls(
+            f"the client of session store {address} was closed{when}; a later call connects again",
+            address=address,
+            closed=True,
+        )
+
 
 class StoreProtocolError(StoreError):
     """The store answered with something this client does not understand."""

@@ -131,12 +131,7 @@ class StreamLoop:
             task = self._submit(reading)
         except RuntimeError as exc:  # its client was closed meanwhile (a close racing this)
             reading.close()
-            raise StoreUnavailableError(
-                f"the client of session store {self.address.url} was closed; a later call "
-                "connects again",
-                address=self.address.url,
-                closed=True,
-            ) from exc
+            raise StoreUnavailableError.client_closed(self.address.url) from exc
 
         def stop() -> None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed

@@ -64,11 +64,11 @@ class StoreWatchReader:
             StoreUnavailableError: no confirmation within ``timeout`` seconds.
         """
         if self._closed:  # closed since the client registered this reader
-            raise self._closed_error()
+            raise StoreUnavailableError.client_closed(self.address, " while this watch started")
         self._stream = stream = self._open(request, self._handle, self._end)
         if self._closed:  # closed while it opened: close() saw no stream to stop
             stream.stop()
-            raise self._closed_error()
+            raise StoreUnavailableError.client_closed(self.address, " while this watch started")
         expired = threading.Event()
 
         def expire() -> None:
@@ -86,7 +86,7 @@ class StoreWatchReader:
             self.cancel()
             raise StoreUnavailableError.stream_timeout(self.address, "confirm the watch", timeout)
         if self._closed:  # even if it was confirmed meanwhile: its stream is stopped
-            raise self._closed_error()
+            raise StoreUnavailableError.client_closed(self.address, " while this watch started")
         if self._failure is not None or self._watcher is None:
             raise self._failure or StoreUnavailableError(
                 f"the watch stream of session store {self.address} ended before it started",
@@ -95,13 +95,6 @@ class StoreWatchReader:
         watcher = self._watcher
         return VariableWatch(
             watcher.items, self.cancel, watcher.last_put, self._divert, self._pull
-        )
-
-    def _closed_error(self) -> StoreUnavailableError:
-        return StoreUnavailableError(
-            f"the client of session store {self.address} was closed while this watch started",
-            address=self.address,
-            closed=True,
         )
 
     def _pull(self, timeout: float | None) -> bool:

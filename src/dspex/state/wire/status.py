@@ -295,12 +295,7 @@ class translate_rpc_errors:  # noqa: N801 - used like a function: `with translat
             raise error_from_rpc(exc, self.address) from exc
         if _closed_channel(exc):
             # grpc refuses a call on a channel closed before it started: the client was closed
-            raise errors.StoreUnavailableError(
-                f"the client of session store {self.address} was closed ({exc}); a later call "
-                "connects again",
-                address=self.address,
-                closed=True,
-            ) from exc
+            raise errors.StoreUnavailableError.client_closed(self.address, f" ({exc})") from exc
 
 
 def _closed_channel(exc: BaseException | None) -> bool:
