@@ -18,7 +18,7 @@ from dspex._canonical import INT64_MAX, INT64_MIN, Int64RangeError, canonical_js
 from dspex._pattern import compiled
 from dspex._spec import DTYPES, NUMERIC_KINDS, VariableSpec, freeze, normalize_type, type_name
 
-__all__ = ["plain_metadata", "validate"]
+__all__ = ["json_default", "plain_metadata", "validate"]
 
 
 def validate(spec: VariableSpec, value: Any, name: str = "?") -> Any:
@@ -102,7 +102,7 @@ def plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
             f"metadata must be a mapping of JSON values, got {type_name(metadata)}"
         )
     try:
-        text = json.dumps(dict(metadata), default=_tolist, allow_nan=False)
+        text = json.dumps(dict(metadata), default=json_default, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise errors.VariableValueError(
             f"metadata must be JSON-serializable ({exc}); give str keys and JSON values "
@@ -111,8 +111,10 @@ def plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return json.loads(text)  # type: ignore[no-any-return]
 
 
-def _tolist(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
+def json_default(value: Any) -> Any:
+    """``json.dumps``'s ``default`` for dspex values: numpy scalars and arrays (nested inside
+    lists and dicts too) as lists and numbers; anything else is not JSON."""
+    if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type_name(value)} is not JSON serializable")
 

@@ -18,6 +18,7 @@ import dspex.errors as errors
 from dspex._model import EMPTY, SessionInfo, VariableRecord, VariableSpec, freeze, make_spec
 from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex._spec import DTYPES, dtype_name
+from dspex._validate import json_default
 
 __all__ = [
     "decode_value",
@@ -42,12 +43,6 @@ _new_tuple: Any = tuple.__new__
 # -- values -------------------------------------------------------------------------------
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays nested inside lists/dicts
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
 def _numpy_array(value: Any) -> bool:
     numpy = sys.modules.get("numpy")
     return numpy is not None and isinstance(value, numpy.ndarray)
@@ -68,7 +63,7 @@ def json_text(value: Any, name: str = "?") -> str:
     if cls is int:
         return int.__repr__(value)
     try:
-        return json.dumps(value, default=_json_default)
+        return json.dumps(value, default=json_default)
     except (TypeError, ValueError, RecursionError) as exc:
         raise errors.VariableTypeError(
             f"variable {name!r}: a value of type {type(value).__name__} cannot be sent to the "
@@ -256,7 +251,7 @@ def json_object(text: str, what: str, error: type[errors.DspexError]) -> dict[st
 
 
 def mapping_json(mapping: Mapping[str, Any] | None) -> str:
-    return json.dumps(mapping, default=_json_default) if mapping else ""
+    return json.dumps(mapping, default=json_default) if mapping else ""
 
 
 def record_to_proto(record: VariableRecord) -> Any:
