@@ -31,6 +31,7 @@ def test_bench_remote_reports_fleet_and_overhead_figures_beside_their_baselines(
         assert 0 < result[f"{prefix}_ms_p50"] <= result[f"{prefix}_ms_p99"]
         assert result[f"{prefix}_dispatch_ms_p99"] > 0
         assert result[f"{prefix}_worker_rss_mb_avg"] > 0
+    assert 0 < result["fleet_bare_ms_p50"] <= result["fleet_bare_ms_p99"]  # the fleet floor
     for figure in ("inprocess", "spawn", "ray", "ray_bare"):
         assert result[f"{figure}_call_us_p50"] > 0, figure
     assert result["inprocess_call_us_p50"] < result["spawn_call_us_p50"]

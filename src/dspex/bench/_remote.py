@@ -12,7 +12,10 @@ p50/p99 it reaches is reported as None and misses the target), so no slow worker
 p50/p99 over ``FLEET_ROUNDS`` rounds, for ``FLEET_SPAWN`` spawned workers and ``FLEET_RAY`` Ray
 actors. The module is :class:`FleetProbe`, which imports neither DSPy nor ray, so a hundred
 spawned workers stay light (their resident memory is reported too). Beside it, in the same run,
-``*_dispatch_ms_p99``: the same round without a set (what reaching every worker costs at all).
+``*_dispatch_ms_p99``: the same round without a set (what reaching every worker costs at all),
+and ``fleet_bare_ms_p50``/``_p99``: the same rounds over bare pipes to as many spawned processes
+with no dspex in them (:mod:`dspex.bench._bare_fleet`), the floor of reaching a fleet on this
+machine.
 
 **Per-call overhead.** One call of a trivial module (:class:`Echo`) in process, through a
 1-worker spawn Remote, through a 1-worker Ray Remote, and, as the baseline, a bare
@@ -108,7 +111,7 @@ class BareActor:
 def run() -> dict[str, Any]:
     """Run the suite and return its figures."""
     # The spawn fleet first: a local Ray instance's own processes would share the two cores.
-    figures = _fleet_figures("spawn", FLEET_SPAWN)
+    figures = _fleet_figures("spawn", FLEET_SPAWN) | _bare_fleet_figures(FLEET_SPAWN)
     ray = _start_ray()
     try:
         if ray is None:
@@ -179,6 +182,19 @@ def _fleet_figures(backend: str, workers: int) -> dict[str, Any]:
         f"{prefix}_start_s": round(start_s, 2),
     }
     return figures | {f"{prefix}_worker_rss_mb_avg": rss[0], f"{prefix}_workers_rss_mb": rss[1]}
+
+
+def _bare_fleet_figures(workers: int) -> dict[str, Any]:
+    """The fleet rounds over bare pipes (the baseline of the spawn fleet figure)."""
+    from dspex.bench._bare_fleet import BareFleet
+
+    with BareFleet(workers) as fleet:
+        fleet.round(LINGER)  # warm, as the fleet's first map
+        seen = [ms for _ in range(FLEET_ROUNDS) for ms in fleet.round(LINGER)]
+    return {
+        "fleet_bare_ms_p50": _ms(statistics.median(seen)),
+        "fleet_bare_ms_p99": _ms(_p99(seen)),
+    }
 
 
 def _overhead_figures(ray: Any) -> dict[str, Any]:
