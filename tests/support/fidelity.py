@@ -80,13 +80,14 @@ class Env:
     prompt: Any
 
     @classmethod
-    def fresh(cls) -> Env:
+    def fresh(cls, lm_class: type[SimLM] = SimLM) -> Env:
+        """New LMs (of ``lm_class``, a SimLM subclass) with a new nonce, and a new recorder."""
         nonce = uuid.uuid4().hex
         return cls(
             Recorder(),
-            SimLM("dspex/sim", cache=True, user=nonce),
-            SimLM("dspex/sim-large", cache=True, user=nonce),
-            SimLM("dspex/sim-small", cache=True, user=nonce),
+            lm_class("dspex/sim", cache=True, user=nonce),
+            lm_class("dspex/sim-large", cache=True, user=nonce),
+            lm_class("dspex/sim-small", cache=True, user=nonce),
         )
 
 
@@ -121,11 +122,19 @@ def lm_variable(env: Env) -> dspex.Variable:
 Bind = Callable[[dspy.Module], dspy.Module]
 Build = Callable[[type[dspy.Signature], Bind], dspy.Module]
 Drive = Callable[[dspy.Module, Env], Any]
+MakeEnv = Callable[[], Env]
 
 
-def run_plain(build: Build, drive: Drive, values: Values, *, configure_lm: bool = True) -> Env:
+def run_plain(
+    build: Build,
+    drive: Drive,
+    values: Values,
+    *,
+    configure_lm: bool = True,
+    make_env: MakeEnv = Env.fresh,
+) -> Env:
     """Run the case in plain DSPy with ``values`` configured the natural DSPy way."""
-    env = Env.fresh()
+    env = make_env()
     dspy.configure(lm=env.lm if configure_lm else None, callbacks=[env.recorder])
     signature = dspy.Signature(SIGNATURE)
     if values.instructions is not None:
@@ -144,9 +153,16 @@ def run_plain(build: Build, drive: Drive, values: Values, *, configure_lm: bool 
     return env
 
 
-def run_bound(build: Build, drive: Drive, values: Values, *, configure_lm: bool = True) -> Env:
+def run_bound(
+    build: Build,
+    drive: Drive,
+    values: Values,
+    *,
+    configure_lm: bool = True,
+    make_env: MakeEnv = Env.fresh,
+) -> Env:
     """Run the case bound, with ``values`` set in a session."""
-    env = Env.fresh()
+    env = make_env()
     dspy.configure(lm=env.lm if configure_lm else None, callbacks=[env.recorder])
     hooks = {
         hook: VARIABLES[hook]
@@ -173,11 +189,16 @@ def assert_same(
     *,
     ordered: bool = True,
     configure_lm: bool = True,
+    make_env: MakeEnv = Env.fresh,
 ) -> list[Request]:
-    """Run both ways and assert identical LM request sequences; returns the requests."""
+    """Run both ways and assert identical LM request sequences; returns the requests.
+
+    ``make_env`` gives each run its LMs (``Env.fresh``: new LMs, a new nonce).
+    """
     values = values or Values()
-    plain = run_plain(build, drive, values, configure_lm=configure_lm).recorder.requests
-    bound = run_bound(build, drive, values, configure_lm=configure_lm).recorder.requests
+    options: dict[str, Any] = {"configure_lm": configure_lm, "make_env": make_env}
+    plain = run_plain(build, drive, values, **options).recorder.requests
+    bound = run_bound(build, drive, values, **options).recorder.requests
     assert_requests_equal(plain, bound, ordered=ordered)
     return plain
 

@@ -1,0 +1,211 @@
+"""Differential cases, round 3: async calls, the async LM path, and streaming.
+
+Plain DSPy is the oracle (see :mod:`support.fidelity`): every case runs once plain, with the
+values configured the DSPy way, and once bound with the values in a session, and compares the
+LM requests and what the program gave back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import dspy
+import pytest
+from dspy.streaming import StatusMessage, StatusMessageProvider, StreamListener, StreamResponse
+from support.fidelity import Env, Values, assert_same, question
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def outcomes() -> tuple[Callable[[Any], None], Callable[[], list[Any]]]:
+    """(record, check): record what a run gave back; check the two runs gave back the same
+    (``check`` returns what the plain run gave back)."""
+    runs: list[list[Any]] = []
+
+    def record(item: Any) -> None:
+        runs[-1].append(item)
+
+    def check() -> list[Any]:
+        assert len(runs) == 2 and runs[0], runs
+        assert runs[0] == runs[1]
+        return runs[0]
+
+    record.start = lambda: runs.append([])  # type: ignore[attr-defined]
+    return record, check
+
+
+def results(record: Callable[[Any], None]) -> Callable[[dspy.Module, Env], None]:
+    """A drive wrapper factory: starts a new run of ``record`` before each drive."""
+
+    def wrap(drive: Callable[[dspy.Module, Env], None]) -> Callable[[dspy.Module, Env], None]:
+        def run(program: dspy.Module, env: Env) -> None:
+            record.start()  # type: ignore[attr-defined]
+            drive(program, env)
+
+        return run
+
+    return wrap  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------
+# 1. async calls
+
+
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
+def test_concurrent_acalls(values: Values) -> None:
+    """Four ``acall`` tasks at once (asyncio.gather), each inside its own bound call."""
+    record, check = outcomes()
+
+    @results(record)
+    def run(program: dspy.Module, env: Env) -> None:
+        async def main() -> list[Any]:
+            return await asyncio.gather(*(program.acall(question=question(i)) for i in range(4)))
+
+        for prediction in asyncio.run(main()):
+            record(dict(prediction))
+
+    requests = assert_same(
+        lambda sig, bind: bind(dspy.ChainOfThought(sig)), run, values, ordered=False
+    )
+    check()
+    assert {r.model for r in requests} == {f"dspex/sim{'-large' if values.lm else ''}"}
+
+
+class AsyncPipeline(dspy.Module):
+    """Two predictors in ``aforward``, the second one with an LM call of its own in between."""
+
+    def __init__(self, sig: Any) -> None:
+        super().__init__()
+        self.draft = dspy.ChainOfThought(sig)
+        self.final = dspy.Predict(sig)
+
+    async def aforward(self, question: str) -> Any:
+        draft = await self.draft.acall(question=question)
+        # the async LM path, called directly: the LM in effect, as DSPy hands it out
+        await dspy.settings.lm.acall(messages=[{"role": "user", "content": draft.answer}])
+        return await self.final.acall(question=question)
+
+    def forward(self, question: str) -> Any:
+        draft = self.draft(question=question)
+        dspy.settings.lm(messages=[{"role": "user", "content": draft.answer}])
+        return self.final(question=question)
+
+
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
+@pytest.mark.parametrize("style", ["acall", "asyncify", "sync"])
+def test_a_custom_module_with_direct_lm_calls(style: str, values: Values) -> None:
+    """``lm.acall``/``lm(...)`` called directly inside a bound module get the bound keywords
+    and the chosen LM, as the LM of ``dspy.context(lm=lm.copy(**kwargs))`` does in DSPy."""
+    record, check = outcomes()
+
+    @results(record)
+    def run(program: dspy.Module, env: Env) -> None:
+        if style == "sync":
+            for i in range(2):
+                record(dict(program(question=question(i))))
+            return
+        call = program.acall if style == "acall" else dspy.asyncify(program)
+
+        async def main() -> None:
+            for i in range(2):
+                record(dict(await call(question=question(i))))
+
+        asyncio.run(main())
+
+    requests = assert_same(lambda sig, bind: bind(AsyncPipeline(sig)), run, values)
+    check()
+    direct = [r for r in requests if len(r.messages) == 1]
+    assert len(direct) == 2
+    assert {dict(r.kwargs)["temperature"] for r in direct} == {"0.33"}
+
+
+def test_async_react_with_an_async_tool() -> None:
+    """ReAct's ``acall`` with an async tool, bound directly (its tool protocol kept)."""
+    record, check = outcomes()
+
+    async def lookup(topic: str) -> str:
+        """Look a topic up."""
+        return f"notes about {topic}"
+
+    @results(record)
+    def run(program: dspy.Module, env: Env) -> None:
+        async def main() -> None:
+            prediction = await program.acall(question=question(1))
+            record(prediction.answer)
+            record(list(prediction.trajectory))
+
+        asyncio.run(main())
+
+    def build(sig: Any, bind: Any) -> dspy.Module:
+        return bind(dspy.ReAct(sig, tools=[lookup], max_iters=2))
+
+    requests = assert_same(build, run, Values(demos=None))
+    check()
+    assert "lookup" in requests[0].messages[0][1]
+
+
+# ------------------------------------------------------------------------------------------
+# 2. streaming
+
+
+class Status(StatusMessageProvider):
+    """Status messages that name what ran and with which inputs."""
+
+    def module_start_status_message(self, instance: Any, inputs: dict[str, Any]) -> str:
+        return f"start {type(instance).__name__} {sorted(inputs)}"
+
+    def lm_start_status_message(self, instance: Any, inputs: dict[str, Any]) -> str:
+        return f"lm {instance.model}"
+
+    def module_end_status_message(self, outputs: Any) -> str:
+        return f"end {sorted(outputs.keys()) if hasattr(outputs, 'keys') else outputs!r}"
+
+
+def streamed(item: Any) -> Any:
+    """A comparable form of one item a streamified program yields."""
+    if isinstance(item, StreamResponse):
+        return ("chunk", item.predict_name, item.signature_field_name, item.chunk)
+    if isinstance(item, StatusMessage):
+        return ("status", item.message)
+    if isinstance(item, dspy.Prediction):
+        return ("prediction", dict(item))
+    return ("other", type(item).__name__)
+
+
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
+@pytest.mark.parametrize("mode", ["async program", "sync program", "sync stream"])
+def test_streamify_with_listeners_and_status_messages(mode: str, values: Values) -> None:
+    """Stream listeners on a bound ChainOfThought's fields, and status messages: the same
+    chunks, statuses and final prediction as plain DSPy."""
+    record, check = outcomes()
+
+    @results(record)
+    def run(program: dspy.Module, env: Env) -> None:
+        listeners = [StreamListener("reasoning"), StreamListener("answer")]
+        stream = dspy.streamify(
+            program,
+            status_message_provider=Status(),
+            stream_listeners=listeners,
+            is_async_program=mode == "async program",
+            async_streaming=mode != "sync stream",
+        )
+        for i in range(2):
+            if mode == "sync stream":
+                for item in stream(question=question(i)):
+                    record(streamed(item))
+                continue
+
+            async def main(i: int = i) -> None:
+                async for item in stream(question=question(i)):
+                    record(streamed(item))
+
+            asyncio.run(main())
+
+    requests = assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run, values)
+    items = check()
+    assert len(requests) == 2
+    fields = {item[2] for item in items if item[0] == "chunk"}
+    assert fields == {"reasoning", "answer"}
+    assert sum(item[0] == "status" for item in items) >= 4
