@@ -103,7 +103,11 @@ class _Plan:
         items = tuple(config.items())
         memo = self._memo
         if memo[0] is current and memo[1] is chosen and memo[2] == items:
-            return memo[3]
+            lm = memo[3]
+            base = chosen if chosen is not None else current
+            if lm is not base and lm.history is not getattr(base, "history", lm.history):
+                lm.history = base.history  # replaced by the user since (see bound_lm)
+            return lm
         lm = bound_lm(current, chosen, config, main_thread_config.get("lm"))
         self._memo = (current, chosen, items, lm)
         return lm

@@ -95,20 +95,32 @@ _MAX_COPIES = 512
 
 
 def _copy(lm: Any, kwargs: dict[str, Any]) -> Any:
-    """``lm.copy(**kwargs)``, cached per (LM object, kwargs) so a call copies nothing."""
+    """``lm.copy(**kwargs)`` sharing ``lm``'s history, cached per (LM object, kwargs).
+
+    The copy is never seen by the user, so its calls are recorded in ``lm.history`` (what
+    ``lm.inspect_history()`` shows), as DSPy records calls made with keywords in a predictor's
+    ``config``. Cached, so a call copies nothing.
+    """
     try:
         key = (id(lm), tuple(sorted(kwargs.items())))
         hash(key)
     except TypeError:  # an unhashable kwarg value (a dict, a list): copy every time
-        return lm.copy(**kwargs)
+        return _shared_history(lm, lm.copy(**kwargs))
     entry = _COPIES.get(key)
     if entry is not None and entry[0] is lm:
-        return entry[1]
-    made = lm.copy(**kwargs)
+        return _shared_history(lm, entry[1])  # lm.history may have been replaced since
+    made = _shared_history(lm, lm.copy(**kwargs))
     with _COPIES_LOCK:
         if len(_COPIES) >= _MAX_COPIES:
             _COPIES.clear()
         _COPIES[key] = (lm, made)  # holding lm keeps id(lm) from being reused while cached
+    return made
+
+
+def _shared_history(lm: Any, made: Any) -> Any:
+    history = getattr(lm, "history", None)
+    if isinstance(history, list) and made.history is not history:
+        made.history = history
     return made
 
 

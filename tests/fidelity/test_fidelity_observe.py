@@ -1,0 +1,292 @@
+"""Differential cases, round 3: more adapters and native tool calls, and what DSPy lets a user
+observe of a run: callbacks, usage tracking, LM and module history, and the response cache.
+
+Plain DSPy is the oracle (see :mod:`support.fidelity`).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+from typing import Any
+
+import dspy
+import pytest
+from dspy.adapters.baml_adapter import BAMLAdapter
+from dspy.clients.base_lm import GLOBAL_HISTORY
+from dspy.utils.callback import BaseCallback
+from support.fidelity import VARIABLES, Env, Values, assert_same, question, run_bound, run_plain
+
+import dspex
+from dspex.sim import SimLM
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def ask(program: dspy.Module, env: Env) -> None:
+    for i in range(2):
+        program(question=question(i))
+
+
+# ------------------------------------------------------------------------------------------
+# 1. TwoStepAdapter, BAMLAdapter, native function calling
+
+
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
+def test_two_step_adapter(values: Values) -> None:
+    """The main LM gets the bound values; the extraction model is called as it is, in both."""
+
+    def run(program: dspy.Module, env: Env) -> None:
+        with dspy.context(adapter=dspy.TwoStepAdapter(extraction_model=env.prompt)):
+            ask(program, env)
+
+    requests = assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run, values)
+    assert "dspex/sim-small" in {r.model for r in requests}
+    assert len({r.model for r in requests}) == 2
+
+
+def test_baml_adapter() -> None:
+    def run(program: dspy.Module, env: Env) -> None:
+        with dspy.context(adapter=BAMLAdapter()):
+            ask(program, env)
+
+    assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run)
+
+
+class ToolSimLM(SimLM):
+    """The simulation LM, declared able to take native tool definitions (``tools=``)."""
+
+    @property
+    def supports_function_calling(self) -> bool:
+        return True
+
+
+def forecast(city: str) -> str:
+    """Tomorrow's weather in a city."""
+    return f"sunny in {city}"
+
+
+@pytest.mark.parametrize(
+    "adapter",
+    [lambda: dspy.ChatAdapter(use_native_function_calling=True), dspy.JSONAdapter],
+    ids=["chat", "json"],
+)
+def test_native_function_calling(adapter: Callable[[], Any]) -> None:
+    """Tools sent as native tool definitions (``tools=``) from a bound Predict."""
+    tools = [dspy.Tool(forecast)]
+
+    def build(sig: Any, bind: Any) -> dspy.Module:
+        extended = sig.append("tools", dspy.InputField(), type_=list[dspy.Tool]).append(
+            "calls", dspy.OutputField(), type_=dspy.ToolCalls
+        )
+        return bind(dspy.Predict(extended))
+
+    def run(program: dspy.Module, env: Env) -> None:
+        with dspy.context(adapter=adapter()):
+            for i in range(2):
+                program(question=question(i), tools=tools)
+
+    requests = assert_same(build, run, make_env=lambda: Env.fresh(ToolSimLM))
+    assert all("forecast" in dict(r.kwargs).get("tools", "") for r in requests)
+
+
+# ------------------------------------------------------------------------------------------
+# 2. callbacks, usage, history
+
+
+class Events(BaseCallback):
+    """Every module, adapter and LM callback of a run, with what it was given."""
+
+    def __init__(self, program: Any) -> None:
+        self.program = program
+        self.events: list[tuple[Any, ...]] = []
+
+    def _start(self, kind: str, instance: Any, inputs: dict[str, Any]) -> None:
+        shown = {k: repr(v) for k, v in inputs.items()}
+        same = instance is self.program
+        self.events.append((kind, type(instance).__name__, same, sorted(shown.items())))
+
+    def _end(self, kind: str, outputs: Any, exception: Exception | None) -> None:
+        self.events.append((kind, repr(outputs), repr(exception)))
+
+    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self._start("module", instance, inputs)
+
+    def on_module_end(
+        self, call_id: str, outputs: Any, exception: Exception | None = None
+    ) -> None:
+        self._end("module end", outputs, exception)
+
+    def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self._start("format", instance, inputs)
+
+    def on_adapter_parse_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self._start("parse", instance, inputs)
+
+    def on_adapter_parse_end(
+        self, call_id: str, outputs: Any, exception: Exception | None = None
+    ) -> None:
+        self._end("parse end", outputs, exception)
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self.events.append(("lm", instance.model, repr(inputs.get("messages"))))
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+        self._end("lm end", outputs, exception)
+
+
+def test_callbacks_see_the_same_calls_and_inputs() -> None:
+    """A callback sees the same module, adapter and LM events, with the same inputs and
+    outputs, and the bound program itself as the module instance."""
+    runs: list[list[tuple[Any, ...]]] = []
+
+    def run(program: dspy.Module, env: Env) -> None:
+        events = Events(program)
+        with dspy.context(callbacks=[env.recorder, events]):
+            ask(program, env)
+        runs.append(events.events)
+
+    assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run)
+    plain, bound = runs
+    assert plain == bound
+    assert ("module", "ChainOfThought", True) in {e[:3] for e in plain}
+    assert {e[0] for e in plain} >= {"module", "format", "parse", "lm", "lm end"}
+
+
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
+def test_track_usage(values: Values) -> None:
+    """``dspy.settings.track_usage``: each prediction reports the same usage per model."""
+    usages: list[list[Any]] = []
+
+    def run(program: dspy.Module, env: Env) -> None:
+        usages.append([])
+        with dspy.context(track_usage=True):
+            for i in range(2):
+                usages[-1].append(program(question=question(i)).get_lm_usage())
+
+    assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run, values)
+    plain, bound = usages
+    assert plain == bound
+    assert set(plain[0]) == {f"dspex/sim{'-large' if values.lm else ''}"}
+
+
+def _history_view(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (e["model"], repr(e["messages"]), repr(e["outputs"]), repr(e["usage"]), repr(e["kwargs"]))
+        for e in entries
+    ]
+
+
+def _printed(show: Callable[..., None], n: int) -> str:
+    """What an ``inspect_history`` function prints, without the timestamps."""
+    out = io.StringIO()
+    show(n, file=out)
+    return re.sub(r"\[\d{4}-\d\d-\d\dT[\d:.]+\]", "[time]", out.getvalue())
+
+
+def test_global_and_module_history() -> None:
+    """``dspy.inspect_history`` and a module's own ``history`` hold the same entries."""
+    seen: list[tuple[Any, ...]] = []
+
+    def run(program: dspy.Module, env: Env) -> None:
+        start = len(GLOBAL_HISTORY)
+        ask(program, env)
+        entries = GLOBAL_HISTORY[start:]
+        seen.append(
+            (
+                _history_view(entries),
+                _history_view(program.history),
+                _printed(dspy.inspect_history, len(entries)),
+            )
+        )
+
+    assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run)
+    plain, bound = seen
+    assert plain[0] == bound[0]
+    assert plain[1] == bound[1]
+    assert plain[2] == bound[2]
+    assert len(plain[1]) == 2
+    assert "What is 12 * 7?" in plain[2]
+
+
+def test_lm_history_of_the_configured_lm() -> None:
+    """``lm.history``/``lm.inspect_history()`` of the LM a user configured show the bound calls,
+    as with the keywords set as a predictor's ``config`` in DSPy (the entries' own ``kwargs``
+    differ: there the keywords are call keywords, bound they are the LM copy's keywords), also
+    after the user replaced ``lm.history``."""
+    values = Values(lm=None)
+    hooks = {h: VARIABLES[h] for h in ("temperature", "max_tokens", "instructions", "demos")}
+    views = []
+
+    def drive(program: dspy.Module, env: Env) -> None:
+        ask(program, env)
+        views.append(
+            (
+                [view[:4] for view in _history_view(env.lm.history)],
+                _printed(env.lm.inspect_history, 2),
+            )
+        )
+        env.lm.history = []
+        program(question=question(3))
+        views.append(([view[:4] for view in _history_view(env.lm.history)], ""))
+
+    for bound in (False, True):
+        env = Env.fresh()
+        dspy.configure(lm=env.lm, callbacks=[env.recorder])
+        if bound:
+            with dspex.Session() as session:
+                program: Any = dspex.bind(dspy.ChainOfThought("question -> answer"), **hooks)
+                session.update({v.name: getattr(values, h) for h, v in hooks.items()})
+                drive(program, env)
+        else:
+            sig = dspy.Signature("question -> answer", values.instructions)
+            program = dspy.ChainOfThought(sig)
+            for predictor in program.predictors():
+                predictor.demos = list(values.demos or [])
+                predictor.config.update(values.config())
+            drive(program, env)
+    assert views[:2] == views[2:]
+    assert [len(view[0]) for view in views[:2]] == [2, 1]
+
+
+# ------------------------------------------------------------------------------------------
+# 3. DSPy's response cache
+
+
+def misses(runs: list[int]) -> Callable[[dspy.Module, Env], None]:
+    """A drive that records how many LM calls missed the cache (calls that were billed)."""
+
+    def run(program: dspy.Module, env: Env) -> None:
+        with dspy.track_usage() as tracker:
+            ask(program, env)
+        runs.append(sum(len(entries) for entries in tracker.usage_data.values()))
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("second", "expected"),
+    [
+        (Values(), 0),
+        (Values(temperature=0.5), 2),
+        (Values(max_tokens=12), 2),
+        (Values(instructions="Be brief."), 2),
+        (Values(lm="large"), 2),
+    ],
+    ids=["same values", "temperature", "max_tokens", "instructions", "lm choice"],
+)
+def test_cache_hits_and_misses(second: Values, expected: int) -> None:
+    """A run after a plain run with values V hits DSPy's cache exactly where plain DSPy does:
+    the bound keywords are part of the cache key as configured ones are. The second run is
+    plain in one case, bound in the other, each after its own plain warm-up on shared LMs."""
+    first = Values()
+    counts: dict[str, list[int]] = {}
+    for way, second_run in (("plain", run_plain), ("bound", run_bound)):
+        env = Env.fresh()
+        counts[way] = []
+        build = lambda sig, bind: bind(dspy.ChainOfThought(sig))  # noqa: E731
+        run_plain(build, misses(counts[way]), first, make_env=lambda env=env: env)
+        second_run(build, misses(counts[way]), second, make_env=lambda env=env: env)
+    assert counts["plain"] == counts["bound"]
+    assert counts["plain"] == [2, expected]
