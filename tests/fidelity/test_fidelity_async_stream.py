@@ -8,13 +8,29 @@ LM requests and what the program gave back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dspy
 import pytest
 from dspy.streaming import StatusMessage, StatusMessageProvider, StreamListener, StreamResponse
-from support.fidelity import Env, Values, assert_same, question
+from support.fidelity import (
+    SIGNATURE,
+    VARIABLES,
+    Env,
+    Values,
+    assert_requests_equal,
+    assert_same,
+    kwargs_of,
+    question,
+    run_bound,
+    run_plain,
+)
+
+import dspex
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -209,3 +225,95 @@ def test_streamify_with_listeners_and_status_messages(mode: str, values: Values)
     fields = {item[2] for item in items if item[0] == "chunk"}
     assert fields == {"reasoning", "answer"}
     assert sum(item[0] == "status" for item in items) >= 4
+
+
+# ------------------------------------------------------------------------------------------
+# 3. concurrent tasks in different sessions, and threads started inside a bound call
+
+OTHER = Values(temperature=1.2, max_tokens=40, instructions="Think, then answer.", demos=[])
+
+
+def test_concurrent_tasks_in_two_sessions() -> None:
+    """One bound program, awaited concurrently by tasks in two sessions with different values,
+    sends what two plain programs configured with those values send."""
+    plain_env, bound_env = Env.fresh(), Env.fresh()
+    dspy.configure(lm=plain_env.lm, callbacks=[plain_env.recorder])
+
+    async def plain_task(values: Values, i: int) -> Any:
+        program = dspy.ChainOfThought(dspy.Signature(SIGNATURE, values.instructions))
+        program.predict.demos = list(values.demos or [])
+        with dspy.context(lm=plain_env.lm.copy(**values.config())):
+            return dict(await program.acall(question=question(i)))
+
+    async def plain_main() -> list[Any]:
+        tasks = [plain_task(v, i) for i in range(3) for v in (Values(), OTHER)]
+        return await asyncio.gather(*tasks)
+
+    plain_results = asyncio.run(plain_main())
+
+    dspy.configure(lm=bound_env.lm, callbacks=[bound_env.recorder])
+    hooks = {h: VARIABLES[h] for h in ("temperature", "max_tokens", "instructions", "demos")}
+    program = dspex.bind(dspy.ChainOfThought(SIGNATURE), **hooks)
+
+    async def bound_task(session: dspex.Session, i: int) -> Any:
+        with session:
+            await asyncio.sleep(0)  # let the other session's task run in between
+            return dict(await program.acall(question=question(i)))
+
+    with contextlib.ExitStack() as stack:  # both sessions open (the innermost is current)
+        sessions = [stack.enter_context(dspex.Session()) for _ in range(2)]
+        for session, values in zip(sessions, (Values(), OTHER), strict=True):
+            with session:
+                for variable in hooks.values():
+                    variable.register()
+                session.update({v.name: getattr(values, h) for h, v in hooks.items()})
+
+        async def bound_main() -> list[Any]:
+            return await asyncio.gather(*(bound_task(s, i) for i in range(3) for s in sessions))
+
+        bound_results = asyncio.run(bound_main())
+    assert plain_results == bound_results
+    plain, bound = plain_env.recorder.requests, bound_env.recorder.requests
+    assert_requests_equal(plain, bound, ordered=False)
+    assert {kwargs_of(r)["temperature"] for r in plain} == {"0.33", "1.2"}
+
+
+class Threaded(dspy.Module):
+    """Runs its predictor in a ``concurrent.futures`` thread, optionally in a copied context."""
+
+    def __init__(self, sig: Any, copy_context: bool) -> None:
+        super().__init__()
+        self.answer = dspy.Predict(sig)
+        self.copy_context = copy_context
+
+    def forward(self, question: str) -> Any:
+        with ThreadPoolExecutor(1) as pool:
+            if self.copy_context:
+                context = contextvars.copy_context()
+                return pool.submit(context.run, self.answer, question=question).result()
+            return pool.submit(self.answer, question=question).result()
+
+
+def test_a_thread_started_with_a_copied_context() -> None:
+    """``contextvars.copy_context().run`` carries the bound values into a thread, as it
+    carries a ``dspy.context`` there."""
+    requests = assert_same(lambda sig, bind: bind(Threaded(sig, copy_context=True)), ask_two)
+    assert {kwargs_of(r)["temperature"] for r in requests} == {"0.33"}
+
+
+def test_a_thread_started_without_the_context_runs_without_the_bound_values() -> None:
+    """Documented: a bare thread sees no ``dspy.context`` and no session, so the bound values
+    do not reach it (the LM keywords of a ``dspy.context`` do not either); it runs with the
+    predictor's own values, as the same program does in plain DSPy with no values set."""
+    plain = run_plain(
+        lambda sig, bind: Threaded(dspy.Signature(SIGNATURE), False),
+        ask_two,
+        Values(temperature=None, max_tokens=None, instructions=None, demos=None),
+    )
+    bound = run_bound(lambda sig, bind: bind(Threaded(sig, False)), ask_two, Values())
+    assert_requests_equal(plain.recorder.requests, bound.recorder.requests)
+
+
+def ask_two(program: dspy.Module, env: Env) -> None:
+    for i in range(2):
+        program(question=question(i))

@@ -39,17 +39,19 @@ from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
 from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._models import bound_lm, lm_for_key
-from dspex.binding._state import SECTION, dump_variables, prepare_load
+from dspex.binding._state import SECTION, dump_variables, loading_section, prepare_load
 from dspex.binding._values import (
     UNSET,
     Binding,
     Layer,
     call_values,
     check_travel,
+    demos_value,
     instructed,
     session_value,
     value_of,
 )
+from dspex.errors import BindingError
 from dspex.variables import Variable
 
 __all__ = [
@@ -389,36 +391,79 @@ class HookedPredictor(Hooked):
         return state
 
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
-        """DSPy's state of the predictor's own values, plus its variables (``dspex_variables``)."""
-        with local_view():
-            state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+        """DSPy's state with the instructions and demos the predictor runs with, plus its
+        variables (``dspex_variables``).
+
+        The signature and demos are the bound values (or the assigned ones, which win), so the
+        state loaded into the same program in plain DSPy runs what the bound program runs; the
+        ``lm`` is the predictor's own (the bound LM is chosen per call, not saved).
+        """
+        state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+        own_lm = self.__dict__["_dspex_lm"]
+        state["lm"] = own_lm.dump_state() if own_lm else None
         state[SECTION] = dump_variables(hooked_variables(self))
         return state
 
     def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:
         """Load DSPy's state, then its saved variables into the current session.
 
-        A loaded value equal to the one the predictor had stays a default (the variable keeps
-        control); a different one counts as assigned (compiled) and wins.
+        A loaded signature or demos equal to what the predictor had, or to what its saved
+        variables give it (the state of a bound program), leaves the hook to the variable; a
+        different one counts as assigned (compiled) and wins.
         """
         state = dict(state)
         section = state.pop(SECTION, None)
-        declared = {b.name: b.declared for b in winning(self).bindings() if b.declared}
+        hooks = winning(self)
+        declared = {b.name: b.declared for b in hooks.bindings() if b.declared}
         commit = prepare_load(section, declared) if section else None
+        saved = section or loading_section()
         d = self.__dict__
         before = (d["_dspex_signature"], d["_dspex_demos"], d["_dspex_assigned"])
         super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)  # type: ignore[misc]
         assigned = set(before[2])
-        if _same_signature(before[0], d["_dspex_signature"]):
+        if _same_signature(before[0], d["_dspex_signature"]) or _bound_signature(
+            before[0], d["_dspex_signature"], hooks, saved
+        ):
             d["_dspex_signature"] = before[0]
         else:
             assigned.add("signature")
-        if not _same_demos(before[1], d["_dspex_demos"]):
+        if _same_demos(before[1], d["_dspex_demos"]) or _bound_demos(
+            d["_dspex_demos"], hooks, saved
+        ):
+            d["_dspex_demos"] = before[1]
+        else:
             assigned.add("demos")
         d["_dspex_assigned"] = frozenset(assigned)
         if commit is not None:
             commit()
         return self
+
+
+def _saved_value(binding: Binding | None, saved: Mapping[str, Any] | None) -> Any:
+    """The value a saved ``dspex_variables`` section holds for ``binding`` (UNSET if none)."""
+    if binding is None or not saved:
+        return UNSET
+    entry = saved.get(binding.name)
+    return entry.get("value", UNSET) if isinstance(entry, Mapping) else UNSET
+
+
+def _bound_signature(own: Any, loaded: Any, hooks: _Hooks, saved: Any) -> bool:
+    """True when ``loaded`` is ``own`` with the saved instructions (a bound program's save)."""
+    text = _saved_value(hooks.instructions, saved)
+    if not isinstance(text, str):
+        return False
+    return _same_signature(instructed(own, text, hooks.suffix), loaded)
+
+
+def _bound_demos(loaded: Any, hooks: _Hooks, saved: Any) -> bool:
+    """True when ``loaded`` are the saved demos variable's demos (a bound program's save)."""
+    value = _saved_value(hooks.demos, saved)
+    if value is UNSET or hooks.demos is None:
+        return False
+    try:
+        return _same_demos(loaded, demos_value(hooks.demos.name, value))
+    except BindingError:  # not demos: the loaded ones differ
+        return False
 
 
 def _same_signature(a: Any, b: Any) -> bool:

@@ -26,7 +26,8 @@ Section format (plain JSON)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -45,6 +46,8 @@ __all__ = [
     "SECTION",
     "SavedVariables",
     "dump_variables",
+    "loading",
+    "loading_section",
     "plain",
     "prepare_load",
     "register_saved",
@@ -185,6 +188,28 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b) and type(a) is type(b)
     except (ValueError, TypeError, DspexError):  # arrays compare element-wise
         return False
+
+
+_LOADING: ContextVar[Mapping[str, Any] | None] = ContextVar("dspex_loading", default=None)
+
+
+@contextmanager
+def loading(section: Mapping[str, Any]) -> Iterator[None]:
+    """While a ``Program`` loads its state: the saved section, for its bound predictors.
+
+    ``Program.load_state`` takes the sections out of its predictors' states (to set them in one
+    batch); a bound predictor still needs them to tell its bound values from compiled ones.
+    """
+    token = _LOADING.set(section)
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
+
+
+def loading_section() -> Mapping[str, Any] | None:
+    """The section set by :class:`loading` (None outside a ``Program`` load)."""
+    return _LOADING.get()
 
 
 _SAVING: ContextVar[Any] = ContextVar("dspex_saving", default=None)
