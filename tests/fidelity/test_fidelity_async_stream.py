@@ -17,6 +17,7 @@ from typing import Any
 import dspy
 import pytest
 from dspy.streaming import StatusMessage, StatusMessageProvider, StreamListener, StreamResponse
+from dspy.utils.exceptions import AdapterParseError
 from support.fidelity import (
     SIGNATURE,
     VARIABLES,
@@ -160,6 +161,28 @@ def test_async_react_with_an_async_tool() -> None:
     requests = assert_same(build, run, Values(demos=None))
     check()
     assert "lookup" in requests[0].messages[0][1]
+
+
+def test_async_react_v2() -> None:
+    """ReActV2's ``acall``, bound directly (its agent text kept)."""
+
+    def run(program: dspy.Module, env: Env) -> None:
+        async def main() -> None:
+            try:
+                await program.acall(question=question(0))
+            except (AdapterParseError, ValueError):  # the simulation LM cannot call tools well
+                pass
+
+        asyncio.run(main())
+
+    def lookup(topic: str) -> str:
+        """Look a topic up."""
+        return f"notes about {topic}"
+
+    requests = assert_same(
+        lambda sig, bind: bind(dspy.ReActV2(sig, tools=[lookup], max_iters=2)), run
+    )
+    assert any("You are an Agent" in content for r in requests for _, content in r.messages)
 
 
 # ------------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from support.fidelity import (
 )
 
 import dspex
-from dspex.sim import load_devset
+from dspex.binding import BoundModule
+from dspex.sim import answer_match, load_devset
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -231,3 +232,28 @@ def test_a_loaded_save_follows_the_variables_again(tmp_path: Path) -> None:
         ask(program, env)
 
     assert_runs_as_plain(LATER, drive)
+
+
+def test_a_bootstrapped_copy_follows_later_values_and_keeps_its_demos() -> None:
+    """BootstrapFewShot compiles with the values V (its rounds send what plain DSPy sends), and
+    its compiled copy then follows values set later (instructions, LM keywords) and keeps the
+    demos it bootstrapped, as the plain compiled program does when those values are set on it."""
+
+    def drive(program: dspy.Module, env: Env) -> None:
+        teleprompter = dspy.BootstrapFewShot(
+            metric=answer_match, max_bootstrapped_demos=2, max_labeled_demos=0
+        )
+        compiled = teleprompter.compile(program, trainset=TRAIN)
+        if isinstance(program, BoundModule):
+            set_values(LATER)
+            ask(compiled, env)
+            return
+        for predictor in compiled.predictors():
+            predictor.signature = predictor.signature.with_instructions(LATER.instructions)
+        with dspy.context(lm=env.lm.copy(**LATER.config())):
+            ask(compiled, env)
+
+    requests = assert_same(build, drive)
+    assert dict(requests[-1].kwargs)["temperature"] == "0.7"
+    assert LATER.instructions in requests[-1].messages[0][1]
+    assert sum(role == "assistant" for role, _ in requests[-1].messages) >= 1

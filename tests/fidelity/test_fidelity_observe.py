@@ -135,23 +135,49 @@ class Events(BaseCallback):
     def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
         self._end("lm end", outputs, exception)
 
+    def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self._start("tool", instance, inputs)
 
-def test_callbacks_see_the_same_calls_and_inputs() -> None:
-    """A callback sees the same module, adapter and LM events, with the same inputs and
-    outputs, and the bound program itself as the module instance."""
+    def on_tool_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+        self._end("tool end", outputs, exception)
+
+
+def lookup(topic: str) -> str:
+    """Look a topic up."""
+    return f"notes about {topic}"
+
+
+CALLBACK_MODULES: dict[str, Callable[[Any], dspy.Module]] = {
+    "ChainOfThought": dspy.ChainOfThought,
+    "ReAct": lambda sig: dspy.ReAct(sig, tools=[lookup], max_iters=2),
+}
+
+
+@pytest.mark.parametrize("where", ["settings", "instance"])
+@pytest.mark.parametrize("module", list(CALLBACK_MODULES))
+def test_callbacks_see_the_same_calls_and_inputs(module: str, where: str) -> None:
+    """A callback (configured, or on the module instance) sees the same module, adapter, tool
+    and LM events, with the same inputs and outputs, and the bound program itself as the
+    module instance."""
     runs: list[list[tuple[Any, ...]]] = []
 
     def run(program: dspy.Module, env: Env) -> None:
         events = Events(program)
-        with dspy.context(callbacks=[env.recorder, events]):
+        if where == "instance":
+            program.callbacks = [events]
             ask(program, env)
+        else:
+            with dspy.context(callbacks=[env.recorder, events]):
+                ask(program, env)
         runs.append(events.events)
 
-    assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run)
+    make = CALLBACK_MODULES[module]
+    assert_same(lambda sig, bind: bind(make(sig)), run, Values(demos=None))
     plain, bound = runs
     assert plain == bound
-    assert ("module", "ChainOfThought", True) in {e[:3] for e in plain}
-    assert {e[0] for e in plain} >= {"module", "format", "parse", "lm", "lm end"}
+    assert ("module", module, True) in {e[:3] for e in plain}
+    if where == "settings":
+        assert {e[0] for e in plain} >= {"module", "format", "parse", "lm", "lm end"}
 
 
 @pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
@@ -248,6 +274,18 @@ def test_lm_history_of_the_configured_lm() -> None:
             drive(program, env)
     assert views[:2] == views[2:]
     assert [len(view[0]) for view in views[:2]] == [2, 1]
+
+
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
+def test_per_call_config_wins_over_bound_keywords(values: Values) -> None:
+    """``program(..., config={...})`` keywords win over bound ones, as over a context LM's."""
+
+    def run(program: dspy.Module, env: Env) -> None:
+        program(question=question(0), config={"temperature": 0.9, "top_p": 0.5})
+        program(question=question(1))
+
+    requests = assert_same(lambda sig, bind: bind(dspy.Predict(sig)), run, values)
+    assert [dict(r.kwargs)["temperature"] for r in requests] == ["0.9", "0.33"]
 
 
 # ------------------------------------------------------------------------------------------
