@@ -257,3 +257,16 @@ def test_a_bootstrapped_copy_follows_later_values_and_keeps_its_demos() -> None:
     assert dict(requests[-1].kwargs)["temperature"] == "0.7"
     assert LATER.instructions in requests[-1].messages[0][1]
     assert sum(role == "assistant" for role, _ in requests[-1].messages) >= 1
+
+
+def test_saving_does_not_resolve_the_bound_lm(tmp_path: Path) -> None:
+    """The bound LM is chosen per call and not saved: a save needs no usable model name (this
+    one is not; a call would raise BindingError), and the state's ``lm`` is the predictor's own,
+    as in the same plain program."""
+    model = dspex.Variable(str, "no model name", name="c_model")
+    with dspex.Session():
+        program = dspex.bind(dspy.ChainOfThought(SIGNATURE), lm=model, **VARIABLES)
+        program.save(tmp_path / "bound.json")
+        with pytest.raises(dspex.errors.BindingError, match="no model name"):
+            program(question=question(0))
+    assert program.dump_state()["predict"]["lm"] is None

@@ -65,6 +65,9 @@ __all__ = [
 ]
 
 _LOCAL: ContextVar[bool] = ContextVar("dspex_local_view", default=False)
+_OWN_LM: ContextVar[bool] = ContextVar("dspex_own_lm", default=False)
+"""Set while ``dump_state`` runs: ``lm`` read outside a call is the predictor's own (the bound
+LM is chosen per call and not saved; resolving it could fail, e.g. on a bad model name)."""
 
 
 class _Hooks:
@@ -377,7 +380,7 @@ class HookedPredictor(Hooked):
                 overlay = thread_local_overrides.get()
                 own = overlay["lm"] if "lm" in overlay else main_thread_config.get("lm")
             return None if own is None else _keyed_lm(own, hooks, values)
-        return own if own is not None else _lm_outside(hooks)
+        return own if own is not None or _OWN_LM.get() else _lm_outside(hooks)
 
     @lm.setter
     def lm(self, value: Any) -> None:
@@ -398,7 +401,11 @@ class HookedPredictor(Hooked):
         state loaded into the same program in plain DSPy runs what the bound program runs; the
         ``lm`` is the predictor's own (the bound LM is chosen per call, not saved).
         """
-        state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+        token = _OWN_LM.set(True)
+        try:
+            state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+        finally:
+            _OWN_LM.reset(token)
         own_lm = self.__dict__["_dspex_lm"]
         state["lm"] = own_lm.dump_state() if own_lm else None
         state[SECTION] = dump_variables(hooked_variables(self))
