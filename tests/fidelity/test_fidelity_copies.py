@@ -270,3 +270,58 @@ def test_saving_does_not_resolve_the_bound_lm(tmp_path: Path) -> None:
         with pytest.raises(dspex.errors.BindingError, match="no model name"):
             program(question=question(0))
     assert program.dump_state()["predict"]["lm"] is None
+
+
+class Answerer(dspex.Program):
+    """A dspex.Program whose ChainOfThought is bound to the harness variables."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = dspex.bind(dspy.ChainOfThought(SIGNATURE), **VARIABLES)
+
+    def forward(self, question: str) -> Any:
+        return self.answer(question=question)
+
+
+def test_a_program_save_loads_into_plain_dspy_and_back(tmp_path: Path) -> None:
+    """A dspex.Program's JSON save: plain DSPy loading it into the same modules runs what the
+    program ran (instructions and demos; DSPy keeps no LM keywords), and a Program loading it
+    sets the values in the session and keeps following the variables."""
+    runs: list[Any] = []
+
+    class Plain(dspy.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.answer = dspy.ChainOfThought(SIGNATURE)
+
+        def forward(self, question: str) -> Any:
+            return self.answer(question=question)
+
+    def drive(program: dspy.Module, env: Env) -> None:
+        path = tmp_path / f"{len(runs)}.json"
+        program.save(path)
+        fresh = Plain()
+        fresh.load(path)
+        runs.append(fresh.answer.predict.signature.instructions)
+        ask(fresh, env)
+
+    def build_program(sig: Any, bind: Any) -> dspy.Module:
+        if isinstance(bind(dspy.Predict(sig)), BoundModule):  # the bound run
+            return Answerer()
+        program = Plain()
+        program.answer = build(sig, bind)  # the plain run's values
+        return program
+
+    assert_same(build_program, drive, NO_KEYWORDS)
+    assert runs == [INSTRUCTIONS, INSTRUCTIONS]
+
+    def reload(program: dspy.Module, env: Env) -> None:
+        program.save(tmp_path / "program.json")
+        loaded = Answerer()
+        loaded.load(tmp_path / "program.json")
+        set_values(LATER)
+        ask(loaded, env)
+
+    plain = run_plain(build, ask, LATER).recorder.requests
+    bound = run_bound(lambda sig, bind: Answerer(), reload, Values()).recorder.requests
+    assert_requests_equal(plain, bound)
