@@ -16,7 +16,17 @@ import pytest
 from dspy.adapters.baml_adapter import BAMLAdapter
 from dspy.clients.base_lm import GLOBAL_HISTORY
 from dspy.utils.callback import BaseCallback
-from support.fidelity import VARIABLES, Env, Values, assert_same, question, run_bound, run_plain
+from support.fidelity import (
+    VARIABLES,
+    Env,
+    Values,
+    assert_requests_equal,
+    assert_same,
+    question,
+    run_bound,
+    run_plain,
+    run_plain_owned,
+)
 
 import dspex
 from dspex.sim import SimLM
@@ -286,6 +296,46 @@ def test_per_call_config_wins_over_bound_keywords(values: Values) -> None:
 
     requests = assert_same(lambda sig, bind: bind(dspy.Predict(sig)), run, values)
     assert [dict(r.kwargs)["temperature"] for r in requests] == ["0.9", "0.33"]
+
+
+class PerCallLM(dspy.Module):
+    """Calls its predictor with a per-call ``lm=`` (one of Predict's privileged keywords)."""
+
+    def __init__(self, sig: Any, lm: Any) -> None:
+        super().__init__()
+        self.answer = dspy.Predict(sig)
+        self.other = lm
+
+    def forward(self, question: str) -> Any:
+        self.answer(question=question)
+        return self.answer(question=question, lm=self.other)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [Values(instructions=None, demos=None), Values(lm="large")],
+    ids=["keywords", "keywords and lm choice"],
+)
+def test_a_per_call_lm_gets_the_bound_keywords(values: Values) -> None:
+    """``predictor(..., lm=X)`` runs X with the bound LM keywords, as with the keywords in
+    the predictor's ``config`` in DSPy (and as its own ``lm`` does); X itself wins over a
+    bound ``lm`` choice, as a per-call choice does."""
+    small: list[Any] = []
+
+    def build(sig: Any, bind: Any) -> dspy.Module:
+        return bind(PerCallLM(sig, small[-1]))
+
+    def make_env() -> Env:
+        env = Env.fresh()
+        small.append(env.prompt)
+        return env
+
+    plain = run_plain_owned(build, ask, values, make_env=make_env).recorder.requests
+    bound = run_bound(build, ask, values, make_env=make_env).recorder.requests
+    assert_requests_equal(plain, bound)
+    assert {(r.model, dict(r.kwargs)["temperature"]) for r in plain[1::2]} == {
+        ("dspex/sim-small", "0.33")
+    }
 
 
 # ------------------------------------------------------------------------------------------

@@ -136,9 +136,7 @@ def run_plain(
     """Run the case in plain DSPy with ``values`` configured the natural DSPy way."""
     env = make_env()
     dspy.configure(lm=env.lm if configure_lm else None, callbacks=[env.recorder])
-    signature = dspy.Signature(SIGNATURE)
-    if values.instructions is not None:
-        signature = signature.with_instructions(values.instructions)
+    signature = _signature(values)
 
     def configure(module: dspy.Module) -> dspy.Module:
         if values.demos is not None:
@@ -151,6 +149,38 @@ def run_plain(
     with dspy.context(lm=base.copy(**values.config()) if values.config() else base):
         drive(program, env)
     return env
+
+
+def run_plain_owned(
+    build: Build, drive: Drive, values: Values, *, make_env: MakeEnv = Env.fresh
+) -> Env:
+    """Run the case in plain DSPy with ``values`` set on the predictors themselves.
+
+    The other DSPy form of the values: LM keywords as each predictor's ``config`` (they reach
+    whichever LM the predictor runs with) and the chosen LM as each predictor's own ``lm``;
+    instructions and demos as in :func:`run_plain`.
+    """
+    env = make_env()
+    dspy.configure(lm=env.lm, callbacks=[env.recorder])
+
+    def configure(module: dspy.Module) -> dspy.Module:
+        for predictor in module.predictors():
+            if values.demos is not None:
+                predictor.demos = list(values.demos)
+            predictor.config.update(values.config())
+            if values.lm is not None:
+                predictor.lm = env.large if values.lm == "large" else env.lm
+        return module
+
+    drive(build(_signature(values), configure), env)
+    return env
+
+
+def _signature(values: Values) -> type[dspy.Signature]:
+    signature = dspy.Signature(SIGNATURE)
+    if values.instructions is not None:
+        signature = signature.with_instructions(values.instructions)
+    return signature
 
 
 def run_bound(

@@ -12,7 +12,8 @@ are properties:
   LM as an LM copy at the bind boundary, see :mod:`dspex.binding._bound`);
 * ``lm``: the predictor's own LM (``set_lm``). Inside the bound call, that LM or else the LM in
   effect (the boundary's, or an inner ``dspy.context``'s) with the bound LM keywords applied
-  (None when nothing is to apply: ``Predict`` then uses the context's LM, as in DSPy). Outside
+  (None when nothing is to apply: ``Predict`` then uses the context's LM, as in DSPy); an LM
+  passed per call (``predictor(..., lm=X)``) gets them too. Outside
   the call, with no LM of its own: the LM the boundary would use, so
   ``BestOfN``/``Refine``/``SIMBA`` wrapped around a bound module find it with ``get_lm()``.
 
@@ -385,6 +386,20 @@ class HookedPredictor(Hooked):
     @lm.setter
     def lm(self, value: Any) -> None:
         self.__dict__["_dspex_lm"] = value
+
+    def _forward_preprocess(self, **kwargs: Any) -> Any:
+        """``Predict``'s per-call preprocessing; a per-call ``lm=`` gets the bound keywords.
+
+        Inside a bound call the LM given as ``predictor(..., lm=X)`` runs with the bound LM
+        keywords, as the predictor's own ``lm`` does (and as ``config`` gives them in DSPy).
+        """
+        lm = kwargs.get("lm")
+        if lm is not None:
+            hooks = self.__dict__["_dspex_hooks"]
+            values = call_values()
+            if hooks.config and values is not None:
+                kwargs["lm"] = _keyed_lm(lm, hooks, values)
+        return super()._forward_preprocess(**kwargs)  # type: ignore[misc]
 
     def __getstate__(self) -> dict[str, Any]:
         raw: Any = super().__getstate__()  # type: ignore[misc]
