@@ -26,6 +26,7 @@ from support.fidelity import (
     assert_requests_equal,
     assert_same,
     kwargs_of,
+    lookup,
     question,
     run_bound,
     run_plain,
@@ -174,10 +175,6 @@ def test_async_react_v2() -> None:
                 pass
 
         asyncio.run(main())
-
-    def lookup(topic: str) -> str:
-        """Look a topic up."""
-        return f"notes about {topic}"
 
     requests = assert_same(
         lambda sig, bind: bind(dspy.ReActV2(sig, tools=[lookup], max_iters=2)), run

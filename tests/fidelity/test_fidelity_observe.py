@@ -22,6 +22,7 @@ from support.fidelity import (
     Values,
     assert_requests_equal,
     assert_same,
+    lookup,
     question,
     run_bound,
     run_plain,
@@ -150,11 +151,6 @@ class Events(BaseCallback):
 
     def on_tool_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
         self._end("tool end", outputs, exception)
-
-
-def lookup(topic: str) -> str:
-    """Look a topic up."""
-    return f"notes about {topic}"
 
 
 CALLBACK_MODULES: dict[str, Callable[[Any], dspy.Module]] = {

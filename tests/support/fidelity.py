@@ -245,6 +245,11 @@ def assert_requests_equal(
     assert len(plain) == len(bound), f"plain made {len(plain)} LM calls, bound {len(bound)}"
 
 
+def lookup(query: str) -> str:
+    """Look a fact up (a tool for ReAct cases)."""
+    return f"fact about {query}"
+
+
 def question(i: int = 0) -> str:
     """A question the simulation LM knows."""
     return [
