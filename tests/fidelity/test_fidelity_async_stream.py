@@ -337,3 +337,26 @@ def test_a_thread_started_without_the_context_runs_without_the_bound_values() ->
 def ask_two(program: dspy.Module, env: Env) -> None:
     for i in range(2):
         program(question=question(i))
+
+
+def test_streamify_a_bound_react() -> None:
+    """A streamified bound ReAct: listeners on its agent's and extractor's fields, and status
+    messages, as in plain DSPy."""
+    record, check = outcomes()
+
+    @results(record)
+    def run(program: dspy.Module, env: Env) -> None:
+        listeners = [StreamListener("next_thought"), StreamListener("answer")]
+        stream = dspy.streamify(program, Status(), stream_listeners=listeners)
+
+        async def main() -> None:
+            async for item in stream(question=question(1)):
+                record(streamed(item))
+
+        asyncio.run(main())
+
+    build = lambda sig, bind: bind(dspy.ReAct(sig, tools=[lookup], max_iters=2))  # noqa: E731
+    assert_same(build, run, Values(demos=None))
+    items = check()
+    assert {item[2] for item in items if item[0] == "chunk"} == {"next_thought", "answer"}
+    assert any(item == ("status", "start ReAct ['question']") for item in items)
