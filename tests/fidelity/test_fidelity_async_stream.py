@@ -359,4 +359,4 @@ def test_streamify_a_bound_react() -> None:
     assert_same(build, run, Values(demos=None))
     items = check()
     assert {item[2] for item in items if item[0] == "chunk"} == {"next_thought", "answer"}
-    assert any(item == ("status", "start ReAct ['question']") for item in items)
+    assert ("status", "start ReAct ['args', 'kwargs']") in items
