@@ -186,6 +186,31 @@ def test_callbacks_see_the_same_calls_and_inputs(module: str, where: str) -> Non
         assert {e[0] for e in plain} >= {"module", "format", "parse", "lm", "lm end"}
 
 
+@pytest.mark.parametrize("change", ["append", "assign"])
+def test_callbacks_on_the_configured_lm(change: str) -> None:
+    """Callbacks on the configured LM object (``lm.callbacks``, added or replaced after the
+    first call) see the bound calls, as with the keywords in a predictor's ``config``."""
+    runs: list[list[tuple[Any, ...]]] = []
+
+    def run(program: dspy.Module, env: Env) -> None:
+        program(question=question(0))
+        events = Events(program)
+        if change == "append":
+            env.lm.callbacks.append(events)
+        else:
+            env.lm.callbacks = [events]
+        ask(program, env)
+        runs.append(events.events)
+
+    build = lambda sig, bind: bind(dspy.ChainOfThought(sig))  # noqa: E731
+    values = Values(instructions=None, demos=None)
+    plain = run_plain_owned(build, run, values).recorder.requests
+    bound = run_bound(build, run, values).recorder.requests
+    assert_requests_equal(plain, bound)
+    assert runs[0] == runs[1]
+    assert [e[0] for e in runs[0]] == ["lm", "lm end"] * 2
+
+
 @pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
 def test_track_usage(values: Values) -> None:
     """``dspy.settings.track_usage``: each prediction reports the same usage per model."""

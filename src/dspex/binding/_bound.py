@@ -12,7 +12,7 @@ from dspex import _tracing
 from dspex._model import VariableRecord, VariableSpec
 from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
-from dspex.binding._models import bound_lm, lm_for_key
+from dspex.binding._models import bound_lm, lm_for_key, share_lists
 from dspex.binding._predictor import HookedPredictor, hook_predictor, hooked_variables
 from dspex.binding._state import SavedVariables, dump_variables, register_saved
 from dspex.binding._values import VALUES_KEY, Binding, Layer, check_travel, demos_value
@@ -103,11 +103,8 @@ class _Plan:
         items = tuple(config.items())
         memo = self._memo
         if memo[0] is current and memo[1] is chosen and memo[2] == items:
-            lm = memo[3]
-            base = chosen if chosen is not None else current
-            if lm is not base and lm.history is not getattr(base, "history", lm.history):
-                lm.history = base.history  # replaced by the user since (see bound_lm)
-            return lm
+            # the base LM's history/callbacks lists may have been replaced since (bound_lm)
+            return share_lists(chosen if chosen is not None else current, memo[3])
         lm = bound_lm(current, chosen, config, main_thread_config.get("lm"))
         self._memo = (current, chosen, items, lm)
         return lm
