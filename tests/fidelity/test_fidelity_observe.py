@@ -211,6 +211,33 @@ def test_callbacks_on_the_configured_lm(change: str) -> None:
     assert [e[0] for e in runs[0]] == ["lm", "lm end"] * 2
 
 
+@pytest.mark.parametrize(
+    "values",
+    [Values(instructions=None, demos=None), Values(lm="large")],
+    ids=["keywords", "keywords and lm choice"],
+)
+def test_keywords_changed_on_the_lm_after_the_first_call(values: Values) -> None:
+    """``lm.kwargs`` edited after the first bound call (a new default keyword, a bound one
+    changed) reach the later calls, as with the keywords in a predictor's ``config``."""
+
+    def run(program: dspy.Module, env: Env) -> None:
+        program(question=question(0))
+        for lm in (env.lm, env.large):
+            lm.kwargs["top_p"] = 0.5
+            lm.kwargs["temperature"] = 1.5  # a bound keyword: the bound value still wins
+        ask(program, env)
+
+    build = lambda sig, bind: bind(dspy.ChainOfThought(sig))  # noqa: E731
+    plain = run_plain_owned(build, run, values).recorder.requests
+    bound = run_bound(build, run, values).recorder.requests
+    assert_requests_equal(plain, bound)
+    assert [(dict(r.kwargs).get("top_p"), dict(r.kwargs)["temperature"]) for r in plain] == [
+        (None, "0.33"),
+        ("0.5", "0.33"),
+        ("0.5", "0.33"),
+    ]
+
+
 @pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
 def test_track_usage(values: Values) -> None:
     """``dspy.settings.track_usage``: each prediction reports the same usage per model."""

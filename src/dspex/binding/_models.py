@@ -89,7 +89,7 @@ def lm_for_key(key: Any, models: Mapping[str, Any] | None) -> Any:
     return resolve_lm(key)
 
 
-_COPIES: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Any, Any]] = {}
+_COPIES: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Any, Any, dict[str, Any]]] = {}
 _COPIES_LOCK = threading.Lock()
 _MAX_COPIES = 512
 
@@ -99,8 +99,9 @@ def _copy(lm: Any, kwargs: dict[str, Any]) -> Any:
 
     The copy is never seen by the user, so it is ``lm`` to them: its calls are recorded in
     ``lm.history`` (what ``lm.inspect_history()`` shows) and reach the callbacks in
-    ``lm.callbacks``, also ones added later, as DSPy does for calls with keywords in a
-    predictor's ``config``. Cached, so a call copies nothing.
+    ``lm.callbacks``, also ones added later, and keywords edited in ``lm.kwargs`` later reach
+    it, as DSPy does for calls with keywords in a predictor's ``config``. Cached, so a call
+    copies nothing.
     """
     try:
         key = (id(lm), tuple(sorted(kwargs.items())))
@@ -108,13 +109,15 @@ def _copy(lm: Any, kwargs: dict[str, Any]) -> Any:
     except TypeError:  # an unhashable kwarg value (a dict, a list): copy every time
         return share_lists(lm, lm.copy(**kwargs))
     entry = _COPIES.get(key)
-    if entry is not None and entry[0] is lm:
+    if entry is not None and entry[0] is lm and entry[2] == lm.kwargs:
         return share_lists(lm, entry[1])  # lm's lists may have been replaced since
     made = share_lists(lm, lm.copy(**kwargs))
     with _COPIES_LOCK:
         if len(_COPIES) >= _MAX_COPIES:
             _COPIES.clear()
-        _COPIES[key] = (lm, made)  # holding lm keeps id(lm) from being reused while cached
+        # holding lm keeps id(lm) from being reused while cached; a copy of lm's keywords
+        # tells when they were edited since (lm.kwargs["top_p"] = ...): then copy again
+        _COPIES[key] = (lm, made, dict(lm.kwargs))
     return made
 
 
