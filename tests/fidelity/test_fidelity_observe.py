@@ -6,6 +6,7 @@ Plain DSPy is the oracle (see :mod:`support.fidelity`).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from collections.abc import Callable
@@ -159,22 +160,34 @@ CALLBACK_MODULES: dict[str, Callable[[Any], dspy.Module]] = {
 }
 
 
+@pytest.mark.parametrize("style", ["call", "acall"])
 @pytest.mark.parametrize("where", ["settings", "instance"])
 @pytest.mark.parametrize("module", list(CALLBACK_MODULES))
-def test_callbacks_see_the_same_calls_and_inputs(module: str, where: str) -> None:
+def test_callbacks_see_the_same_calls_and_inputs(module: str, where: str, style: str) -> None:
     """A callback (configured, or on the module instance) sees the same module, adapter, tool
     and LM events, with the same inputs and outputs, and the bound program itself as the
-    module instance."""
+    module instance, on sync and async calls."""
     runs: list[list[tuple[Any, ...]]] = []
+
+    def calls(program: dspy.Module, env: Env) -> None:
+        if style == "call":
+            ask(program, env)
+            return
+
+        async def main() -> None:
+            for i in range(2):
+                await program.acall(question=question(i))
+
+        asyncio.run(main())
 
     def run(program: dspy.Module, env: Env) -> None:
         events = Events(program)
         if where == "instance":
             program.callbacks = [events]
-            ask(program, env)
+            calls(program, env)
         else:
             with dspy.context(callbacks=[env.recorder, events]):
-                ask(program, env)
+                calls(program, env)
         runs.append(events.events)
 
     make = CALLBACK_MODULES[module]
