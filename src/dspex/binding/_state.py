@@ -1,11 +1,13 @@
 """Layer 3: the ``dspex_variables`` section that ``save``/``load`` add to DSPy's program state.
 
 DSPy's ``dump_state`` keeps signatures and demos but drops ``Predict.config`` (temperature,
-max_tokens ...). Bound values live in the session, so each bound predictor writes the spec and
-current value of every variable bound to it into a section of its own state (so any
-``dspy.Module`` containing a bound module saves them, under unchanged parameter names), and
-:class:`~dspex.Program` adds one top-level section for its declarations. Loading sets them in
-the current session.
+max_tokens ...). A bound predictor's signature and demos in that state are the ones it runs
+with (plain DSPy loads and runs them); the bound values live in the session, so each bound
+predictor also writes the spec and current value of every variable bound to it into a section
+of its own state (so any ``dspy.Module`` containing a bound module saves them, under unchanged
+parameter names), and :class:`~dspex.Program` adds one top-level section for its
+declarations. Loading sets them in the current session, and a loaded signature or demos equal
+to what the saved variables give stay with the variables (see ``HookedPredictor.load_state``).
 
 A ``Program`` checks every section of a state first and sets them in one atomic batch. A plain
 ``dspy.Module`` loads its predictors one by one, so each bound predictor checks and sets its own
@@ -208,7 +210,7 @@ def loading(section: Mapping[str, Any]) -> Iterator[None]:
 
 
 def loading_section() -> Mapping[str, Any] | None:
-    """The section set by :class:`loading` (None outside a ``Program`` load)."""
+    """The section set by :func:`loading` (None outside a ``Program`` load)."""
     return _LOADING.get()
 
 
