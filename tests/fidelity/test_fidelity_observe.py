@@ -268,6 +268,27 @@ def test_track_usage(values: Values) -> None:
     assert set(plain[0]) == {f"dspex/sim{'-large' if values.lm else ''}"}
 
 
+def test_trace() -> None:
+    """``dspy.settings.trace`` (what bootstrapping optimizers read) gets the same entries: the
+    program's own predictor objects, their inputs and predictions."""
+    traces: list[list[Any]] = []
+
+    def run(program: dspy.Module, env: Env) -> None:
+        with dspy.context(trace=[]):
+            ask(program, env)
+            predictors = {id(p): name for name, p in program.named_predictors()}
+            traces.append(
+                [
+                    (predictors[id(p)], inputs, dict(pred))
+                    for p, inputs, pred in dspy.settings.trace
+                ]
+            )
+
+    assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run)
+    assert traces[0] == traces[1]
+    assert [name for name, _, _ in traces[0]] == ["predict", "predict"]
+
+
 def _history_view(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return [
         (e["model"], repr(e["messages"]), repr(e["outputs"]), repr(e["usage"]), repr(e["kwargs"]))
