@@ -18,7 +18,6 @@ from dspy.adapters.baml_adapter import BAMLAdapter
 from dspy.clients.base_lm import GLOBAL_HISTORY
 from dspy.utils.callback import BaseCallback
 from support.fidelity import (
-    VARIABLES,
     Env,
     Values,
     assert_requests_equal,
@@ -30,7 +29,6 @@ from support.fidelity import (
     run_plain_owned,
 )
 
-import dspex
 from dspex.sim import SimLM
 
 pytestmark = pytest.mark.timeout(60)
@@ -328,42 +326,28 @@ def test_global_and_module_history() -> None:
     assert "What is 12 * 7?" in plain[2]
 
 
-def test_lm_history_of_the_configured_lm() -> None:
-    """``lm.history``/``lm.inspect_history()`` of the LM a user configured show the bound calls,
-    as with the keywords set as a predictor's ``config`` in DSPy (the entries' own ``kwargs``
-    differ: there the keywords are call keywords, bound they are the LM copy's keywords), also
-    after the user replaced ``lm.history``."""
-    values = Values(lm=None)
-    hooks = {h: VARIABLES[h] for h in ("temperature", "max_tokens", "instructions", "demos")}
+@pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
+def test_lm_history_of_the_lm_used(values: Values) -> None:
+    """``lm.history``/``lm.inspect_history()`` of the LM a call ran on (the configured one, or
+    the chosen one) show the bound calls, as with the keywords in a predictor's ``config`` in
+    DSPy (the entries' own ``kwargs`` differ: there the keywords are call keywords, bound they
+    are the LM copy's keywords), also after the user replaced ``lm.history``."""
     views = []
 
     def drive(program: dspy.Module, env: Env) -> None:
+        lm = env.large if values.lm else env.lm
         ask(program, env)
         views.append(
-            (
-                [view[:4] for view in _history_view(env.lm.history)],
-                _printed(env.lm.inspect_history, 2),
-            )
+            ([view[:4] for view in _history_view(lm.history)], _printed(lm.inspect_history, 2))
         )
-        env.lm.history = []
+        lm.history = []
         program(question=question(3))
-        views.append(([view[:4] for view in _history_view(env.lm.history)], ""))
+        views.append(([view[:4] for view in _history_view(lm.history)], ""))
 
-    for bound in (False, True):
-        env = Env.fresh()
-        dspy.configure(lm=env.lm, callbacks=[env.recorder])
-        if bound:
-            with dspex.Session() as session:
-                program: Any = dspex.bind(dspy.ChainOfThought("question -> answer"), **hooks)
-                session.update({v.name: getattr(values, h) for h, v in hooks.items()})
-                drive(program, env)
-        else:
-            sig = dspy.Signature("question -> answer", values.instructions)
-            program = dspy.ChainOfThought(sig)
-            for predictor in program.predictors():
-                predictor.demos = list(values.demos or [])
-                predictor.config.update(values.config())
-            drive(program, env)
+    build = lambda sig, bind: bind(dspy.ChainOfThought(sig))  # noqa: E731
+    plain = run_plain_owned(build, drive, values).recorder.requests
+    bound = run_bound(build, drive, values).recorder.requests
+    assert_requests_equal(plain, bound)
     assert views[:2] == views[2:]
     assert [len(view[0]) for view in views[:2]] == [2, 1]
 
