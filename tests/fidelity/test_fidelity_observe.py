@@ -29,6 +29,7 @@ from support.fidelity import (
     run_plain_owned,
 )
 
+import dspex
 from dspex.sim import SimLM
 
 pytestmark = pytest.mark.timeout(60)
@@ -444,3 +445,40 @@ def test_cache_hits_and_misses(second: Values, expected: int) -> None:
         second_run(build, misses(counts[way]), second, make_env=lambda env=env: env)
     assert counts["plain"] == counts["bound"]
     assert counts["plain"] == [2, expected]
+
+
+@pytest.mark.parametrize("adapter_setting", [None, True])
+def test_a_bound_parallel_tool_calls_acts_as_an_lm_keyword(adapter_setting: Any) -> None:
+    """Documented: bound keywords are the LM copy's keywords, as with
+    ``dspy.context(lm=lm.copy(**kwargs))``. Where DSPy's adapters treat call keywords
+    (a predictor's ``config``) differently, a bound keyword acts as an LM keyword: no
+    ``tool_choice="auto"`` is added for it (the adapter adds one for its own setting), and an
+    adapter's own ``parallel_tool_calls`` wins over it."""
+    parallel = dspex.Variable(bool, False, name="o_parallel")
+    tools = [dspy.Tool(forecast)]
+    signature = (
+        dspy.Signature("question -> answer")
+        .append("tools", dspy.InputField(), type_=list[dspy.Tool])
+        .append("calls", dspy.OutputField(), type_=dspy.ToolCalls)
+    )
+    runs = []
+    for bound in (False, True):
+        env = Env.fresh(ToolSimLM)
+        adapter = dspy.ChatAdapter(
+            use_native_function_calling=True, parallel_tool_calls=adapter_setting
+        )
+        dspy.configure(lm=env.lm, callbacks=[env.recorder], adapter=adapter)
+        if bound:
+            with dspex.Session():
+                program = dspex.bind(
+                    dspy.Predict(signature), config={"parallel_tool_calls": parallel}
+                )
+                program(question=question(0), tools=tools)
+        else:
+            with dspy.context(lm=env.lm.copy(parallel_tool_calls=False)):
+                dspy.Predict(signature)(question=question(0), tools=tools)
+        runs.append(env.recorder.requests)
+    assert_requests_equal(*runs)
+    sent = dict(runs[0][0].kwargs)
+    assert ("tool_choice" in sent) == (adapter_setting is True)  # only for a call keyword
+    assert sent["parallel_tool_calls"] == repr(adapter_setting is True)
