@@ -110,7 +110,7 @@ def _reply(parsed: ParsedPrompt, answer: str | None, temperature: float, model: 
 _PIECE = re.compile(r"\S+\s*|\s+")
 
 
-def stream_events(response: Any) -> Iterator[Any]:
+def _stream_events(response: Any) -> Iterator[Any]:
     """``response`` as lm15 stream events, its text in word-sized deltas (as providers stream).
 
     Streaming consumers (DSPy's stream listeners) see field markers and values arrive over
@@ -156,8 +156,8 @@ class SimEngine:
         return simulate(request)
 
     def stream(self, request: Any) -> Iterator[Any]:
-        """Stream the completion as lm15 events (see :func:`stream_events`)."""
-        return stream_events(self.complete(request))
+        """Stream the completion as lm15 events (see :func:`_stream_events`)."""
+        return _stream_events(self.complete(request))
 
     def close(self) -> None:
         """Nothing to release."""
@@ -187,8 +187,8 @@ class AsyncSimEngine:
         return simulate(request)
 
     async def stream(self, request: Any) -> AsyncIterator[Any]:
-        """Stream the completion as lm15 events (see :func:`stream_events`)."""
-        for event in stream_events(await self.complete(request)):
+        """Stream the completion as lm15 events (see :func:`_stream_events`)."""
+        for event in _stream_events(await self.complete(request)):
             yield event
 
     async def aclose(self) -> None:
