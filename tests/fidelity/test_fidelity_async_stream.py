@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +20,7 @@ from dspy.utils.exceptions import AdapterParseError
 from support.fidelity import (
     SIGNATURE,
     VARIABLES,
+    Drive,
     Env,
     Values,
     assert_requests_equal,
@@ -37,34 +37,29 @@ import dspex
 pytestmark = pytest.mark.timeout(60)
 
 
-def outcomes() -> tuple[Callable[[Any], None], Callable[[], list[Any]]]:
-    """(record, check): record what a run gave back; check the two runs gave back the same
-    (``check`` returns what the plain run gave back)."""
-    runs: list[list[Any]] = []
+class Outcomes:
+    """What each run of a case gave back (results, stream items), to compare plain and bound."""
 
-    def record(item: Any) -> None:
-        runs[-1].append(item)
+    def __init__(self) -> None:
+        self.runs: list[list[Any]] = []
 
-    def check() -> list[Any]:
-        assert len(runs) == 2 and runs[0], runs
-        assert runs[0] == runs[1]
-        return runs[0]
+    def drive(self, drive: Drive) -> Drive:
+        """``drive``, recording into a new run."""
 
-    record.start = lambda: runs.append([])  # type: ignore[attr-defined]
-    return record, check
-
-
-def results(record: Callable[[Any], None]) -> Callable[[dspy.Module, Env], None]:
-    """A drive wrapper factory: starts a new run of ``record`` before each drive."""
-
-    def wrap(drive: Callable[[dspy.Module, Env], None]) -> Callable[[dspy.Module, Env], None]:
         def run(program: dspy.Module, env: Env) -> None:
-            record.start()  # type: ignore[attr-defined]
+            self.runs.append([])
             drive(program, env)
 
         return run
 
-    return wrap  # type: ignore[return-value]
+    def record(self, item: Any) -> None:
+        self.runs[-1].append(item)
+
+    def check(self) -> list[Any]:
+        """Assert both runs gave back the same (something); return the plain run's."""
+        assert len(self.runs) == 2 and self.runs[0], self.runs
+        assert self.runs[0] == self.runs[1]
+        return self.runs[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -74,20 +69,20 @@ def results(record: Callable[[Any], None]) -> Callable[[dspy.Module, Env], None]
 @pytest.mark.parametrize("values", [Values(), Values(lm="large")], ids=["keywords", "lm choice"])
 def test_concurrent_acalls(values: Values) -> None:
     """Four ``acall`` tasks at once (asyncio.gather), each inside its own bound call."""
-    record, check = outcomes()
+    outcomes = Outcomes()
 
-    @results(record)
+    @outcomes.drive
     def run(program: dspy.Module, env: Env) -> None:
         async def main() -> list[Any]:
             return await asyncio.gather(*(program.acall(question=question(i)) for i in range(4)))
 
         for prediction in asyncio.run(main()):
-            record(dict(prediction))
+            outcomes.record(dict(prediction))
 
     requests = assert_same(
         lambda sig, bind: bind(dspy.ChainOfThought(sig)), run, values, ordered=False
     )
-    check()
+    outcomes.check()
     assert {r.model for r in requests} == {f"dspex/sim{'-large' if values.lm else ''}"}
 
 
@@ -116,24 +111,24 @@ class AsyncPipeline(dspy.Module):
 def test_a_custom_module_with_direct_lm_calls(style: str, values: Values) -> None:
     """``lm.acall``/``lm(...)`` called directly inside a bound module get the bound keywords
     and the chosen LM, as the LM of ``dspy.context(lm=lm.copy(**kwargs))`` does in DSPy."""
-    record, check = outcomes()
+    outcomes = Outcomes()
 
-    @results(record)
+    @outcomes.drive
     def run(program: dspy.Module, env: Env) -> None:
         if style == "sync":
             for i in range(2):
-                record(dict(program(question=question(i))))
+                outcomes.record(dict(program(question=question(i))))
             return
         call = program.acall if style == "acall" else dspy.asyncify(program)
 
         async def main() -> None:
             for i in range(2):
-                record(dict(await call(question=question(i))))
+                outcomes.record(dict(await call(question=question(i))))
 
         asyncio.run(main())
 
     requests = assert_same(lambda sig, bind: bind(AsyncPipeline(sig)), run, values)
-    check()
+    outcomes.check()
     direct = [r for r in requests if len(r.messages) == 1]
     assert len(direct) == 2
     assert {dict(r.kwargs)["temperature"] for r in direct} == {"0.33"}
@@ -141,18 +136,18 @@ def test_a_custom_module_with_direct_lm_calls(style: str, values: Values) -> Non
 
 def test_async_react_with_an_async_tool() -> None:
     """ReAct's ``acall`` with an async tool, bound directly (its tool protocol kept)."""
-    record, check = outcomes()
+    outcomes = Outcomes()
 
     async def lookup(topic: str) -> str:
         """Look a topic up."""
         return f"notes about {topic}"
 
-    @results(record)
+    @outcomes.drive
     def run(program: dspy.Module, env: Env) -> None:
         async def main() -> None:
             prediction = await program.acall(question=question(1))
-            record(prediction.answer)
-            record(list(prediction.trajectory))
+            outcomes.record(prediction.answer)
+            outcomes.record(list(prediction.trajectory))
 
         asyncio.run(main())
 
@@ -160,7 +155,7 @@ def test_async_react_with_an_async_tool() -> None:
         return bind(dspy.ReAct(sig, tools=[lookup], max_iters=2))
 
     requests = assert_same(build, run, Values(demos=None))
-    check()
+    outcomes.check()
     assert "lookup" in requests[0].messages[0][1]
 
 
@@ -216,9 +211,9 @@ def test_streamify_with_listeners_and_status_messages(mode: str, values: Values)
     """Stream listeners on a bound ChainOfThought's fields, and status messages: the same
     chunks, statuses and final prediction as plain DSPy (the third call, a repeat, is
     answered from DSPy's cache in both)."""
-    record, check = outcomes()
+    outcomes = Outcomes()
 
-    @results(record)
+    @outcomes.drive
     def run(program: dspy.Module, env: Env) -> None:
         listeners = [StreamListener("reasoning"), StreamListener("answer")]
         stream = dspy.streamify(
@@ -231,17 +226,17 @@ def test_streamify_with_listeners_and_status_messages(mode: str, values: Values)
         for i in (0, 1, 0):
             if mode == "sync stream":
                 for item in stream(question=question(i)):
-                    record(streamed(item))
+                    outcomes.record(streamed(item))
                 continue
 
             async def main(i: int = i) -> None:
                 async for item in stream(question=question(i)):
-                    record(streamed(item))
+                    outcomes.record(streamed(item))
 
             asyncio.run(main())
 
     requests = assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), run, values)
-    items = check()
+    items = outcomes.check()
     assert len(requests) == 3
     fields = {item[2] for item in items if item[0] == "chunk"}
     assert fields == {"reasoning", "answer"}
@@ -343,21 +338,21 @@ def ask_two(program: dspy.Module, env: Env) -> None:
 def test_streamify_a_bound_react() -> None:
     """A streamified bound ReAct: listeners on its agent's and extractor's fields, and status
     messages, as in plain DSPy."""
-    record, check = outcomes()
+    outcomes = Outcomes()
 
-    @results(record)
+    @outcomes.drive
     def run(program: dspy.Module, env: Env) -> None:
         listeners = [StreamListener("next_thought"), StreamListener("answer")]
         stream = dspy.streamify(program, Status(), stream_listeners=listeners)
 
         async def main() -> None:
             async for item in stream(question=question(1)):
-                record(streamed(item))
+                outcomes.record(streamed(item))
 
         asyncio.run(main())
 
     build = lambda sig, bind: bind(dspy.ReAct(sig, tools=[lookup], max_iters=2))  # noqa: E731
     assert_same(build, run, Values(demos=None))
-    items = check()
+    items = outcomes.check()
     assert {item[2] for item in items if item[0] == "chunk"} == {"next_thought", "answer"}
     assert ("status", "start ReAct ['args', 'kwargs']") in items
