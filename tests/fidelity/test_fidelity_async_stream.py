@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,6 +18,7 @@ import dspy
 import pytest
 from dspy.streaming import StatusMessage, StatusMessageProvider, StreamListener, StreamResponse
 from dspy.utils.exceptions import AdapterParseError
+from support.bridge import served
 from support.fidelity import (
     SIGNATURE,
     VARIABLES,
@@ -241,6 +243,38 @@ def test_streamify_with_listeners_and_status_messages(mode: str, values: Values)
     fields = {item[2] for item in items if item[0] == "chunk"}
     assert fields == {"reasoning", "answer"}
     assert sum(item[0] == "status" for item in items) >= 4
+
+
+@pytest.fixture(scope="module", name="store")
+def store_address() -> Iterator[str]:
+    """A real session store server on loopback (its own in-process engine)."""
+    with served() as server:
+        yield f"grpc://{server.address.removeprefix('grpc://')}"
+
+
+def test_async_and_streaming_with_the_values_in_a_session_store(store: str) -> None:
+    """Concurrent ``acall`` tasks and a streamed call, with the session in a store reached over
+    gRPC: the same requests, results and stream items as plain DSPy."""
+    outcomes = Outcomes()
+
+    @outcomes.drive
+    def run(program: dspy.Module, env: Env) -> None:
+        async def main() -> None:
+            calls = (program.acall(question=question(i)) for i in range(3))
+            for prediction in await asyncio.gather(*calls):
+                outcomes.record(dict(prediction))
+            stream = dspy.streamify(program, stream_listeners=[StreamListener("answer")])
+            async for item in stream(question=question(3)):
+                outcomes.record(streamed(item))
+
+        asyncio.run(main())
+
+    build = lambda sig, bind: bind(dspy.ChainOfThought(sig))  # noqa: E731
+    plain = run_plain(build, run, Values()).recorder.requests
+    bound = run_bound(build, run, Values(), store=store).recorder.requests
+    assert_requests_equal(plain, bound, ordered=False)
+    items = outcomes.check()
+    assert any(isinstance(item, tuple) and item[0] == "chunk" for item in items)
 
 
 # ------------------------------------------------------------------------------------------

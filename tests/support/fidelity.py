@@ -190,8 +190,9 @@ def run_bound(
     *,
     configure_lm: bool = True,
     make_env: MakeEnv = Env.fresh,
+    store: str | None = None,
 ) -> Env:
-    """Run the case bound, with ``values`` set in a session."""
+    """Run the case bound, with ``values`` set in a session (in-process, or in ``store``)."""
     env = make_env()
     dspy.configure(lm=env.lm if configure_lm else None, callbacks=[env.recorder])
     hooks = {
@@ -201,7 +202,7 @@ def run_bound(
     }
     if values.lm is not None:
         hooks["lm"] = lm_variable(env)
-    with dspex.Session() as session:
+    with dspex.Session(store) as session:
         program = build(dspy.Signature(SIGNATURE), lambda module: dspex.bind(module, **hooks))
         session.update({hooks[h].name: _value(values, h) for h in hooks}, atomic=True)
         drive(program, env)
