@@ -30,6 +30,7 @@ from dspex.binding import (
     SavedVariables,
     bound_variables,
     dump_variables,
+    loading,
     prepare_load,
 )
 from dspex.errors import SessionError, VariableExistsError
@@ -189,7 +190,8 @@ class Program(SavedVariables, dspy.Module):  # type: ignore[misc]
         section.update(own)  # the program's own section wins over its predictors' copies
         declared = {name: v for name, v in self.named_variables() if v is not None}
         commit = prepare_load(section, declared) if section else None
-        super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
+        with loading(section):
+            super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         if commit is not None:
             commit()
         return self

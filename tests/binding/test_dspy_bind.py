@@ -12,6 +12,7 @@ from support.binding import CallRecorder, objective
 
 import dspex
 from dspex.binding import BoundModule, resolve_lm
+from dspex.binding._predictor import local_view
 from dspex.sim import SimLM
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,8 +24,10 @@ MODEL = dspex.Variable(dspex.Choice("dspex/sim", "dspex/sim-large"), "dspex/sim"
 
 
 def snapshot(module: dspy.Module) -> dict[str, Any]:
-    """Every predictor's own state (what DSPy saves), without the dspex variables section."""
-    states = module.dump_state()
+    """Every predictor's own values (which a bound call never writes), as DSPy state, without
+    the dspex variables section (``dump_state`` itself saves the bound values)."""
+    with local_view():
+        states = module.dump_state()
     if isinstance(module, dspy.Predict):  # a predictor dumps its own state, unnamed
         states = {"self": states}
     return {

@@ -8,7 +8,7 @@ import dspy
 import pytest
 from dspy.adapters.types.decision import Choice
 from dspy.utils.exceptions import AdapterParseError
-from support.fidelity import VARIABLES, Bind, Env, Values, assert_same, kwargs_of, question
+from support.fidelity import VARIABLES, Bind, Env, Values, assert_same, kwargs_of, lookup, question
 
 import dspex
 
@@ -28,11 +28,6 @@ def test_predict() -> None:
 def test_chain_of_thought(values: Values) -> None:
     requests = assert_same(lambda sig, bind: bind(dspy.ChainOfThought(sig)), ask, values)
     assert {r.model for r in requests} == {f"dspex/sim{'-large' if values.lm else ''}"}
-
-
-def lookup(query: str) -> str:
-    """Look a fact up."""
-    return f"fact about {query}"
 
 
 def test_react_bound_directly_keeps_its_tool_protocol() -> None:

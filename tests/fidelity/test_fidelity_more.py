@@ -23,10 +23,10 @@ from support.fidelity import (
     Values,
     assert_requests_equal,
     assert_same,
-    lm_variable,
     question,
     run_bound,
     run_plain,
+    run_plain_owned,
 )
 
 import dspex
@@ -201,35 +201,17 @@ def switching(program: dspy.Module, env: Env) -> None:
 
 
 def plain_owned(values: Values, drive: Drive) -> Env:
-    """Plain DSPy with ``values`` set on the predictors (own ``lm``, ``config``)."""
-    env = Env.fresh()
-    dspy.configure(lm=env.lm, callbacks=[env.recorder])
-    sig = dspy.Signature("question -> answer")
-    if values.instructions is not None:
-        sig = sig.with_instructions(values.instructions)
-    program = dspy.ChainOfThought(sig)
-    for predictor in program.predictors():
-        predictor.demos = list(values.demos or [])
-        predictor.config.update(values.config())
-        if values.lm is not None:
-            predictor.lm = env.large if values.lm == "large" else env.lm
-    drive(program, env)
-    return env
+    """Plain DSPy with ``values`` on the ChainOfThought's predictors (own ``lm``, ``config``)."""
+    return run_plain_owned(chain_of_thought, drive, values)
 
 
 def bound_session(values: Values, drive: Drive) -> Env:
     """The same program bound, with ``values`` in a session."""
-    env = Env.fresh()
-    dspy.configure(lm=env.lm, callbacks=[env.recorder])
-    hooks = {h: VARIABLES[h] for h in ("temperature", "max_tokens", "instructions", "demos")}
-    hooks = {h: v for h, v in hooks.items() if getattr(values, h) is not None}
-    if values.lm is not None:
-        hooks["lm"] = lm_variable(env)
-    with dspex.Session() as session:
-        program = dspex.bind(dspy.ChainOfThought("question -> answer"), **hooks)
-        session.update({v.name: getattr(values, h) for h, v in hooks.items()})
-        drive(program, env)
-    return env
+    return run_bound(chain_of_thought, drive, values)
+
+
+def chain_of_thought(sig: type[dspy.Signature], bind: Callable[[dspy.Module], Any]) -> Any:
+    return bind(dspy.ChainOfThought(sig))
 
 
 def test_bound_lm_wins_over_context_lm() -> None:

@@ -80,13 +80,14 @@ class Env:
     prompt: Any
 
     @classmethod
-    def fresh(cls) -> Env:
+    def fresh(cls, lm_class: type[SimLM] = SimLM) -> Env:
+        """New LMs (of ``lm_class``, a SimLM subclass) with a new nonce, and a new recorder."""
         nonce = uuid.uuid4().hex
         return cls(
             Recorder(),
-            SimLM("dspex/sim", cache=True, user=nonce),
-            SimLM("dspex/sim-large", cache=True, user=nonce),
-            SimLM("dspex/sim-small", cache=True, user=nonce),
+            lm_class("dspex/sim", cache=True, user=nonce),
+            lm_class("dspex/sim-large", cache=True, user=nonce),
+            lm_class("dspex/sim-small", cache=True, user=nonce),
         )
 
 
@@ -121,15 +122,21 @@ def lm_variable(env: Env) -> dspex.Variable:
 Bind = Callable[[dspy.Module], dspy.Module]
 Build = Callable[[type[dspy.Signature], Bind], dspy.Module]
 Drive = Callable[[dspy.Module, Env], Any]
+MakeEnv = Callable[[], Env]
 
 
-def run_plain(build: Build, drive: Drive, values: Values, *, configure_lm: bool = True) -> Env:
+def run_plain(
+    build: Build,
+    drive: Drive,
+    values: Values,
+    *,
+    configure_lm: bool = True,
+    make_env: MakeEnv = Env.fresh,
+) -> Env:
     """Run the case in plain DSPy with ``values`` configured the natural DSPy way."""
-    env = Env.fresh()
+    env = make_env()
     dspy.configure(lm=env.lm if configure_lm else None, callbacks=[env.recorder])
-    signature = dspy.Signature(SIGNATURE)
-    if values.instructions is not None:
-        signature = signature.with_instructions(values.instructions)
+    signature = _signature(values)
 
     def configure(module: dspy.Module) -> dspy.Module:
         if values.demos is not None:
@@ -144,9 +151,49 @@ def run_plain(build: Build, drive: Drive, values: Values, *, configure_lm: bool 
     return env
 
 
-def run_bound(build: Build, drive: Drive, values: Values, *, configure_lm: bool = True) -> Env:
-    """Run the case bound, with ``values`` set in a session."""
-    env = Env.fresh()
+def run_plain_owned(
+    build: Build, drive: Drive, values: Values, *, make_env: MakeEnv = Env.fresh
+) -> Env:
+    """Run the case in plain DSPy with ``values`` set on the predictors themselves.
+
+    The other DSPy form of the values: LM keywords as each predictor's ``config`` (they reach
+    whichever LM the predictor runs with) and the chosen LM as each predictor's own ``lm``;
+    instructions and demos as in :func:`run_plain`.
+    """
+    env = make_env()
+    dspy.configure(lm=env.lm, callbacks=[env.recorder])
+
+    def configure(module: dspy.Module) -> dspy.Module:
+        for predictor in module.predictors():
+            if values.demos is not None:
+                predictor.demos = list(values.demos)
+            predictor.config.update(values.config())
+            if values.lm is not None:
+                predictor.lm = env.large if values.lm == "large" else env.lm
+        return module
+
+    drive(build(_signature(values), configure), env)
+    return env
+
+
+def _signature(values: Values) -> type[dspy.Signature]:
+    signature = dspy.Signature(SIGNATURE)
+    if values.instructions is not None:
+        signature = signature.with_instructions(values.instructions)
+    return signature
+
+
+def run_bound(
+    build: Build,
+    drive: Drive,
+    values: Values,
+    *,
+    configure_lm: bool = True,
+    make_env: MakeEnv = Env.fresh,
+    store: str | None = None,
+) -> Env:
+    """Run the case bound, with ``values`` set in a session (in-process, or in ``store``)."""
+    env = make_env()
     dspy.configure(lm=env.lm if configure_lm else None, callbacks=[env.recorder])
     hooks = {
         hook: VARIABLES[hook]
@@ -155,7 +202,7 @@ def run_bound(build: Build, drive: Drive, values: Values, *, configure_lm: bool 
     }
     if values.lm is not None:
         hooks["lm"] = lm_variable(env)
-    with dspex.Session() as session:
+    with dspex.Session(store) as session:
         program = build(dspy.Signature(SIGNATURE), lambda module: dspex.bind(module, **hooks))
         session.update({hooks[h].name: _value(values, h) for h in hooks}, atomic=True)
         drive(program, env)
@@ -173,11 +220,16 @@ def assert_same(
     *,
     ordered: bool = True,
     configure_lm: bool = True,
+    make_env: MakeEnv = Env.fresh,
 ) -> list[Request]:
-    """Run both ways and assert identical LM request sequences; returns the requests."""
+    """Run both ways and assert identical LM request sequences; returns the requests.
+
+    ``make_env`` gives each run its LMs (``Env.fresh``: new LMs, a new nonce).
+    """
     values = values or Values()
-    plain = run_plain(build, drive, values, configure_lm=configure_lm).recorder.requests
-    bound = run_bound(build, drive, values, configure_lm=configure_lm).recorder.requests
+    options: dict[str, Any] = {"configure_lm": configure_lm, "make_env": make_env}
+    plain = run_plain(build, drive, values, **options).recorder.requests
+    bound = run_bound(build, drive, values, **options).recorder.requests
     assert_requests_equal(plain, bound, ordered=ordered)
     return plain
 
@@ -192,6 +244,11 @@ def assert_requests_equal(
     for index, (p, b) in enumerate(zip(plain, bound, strict=False)):
         assert p == b, f"request {index} differs:\nplain: {p}\nbound: {b}"
     assert len(plain) == len(bound), f"plain made {len(plain)} LM calls, bound {len(bound)}"
+
+
+def lookup(query: str) -> str:
+    """Look a fact up (a tool for ReAct cases)."""
+    return f"fact about {query}"
 
 
 def question(i: int = 0) -> str:

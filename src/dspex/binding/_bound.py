@@ -12,7 +12,7 @@ from dspex import _tracing
 from dspex._model import VariableRecord, VariableSpec
 from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
-from dspex.binding._models import bound_lm, lm_for_key
+from dspex.binding._models import bound_lm, lm_for_key, share_lists
 from dspex.binding._predictor import HookedPredictor, hook_predictor, hooked_variables
 from dspex.binding._state import SavedVariables, dump_variables, register_saved
 from dspex.binding._values import VALUES_KEY, Binding, Layer, check_travel, demos_value
@@ -50,7 +50,7 @@ class _Plan:
         # Per-call caches (a lost race only recomputes): the spec each binding was last
         # checked against (records share spec objects), and the last bound LM.
         self._checked: dict[int, Any] = {}
-        self._memo: tuple[Any, ...] = (None, None, None, None)
+        self._memo: tuple[Any, ...] = (None, None, None, None, None)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Plan:
         return self  # never changed after construction (bind builds a new one)
@@ -99,13 +99,18 @@ class _Plan:
         return new
 
     def _bound_lm(self, current: Any, chosen: Any, config: dict[str, Any]) -> Any:
-        """:func:`bound_lm`, remembered for the last (current LM, chosen LM, config)."""
+        """:func:`bound_lm`, remembered for the last (current LM, chosen LM, config) while the
+        base LM's keywords stay as they were."""
         items = tuple(config.items())
         memo = self._memo
-        if memo[0] is current and memo[1] is chosen and memo[2] == items:
-            return memo[3]
+        base = chosen if chosen is not None else current
+        same = memo[0] is current and memo[1] is chosen and memo[2] == items
+        if same and (base is None or memo[4] == base.kwargs):
+            # the base LM's history/callbacks lists may have been replaced (see bound_lm)
+            return share_lists(base, memo[3])
         lm = bound_lm(current, chosen, config, main_thread_config.get("lm"))
-        self._memo = (current, chosen, items, lm)
+        snapshot = None if base is None else dict(base.kwargs)
+        self._memo = (current, chosen, items, lm, snapshot)
         return lm
 
     def _records(self, module: Any, session: Session) -> dict[str, VariableRecord]:

@@ -22,7 +22,7 @@ import dspy
 from dspex.errors import BindingError
 from dspex.sim import SimLM, is_sim_model
 
-__all__ = ["bound_lm", "lm_for_key", "resolve_lm"]
+__all__ = ["bound_lm", "lm_for_key", "resolve_lm", "share_lists"]
 
 _ROLLOUT_KEYS = ("rollout_id", "temperature")
 """What DSPy's own per-call LM copies set (BestOfN, Refine, SIMBA, bootstrap rounds)."""
@@ -89,26 +89,53 @@ def lm_for_key(key: Any, models: Mapping[str, Any] | None) -> Any:
     return resolve_lm(key)
 
 
-_COPIES: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Any, Any]] = {}
+_COPIES: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Any, Any, dict[str, Any]]] = {}
 _COPIES_LOCK = threading.Lock()
 _MAX_COPIES = 512
 
 
 def _copy(lm: Any, kwargs: dict[str, Any]) -> Any:
-    """``lm.copy(**kwargs)``, cached per (LM object, kwargs) so a call copies nothing."""
+    """``lm.copy(**kwargs)`` sharing ``lm``'s history and callbacks, cached per (LM, kwargs).
+
+    The copy is never seen by the user, so it is ``lm`` to them: its calls are recorded in
+    ``lm.history`` (what ``lm.inspect_history()`` shows) and reach the callbacks in
+    ``lm.callbacks``, also ones added later, and keywords edited in ``lm.kwargs`` later reach
+    it, as DSPy does for calls with keywords in a predictor's ``config``. Cached, so a call
+    copies nothing.
+    """
     try:
         key = (id(lm), tuple(sorted(kwargs.items())))
         hash(key)
     except TypeError:  # an unhashable kwarg value (a dict, a list): copy every time
-        return lm.copy(**kwargs)
+        return share_lists(lm, lm.copy(**kwargs))
     entry = _COPIES.get(key)
-    if entry is not None and entry[0] is lm:
-        return entry[1]
-    made = lm.copy(**kwargs)
+    if entry is not None and entry[0] is lm and entry[2] == lm.kwargs:
+        return share_lists(lm, entry[1])  # lm's lists may have been replaced since
+    made = share_lists(lm, lm.copy(**kwargs))
     with _COPIES_LOCK:
         if len(_COPIES) >= _MAX_COPIES:
             _COPIES.clear()
-        _COPIES[key] = (lm, made)  # holding lm keeps id(lm) from being reused while cached
+        # holding lm keeps id(lm) from being reused while cached; a copy of lm's keywords
+        # tells when they were edited since (lm.kwargs["top_p"] = ...): then copy again
+        _COPIES[key] = (lm, made, dict(lm.kwargs))
+    return made
+
+
+_SHARED = ("history", "callbacks")
+
+
+def share_lists(lm: Any, made: Any) -> Any:
+    """Point ``made`` (a copy of ``lm``) at ``lm``'s ``history`` and ``callbacks`` lists.
+
+    Called again whenever a cached copy is handed out, since the user may have replaced
+    ``lm.history`` or ``lm.callbacks`` (``lm.history = []``) in the meantime.
+    """
+    if made is lm:
+        return made
+    for attr in _SHARED:
+        own = getattr(lm, attr, None)
+        if isinstance(own, list) and getattr(made, attr, None) is not own:
+            setattr(made, attr, own)
     return made
 
 

@@ -12,7 +12,8 @@ are properties:
   LM as an LM copy at the bind boundary, see :mod:`dspex.binding._bound`);
 * ``lm``: the predictor's own LM (``set_lm``). Inside the bound call, that LM or else the LM in
   effect (the boundary's, or an inner ``dspy.context``'s) with the bound LM keywords applied
-  (None when nothing is to apply: ``Predict`` then uses the context's LM, as in DSPy). Outside
+  (None when nothing is to apply: ``Predict`` then uses the context's LM, as in DSPy); an LM
+  passed per call (``predictor(..., lm=X)``) gets them too. Outside
   the call, with no LM of its own: the LM the boundary would use, so
   ``BestOfN``/``Refine``/``SIMBA`` wrapped around a bound module find it with ``get_lm()``.
 
@@ -39,17 +40,19 @@ from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
 from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._models import bound_lm, lm_for_key
-from dspex.binding._state import SECTION, dump_variables, prepare_load
+from dspex.binding._state import SECTION, dump_variables, loading_section, prepare_load
 from dspex.binding._values import (
     UNSET,
     Binding,
     Layer,
     call_values,
     check_travel,
+    demos_value,
     instructed,
     session_value,
     value_of,
 )
+from dspex.errors import BindingError
 from dspex.variables import Variable
 
 __all__ = [
@@ -63,6 +66,9 @@ __all__ = [
 ]
 
 _LOCAL: ContextVar[bool] = ContextVar("dspex_local_view", default=False)
+_OWN_LM: ContextVar[bool] = ContextVar("dspex_own_lm", default=False)
+"""Set while ``dump_state`` runs: ``lm`` read outside a call is the predictor's own (the bound
+LM is chosen per call and not saved; resolving it could fail, e.g. on a bad model name)."""
 
 
 class _Hooks:
@@ -375,11 +381,25 @@ class HookedPredictor(Hooked):
                 overlay = thread_local_overrides.get()
                 own = overlay["lm"] if "lm" in overlay else main_thread_config.get("lm")
             return None if own is None else _keyed_lm(own, hooks, values)
-        return own if own is not None else _lm_outside(hooks)
+        return own if own is not None or _OWN_LM.get() else _lm_outside(hooks)
 
     @lm.setter
     def lm(self, value: Any) -> None:
         self.__dict__["_dspex_lm"] = value
+
+    def _forward_preprocess(self, **kwargs: Any) -> Any:
+        """``Predict``'s per-call preprocessing; a per-call ``lm=`` gets the bound keywords.
+
+        Inside a bound call the LM given as ``predictor(..., lm=X)`` runs with the bound LM
+        keywords, as the predictor's own ``lm`` does (and as ``config`` gives them in DSPy).
+        """
+        lm = kwargs.get("lm")
+        if lm is not None:
+            hooks = self.__dict__["_dspex_hooks"]
+            values = call_values()
+            if hooks.config and values is not None:
+                kwargs["lm"] = _keyed_lm(lm, hooks, values)
+        return super()._forward_preprocess(**kwargs)  # type: ignore[misc]
 
     def __getstate__(self) -> dict[str, Any]:
         raw: Any = super().__getstate__()  # type: ignore[misc]
@@ -389,36 +409,83 @@ class HookedPredictor(Hooked):
         return state
 
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
-        """DSPy's state of the predictor's own values, plus its variables (``dspex_variables``)."""
-        with local_view():
+        """DSPy's state with the instructions and demos the predictor runs with, plus its
+        variables (``dspex_variables``).
+
+        The signature and demos are the bound values (or the assigned ones, which win), so the
+        state loaded into the same program in plain DSPy runs what the bound program runs; the
+        ``lm`` is the predictor's own (the bound LM is chosen per call, not saved).
+        """
+        token = _OWN_LM.set(True)
+        try:
             state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+        finally:
+            _OWN_LM.reset(token)
+        own_lm = self.__dict__["_dspex_lm"]
+        state["lm"] = own_lm.dump_state() if own_lm else None
         state[SECTION] = dump_variables(hooked_variables(self))
         return state
 
     def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:
         """Load DSPy's state, then its saved variables into the current session.
 
-        A loaded value equal to the one the predictor had stays a default (the variable keeps
-        control); a different one counts as assigned (compiled) and wins.
+        A loaded signature or demos equal to what the predictor had, or to what its saved
+        variables give it (the state of a bound program), leaves the hook to the variable; a
+        different one counts as assigned (compiled) and wins.
         """
         state = dict(state)
         section = state.pop(SECTION, None)
-        declared = {b.name: b.declared for b in winning(self).bindings() if b.declared}
+        hooks = winning(self)
+        declared = {b.name: b.declared for b in hooks.bindings() if b.declared}
         commit = prepare_load(section, declared) if section else None
+        saved = section or loading_section()
         d = self.__dict__
         before = (d["_dspex_signature"], d["_dspex_demos"], d["_dspex_assigned"])
         super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)  # type: ignore[misc]
         assigned = set(before[2])
-        if _same_signature(before[0], d["_dspex_signature"]):
+        if _same_signature(before[0], d["_dspex_signature"]) or _bound_signature(
+            before[0], d["_dspex_signature"], hooks, saved
+        ):
             d["_dspex_signature"] = before[0]
         else:
             assigned.add("signature")
-        if not _same_demos(before[1], d["_dspex_demos"]):
+        if _same_demos(before[1], d["_dspex_demos"]) or _bound_demos(
+            d["_dspex_demos"], hooks, saved
+        ):
+            d["_dspex_demos"] = before[1]
+        else:
             assigned.add("demos")
         d["_dspex_assigned"] = frozenset(assigned)
         if commit is not None:
             commit()
         return self
+
+
+def _saved_value(binding: Binding | None, saved: Mapping[str, Any] | None) -> Any:
+    """The value a saved ``dspex_variables`` section holds for ``binding`` (UNSET if none)."""
+    if binding is None or not saved:
+        return UNSET
+    entry = saved.get(binding.name)
+    return entry.get("value", UNSET) if isinstance(entry, Mapping) else UNSET
+
+
+def _bound_signature(own: Any, loaded: Any, hooks: _Hooks, saved: Any) -> bool:
+    """True when ``loaded`` is ``own`` with the saved instructions (a bound program's save)."""
+    text = _saved_value(hooks.instructions, saved)
+    if not isinstance(text, str):
+        return False
+    return _same_signature(instructed(own, text, hooks.suffix), loaded)
+
+
+def _bound_demos(loaded: Any, hooks: _Hooks, saved: Any) -> bool:
+    """True when ``loaded`` are the saved demos variable's demos (a bound program's save)."""
+    value = _saved_value(hooks.demos, saved)
+    if value is UNSET or hooks.demos is None:
+        return False
+    try:
+        return _same_demos(loaded, demos_value(hooks.demos.name, value))
+    except BindingError:  # not demos: the loaded ones differ
+        return False
 
 
 def _same_signature(a: Any, b: Any) -> bool:

@@ -1,11 +1,13 @@
 """Layer 3: the ``dspex_variables`` section that ``save``/``load`` add to DSPy's program state.
 
 DSPy's ``dump_state`` keeps signatures and demos but drops ``Predict.config`` (temperature,
-max_tokens ...). Bound values live in the session, so each bound predictor writes the spec and
-current value of every variable bound to it into a section of its own state (so any
-``dspy.Module`` containing a bound module saves them, under unchanged parameter names), and
-:class:`~dspex.Program` adds one top-level section for its declarations. Loading sets them in
-the current session.
+max_tokens ...). A bound predictor's signature and demos in that state are the ones it runs
+with (plain DSPy loads and runs them); the bound values live in the session, so each bound
+predictor also writes the spec and current value of every variable bound to it into a section
+of its own state (so any ``dspy.Module`` containing a bound module saves them, under unchanged
+parameter names), and :class:`~dspex.Program` adds one top-level section for its
+declarations. Loading sets them in the current session, and a loaded signature or demos equal
+to what the saved variables give stay with the variables (see ``HookedPredictor.load_state``).
 
 A ``Program`` checks every section of a state first and sets them in one atomic batch. A plain
 ``dspy.Module`` loads its predictors one by one, so each bound predictor checks and sets its own
@@ -26,7 +28,8 @@ Section format (plain JSON)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -45,6 +48,8 @@ __all__ = [
     "SECTION",
     "SavedVariables",
     "dump_variables",
+    "loading",
+    "loading_section",
     "plain",
     "prepare_load",
     "register_saved",
@@ -185,6 +190,28 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b) and type(a) is type(b)
     except (ValueError, TypeError, DspexError):  # arrays compare element-wise
         return False
+
+
+_LOADING: ContextVar[Mapping[str, Any] | None] = ContextVar("dspex_loading", default=None)
+
+
+@contextmanager
+def loading(section: Mapping[str, Any]) -> Iterator[None]:
+    """While a ``Program`` loads its state: the saved section, for its bound predictors.
+
+    ``Program.load_state`` takes the sections out of its predictors' states (to set them in one
+    batch); a bound predictor still needs them to tell its bound values from compiled ones.
+    """
+    token = _LOADING.set(section)
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
+
+
+def loading_section() -> Mapping[str, Any] | None:
+    """The section set by :func:`loading` (None outside a ``Program`` load)."""
+    return _LOADING.get()
 
 
 _SAVING: ContextVar[Any] = ContextVar("dspex_saving", default=None)

@@ -11,14 +11,24 @@ model name, so tuning dspex variables visibly moves a metric. Same request, same
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import dspy
 from dspy.clients.base_lm import LM_CLASS_STATE_KEY
-from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
+from dspy.lm15 import (
+    Message,
+    Response,
+    StreamDeltaEvent,
+    TextDelta,
+    TextPart,
+    Usage,
+    response_to_events,
+)
 
 from dspex.errors import DspexError
 from dspex.sim._oracle import decide, unit_hash
@@ -97,6 +107,28 @@ def _reply(parsed: ParsedPrompt, answer: str | None, temperature: float, model: 
     return format_reply(parsed.style, values)
 
 
+_PIECE = re.compile(r"\S+\s*|\s+")
+
+
+def _stream_events(response: Any) -> Iterator[Any]:
+    """``response`` as lm15 stream events, its text in word-sized deltas (as providers stream).
+
+    Streaming consumers (DSPy's stream listeners) see field markers and values arrive over
+    several chunks, as from a real provider, not the whole reply in one chunk.
+    """
+    for event in response_to_events(response):
+        delta = getattr(event, "delta", None)
+        if not isinstance(delta, TextDelta) or not delta.text:
+            yield event
+            continue
+        for index, piece in enumerate(_PIECE.findall(delta.text)):
+            if index:
+                piece_delta = TextDelta(piece, part_index=delta.part_index)
+            else:
+                piece_delta = dataclasses.replace(delta, text=piece)
+            yield StreamDeltaEvent(delta=piece_delta)
+
+
 class SimEngine:
     """The synchronous engine behind :class:`SimLM` (``complete(Request) -> Response``).
 
@@ -124,8 +156,8 @@ class SimEngine:
         return simulate(request)
 
     def stream(self, request: Any) -> Iterator[Any]:
-        """Stream the completion as lm15 events (one whole reply)."""
-        return iter(response_to_events(self.complete(request)))
+        """Stream the completion as lm15 events (see :func:`_stream_events`)."""
+        return _stream_events(self.complete(request))
 
     def close(self) -> None:
         """Nothing to release."""
@@ -155,8 +187,8 @@ class AsyncSimEngine:
         return simulate(request)
 
     async def stream(self, request: Any) -> AsyncIterator[Any]:
-        """Stream the completion as lm15 events."""
-        for event in response_to_events(await self.complete(request)):
+        """Stream the completion as lm15 events (see :func:`_stream_events`)."""
+        for event in _stream_events(await self.complete(request)):
             yield event
 
     async def aclose(self) -> None:
