@@ -1,25 +1,76 @@
-"""The README's Python examples run as written and print what their comments promise (docs that
-match the code): a line ``print(EXPR)  # -> VALUE`` must print exactly ``VALUE``."""
+"""The Python examples of README.md and docs/*.md run as written and print what their comments
+promise (docs that match the code): a line ``print(EXPR)  # -> VALUE`` must print exactly
+``VALUE``. An example that needs what a test cannot give it (a Ray cluster with GPUs, a TLS
+certificate, an unfinished fragment) says so in an HTML comment on the line before its fence,
+``<!-- not run: WHY -->``; it is still compiled. Examples that name the store
+``grpc://store-host:50051`` run against a real ``dspex serve`` on loopback. Every ``dspex ...``
+line of the docs' shell blocks must parse with the real command line's parser (flags that
+exist, values of the right kind)."""
 
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from support.serve_process import ServeProcess
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+from dspex.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(
+    r"^(?P<indent>[ ]*)```(?P<lang>\w*)\n(?P<body>.*?)^(?P=indent)```", flags=re.S | re.M
+)
+NOT_RUN = re.compile(r"<!-- not run: .+ -->\s*$")
+STORE = "grpc://store-host:50051"
+"""The store address the docs' examples use; replaced by a real server's when they run."""
 PROMISE = re.compile(r"^(?P<indent>\s*)print\((?P<expr>.*)\)\s*# -> (?P<value>.+?)\s*$")
 CHECK = """
 def __promised(expected, line, *values):
     printed = " ".join(str(value) for value in values)
     print(printed)
     if printed != expected:
-        raise SystemExit(f"README line {line!r} printed {printed!r}; it promises {expected}")
+        raise SystemExit(f"doc line {line!r} printed {printed!r}; it promises {expected}")
 """
+
+
+class Block(NamedTuple):
+    """One fenced code block of a doc."""
+
+    doc: str
+    lang: str
+    code: str
+    run: bool  # False when the line before the fence says ``<!-- not run: ... -->``
+
+
+def _blocks() -> Iterator[Block]:
+    for path in DOCS:
+        text = path.read_text()
+        for found in FENCE.finditer(text):
+            before = text[: found.start()].rstrip("\n").rpartition("\n")[2]
+            code = textwrap.dedent(found["indent"] + found["body"])
+            yield Block(path.name, found["lang"], code, NOT_RUN.search(before) is None)
+
+
+BLOCKS = list(_blocks())
+PYTHON = [block for block in BLOCKS if block.lang == "python"]
+SHELL = [block for block in BLOCKS if block.lang in ("bash", "sh", "shell")]
+
+
+def _ids(blocks: list[Block]) -> list[str]:
+    seen: dict[str, int] = {}
+    ids = []
+    for block in blocks:
+        seen[block.doc] = seen.get(block.doc, -1) + 1
+        ids.append(f"{block.doc}:{seen[block.doc]}")
+    return ids
 
 
 def _checked(block: str) -> tuple[str, int]:
@@ -36,15 +87,38 @@ def _checked(block: str) -> tuple[str, int]:
     return CHECK + "\n".join(lines) + "\n", promises
 
 
-def test_readme_has_python_examples() -> None:
-    assert len(BLOCKS) >= 2
-    assert sum(_checked(block)[1] for block in BLOCKS) >= 2  # promised results are checked
+def _dspex_lines(block: str) -> Iterator[list[str]]:
+    """Each ``dspex ...`` command of a shell block as its arguments (continuations joined,
+    comments and the ``[...]`` marks of optional flags dropped)."""
+    for line in block.replace("\\\n", " ").splitlines():
+        words = shlex.split(line.replace("[", " ").replace("]", " "), comments=True)
+        if words[:1] == ["dspex"]:
+            yield words[1:]
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index: int, tmp_path: Path) -> None:
-    script = tmp_path / f"example_{index}.py"
-    script.write_text(_checked(BLOCKS[index])[0])
+@pytest.fixture(scope="module")
+def store() -> Iterator[ServeProcess]:
+    with ServeProcess() as server:
+        yield server
+
+
+def test_docs_have_python_examples() -> None:
+    readme = [block for block in PYTHON if block.doc == "README.md"]
+    assert len(readme) >= 2 and any(block.run for block in PYTHON if block.doc != "README.md")
+    assert sum(_checked(block.code)[1] for block in readme) >= 2  # promised results are checked
+    assert sum(1 for block in SHELL for _ in _dspex_lines(block.code)) >= 20
+
+
+@pytest.mark.parametrize("block", PYTHON, ids=_ids(PYTHON))
+def test_doc_example_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    compile(block.code, block.doc, "exec")  # every example, run or not, is Python
+    if not block.run:
+        return
+    code = block.code
+    if STORE in code:
+        code = code.replace(STORE, request.getfixturevalue("store").address)
+    script = tmp_path / "example.py"
+    script.write_text(_checked(code)[0])
     result = subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,
@@ -56,3 +130,13 @@ def test_readme_example_runs(index: int, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip(), "the example printed nothing"
+
+
+@pytest.mark.parametrize("block", SHELL, ids=_ids(SHELL))
+def test_doc_commands_parse(block: Block, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in _dspex_lines(block.code):
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as exc:
+            problem = capsys.readouterr().err.strip().splitlines()[-1:]
+            pytest.fail(f"`dspex {shlex.join(argv)}` does not parse (exit {exc.code}): {problem}")
