@@ -140,3 +140,21 @@ def test_doc_commands_parse(block: Block, capsys: pytest.CaptureFixture[str]) ->
         except SystemExit as exc:
             problem = capsys.readouterr().err.strip().splitlines()[-1:]
             pytest.fail(f"`dspex {shlex.join(argv)}` does not parse (exit {exc.code}): {problem}")
+
+
+def test_architecture_names_every_state_module() -> None:
+    """docs/architecture.md's tree of ``src/dspex/state/`` lists every module, in its folder."""
+    listed: dict[str, str] = {}
+    folder = ""
+    for line in (ROOT / "docs" / "architecture.md").read_text().splitlines():
+        heading = re.match(r"state/(\w+)/\s", line)
+        folder = heading[1] if heading else folder if line.startswith("  ") else ""
+        listed[folder] = listed.get(folder, "") + line.split("   ")[0] + "\n"
+    state = ROOT / "src" / "dspex" / "state"
+    unlisted = [
+        f"{module.parent.name}/{module.name}"
+        for module in sorted(state.glob("*/*.py"))
+        if module.name != "__init__.py"
+        and not re.search(rf"\b{module.name}\b", listed.get(module.parent.name, ""))
+    ]
+    assert not unlisted, f"docs/architecture.md does not name {unlisted}"
