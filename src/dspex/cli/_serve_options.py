@@ -25,9 +25,11 @@ from dspex.cli._vars import TOKEN_ENV
 __all__ = [
     "MIN_HEARTBEAT",
     "add_hardening_options",
+    "check_address",
     "check_exposure",
     "check_sizes",
     "int_at_least",
+    "port_number",
     "provider_limits",
     "seconds_at_least",
     "server_security",
@@ -132,6 +134,16 @@ def seconds_at_least(low: float, *, strict: bool = False) -> Callable[[str], flo
     return parse
 
 
+def port_number(text: str) -> int:
+    """An argparse ``type`` for a TCP port to listen on: 0 (any free port) to 65535."""
+    value = int(text) if text.strip().lstrip("-").isdigit() else -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port number from 0 to 65535 (0 = any free port), got {text!r}"
+        )
+    return value
+
+
 _positive_int = int_at_least(1)
 _positive_float = seconds_at_least(0.0, strict=True)
 
@@ -148,6 +160,30 @@ def check_sizes(args: argparse.Namespace) -> None:
             f"{args.max_message_bytes}: no request could carry such a value; lower it or raise "
             "--max-request-bytes"
         )
+
+
+def check_address(args: argparse.Namespace) -> None:
+    """Refuse an ``--address`` no server can listen on before anything is opened (a bare port
+    or host, another scheme, a port past 65535), or ``grpcs://`` without a certificate.
+
+    Raises:
+        StoreError: naming the address and the forms that work.
+    """
+    from dspex.state.wire.channel import parse_address
+
+    address = args.address
+    if address.startswith("grpcs://") and args.tls_cert is None:
+        raise errors.StoreError(
+            f"--address {address}: a grpcs:// server needs --tls-cert and --tls-key (its "
+            "certificate and key); give them, or serve plaintext on HOST:PORT"
+        )
+    try:
+        parse_address(address)
+    except errors.StoreError:
+        raise errors.StoreError(
+            f"--address {address!r} is not an address to listen on; use HOST:PORT (e.g. "
+            "127.0.0.1:50051; port 0 = any free port), grpc://HOST:PORT or unix:PATH"
+        ) from None
 
 
 def check_exposure(args: argparse.Namespace, security: dict[str, Any]) -> None:

@@ -42,7 +42,10 @@ def store_options() -> argparse.ArgumentParser:
     """A parent parser with ``--store``, ``--token``, ``--timeout`` and ``--json``."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
-        "--store", required=True, metavar="ADDRESS", help="grpc://HOST:PORT or unix:PATH"
+        "--store",
+        required=True,
+        metavar="ADDRESS",
+        help="grpc://HOST:PORT, grpcs://HOST:PORT (TLS) or unix:PATH",
     )
     parent.add_argument(
         "--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (${TOKEN_ENV})"
