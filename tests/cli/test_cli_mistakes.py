@@ -4,10 +4,13 @@ port out of range. Each runs the real ``dspex`` command."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.serve_process import run_dspex
+from support.serve_process import ServeProcess, run_dspex
+
+import dspex
 
 
 @pytest.mark.parametrize(
@@ -68,3 +71,46 @@ def test_a_port_out_of_range_is_refused_in_one_line(args: tuple[str, ...], flag:
     assert result.returncode == 2
     assert f"argument {flag}: must be a port number from 0 to 65535" in result.stderr
     assert "Traceback" not in result.stderr and "listening" not in result.stdout
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[ServeProcess]:
+    """A real ``dspex serve`` without access control, with one session holding temperature."""
+    with ServeProcess() as server:
+        with dspex.Session(server.address, session_id="mistakes", create=True) as session:
+            session.register("temperature", float, 0.7)  # the session is kept in the store
+        yield server
+
+
+def test_a_mistyped_variable_name_is_answered_with_the_name_it_was_close_to(
+    store: ServeProcess,
+) -> None:
+    result = run_dspex(
+        "vars", "get", "temprature", "--store", store.address, "--session", "mistakes"
+    )
+    assert result.returncode == 1
+    assert "no variable 'temprature' in session 'mistakes' (did you mean 'temperature'?)" in (
+        result.stderr
+    )
+
+
+def test_a_wrong_token_says_which_token_to_send_and_a_principal_gets_no_name_hint(
+    tmp_path: Path,
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret")
+    with ServeProcess("--token-file", str(token)) as server:
+        wrong = run_dspex("sessions", "list", "--store", server.address, "--token", "wrong")
+        assert wrong.returncode == 1
+        assert "the bearer token is not known to this store; send one it accepts" in wrong.stderr
+        assert "--token-file or $DSPEX_TOKEN" in wrong.stderr
+        with dspex.Session(
+            server.address, session_id="guarded", create=True, token="s3cret"
+        ) as session:
+            session.register("temperature", float, 0.7)
+        typo = run_dspex(
+            "vars", "get", "temprature", "--store", server.address, "--session", "guarded",
+            "--token", "s3cret",
+        )  # fmt: skip
+    assert typo.returncode == 1 and "no variable 'temprature'" in typo.stderr
+    assert "did you mean" not in typo.stderr  # under access control no other name leaks

@@ -126,7 +126,11 @@ class AccessPolicy:
         for principal, known in self._digests.items():
             if hmac.compare_digest(digest, known):
                 return principal
-        raise errors.UnauthenticatedError("the bearer token is not known to this store")
+        raise errors.UnauthenticatedError(
+            "the bearer token is not known to this store; send one it accepts (the token "
+            "`dspex serve` was given with --token-file or $DSPEX_TOKEN, or a principal's token "
+            "of its --auth-file)"
+        )
 
     def check(
         self, principal: str, permission: str, session_id: str, owned: bool, variable: str = "*"

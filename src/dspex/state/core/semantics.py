@@ -232,7 +232,7 @@ class EngineProvider:
         except UnknownSession:
             raise self._missing_session(session_id) from None
         if record is None:
-            raise missing_variable(session_id, name)
+            raise missing_variable(session_id, name, (r.name for r in self._records(session_id)))
         return record  # type: ignore[no-any-return]
 
     def get_variables(self, session_id: str, names: Collection[str]) -> dict[str, VariableRecord]:
@@ -241,7 +241,7 @@ class EngineProvider:
         records = {r.name: r for r in self._records(session_id)}
         missing = [name for name in names if name not in records]
         if missing:
-            raise missing_variable(session_id, missing[0])
+            raise missing_variable(session_id, missing[0], records)
         return {name: records[name] for name in names}
 
     def set_variable(
