@@ -114,3 +114,18 @@ def test_a_wrong_token_says_which_token_to_send_and_a_principal_gets_no_name_hin
         )  # fmt: skip
     assert typo.returncode == 1 and "no variable 'temprature'" in typo.stderr
     assert "did you mean" not in typo.stderr  # under access control no other name leaks
+
+
+def test_a_lock_wait_that_gives_up_says_it_waited(store: ServeProcess) -> None:
+    with (
+        dspex.Session(store.address, session_id="mistakes") as session,
+        session.optimizing("temperature", optimizer_id="grid"),
+    ):
+        result = run_dspex(
+            "vars", "lock", "temperature", "--store", store.address, "--session", "mistakes",
+            "--policy", "wait", "--lock-timeout", "0.3",
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "locked by optimizer 'grid'" in result.stderr
+    assert "with policy 'wait' and it is still held" in result.stderr
+    assert "Wait for it" not in result.stderr
