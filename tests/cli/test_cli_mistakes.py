@@ -129,3 +129,15 @@ def test_a_lock_wait_that_gives_up_says_it_waited(store: ServeProcess) -> None:
     assert "locked by optimizer 'grid'" in result.stderr
     assert "with policy 'wait' and it is still held" in result.stderr
     assert "Wait for it" not in result.stderr
+
+
+@pytest.mark.parametrize("content", [None, "{not json"])
+def test_an_unreadable_auth_file_points_to_its_format(tmp_path: Path, content: str | None) -> None:
+    auth = tmp_path / "auth.json"
+    if content is not None:
+        auth.write_text(content)
+    result = run_dspex("serve", "--address", "127.0.0.1:0", "--auth-file", str(auth))
+    assert result.returncode == 1
+    assert f"cannot read auth file {str(auth)!r}: " in result.stderr
+    assert "format of docs/security.md ('The auth file')" in result.stderr
+    assert "listening" not in result.stdout

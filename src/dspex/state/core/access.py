@@ -88,7 +88,10 @@ class AccessPolicy:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
-            raise errors.ConstraintError(f"cannot read auth file {str(path)!r}: {exc}") from exc
+            raise errors.ConstraintError(
+                f"cannot read auth file {str(path)!r}: {exc}; give a readable JSON file in the "
+                "format of docs/security.md ('The auth file')"
+            ) from exc
         return cls.from_dict(data, source=str(path))
 
     @classmethod
