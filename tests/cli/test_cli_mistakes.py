@@ -141,3 +141,33 @@ def test_an_unreadable_auth_file_points_to_its_format(tmp_path: Path, content: s
     assert f"cannot read auth file {str(auth)!r}: " in result.stderr
     assert "format of docs/security.md ('The auth file')" in result.stderr
     assert "listening" not in result.stdout
+
+
+STORE_ARGS = ("--store", "grpc://127.0.0.1:1", "--session", "s")
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("vars", "get", "x", "--timeout", "0"), "--timeout"),
+        (("vars", "history", "x", "--limit", "-2"), "--limit"),
+        (("vars", "watch", "x", "--count", "0"), "--count"),
+        (("vars", "rollback", "x", "0"), "version"),
+        (("vars", "lock", "x", "--lease", "0"), "--lease"),
+        (("vars", "lock", "x", "--hold", "-1"), "--hold"),
+        (("vars", "progress", "--timeout-after", "-3"), "--timeout-after"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_before_the_store_is_contacted(
+    args: tuple[str, ...], flag: str
+) -> None:
+    result = run_dspex(*args, *STORE_ARGS)
+    assert result.returncode == 2
+    assert f"argument {flag}: must be " in result.stderr
+    assert "unreachable" not in result.stderr  # refused before any call
+
+
+def test_a_session_ttl_of_zero_is_refused_when_parsed() -> None:
+    result = run_dspex("sessions", "create", "--store", "grpc://127.0.0.1:1", "--ttl", "0")
+    assert result.returncode == 2
+    assert "argument --ttl: must be more than 0 seconds, got 0" in result.stderr

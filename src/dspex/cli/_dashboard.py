@@ -17,7 +17,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import dspex.errors as errors
-from dspex.cli._serve_options import port_number
+from dspex.cli._types import port_number
 from dspex.cli._vars import open_store, store_options
 
 if TYPE_CHECKING:

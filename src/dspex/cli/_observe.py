@@ -13,7 +13,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 import dspex.errors as errors
-from dspex.cli._serve_options import port_number
+from dspex.cli._types import port_number
 
 if TYPE_CHECKING:
     from dspex.state.server.metrics import MetricsEndpoint, ServerMetrics

@@ -26,11 +26,10 @@ from dspex.cli._serve_options import (
     check_address,
     check_exposure,
     check_sizes,
-    int_at_least,
     provider_limits,
-    seconds_at_least,
     server_security,
 )
+from dspex.cli._types import int_at_least, seconds_at_least
 
 if TYPE_CHECKING:
     from dspex.state.engines import Engine

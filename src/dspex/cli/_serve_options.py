@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import math
 import os
 import sys
-from collections.abc import Callable
 from typing import Any, Final
 
 import dspex.errors as errors
+from dspex.cli._types import int_at_least, positive_seconds
 from dspex.cli._vars import TOKEN_ENV
 
 __all__ = [
@@ -28,10 +27,7 @@ __all__ = [
     "check_address",
     "check_exposure",
     "check_sizes",
-    "int_at_least",
-    "port_number",
     "provider_limits",
-    "seconds_at_least",
     "server_security",
 ]
 
@@ -76,7 +72,7 @@ def add_hardening_options(parser: argparse.ArgumentParser) -> None:
     limits = parser.add_argument_group("session expiry and limits")
     limits.add_argument(
         "--session-ttl",
-        type=_positive_float,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help="expire sessions created without a TTL after this long without a heartbeat "
@@ -99,53 +95,7 @@ def add_hardening_options(parser: argparse.ArgumentParser) -> None:
         limits.add_argument(flag, type=_positive_int, default=None, metavar="N", help=what)
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type`` accepting whole numbers ``>= low`` (the message names the range)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-def seconds_at_least(low: float, *, strict: bool = False) -> Callable[[str], float]:
-    """An argparse ``type`` accepting finite seconds ``>= low`` (``> low`` when ``strict``)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"must be a number of seconds, got {text!r}"
-            ) from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text}")
-        if value < low or (strict and value == low):
-            bound = f"more than {low:g}" if strict else f"at least {low:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound} seconds, got {text}")
-        return value
-
-    return parse
-
-
-def port_number(text: str) -> int:
-    """An argparse ``type`` for a TCP port to listen on: 0 (any free port) to 65535."""
-    value = int(text) if text.strip().lstrip("-").isdigit() else -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"must be a port number from 0 to 65535 (0 = any free port), got {text!r}"
-        )
-    return value
-
-
 _positive_int = int_at_least(1)
-_positive_float = seconds_at_least(0.0, strict=True)
 
 
 def check_sizes(args: argparse.Namespace) -> None:
