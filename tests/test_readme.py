@@ -158,3 +158,19 @@ def test_architecture_names_every_state_module() -> None:
         and not re.search(rf"\b{module.name}\b", listed.get(module.parent.name, ""))
     ]
     assert not unlisted, f"docs/architecture.md does not name {unlisted}"
+
+
+def test_protocol_names_every_rpc() -> None:
+    """docs/protocol.md describes every RPC the dspex protos define."""
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    protos = (ROOT / "proto" / "dspex" / "bridge" / "v1").glob("*.proto")
+    rpcs = [
+        rpc for proto in protos for rpc in re.findall(r"^\s*rpc (\w+)\(", proto.read_text(), re.M)
+    ]
+    assert len(rpcs) >= 25
+    assert not [rpc for rpc in rpcs if f"`{rpc}`" not in text]
+
+
+def test_readme_lists_every_doc() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert not [doc.name for doc in DOCS[1:] if f"`docs/{doc.name}`" not in readme]
