@@ -22,6 +22,7 @@ import pytest
 from support.serve_process import ServeProcess
 
 from dspex.cli import build_parser
+from dspex.cli._unknown import command_parsers
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -174,3 +175,25 @@ def test_protocol_names_every_rpc() -> None:
 def test_readme_lists_every_doc() -> None:
     readme = (ROOT / "README.md").read_text()
     assert not [doc.name for doc in DOCS[1:] if f"`docs/{doc.name}`" not in readme]
+
+
+FOREIGN_FLAGS = {"--appendfsync", "--appendonly", "--maxmemory-policy"}  # redis-server
+FOREIGN_FLAGS |= {"--head", "--node-ip-address", "--gil", "--max-"}  # ray start, py-spy, --max-*
+
+
+def test_every_flag_the_docs_name_exists() -> None:
+    """A ``--flag`` named anywhere in the docs' prose is one of the dspex command's flags."""
+    parser = build_parser()
+    known = {
+        flag
+        for command in (parser, *command_parsers(parser))
+        for action in command._actions
+        for flag in action.option_strings
+    }
+    named = {
+        f"{doc.name}: {flag}"
+        for doc in DOCS
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", doc.read_text())
+        if flag not in known | FOREIGN_FLAGS
+    }
+    assert not named, sorted(named)

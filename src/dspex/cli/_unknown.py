@@ -13,14 +13,14 @@ import difflib
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-__all__ = ["mark_parsers", "refuse"]
+__all__ = ["command_parsers", "mark_parsers", "refuse"]
 
 _KEY = "cli_parser"
 
 
 def mark_parsers(parser: argparse.ArgumentParser) -> None:
     """Make every sub-command parser under ``parser`` record itself on its namespace."""
-    for sub in _subparsers(parser):
+    for sub in command_parsers(parser):
         sub.set_defaults(**{_KEY: sub})
 
 
@@ -39,9 +39,10 @@ def refuse(
     command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+def command_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every sub-command parser under ``parser`` (``serve``, ``vars``, ``vars set``...)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 yield sub
-                yield from _subparsers(sub)
+                yield from command_parsers(sub)
