@@ -147,7 +147,8 @@ def missing_variable(
     Not under access control (an authenticated principal): a name the principal may not read
     must not leak through the hint.
     """
-    close = [] if current_principal.get() else difflib.get_close_matches(name, list(known), n=1)
+    hinted = isinstance(name, str) and not current_principal.get()
+    close = difflib.get_close_matches(name, list(known), n=1) if hinted else []
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return errors.VariableNotFoundError(
         f"no variable {name!r} in session {session_id!r}{hint}; register it first",
