@@ -197,3 +197,23 @@ def test_every_flag_the_docs_name_exists() -> None:
         if flag not in known | FOREIGN_FLAGS
     }
     assert not named, sorted(named)
+
+
+ROOTS = {"tests/": ("tests/",), "src/": ("src/",), "proto/": ("proto/",)}
+ROOTS |= {"dspex/": ("src/dspex/", "proto/dspex/"), "state/": ("src/dspex/state/",)}
+"""Where a path the docs name may live, by its first folder (a proto's own name included)."""
+
+
+def test_every_file_the_docs_name_exists() -> None:
+    """A path the docs name (``tests/...``, ``dspex/remote/_carry.py``, ``state/core/...``)
+    is a file or folder of the repository (a model name such as ``dspex/sim`` is not a path)."""
+    missing = []
+    for doc in DOCS:
+        for path in re.findall(r"`((?:tests|src|proto|dspex|state)/[\w./-]+)`", doc.read_text()):
+            prefix = next(p for p in ROOTS if path.startswith(p))
+            rest = path[len(prefix) :].split("::")[0]
+            if not path.endswith("...") and not any(
+                (ROOT / base / rest).exists() for base in ROOTS[prefix]
+            ):
+                missing.append(f"{doc.name}: {path}")
+    assert not missing, missing
