@@ -5,7 +5,8 @@ certificate, an unfinished fragment) says so in an HTML comment on the line befo
 ``<!-- not run: WHY -->``; it is still compiled. Examples that name the store
 ``grpc://store-host:50051`` run against a real ``dspex serve`` on loopback. Every ``dspex ...``
 line of the docs' shell blocks must parse with the real command line's parser (flags that
-exist, values of the right kind)."""
+exist, values of the right kind), and what the prose names must exist: every ``--flag``, every
+repository path, every RPC (protocol.md) and every module of the state tree (architecture.md)."""
 
 from __future__ import annotations
 
