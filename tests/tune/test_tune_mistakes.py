@@ -4,6 +4,7 @@ numbers, an empty candidate list, one name given as a string, a metric that retu
 
 from __future__ import annotations
 
+import dspy
 import optuna
 import pytest
 import tune_targets as targets
@@ -61,3 +62,12 @@ def test_a_metric_returning_text_is_named_and_the_session_is_restored(
         )  # fmt: skip
     assert session.get("temperature") == 0.7
     assert session.variable("temperature").lock is None
+
+
+def test_compile_given_a_teleprompter_class_says_to_configure_one(session: dspex.Session) -> None:
+    qa = dspex.bind(
+        dspy.Predict("question -> answer"), demos=dspex.Variable(list, [], name="demos")
+    )
+    with pytest.raises(TuningError, match=r"got the class LabeledFewShot; create one with its"):
+        dspex.compile(qa, dspy.LabeledFewShot, trainset=targets.devset(2))
+    assert session.get("demos") == []
