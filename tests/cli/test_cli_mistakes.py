@@ -171,3 +171,19 @@ def test_a_session_ttl_of_zero_is_refused_when_parsed() -> None:
     result = run_dspex("sessions", "create", "--store", "grpc://127.0.0.1:1", "--ttl", "0")
     assert result.returncode == 2
     assert "argument --ttl: must be more than 0 seconds, got 0" in result.stderr
+
+
+def test_a_dashboard_beside_an_auth_file_store_needs_its_token_before_anything_listens(
+    tmp_path: Path,
+) -> None:
+    auth = tmp_path / "auth.json"
+    auth.write_text(
+        '{"principals": {"viewer": {"token": "v"}}, '
+        '"rules": [{"principal": "viewer", "sessions": "*", "allow": ["observe"]}]}'
+    )
+    result = run_dspex(
+        "serve", "--address", "127.0.0.1:0", "--auth-file", str(auth), "--dashboard-port", "0"
+    )
+    assert result.returncode == 1
+    assert "--dashboard-port with --auth-file needs --dashboard-token" in result.stderr
+    assert "listening" not in result.stdout  # refused before the store started

@@ -104,11 +104,17 @@ class BesideStore:
         """The dashboard the flags ask for, or None; checked before the store listens.
 
         Raises:
-            StoreError: ``--dashboard-port`` with TLS.
+            StoreError: ``--dashboard-port`` with TLS, or with ``--auth-file`` but no
+                ``--dashboard-token`` (the page would have no principal to act as).
             DspexError: the ``dspex[dashboard]`` extra is not installed.
         """
         if args.dashboard_port is None:
             return None
+        if args.auth_file is not None and args.dashboard_token is None:
+            raise errors.StoreError(
+                "--dashboard-port with --auth-file needs --dashboard-token: the token of the "
+                "principal the page acts as (its rules decide what the page shows)"
+            )
         if args.tls_cert is not None:
             raise errors.StoreError(
                 "--dashboard-port cannot be combined with --tls-cert: run "
