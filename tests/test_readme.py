@@ -23,6 +23,7 @@ import pytest
 from support.serve_process import ServeProcess
 
 from dspex.cli import build_parser
+from dspex.cli._serve_options import check_address, check_exposure
 from dspex.cli._unknown import command_parsers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,10 +139,14 @@ def test_doc_example_runs(block: Block, tmp_path: Path, request: pytest.FixtureR
 def test_doc_commands_parse(block: Block, capsys: pytest.CaptureFixture[str]) -> None:
     for argv in _dspex_lines(block.code):
         try:
-            build_parser().parse_args(argv)
+            args = build_parser().parse_args(argv)
         except SystemExit as exc:
             problem = capsys.readouterr().err.strip().splitlines()[-1:]
             pytest.fail(f"`dspex {shlex.join(argv)}` does not parse (exit {exc.code}): {problem}")
+        if args.command == "serve":  # a server the docs start is not refused before listening
+            check_address(args)
+            args.token = args.token or args.token_file or ("DSPEX_TOKEN" in block.code) or None
+            check_exposure(args, {"tls": args.tls_cert, "auth": args.auth_file})
 
 
 def test_architecture_names_every_state_module() -> None:
