@@ -99,6 +99,14 @@ def test_normalize_type_refuses_unknown_types(bad_type: Any) -> None:
         normalize_type(bad_type)
 
 
+def test_the_unknown_type_error_names_every_python_type_accepted() -> None:
+    with pytest.raises(errors.ConstraintError) as refused:
+        normalize_type(tuple)
+    for accepted in (float, int, str, bool, dict, list):
+        assert normalize_type(accepted)  # accepted...
+        assert re.search(rf"\b{accepted.__name__}\b", refused.value.message)  # ...and named
+
+
 @pytest.mark.parametrize(
     ("type_", "constraints", "message"),
     [

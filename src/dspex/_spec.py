@@ -200,7 +200,7 @@ def normalize_type(type_: Any) -> str:
         return "tensor"
     raise errors.ConstraintError(
         f"unknown variable type {type_!r}; use one of {', '.join(TYPES)}"
-        " (or float, int, str, bool, dict, numpy.ndarray)",
+        " (or float, int, str, bool, dict, list, numpy.ndarray)",
         type=type_ if isinstance(type_, str) else repr(type_),  # a wire type name stays itself
     )
 

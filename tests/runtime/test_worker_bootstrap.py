@@ -53,7 +53,7 @@ def test_a_pool_created_at_import_time_says_to_guard_it(tmp_path: Path) -> None:
     script = tmp_path / "unguarded.py"
     script.write_text(PROGRAM)
     message = _run([str(script)], None)
-    assert "before its dspex code ran" in message
+    assert "exited with code 1 before its dspex code ran" in message  # one space
     assert 'if __name__ == "__main__":' in message
     assert "failed 2 times in a row" in message
 

@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from dspex.cli import _unknown
 from dspex.errors import DspexError
 
 __all__ = ["main"]
@@ -34,12 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in _COMMANDS:
         importlib.import_module(module_name).add_parser(subparsers)
+    _unknown.mark_parsers(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dspex`` command line; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown.refuse(parser, args, unknown)
     try:
         code: int = args.func(args)
     except DspexError as exc:

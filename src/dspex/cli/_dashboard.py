@@ -17,6 +17,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import dspex.errors as errors
+from dspex.cli._types import port_number
 from dspex.cli._vars import open_store, store_options
 
 if TYPE_CHECKING:
@@ -38,7 +39,10 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     parser.add_argument(
-        "--port", type=int, default=8080, help="port to listen on; 0 = any free (%(default)s)"
+        "--port",
+        type=port_number,
+        default=8080,
+        help="port to listen on; 0 = any free (%(default)s)",
     )
     parser.add_argument(
         "--session",
@@ -100,11 +104,17 @@ class BesideStore:
         """The dashboard the flags ask for, or None; checked before the store listens.
 
         Raises:
-            StoreError: ``--dashboard-port`` with TLS.
+            StoreError: ``--dashboard-port`` with TLS, or with ``--auth-file`` but no
+                ``--dashboard-token`` (the page would have no principal to act as).
             DspexError: the ``dspex[dashboard]`` extra is not installed.
         """
         if args.dashboard_port is None:
             return None
+        if args.auth_file is not None and args.dashboard_token is None:
+            raise errors.StoreError(
+                "--dashboard-port with --auth-file needs --dashboard-token: the token of the "
+                "principal the page acts as (its rules decide what the page shows)"
+            )
         if args.tls_cert is not None:
             raise errors.StoreError(
                 "--dashboard-port cannot be combined with --tls-cert: run "
@@ -152,7 +162,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("dashboard (needs dspex[dashboard])")
     group.add_argument(
         "--dashboard-port",
-        type=int,
+        type=port_number,
         default=None,
         metavar="N",
         help="also serve the live web dashboard on port N (0 = any free port)",

@@ -21,6 +21,7 @@ from typing import Any
 
 from dspex._model import VariableRecord
 from dspex.cli._format import lock_json
+from dspex.cli._types import int_at_least, positive_seconds, seconds_at_least
 
 __all__ = ["add_actions"]
 
@@ -33,9 +34,15 @@ def add_actions(actions: Any, parent: argparse.ArgumentParser) -> None:
     lock.add_argument("names", nargs="+", metavar="NAME")
     lock.add_argument("--optimizer-id", default="cli", help="the holder's name (default: cli)")
     lock.add_argument("--policy", choices=("fail", "wait", "preempt"), default="fail")
-    lock.add_argument("--lock-timeout", type=float, default=None, help="with --policy wait")
-    lock.add_argument("--lease", type=float, default=30.0, help="seconds, renewed while held")
-    lock.add_argument("--hold", type=float, default=None, help="release after S seconds")
+    lock.add_argument(
+        "--lock-timeout", type=seconds_at_least(0.0), default=None, help="with --policy wait"
+    )
+    lock.add_argument(
+        "--lease", type=positive_seconds, default=30.0, help="seconds, renewed while held"
+    )
+    lock.add_argument(
+        "--hold", type=seconds_at_least(0.0), default=None, help="release after S seconds"
+    )
     lock.set_defaults(func=_lock)
     unlock = actions.add_parser(
         "unlock", parents=[parent], help="take over and release the locks (operator override)"
@@ -47,8 +54,12 @@ def add_actions(actions: Any, parent: argparse.ArgumentParser) -> None:
     )
     progress.add_argument("names", nargs="*", metavar="NAME")
     progress.add_argument("--follow", action="store_true", help="print changes as they happen")
-    progress.add_argument("--count", type=int, default=None, help="with --follow: stop after N")
-    progress.add_argument("--timeout-after", type=float, default=None, help="stop after S s")
+    progress.add_argument(
+        "--count", type=int_at_least(1), default=None, help="with --follow: stop after N"
+    )
+    progress.add_argument(
+        "--timeout-after", type=positive_seconds, default=None, help="stop after S s"
+    )
     progress.set_defaults(func=_progress)
 
 

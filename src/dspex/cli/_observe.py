@@ -13,6 +13,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 import dspex.errors as errors
+from dspex.cli._types import port_number
 
 if TYPE_CHECKING:
     from dspex.state.server.metrics import MetricsEndpoint, ServerMetrics
@@ -29,7 +30,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_number,
         default=None,
         metavar="N",
         help="serve Prometheus metrics at http://HOST:N/metrics (0 = any free port)",
@@ -47,15 +48,10 @@ def open_metrics(args: argparse.Namespace) -> tuple[ServerMetrics, MetricsEndpoi
 
     Raises:
         DspexError: the ``dspex[metrics]`` extra is not installed.
-        StoreError: the port is out of range or cannot be used.
+        StoreError: the port cannot be used.
     """
     if args.metrics_port is None:
         return None
-    if not 0 <= args.metrics_port <= 65535:
-        raise errors.StoreError(
-            f"--metrics-port must be a port number from 0 to 65535 (0 = any free port), "
-            f"got {args.metrics_port}"
-        )
     module: Any
     try:
         import dspex.state.server.metrics as module

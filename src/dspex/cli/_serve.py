@@ -23,13 +23,13 @@ from dspex.cli._dashboard import BesideStore, add_serve_options
 from dspex.cli._serve_options import (
     MIN_HEARTBEAT,
     add_hardening_options,
+    check_address,
     check_exposure,
     check_sizes,
-    int_at_least,
     provider_limits,
-    seconds_at_least,
     server_security,
 )
+from dspex.cli._types import int_at_least, seconds_at_least
 
 if TYPE_CHECKING:
     from dspex.state.engines import Engine
@@ -98,6 +98,7 @@ def add_parser(subparsers: Any) -> None:
         "--max-request-bytes",
         "--max-message-bytes",
         dest="max_message_bytes",
+        metavar="N",
         type=int_at_least(1024),
         default=32 * 1024 * 1024,
         help="largest request accepted, at least 1024 (default: %(default)s)",
@@ -162,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     # A bad auth file, TLS file, data directory, Redis or metrics port raises here, before the
     # store listens: the error becomes one line on stderr and exit code 1 (see dspex.cli.main).
     check_sizes(args)
+    check_address(args)
     dashboard = BesideStore.from_args(args)
     security = server_security(args)
     check_exposure(args, security)

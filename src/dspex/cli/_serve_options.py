@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import math
 import os
 import sys
-from collections.abc import Callable
 from typing import Any, Final
 
 import dspex.errors as errors
+from dspex.cli._types import int_at_least, positive_seconds
 from dspex.cli._vars import TOKEN_ENV
 
 __all__ = [
     "MIN_HEARTBEAT",
     "add_hardening_options",
+    "check_address",
     "check_exposure",
     "check_sizes",
-    "int_at_least",
     "provider_limits",
-    "seconds_at_least",
     "server_security",
 ]
 
@@ -74,7 +72,7 @@ def add_hardening_options(parser: argparse.ArgumentParser) -> None:
     limits = parser.add_argument_group("session expiry and limits")
     limits.add_argument(
         "--session-ttl",
-        type=_positive_float,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help="expire sessions created without a TTL after this long without a heartbeat "
@@ -97,43 +95,7 @@ def add_hardening_options(parser: argparse.ArgumentParser) -> None:
         limits.add_argument(flag, type=_positive_int, default=None, metavar="N", help=what)
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type`` accepting whole numbers ``>= low`` (the message names the range)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-def seconds_at_least(low: float, *, strict: bool = False) -> Callable[[str], float]:
-    """An argparse ``type`` accepting finite seconds ``>= low`` (``> low`` when ``strict``)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"must be a number of seconds, got {text!r}"
-            ) from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text}")
-        if value < low or (strict and value == low):
-            bound = f"more than {low:g}" if strict else f"at least {low:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound} seconds, got {text}")
-        return value
-
-    return parse
-
-
 _positive_int = int_at_least(1)
-_positive_float = seconds_at_least(0.0, strict=True)
 
 
 def check_sizes(args: argparse.Namespace) -> None:
@@ -148,6 +110,30 @@ def check_sizes(args: argparse.Namespace) -> None:
             f"{args.max_message_bytes}: no request could carry such a value; lower it or raise "
             "--max-request-bytes"
         )
+
+
+def check_address(args: argparse.Namespace) -> None:
+    """Refuse an ``--address`` no server can listen on before anything is opened (a bare port
+    or host, another scheme, a port past 65535), or ``grpcs://`` without a certificate.
+
+    Raises:
+        StoreError: naming the address and the forms that work.
+    """
+    from dspex.state.wire.channel import parse_address
+
+    address = args.address
+    if address.startswith("grpcs://") and args.tls_cert is None:
+        raise errors.StoreError(
+            f"--address {address}: a grpcs:// server needs --tls-cert and --tls-key (its "
+            "certificate and key); give them, or serve plaintext on HOST:PORT"
+        )
+    try:
+        parse_address(address)
+    except errors.StoreError:
+        raise errors.StoreError(
+            f"--address {address!r} is not an address to listen on; use HOST:PORT (e.g. "
+            "127.0.0.1:50051; port 0 = any free port), grpc://HOST:PORT or unix:PATH"
+        ) from None
 
 
 def check_exposure(args: argparse.Namespace, security: dict[str, Any]) -> None:

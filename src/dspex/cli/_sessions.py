@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from dspex._model import SessionInfo
+from dspex.cli._types import positive_seconds
 from dspex.cli._vars import open_store, store_options
 
 __all__ = ["add_parser"]
@@ -21,7 +22,12 @@ def add_parser(subparsers: Any) -> None:
     listing.set_defaults(func=_list)
     create = actions.add_parser("create", parents=[parent], help="create (or join) a session")
     create.add_argument("--session", default=None, metavar="ID", help="id (default: random)")
-    create.add_argument("--ttl", type=float, default=None, help="seconds without heartbeat")
+    create.add_argument(
+        "--ttl",
+        type=positive_seconds,
+        default=None,
+        help="seconds without heartbeat",
+    )
     create.set_defaults(func=_create)
     close = actions.add_parser("close", parents=[parent], help="close a session")
     close.add_argument("--session", required=True, metavar="ID")

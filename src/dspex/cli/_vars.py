@@ -22,6 +22,7 @@ from dspex._model import VariableRecord, VariableUpdate
 from dspex.cli._deps import add_actions as add_dependency_actions
 from dspex.cli._format import jsonable, record_json, record_line
 from dspex.cli._locks import add_actions as add_lock_actions
+from dspex.cli._types import int_at_least, positive_seconds
 
 __all__ = [
     "TOKEN_ENV",
@@ -42,12 +43,20 @@ def store_options() -> argparse.ArgumentParser:
     """A parent parser with ``--store``, ``--token``, ``--timeout`` and ``--json``."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
-        "--store", required=True, metavar="ADDRESS", help="grpc://HOST:PORT or unix:PATH"
+        "--store",
+        required=True,
+        metavar="ADDRESS",
+        help="grpc://HOST:PORT, grpcs://HOST:PORT (TLS) or unix:PATH",
     )
     parent.add_argument(
         "--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (${TOKEN_ENV})"
     )
-    parent.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    parent.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds per call (default: %(default)s)",
+    )
     parent.add_argument("--json", action="store_true", help="print JSON")
     parent.add_argument(
         "--tls-ca", metavar="PEM", help="with grpcs://: root certificate to trust ($DSPEX_TLS_CA)"
@@ -80,24 +89,26 @@ def add_parser(subparsers: Any) -> None:
     )
     setter.add_argument("name")
     setter.add_argument("value")
-    setter.add_argument("--expected-version", type=int, default=None)
+    setter.add_argument("--expected-version", type=int_at_least(1), default=None)
     setter.set_defaults(func=_set)
     watch = actions.add_parser("watch", parents=[parent], help="print changes as they happen")
     watch.add_argument("names", nargs="*", metavar="NAME")
-    watch.add_argument("--after-revision", type=int, default=None)
+    watch.add_argument("--after-revision", type=int_at_least(0), default=None)
     watch.add_argument("--initial", action="store_true", help="print current values first")
-    watch.add_argument("--count", type=int, default=None, help="stop after N updates")
-    watch.add_argument("--timeout-after", type=float, default=None, help="stop after S seconds")
+    watch.add_argument("--count", type=int_at_least(1), default=None, help="stop after N updates")
+    watch.add_argument(
+        "--timeout-after", type=positive_seconds, default=None, help="stop after S seconds"
+    )
     watch.set_defaults(func=_watch)
     history = actions.add_parser("history", parents=[parent], help="kept versions, oldest first")
     history.add_argument("name")
-    history.add_argument("--limit", type=int, default=None)
+    history.add_argument("--limit", type=int_at_least(1), default=None)
     history.set_defaults(func=_history)
     rollback = actions.add_parser(
         "rollback", parents=[parent], help="write an earlier version's value as a new version"
     )
     rollback.add_argument("name")
-    rollback.add_argument("version", type=int)
+    rollback.add_argument("version", type=int_at_least(1))
     rollback.set_defaults(func=_rollback)
     add_dependency_actions(actions, parent)
     add_lock_actions(actions, parent)

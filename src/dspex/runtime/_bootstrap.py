@@ -25,7 +25,7 @@ from dspex.errors import WorkerSetupError
 __all__ = ["NEVER_STARTED", "check_main_module"]
 
 NEVER_STARTED: Final = (
-    " before its dspex code ran: it most likely could not import this program's main module, "
+    "before its dspex code ran: it most likely could not import this program's main module, "
     "which every spawned worker re-imports (its traceback is on the worker's stderr). Create "
     'the pool or Remote under `if __name__ == "__main__":` (or inside a function called '
     "from there), and run the program from a file or with `python -m`, not from stdin"

@@ -11,6 +11,7 @@ from typing import Any
 
 import dspy
 
+from dspex.errors import DspexError
 from dspex.sim._lm import SIM_PREFIX, AsyncSimEngine, SimEngine, SimLM, burn_cpu, is_sim_model
 from dspex.sim._oracle import correct_probability, knowledge
 
@@ -33,8 +34,14 @@ def load_devset(task: str | None = None) -> list[Any]:
 
     Args:
         task: ``"arithmetic"``, ``"capital"`` or ``"sentiment"`` to keep one task (all by default).
+
+    Raises:
+        DspexError: ``task`` is not one of the bundled tasks (the message lists them).
     """
     examples = knowledge().examples
+    tasks = sorted({ex["task"] for ex in examples})
+    if task is not None and task not in tasks:
+        raise DspexError(f"the bundled dev set has no task {task!r}; use one of {tasks}")
     return [
         dspy.Example(question=ex["question"], answer=ex["answer"], task=ex["task"]).with_inputs(
             "question"

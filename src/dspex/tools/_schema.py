@@ -141,6 +141,11 @@ class ToolRunner:
 
     def problems(self, arguments: Mapping[str, Any]) -> list[str]:
         """What is wrong with ``arguments`` (empty when they fit the schema)."""
+        if not isinstance(arguments, Mapping):
+            return [
+                f"the arguments must be a mapping of argument names to values, not "
+                f"{type(arguments).__name__} {arguments!r:.60}"
+            ]
         found = [
             f"missing required argument {arg!r}" for arg in self._required if arg not in arguments
         ]

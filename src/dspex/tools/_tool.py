@@ -17,7 +17,7 @@ from typing import Any, TypeVar, overload
 
 import dspy
 
-from dspex.errors import SessionError, ToolNotFoundError
+from dspex.errors import SessionError, ToolArgumentsError, ToolNotFoundError
 from dspex.session import Session, current_session
 from dspex.tools._schema import describe
 
@@ -71,15 +71,25 @@ class SessionTool:
             raise ToolNotFoundError.in_session(name, active.session_id, listed)
         return cls(info.name, info.description, info.parameters)
 
-    def __call__(self, **arguments: Any) -> Any:
+    def __call__(self, *positional: Any, **arguments: Any) -> Any:
         """Call the tool in the current session and return its result.
 
         Raises:
-            ToolArgumentsError: the arguments do not fit the parameters; the tool did not run.
+            ToolArgumentsError: the arguments do not fit the parameters, or some were given by
+                position (they travel as a JSON object of names); the tool did not run.
             ToolError: the tool raised (``err.remote_traceback`` has the owner's traceback).
             ToolNotFoundError, ToolUnavailableError, ToolTimeoutError: see
                 :meth:`dspex.Session.call_tool`.
         """
+        if positional:
+            names = list(self.parameters.get("properties") or {})
+            example = ", ".join(f"{name}=..." for name in names)
+            raise ToolArgumentsError(
+                f"tool {self.name!r} takes its arguments by name, got {len(positional)} by "
+                f"position; call {self.name}({example})",
+                tool=self.name,
+                problems=["arguments given by position"],
+            )
         return current_session().call_tool(self.name, arguments, timeout=self.timeout)
 
     async def acall(self, **arguments: Any) -> Any:

@@ -151,6 +151,12 @@ def compiled_variables(program: Any) -> list[str]:
 
 
 def _check(teleprompter: Any, trainset: Sequence[Any], workers: int) -> None:
+    if isinstance(teleprompter, type):
+        name = teleprompter.__name__
+        raise TuningError(
+            f"teleprompter must be a configured DSPy optimizer, got the class {name}; create "
+            f"one with its settings first, e.g. dspy.{name}(...)"
+        )
     if not callable(getattr(teleprompter, "compile", None)):
         raise TuningError(
             f"teleprompter must be a DSPy optimizer with a compile() method, got {teleprompter!r}"

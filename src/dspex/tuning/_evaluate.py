@@ -63,8 +63,25 @@ class Evaluator:
             for index in indices:
                 example = self.devset[index]
                 prediction = self.program(**example_inputs(example))
-                scores.append(float(self.metric(example, prediction)))
+                scores.append(_score(self.metric(example, prediction), index))
         return scores
+
+
+def _score(value: Any, index: int) -> float:
+    """A metric's result as a float: a number or a bool (numpy's too), as a DSPy metric gives.
+
+    Raises:
+        TuningError: the metric returned something else (a string, None, a prediction).
+    """
+    try:
+        if not isinstance(value, str | bytes):
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise TuningError(
+        f"the metric returned {value!r} ({type(value).__name__}) for dev set example {index}; "
+        "a metric must return a number or a bool"
+    )
 
 
 class Backend(Protocol):

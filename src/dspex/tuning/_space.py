@@ -52,10 +52,23 @@ def search_space(
             f"search space given for {unknown}, which are not tuned; tune them too or drop "
             "them from `space`"
         )
-    space = {r.name: _distribution(r, overrides.get(r.name)) for r in records}
+    space = {r.name: _built(r, overrides.get(r.name)) for r in records}
     for record in records:
         _check_values(record, space[record.name])
     return space
+
+
+def _built(record: VariableRecord, override: SpaceOverride) -> BaseDistribution:
+    """:func:`_distribution`, with what Optuna refuses to build (bounds that are not numbers,
+    no candidates) reported as the variable's bad search space."""
+    try:
+        return _distribution(record, override)
+    except (TypeError, ValueError) as exc:
+        raise TuningError(
+            f"variable {record.name!r} ({record.type}): search space {override!r} not "
+            f"understood ({exc}); give (low, high) numbers, a non-empty list of candidates or "
+            "an optuna distribution; nothing was tuned"
+        ) from exc
 
 
 def _distribution(record: VariableRecord, override: SpaceOverride) -> BaseDistribution:

@@ -129,6 +129,11 @@ def tune(
     session = session if session is not None else current_session()
     pool, count = _pool(workers, concurrency)
     _check_counts(devset, n_trials=n_trials, workers=count, concurrency=concurrency)
+    if isinstance(variables, str):
+        raise TuningError(
+            f"variables must be a sequence of names, not the string {variables!r}; write "
+            f"variables=({variables!r},)"
+        )
     if not variables:
         raise TuningError("no variables to tune; name at least one in `variables`")
     distributions = search_space([session.variable(n) for n in variables], space)

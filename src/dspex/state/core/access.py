@@ -88,7 +88,10 @@ class AccessPolicy:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
-            raise errors.ConstraintError(f"cannot read auth file {str(path)!r}: {exc}") from exc
+            raise errors.ConstraintError(
+                f"cannot read auth file {str(path)!r}: {exc}; give a readable JSON file in the "
+                "format of docs/security.md ('The auth file')"
+            ) from exc
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -126,7 +129,11 @@ class AccessPolicy:
         for principal, known in self._digests.items():
             if hmac.compare_digest(digest, known):
                 return principal
-        raise errors.UnauthenticatedError("the bearer token is not known to this store")
+        raise errors.UnauthenticatedError(
+            "the bearer token is not known to this store; send one it accepts (the token "
+            "`dspex serve` was given with --token-file or $DSPEX_TOKEN, or a principal's token "
+            "of its --auth-file)"
+        )
 
     def check(
         self, principal: str, permission: str, session_id: str, owned: bool, variable: str = "*"

@@ -53,14 +53,27 @@ def holder(lock: Lock | None, now: float) -> Lock | None:
     return lock
 
 
+_WAIT_HINT = "Wait for it, or acquire with policy='wait' or 'preempt'"
+
+
 def _locked(name: str, held: Lock, action: str, now: float) -> errors.LockedError:
     remaining = max(0.0, held["expires_at"] - now)
     return errors.LockedError(
         f"variable {name!r} is locked by optimizer {held['optimizer_id']!r} "
-        f"(lease ends in {remaining:.1f}s unless renewed); cannot {action}. Wait for it, or "
-        "acquire with policy='wait' or 'preempt'",
+        f"(lease ends in {remaining:.1f}s unless renewed); cannot {action}. {_WAIT_HINT}",
         name=name,
         holder=held["optimizer_id"],
+    )
+
+
+def still_locked(refused: errors.LockedError, waited: float) -> errors.LockedError:
+    """The error of an acquire with policy ``wait`` that gave up after ``waited`` seconds:
+    ``refused`` (the last refusal) with advice for one that already waited."""
+    return errors.LockedError(
+        f"{refused.message.removesuffix(_WAIT_HINT)}Waited {waited:.1f}s with policy 'wait' "
+        "and it is still held: wait longer (a larger timeout), or take it over with policy "
+        "'preempt'",
+        **refused.details,
     )
 
 

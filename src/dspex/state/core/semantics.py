@@ -232,7 +232,7 @@ class EngineProvider:
         except UnknownSession:
             raise self._missing_session(session_id) from None
         if record is None:
-            raise missing_variable(session_id, name)
+            raise missing_variable(session_id, name, (r.name for r in self._records(session_id)))
         return record  # type: ignore[no-any-return]
 
     def get_variables(self, session_id: str, names: Collection[str]) -> dict[str, VariableRecord]:
@@ -241,7 +241,7 @@ class EngineProvider:
         records = {r.name: r for r in self._records(session_id)}
         missing = [name for name in names if name not in records]
         if missing:
-            raise missing_variable(session_id, missing[0])
+            raise missing_variable(session_id, missing[0], records)
         return {name: records[name] for name in names}
 
     def set_variable(
@@ -468,7 +468,8 @@ class EngineProvider:
             raise errors.VariableValueError(
                 f"lock policy {policy!r} unknown; use one of {', '.join(_locks.POLICIES)}"
             )
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
 
         def take(old: VariableRecord) -> Write:
             lock = _locks.acquire(
@@ -480,9 +481,11 @@ class EngineProvider:
         while True:
             try:
                 record = self._change(session_id, name, take)
-            except errors.LockedError:
-                if policy != "wait" or (deadline is not None and time.monotonic() > deadline):
+            except errors.LockedError as refused:
+                if policy != "wait":
                     raise
+                if deadline is not None and time.monotonic() > deadline:
+                    raise _locks.still_locked(refused, time.monotonic() - started) from None
                 time.sleep(_LOCK_POLL)
                 continue
             self._sweeper.watch_lock(session_id, name)

@@ -5,13 +5,14 @@ Used by :class:`~dspex.state.LocalProvider`; nothing here touches an engine or a
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import dspex.errors as errors
 from dspex._model import SessionInfo, VariableRecord, VariableSpec, VariableUpdate
 from dspex.state.core.contract import UpdateResults
-from dspex.state.core.identity import current_writer
+from dspex.state.core.identity import current_principal, current_writer
 from dspex.state.core.watch import END
 from dspex.state.engines import SessionMeta, Write
 
@@ -138,10 +139,19 @@ def check_session_id(session_id: str) -> None:
     )
 
 
-def missing_variable(session_id: str, name: str) -> errors.VariableNotFoundError:
-    """The error for an unknown variable."""
+def missing_variable(
+    session_id: str, name: str, known: Iterable[str] = ()
+) -> errors.VariableNotFoundError:
+    """The error for an unknown variable, naming the ``known`` name it is closest to (a typo).
+
+    Not under access control (an authenticated principal): a name the principal may not read
+    must not leak through the hint.
+    """
+    hinted = isinstance(name, str) and not current_principal.get()
+    close = difflib.get_close_matches(name, list(known), n=1) if hinted else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
     return errors.VariableNotFoundError(
-        f"no variable {name!r} in session {session_id!r}; register it first",
+        f"no variable {name!r} in session {session_id!r}{hint}; register it first",
         name=name,
         session_id=session_id,
     )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from dspex.errors import DspexError, LockedError, StoreUnavailableError
 from dspex.state.core.contract import StateProvider
+from dspex.state.core.locks import still_locked
 from dspex.state.server import convert
 from dspex.state.server.calls import CallInfo, checked, enter_call, reset, run_sync, unary
 from dspex.state.server.guard import AccessGuard
@@ -138,9 +139,9 @@ class LockingRpcs:
                 await asyncio.sleep(_LOCK_POLL)
                 try:
                     record = await run_sync(self, take)
-                except LockedError:
+                except LockedError as refused:
                     if _past(deadline):
-                        raise
+                        raise still_locked(refused, time.monotonic() - started) from None
                     continue
                 acquired = True
                 return record
