@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from support.serve_process import ServeProcess
 
 import dspex
 from dspex import errors
@@ -244,3 +245,12 @@ def test_dspy_configure_inside_a_session_is_seen() -> None:
         finally:
             dspy.configure(lm=None)
     assert dspy.settings.get("dspex_session") is None
+
+
+def test_a_bare_host_port_reaches_the_store_as_the_cli_and_connect_take_it() -> None:
+    with ServeProcess() as server:
+        bare = server.address.removeprefix("grpc://")
+        with dspex.Session(bare) as shared:
+            shared.register("temperature", float, 0.3)
+            assert shared.get("temperature") == 0.3
+            assert shared.address == server.address

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -45,6 +46,7 @@ _entries: ContextVar[tuple[_Entry, ...]] = ContextVar("dspex_session_entries", d
 """This context's open ``with session:`` blocks, innermost last (see :meth:`Session.__enter__`)."""
 
 _STORE_SCHEMES = ("grpc://", "grpcs://", "unix://", "unix:")
+_BARE_HOST_PORT = re.compile(r"[^/\s]+:[0-9]{1,5}")
 
 _DSPY_SETTINGS = "dspy.dsp.utils.settings"
 _DSPY_KEY = "dspex_session"
@@ -81,14 +83,20 @@ def current_session() -> Session:
 def _open_store(
     store: str | StateProvider | None, token: str | None = None
 ) -> tuple[StateProvider, str]:
-    if isinstance(store, str) and not store.startswith(_STORE_SCHEMES):
+    if isinstance(store, str) and not _is_store_address(store):
         raise SessionError(
-            f"store address {store!r} not understood; use 'grpc://HOST:PORT', "
+            f"store address {store!r} not understood; use 'grpc://HOST:PORT' (or 'HOST:PORT'), "
             "'grpcs://HOST:PORT' or 'unix:///PATH' (or pass a provider object, or None for "
             "in-process)"
         )
     provider = open_store(store, token=token)
     return provider, "local" if isinstance(provider, LocalProvider) else "session_store"
+
+
+def _is_store_address(text: str) -> bool:
+    """Whether ``text`` looks like a store address: a known scheme, or a bare ``HOST:PORT`` as
+    the CLI and ``SessionContext.connect`` take it (checked in full when the client opens)."""
+    return text.startswith(_STORE_SCHEMES) or _BARE_HOST_PORT.fullmatch(text) is not None
 
 
 def _open_session(
@@ -281,8 +289,9 @@ class Session(SessionContext):
     """A session of typed, versioned, watchable variables.
 
     Args:
-        store: ``None`` for an in-process session; ``"grpc://host:port"`` or
-            ``"unix:///path"`` for a session store; or a provider object.
+        store: ``None`` for an in-process session; ``"grpc://host:port"`` (or
+            ``"host:port"``), ``"grpcs://host:port"`` or ``"unix:///path"`` for a session
+            store; or a provider object.
         session_id: the session's name: join this existing session (or, with ``create=True``,
             create it if the store does not have it yet). None: a new session with a random id.
         create: create ``session_id`` when it does not exist (create-or-join; several processes
