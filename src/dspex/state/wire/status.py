@@ -230,7 +230,8 @@ _TROUBLES: Final = (
         errors.StoreUnavailableError,
         "session store {address} did not answer within the call timeout ({message}); it may be "
         "overloaded, paused or slow to reach: retry, or give the client a longer timeout "
-        "(SessionStoreProvider(..., timeout=SECONDS))",
+        "(in Python, pass Session a SessionStoreProvider(ADDRESS, timeout=SECONDS) as its "
+        "store; in the dspex CLI, --timeout SECONDS)",
     ),
     _Trouble(  # this process closed the client's channel while the call was in progress
         _S.CANCELLED,
