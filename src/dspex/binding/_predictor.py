@@ -40,7 +40,13 @@ from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
 from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._models import bound_lm, lm_for_key
-from dspex.binding._state import SECTION, dump_variables, loading_section, prepare_load
+from dspex.binding._state import (
+    SECTION,
+    dump_variables,
+    loading_section,
+    one_read,
+    prepare_load,
+)
 from dspex.binding._values import (
     UNSET,
     Binding,
@@ -414,16 +420,20 @@ class HookedPredictor(Hooked):
 
         The signature and demos are the bound values (or the assigned ones, which win), so the
         state loaded into the same program in plain DSPy runs what the bound program runs; the
-        ``lm`` is the predictor's own (the bound LM is chosen per call, not saved).
+        ``lm`` is the predictor's own (the bound LM is chosen per call, not saved). The values
+        are read once for the whole save (``one_read``), so the fields and the section agree
+        while other threads set the variables.
         """
+        variables = hooked_variables(self)
         token = _OWN_LM.set(True)
         try:
-            state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+            with one_read(name for name, _ in variables):  # one version, also in the section
+                state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+                state[SECTION] = dump_variables(variables)
         finally:
             _OWN_LM.reset(token)
         own_lm = self.__dict__["_dspex_lm"]
         state["lm"] = own_lm.dump_state() if own_lm else None
-        state[SECTION] = dump_variables(hooked_variables(self))
         return state
 
     def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:
