@@ -1,4 +1,9 @@
-"""Bound programs under contention: saves made while other threads change the values.
+"""Bound programs under contention: calls from many threads and tasks, and saves made while
+other threads change the values.
+
+Bound LM copies share the base LM's ``history`` and ``callbacks`` lists; the same calls made
+from many threads record the same entries as plain DSPy with the keywords as predictor
+``config`` (every call on the one LM).
 
 A bound call reads one snapshot of its variables; a save (``dump_state``/``save``) writes the
 instructions and demos each predictor runs with into DSPy's own fields and the variables into
@@ -9,6 +14,7 @@ instructions its saved variables do not hold).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,10 +22,13 @@ from typing import Any
 
 import dspy
 import pytest
+from dspy.clients.base_lm import GLOBAL_HISTORY
+from dspy.utils.callback import BaseCallback
 from support.bridge import served
-from support.fidelity import SIGNATURE, VARIABLES, lookup
+from support.fidelity import SIGNATURE, VARIABLES, lookup, question
 
 import dspex
+from dspex.sim import SimLM
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -118,3 +127,97 @@ def test_a_save_made_while_the_values_change_is_one_snapshot(
             stop()
     assert saves >= 50, f"only {saves} saves in time"
     assert not torn, f"{len(torn)} of {saves} saves mixed versions, e.g. {sorted(torn[0])}"
+
+
+# ------------------------------------------------------------------------------------------
+# calls from many threads and tasks: LM history and callbacks, plain vs bound
+
+CALLS = 48
+TEMPERATURE = VARIABLES["temperature"]
+
+
+class Counting(BaseCallback):
+    """Counts LM call starts and ends (a callback on the LM object)."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+        self.ends = 0
+        self._lock = threading.Lock()
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        with self._lock:
+            self.starts += 1
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+        with self._lock:
+            self.ends += 1
+
+
+def _parallel(program: dspy.Module) -> None:
+    pairs = [(program, {"question": f"{question(i)} ({i})"}) for i in range(CALLS)]
+    dspy.Parallel(num_threads=8, disable_progress_bar=True)(pairs)
+
+
+def _evaluate(program: dspy.Module) -> None:
+    devset = [
+        dspy.Example(question=f"{question(i)} ({i})", answer="x").with_inputs("question")
+        for i in range(CALLS)
+    ]
+    dspy.Evaluate(devset=devset, metric=lambda e, p, t=None: 0.0, num_threads=8)(program)
+
+
+def _tasks(program: dspy.Module) -> None:
+    async def run() -> None:
+        calls = (program.acall(question=f"{question(i)} ({i})") for i in range(CALLS))
+        await asyncio.gather(*calls)
+
+    asyncio.run(run())
+
+
+def _observed(how: Callable[[dspy.Module], None], bound: bool, edit: bool) -> tuple[int, ...]:
+    """(LM history entries, global history entries, callback starts, ends) of ``CALLS`` calls;
+    ``edit``: another thread keeps adding and removing a keyword on the LM meanwhile."""
+    counting = Counting()
+    lm = SimLM("dspex/sim", cache=False, callbacks=[counting])
+    dspy.configure(lm=lm)
+    before = len(GLOBAL_HISTORY)
+    done = threading.Event()
+
+    def edit_keywords() -> None:
+        while not done.is_set():
+            lm.kwargs["top_p"] = 0.9
+            lm.kwargs.pop("top_p", None)
+
+    editor = threading.Thread(target=edit_keywords, daemon=True)
+    with dspex.Session() as session:
+        program = dspy.Predict(SIGNATURE)
+        if bound:
+            dspex.bind(program, temperature=TEMPERATURE)
+            session.update({TEMPERATURE.name: 0.33})
+        else:
+            program.config["temperature"] = 0.33
+        if edit:
+            editor.start()
+        try:
+            how(program)
+        finally:
+            done.set()
+            if edit:
+                editor.join(10)
+    return len(lm.history), len(GLOBAL_HISTORY) - before, counting.starts, counting.ends
+
+
+@pytest.mark.parametrize("edit", [False, True], ids=["", "keywords edited meanwhile"])
+@pytest.mark.parametrize(
+    "how", [_parallel, _evaluate, _tasks], ids=["dspy.Parallel", "Evaluate", "async tasks"]
+)
+def test_history_and_callbacks_of_calls_from_many_threads(
+    how: Callable[[dspy.Module], None], edit: bool
+) -> None:
+    """Every call is recorded once in the LM's history and the global history and reaches the
+    LM's callbacks once, as in plain DSPy, also while the LM's keywords are edited (a new
+    bound copy is made then, sharing the same lists); no call fails."""
+    plain = _observed(how, bound=False, edit=edit)
+    bound = _observed(how, bound=True, edit=edit)
+    assert plain == (CALLS,) * 4
+    assert bound == plain
