@@ -31,6 +31,7 @@ from dspex.binding import (
     bound_variables,
     dump_variables,
     loading,
+    one_read,
     prepare_load,
 )
 from dspex.errors import SessionError, VariableExistsError
@@ -164,9 +165,12 @@ class Program(SavedVariables, dspy.Module):  # type: ignore[misc]
         return [v.register() for _, v in self.named_variables() if v is not None]
 
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
-        """DSPy's state plus the ``dspex_variables`` section (specs and current values)."""
-        state: dict[str, Any] = super().dump_state(json_mode=json_mode)
-        state[SECTION] = dump_variables(self.named_variables())
+        """DSPy's state plus the ``dspex_variables`` section (specs and current values), all
+        from one read of the variables (see :func:`dspex.binding.one_read`)."""
+        named = self.named_variables()
+        with one_read(name for name, _ in named):
+            state: dict[str, Any] = super().dump_state(json_mode=json_mode)
+            state[SECTION] = dump_variables(named)
         return state
 
     def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:

@@ -325,3 +325,21 @@ def test_a_program_save_loads_into_plain_dspy_and_back(tmp_path: Path) -> None:
     plain = run_plain(build, ask, LATER).recorder.requests
     bound = run_bound(lambda sig, bind: Answerer(), reload, Values()).recorder.requests
     assert_requests_equal(plain, bound)
+
+
+def test_a_demos_value_that_is_not_demos_does_not_stop_a_save(tmp_path: Path) -> None:
+    """A save succeeds as in plain DSPy (and as before bound values were saved in DSPy's
+    fields) while the demos variable holds something a call rejects: DSPy's demos field keeps
+    the predictor's own demos, the section keeps the value, and the call still raises."""
+    demos = dspex.Variable(list, [], name="c_demos")
+    with dspex.Session() as session:
+        program = dspex.bind(dspy.Predict(SIGNATURE), demos=demos)
+        session.update({demos.name: [1, 2]})
+        program.save(tmp_path / "bound.json")
+        state = program.dump_state()
+        with pytest.raises(dspex.errors.BindingError, match="c_demos"):
+            program(question=question(0))
+    assert (state["demos"], state["dspex_variables"][demos.name]["value"]) == ([], [1, 2])
+    plain = dspy.Predict(SIGNATURE)
+    plain.load(tmp_path / "bound.json")
+    assert plain.demos == []

@@ -482,3 +482,39 @@ def test_a_bound_parallel_tool_calls_acts_as_an_lm_keyword(adapter_setting: Any)
     sent = dict(runs[0][0].kwargs)
     assert ("tool_choice" in sent) == (adapter_setting is True)  # only for a call keyword
     assert sent["parallel_tool_calls"] == repr(adapter_setting is True)
+
+
+def _error_of(run: Callable[[], Any]) -> tuple[type[BaseException], str]:
+    try:
+        run()
+    except Exception as exc:  # the error itself is what the case compares
+        return type(exc), str(exc)
+    raise AssertionError("the call did not raise")
+
+
+NOT_LMS = {"a model name string": "openai/gpt-4o-mini", "an object": object()}
+
+
+@pytest.mark.parametrize("not_lm", list(NOT_LMS.values()), ids=list(NOT_LMS))
+@pytest.mark.parametrize("where", ["per call", "configured", "set_lm"])
+def test_something_that_is_not_an_lm_gets_dspys_own_error(where: str, not_lm: Any) -> None:
+    """A string or other non-LM where DSPy expects an LM raises DSPy's own ValueError ("LM must
+    be an instance of `dspy.BaseLM`, not a string ...") in a bound call with bound LM keywords,
+    as with the keywords as predictor ``config`` in plain DSPy (the bound call raised
+    AttributeError: 'str' object has no attribute 'kwargs')."""
+    temperature = dspex.Variable(float, 0.33, name="x_temperature", min=0.0, max=2.0)
+    errors = []
+    for bound in (False, True):
+        dspy.configure(lm=not_lm if where == "configured" else SimLM("dspex/sim"))
+        predictor = dspy.Predict("question -> answer")
+        if where == "set_lm":
+            predictor.set_lm(not_lm)
+        if bound:
+            dspex.bind(predictor, temperature=temperature)
+        else:
+            predictor.config["temperature"] = 0.33
+        extra = {"lm": not_lm} if where == "per call" else {}
+        with dspex.Session():
+            errors.append(_error_of(lambda p=predictor, e=extra: p(question=question(0), **e)))
+    assert errors[0][0] is ValueError
+    assert errors[1] == errors[0]

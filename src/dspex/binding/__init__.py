@@ -58,7 +58,14 @@ from dspex.binding._bound import BoundModule, bind, bound_variables
 from dspex.binding._hooks import HOOKS, LM_KWARGS
 from dspex.binding._models import resolve_lm
 from dspex.binding._publish import Published, publish
-from dspex.binding._state import SECTION, SavedVariables, dump_variables, loading, prepare_load
+from dspex.binding._state import (
+    SECTION,
+    SavedVariables,
+    dump_variables,
+    loading,
+    one_read,
+    prepare_load,
+)
 
 __all__ = [
     "HOOKS",
@@ -71,6 +78,7 @@ __all__ = [
     "bound_variables",
     "dump_variables",
     "loading",
+    "one_read",
     "prepare_load",
     "publish",
     "resolve_lm",

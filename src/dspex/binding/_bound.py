@@ -12,7 +12,7 @@ from dspex import _tracing
 from dspex._model import VariableRecord, VariableSpec
 from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
-from dspex.binding._models import bound_lm, lm_for_key, share_lists
+from dspex.binding._models import bound_lm, keywords_of, lm_for_key, share_lists
 from dspex.binding._predictor import HookedPredictor, hook_predictor, hooked_variables
 from dspex.binding._state import SavedVariables, dump_variables, register_saved
 from dspex.binding._values import VALUES_KEY, Binding, Layer, check_travel, demos_value
@@ -104,12 +104,13 @@ class _Plan:
         items = tuple(config.items())
         memo = self._memo
         base = chosen if chosen is not None else current
+        keywords = keywords_of(base)
         same = memo[0] is current and memo[1] is chosen and memo[2] == items
-        if same and (base is None or memo[4] == base.kwargs):
+        if same and memo[4] == keywords:
             # the base LM's history/callbacks lists may have been replaced (see bound_lm)
             return share_lists(base, memo[3])
         lm = bound_lm(current, chosen, config, main_thread_config.get("lm"))
-        snapshot = None if base is None else dict(base.kwargs)
+        snapshot = None if keywords is None else dict(keywords)
         self._memo = (current, chosen, items, lm, snapshot)
         return lm
 

@@ -22,7 +22,7 @@ import dspy
 from dspex.errors import BindingError
 from dspex.sim import SimLM, is_sim_model
 
-__all__ = ["bound_lm", "lm_for_key", "resolve_lm", "share_lists"]
+__all__ = ["bound_lm", "keywords_of", "lm_for_key", "resolve_lm", "share_lists"]
 
 _ROLLOUT_KEYS = ("rollout_id", "temperature")
 """What DSPy's own per-call LM copies set (BestOfN, Refine, SIMBA, bootstrap rounds)."""
@@ -156,6 +156,8 @@ def bound_lm(current: Any, chosen: Any, config: Mapping[str, Any], configured: A
     base = chosen if chosen is not None else current
     if base is None:
         return None
+    if keywords_of(base) is None:  # not an LM (a model name string ...): DSPy's error names it
+        return base
     kwargs = dict(config)
     if current is not None and current is not configured:
         own = getattr(current, "kwargs", None) or {}
@@ -173,3 +175,13 @@ def bound_lm(current: Any, chosen: Any, config: Mapping[str, Any], configured: A
 
 
 _MISSING = object()
+
+
+def keywords_of(lm: Any) -> dict[str, Any] | None:
+    """``lm.kwargs``; None when ``lm`` has none, so it is not an LM that takes keywords.
+
+    Such a value (``lm="openai/gpt-4o-mini"``, a string where DSPy expects an LM object) is
+    handed to DSPy unchanged, and ``Predict`` raises its own error naming the mistake.
+    """
+    kwargs = getattr(lm, "kwargs", None)
+    return kwargs if isinstance(kwargs, dict) else None

@@ -40,7 +40,13 @@ from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
 from dspex.binding._classes import Hooked, add_kind, register_mixin
 from dspex.binding._models import bound_lm, lm_for_key
-from dspex.binding._state import SECTION, dump_variables, loading_section, prepare_load
+from dspex.binding._state import (
+    SECTION,
+    dump_variables,
+    loading_section,
+    one_read,
+    prepare_load,
+)
 from dspex.binding._values import (
     UNSET,
     Binding,
@@ -66,9 +72,11 @@ __all__ = [
 ]
 
 _LOCAL: ContextVar[bool] = ContextVar("dspex_local_view", default=False)
-_OWN_LM: ContextVar[bool] = ContextVar("dspex_own_lm", default=False)
+_DUMPING: ContextVar[bool] = ContextVar("dspex_dumping", default=False)
 """Set while ``dump_state`` runs: ``lm`` read outside a call is the predictor's own (the bound
-LM is chosen per call and not saved; resolving it could fail, e.g. on a bad model name)."""
+LM is chosen per call and not saved; resolving it could fail, e.g. on a bad model name), and a
+bound value a call would reject (demos that are not objects) leaves the predictor's own value
+in DSPy's field (the section keeps the variable's value): a save fails no more than in DSPy."""
 
 
 class _Hooks:
@@ -204,7 +212,12 @@ def _read(
         if value is not UNSET and not same(own, value):
             _warn_shadowed("instructions" if suffix is not None else attr, binding.name)
         return own
-    value = value_of(binding)
+    try:
+        value = value_of(binding)
+    except BindingError:
+        if not _DUMPING.get():
+            raise
+        return own  # a save keeps the predictor's own value (see _DUMPING)
     if value is UNSET:
         return own
     if suffix is None:
@@ -381,7 +394,7 @@ class HookedPredictor(Hooked):
                 overlay = thread_local_overrides.get()
                 own = overlay["lm"] if "lm" in overlay else main_thread_config.get("lm")
             return None if own is None else _keyed_lm(own, hooks, values)
-        return own if own is not None or _OWN_LM.get() else _lm_outside(hooks)
+        return own if own is not None or _DUMPING.get() else _lm_outside(hooks)
 
     @lm.setter
     def lm(self, value: Any) -> None:
@@ -414,16 +427,21 @@ class HookedPredictor(Hooked):
 
         The signature and demos are the bound values (or the assigned ones, which win), so the
         state loaded into the same program in plain DSPy runs what the bound program runs; the
-        ``lm`` is the predictor's own (the bound LM is chosen per call, not saved).
+        ``lm`` is the predictor's own (the bound LM is chosen per call, not saved). The values
+        are read once for the whole save (``one_read``), so the fields and the section agree
+        while other threads set the variables; a value a call would reject leaves the own one
+        in DSPy's field (see ``_DUMPING``).
         """
-        token = _OWN_LM.set(True)
+        variables = hooked_variables(self)
+        token = _DUMPING.set(True)
         try:
-            state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+            with one_read(name for name, _ in variables):  # one version, also in the section
+                state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+                state[SECTION] = dump_variables(variables)
         finally:
-            _OWN_LM.reset(token)
+            _DUMPING.reset(token)
         own_lm = self.__dict__["_dspex_lm"]
         state["lm"] = own_lm.dump_state() if own_lm else None
-        state[SECTION] = dump_variables(hooked_variables(self))
         return state
 
     def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Any:

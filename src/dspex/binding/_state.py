@@ -28,7 +28,7 @@ Section format (plain JSON)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -50,8 +50,10 @@ __all__ = [
     "dump_variables",
     "loading",
     "loading_section",
+    "one_read",
     "plain",
     "prepare_load",
+    "read_records",
     "register_saved",
 ]
 
@@ -100,6 +102,9 @@ def dump_variables(
 
 
 def _record(session: Session | None, name: str) -> VariableRecord | None:
+    records = read_records()
+    if records is not None and name in records:
+        return records[name]
     if session is None:
         return None
     try:
@@ -214,6 +219,55 @@ def loading_section() -> Mapping[str, Any] | None:
     return _LOADING.get()
 
 
+_READ: ContextVar[Mapping[str, VariableRecord | None] | None] = ContextVar(
+    "dspex_one_read", default=None
+)
+
+
+@contextmanager
+def one_read(names: Iterable[str]) -> Iterator[None]:
+    """While a bound module, program or predictor dumps its state: its variables read once.
+
+    A save writes each bound value twice, as the instructions/demos in DSPy's own fields and
+    in the ``dspex_variables`` sections; reading the session for each would mix two versions
+    when another thread or process sets the values meanwhile, and the save would load as a
+    program that no longer follows its variables. So the save reads them once, at one revision,
+    as a bound call does. Nested uses keep the outermost read; without a session it does
+    nothing.
+    """
+    session = _active_session()
+    if _READ.get() is not None or session is None:
+        yield
+        return
+    token = _READ.set(_read_at_once(session, list(dict.fromkeys(names))))
+    try:
+        yield
+    finally:
+        _READ.reset(token)
+
+
+def _read_at_once(session: Session, names: list[str]) -> dict[str, VariableRecord | None]:
+    """The records of ``names`` at one revision (None for names the session does not hold)."""
+    found: dict[str, VariableRecord | None] = dict.fromkeys(names)
+    wanted = list(names)
+    while wanted:
+        try:
+            found.update(session.provider.get_variables(session.session_id, wanted))
+            break
+        except VariableNotFoundError as exc:
+            missing = exc.details.get("name")
+            if missing not in wanted:
+                raise
+            wanted.remove(missing)
+    return found
+
+
+def read_records() -> Mapping[str, VariableRecord | None] | None:
+    """The records read by :func:`one_read` (None outside it; a name maps to None when the
+    session did not hold it)."""
+    return _READ.get()
+
+
 _SAVING: ContextVar[Any] = ContextVar("dspex_saving", default=None)
 _SAVED_KEY = "_dspex_saved_variables"
 
@@ -236,6 +290,13 @@ class SavedVariables:
             )
         finally:
             _SAVING.reset(token)
+
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
+        """DSPy's state, with the variables read once for the whole save (see
+        :func:`one_read`)."""
+        with one_read(name for name, _ in self.named_variables()):
+            state: dict[str, Any] = super().dump_state(json_mode=json_mode)  # type: ignore[misc]
+        return state
 
     def __getstate__(self) -> dict[str, Any]:
         raw: Any = super().__getstate__()  # type: ignore[misc]

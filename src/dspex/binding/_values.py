@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from dspy.dsp.utils.settings import thread_local_overrides
 
-from dspex.binding._state import plain
+from dspex.binding._state import plain, read_records
 from dspex.errors import BindingError, SessionError, VariableNotFoundError
 from dspex.session import current_session
 from dspex.variables import Variable
@@ -121,18 +121,28 @@ def value_of(binding: Binding) -> Any:
 
 
 def session_value(binding: Binding) -> Any:
-    """The binding's value in the current session, converted for its hook (``UNSET`` if none)."""
-    try:
-        session = current_session()
-    except SessionError:
-        return UNSET
-    try:
-        raw = session.provider.get_variable(session.session_id, binding.name).value
-    except VariableNotFoundError:
-        if binding.declared is None:
+    """The binding's value in the current session, converted for its hook (``UNSET`` if none).
+
+    While a save reads the variables once (:func:`~dspex.binding._state.one_read`), from that
+    read.
+    """
+    records = read_records()
+    if records is not None and binding.name in records:
+        record = records[binding.name]
+    else:
+        try:
+            session = current_session()
+        except SessionError:
             return UNSET
-        raw = binding.declared.default
-    return convert(binding, raw)
+        try:
+            record = session.provider.get_variable(session.session_id, binding.name)
+        except VariableNotFoundError:
+            record = None
+    if record is not None:
+        return convert(binding, record.value)
+    if binding.declared is None:
+        return UNSET
+    return convert(binding, binding.declared.default)
 
 
 def convert(binding: Binding, raw: Any) -> Any:

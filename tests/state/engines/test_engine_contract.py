@@ -7,6 +7,7 @@ hand, the way the store semantics will, and check what every engine must do the 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -257,6 +258,37 @@ class TestEngineContract:
         assert [(u.revision, u.record.value) for u in engine.changes("s", 0)] == [
             (rev, rev - 1) for rev in range(1, 102)
         ]
+
+    def test_records_never_show_half_a_commit(self, engine: Engine) -> None:
+        """``records()`` reads one revision: a commit of two writes is seen whole or not at all
+        while another thread commits (the memory engine read its records without the session's
+        lock, so a reader saw one write of a batch without the other: in-process
+        ``get_variables``, and the values a bound call reads, mixed two versions)."""
+        engine.create_session("s", ttl=None, owner="")
+        engine.commit("s", [register("a", 0, INT), register("b", 0, INT)])
+        done = threading.Event()
+
+        def write() -> None:
+            value = 0
+            while not done.is_set():
+                value += 1
+                a, b = engine.get("s", "a"), engine.get("s", "b")
+                assert a is not None and b is not None
+                engine.commit("s", [change(a, value), change(b, value)])
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        torn = reads = 0
+        deadline = time.monotonic() + 1.5
+        try:
+            while time.monotonic() < deadline:
+                values = {r.name: r.value for r in engine.records("s")}
+                torn += values["a"] != values["b"]
+                reads += 1
+        finally:
+            done.set()
+            writer.join(30)
+        assert torn == 0, f"{torn} of {reads} reads saw half a commit"
 
     def test_every_type_round_trips(self, engines: EngineMaker) -> None:
         engine = engines.new()

@@ -202,7 +202,9 @@ class MemoryEngine:
             raise UnknownSession(session_id) from None
 
     def records(self, session_id: str) -> list[VariableRecord]:
-        return list(self._space(session_id).variables.values())
+        space = self._space(session_id)
+        with space.lock:  # one revision: a commit installs its writes one by one under it
+            return list(space.variables.values())
 
     def history(self, session_id: str, name: str) -> list[VariableRecord]:
         space = self._space(session_id)
