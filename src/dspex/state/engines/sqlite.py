@@ -27,6 +27,11 @@ checked at start with SQLite's own page check, and the seal file ``dspex.seal`` 
 acknowledged changes, so a data file that lost some (damaged or deleted WAL, restored copy) is
 refused at start unless ``accept_loss`` begins a new store generation.
 
+A data file removed or replaced while the server runs (its directory deleted or moved away) is
+noticed before each commit: SQLite would go on writing to the file it holds open, which nobody
+can reach any more, so every write would be acknowledged and then lost at the next start. Such
+writes are refused instead (``StoreDataError``) until the file is back where it was.
+
 One server per data directory: an exclusive ``flock`` on ``dspex.lock`` (holding the server's
 pid) refuses a second server on the same directory. ``flock`` is advisory and local: do not put
 the directory on a network file system shared by several machines (use Redis for that).
@@ -183,6 +188,7 @@ class SQLiteEngine(MemoryEngine):
         self._lock_fd = _lock_directory(self.directory)
         try:
             self._db, version = _open_database(self.path)
+            self._identity = _identity(self.path)
             try:
                 self._seal = Seal(self.directory)
                 try:
@@ -421,6 +427,25 @@ class SQLiteEngine(MemoryEngine):
             directory=str(self.directory),
         )
 
+    def _moved_error(self) -> errors.StoreDataError | None:
+        """The refusal of a commit while the data file is not the one this engine opened
+        (removed, moved away or replaced); None while it is in place."""
+        try:
+            found = _identity(self.path)
+        except OSError as exc:
+            found, reason = None, f"it is gone ({exc.strerror or exc})"
+        else:
+            reason = "another file took its place"
+        if found == self._identity:
+            return None
+        return errors.StoreDataError(
+            f"the data file {self.path} was removed or replaced while the server ran: "
+            f"{reason}. The change was not applied (it would have been lost at the next "
+            "start), and no write will be until the file is back: put the data directory back "
+            "as it was, or restart the server on a restored directory",
+            directory=str(self.directory),
+        )
+
     def _interrupted(self) -> errors.StoreDataError:
         return errors.StoreDataError(
             f"the write to {self.path} was interrupted; the change was not applied",
@@ -431,6 +456,10 @@ class SQLiteEngine(MemoryEngine):
         """Commit ``batch`` in one transaction (the caller holds ``_db_lock``)."""
         if self._closed:
             finish(batch, self._closed_error())
+            return
+        moved = self._moved_error()
+        if moved is not None:
+            finish(batch, moved)
             return
         try:
             applied = self._commit_batch(batch)
@@ -660,6 +689,12 @@ def _data_error(path: Path, exc: BaseException, consequence: str) -> errors.Stor
     else:
         what = f"the data file {path} failed: {exc}"
     return errors.StoreDataError(f"{what}; {consequence}", directory=str(path.parent))
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """Which file ``path`` names now: its device and inode numbers."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
 
 
 def _lock_directory(directory: Path) -> int:
