@@ -129,6 +129,7 @@ class SessionStoreProvider:
             (("authorization", f"Bearer {self.token}"),) if self.token else ()
         )
         self._errors = translate_rpc_errors(self.address)
+        self._write_errors = translate_rpc_errors(self.address, writes=True)
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
@@ -209,7 +210,7 @@ class SessionStoreProvider:
             mine = ((LOCK_OWNER_KEY, owner),) if owner else ()
             metadata = ((WRITER_KEY, current_writer.get()), *mine, *extra, *self._auth)
         deadline = self.timeout if isinstance(timeout, _Default) else timeout
-        with self._errors:
+        with self._write_errors if writes else self._errors:
             return getattr(stub, method)(request, timeout=deadline, metadata=metadata or None)
 
     # -- sessions -------------------------------------------------------------------------
