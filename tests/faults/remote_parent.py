@@ -7,24 +7,16 @@ Usage: python remote_parent.py MARKERS
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from pathlib import Path
 
+from fault_targets import SleepsLong
+
 import dspex
 
 WORKERS = 2
-
-
-class SleepsLong:
-    """A call that says it runs (a marker file named after its pid), then sleeps."""
-
-    def __call__(self, markers: str) -> int:
-        (Path(markers) / str(os.getpid())).write_text("running")
-        time.sleep(120)
-        return os.getpid()
 
 
 def main(markers: str) -> None:

@@ -1,5 +1,6 @@
 """``dspex.Remote`` workers under faults of the processes around them: the parent killed with
-``kill -9`` while every worker is in the middle of a long call.
+``kill -9`` while every worker is in the middle of a long call; the session's ``dspex serve``
+store killed and restarted while a map runs.
 """
 
 from __future__ import annotations
@@ -9,17 +10,32 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+from fault_targets import ReadsX
 from support.faults import WAIT, record_figures
+from support.serve_process import ServeProcess
+
+import dspex
+from dspex import errors
 
 pytestmark = pytest.mark.timeout(90)
 
 PARENT = str(Path(__file__).with_name("remote_parent.py"))
 GONE_WITHIN = 5.0
 """Seconds orphaned workers may take to notice their parent died and exit."""
+FOUND_WITHIN = 4.0
+"""Seconds the workers may take to reach a restarted store (its reconnect backoff is 1 s;
+they took 6.5-8.3 s before their clients kept polling a channel that lost the store)."""
+DOWN = 1.0
+"""Seconds the store stays down."""
+
+_T = TypeVar("_T")
 
 
 def _running(pid: int) -> bool:
@@ -67,3 +83,67 @@ def test_busy_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
         for pid in pids:  # never leave an orphan behind, even when the test failed
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _until_reachable(call: Callable[[], _T]) -> _T:
+    """``call()``, retried while the store is unreachable (a refused call was never sent)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            return call()
+        except errors.StoreUnavailableError:
+            assert time.monotonic() < deadline, "the store was never reachable again"
+            time.sleep(0.05)
+
+
+def _is_store_failure(result: Any, address: str) -> bool:
+    """Whether a map slot holds the clear failure of a call that found the store gone."""
+    return isinstance(result, errors.StoreUnavailableError) and address in str(result)
+
+
+def test_a_map_across_a_store_restart_fails_clearly_then_reads_new_values(
+    tmp_path: Path,
+) -> None:
+    server = ServeProcess("--data", str(tmp_path / "data")).start()
+    try:
+        with (
+            dspex.Session(store=server.address) as session,
+            dspex.Remote(ReadsX(), workers=2, timeout=60, progress=False) as remote,
+        ):
+            session.register("x", int, 1)
+            assert [result["x"] for result in remote.map([{}] * 4)] == [1] * 4
+            running: list[list[Any]] = []
+            mapping = threading.Thread(
+                target=lambda: running.append(
+                    remote.map([{"seconds": 0.05}] * 60, return_exceptions=True)
+                )
+            )
+            mapping.start()
+            time.sleep(0.5)
+            server.kill()
+            time.sleep(DOWN)
+            server.start()
+            listening = time.monotonic()
+            _until_reachable(lambda: session.set("x", 2))
+            mapping.join(WAIT)
+            assert running, "the map across the restart never returned"
+            for result in running[0]:  # a value, or a failure that names the store
+                assert _is_store_failure(result, server.address) or result["x"] in (1, 2), result
+            failed = sum(isinstance(result, Exception) for result in running[0])
+            while True:  # from now on every call reads 2, once the workers reach the store
+                results = remote.map([{}] * 4, return_exceptions=True)
+                values = [result["x"] for result in results if isinstance(result, dict)]
+                assert 1 not in values, "a worker read the value from before the restart"
+                assert all(_is_store_failure(result, server.address) or isinstance(result, dict)
+                           for result in results)  # fmt: skip
+                if values == [2] * 4:
+                    break
+                found_after = time.monotonic() - listening
+                assert found_after < FOUND_WITHIN, f"workers still fail {found_after:.1f} s on"
+                time.sleep(0.05)
+        record_figures(
+            "remote_store_restart", down_s=DOWN, calls=60, failed_clearly=failed,
+            stale_reads=0, found_again_s=round(time.monotonic() - listening, 2),
+        )  # fmt: skip
+    finally:
+        server.kill()

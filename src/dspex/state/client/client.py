@@ -46,6 +46,7 @@ from dspex.state.wire.channel import (
     connect,
     encoded_unary,
     parse_address,
+    reconnect_in_background,
     wait_ready,
 )
 from dspex.state.wire.status import translate_rpc_errors
@@ -133,6 +134,7 @@ class SessionStoreProvider:
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
+        self._reconnecting: Any = None  # the channel reconnect_in_background drives
         self._streams: set[StoreWatchReader] = set()
         self._shared: dict[str, SharedWatchStream] = {}
         self._stream_loop: StreamLoop | None = None
@@ -210,8 +212,29 @@ class SessionStoreProvider:
             mine = ((LOCK_OWNER_KEY, owner),) if owner else ()
             metadata = ((WRITER_KEY, current_writer.get()), *mine, *extra, *self._auth)
         deadline = self.timeout if isinstance(timeout, _Default) else timeout
-        with self._write_errors if writes else self._errors:
-            return getattr(stub, method)(request, timeout=deadline, metadata=metadata or None)
+        try:
+            with self._write_errors if writes else self._errors:
+                return getattr(stub, method)(request, timeout=deadline, metadata=metadata or None)
+        except StoreUnavailableError as exc:
+            if not exc.details.get("closed"):
+                self._reconnect()
+            raise
+
+    def _reconnect(self) -> None:
+        """After a call found the store unreachable: make the channel find it again as soon as
+        it listens (see :func:`~dspex.state.wire.channel.reconnect_in_background`)."""
+        with self._lock:
+            channel = self._channel
+            if channel is None or self._reconnecting is channel:
+                return
+            self._reconnecting = channel
+
+        def reconnected() -> None:
+            with self._lock:
+                if self._reconnecting is channel:
+                    self._reconnecting = None
+
+        reconnect_in_background(channel, reconnected)
 
     # -- sessions -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ accepts.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,6 +33,7 @@ __all__ = [
     "connect",
     "encoded_unary",
     "parse_address",
+    "reconnect_in_background",
     "server_options",
     "wait_ready",
 ]
@@ -206,3 +208,24 @@ def wait_ready(channel: grpc.Channel, address: StoreAddress, timeout: float) -> 
             "check the address and that `dspex serve` is running",
             address=address.url,
         ) from None
+
+
+def reconnect_in_background(channel: grpc.Channel, done: Callable[[], None]) -> None:
+    """Keep ``channel`` trying to reach its store until it is ready (or closed), then ``done()``.
+
+    Called after a call failed because the store was unreachable. gRPC's poll-based client
+    transport, which spawned ``dspex.Remote`` workers use (see :mod:`dspex.remote._transport`),
+    moves a reconnection attempt on only while some thread polls the channel, and calls that
+    fail at once while it backs off do not: a restarted store was found again 6-8 s after it
+    listened, not within the reconnect backoff's 1 s, and every call in between failed. A
+    connectivity subscription polls the channel (gRPC's own thread, every 0.2 s) and is
+    dropped once the channel is ready, so a connected client pays nothing for it.
+    """
+    ended = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.SHUTDOWN)
+
+    def on_state(state: grpc.ChannelConnectivity) -> None:
+        if state in ended:
+            channel.unsubscribe(on_state)
+            done()
+
+    channel.subscribe(on_state, try_to_connect=True)
