@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, cast
@@ -121,6 +122,7 @@ class RedisEngine:
         self.feed_key = f"{prefix}:feed"
         self.sessions_key = f"{prefix}:sessions"
         self.bytes_key = f"{prefix}:bytes"
+        self.mark_key = f"{prefix}:mark"
         self._safe_url = _redact(url)
         self._feed: Any = None  # the _FeedReader, started by the first listen()
         # No automatic retry: a resent commit could apply twice; callers get a clear error.
@@ -172,6 +174,26 @@ class RedisEngine:
                 f"bad Redis URL {self._safe_url!r}: {exc}; use redis://HOST:PORT/DB",
                 url=self._safe_url,
             ) from exc
+
+    @property
+    def safe_url(self) -> str:
+        """The Redis URL without its password, for messages and logs."""
+        return self._safe_url
+
+    def mark(self) -> str:
+        """This Redis's data mark, created by the first server to find none.
+
+        A random id kept under ``PREFIX:mark``: it changes only when Redis lost its data
+        (``FLUSHALL``, a restart without persistence, a failover to an empty replica). The
+        feed reader compares it with the one it started with, to tell lost data from a quiet
+        feed (:mod:`dspex.state.engines.redis_feed`).
+        """
+        with self.guard("read the store's data mark"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self.mark_key, uuid.uuid4().hex, nx=True)
+            pipe.get(self.mark_key)
+            _, found = pipe.execute()
+        return cast(str, found)
 
     def _check_format(self) -> None:
         key = f"{self.prefix}:format"
