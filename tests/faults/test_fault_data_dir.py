@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.faults import TEXT, record_figures
-from support.serve_process import ServeProcess
+from support.serve_process import ServeProcess, run_dspex
 
 from dspex import errors
 from dspex.state.store import SessionStoreProvider
@@ -112,3 +112,21 @@ def test_a_full_disk_refuses_writes_and_loses_none_it_acknowledged(tmp_path: Pat
                 again.close()
         assert acked in history  # the last write before the disk filled was kept too
     record_figures("sqlite_disk_full", acknowledged=count, refused=1, lost=0)
+
+
+def test_a_data_directory_on_a_read_only_disk_is_refused_at_start(tmp_path: Path) -> None:
+    """A running server's disk cannot be remounted read-only (the kernel says it is busy while
+    the data file is open for writing), so the case that happens is the restart after."""
+    with _small_disk(tmp_path / "disk", "4m") as disk:
+        directory = disk / "data"
+        with _serving(directory) as (_server, client):
+            client.create_session("s")
+            client.register_variable("s", "v", TEXT, "kept")
+        remounted = subprocess.run(
+            ["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True, check=False
+        )
+        assert remounted.returncode == 0, remounted.stderr
+        refused = run_dspex("serve", "--address", "127.0.0.1:0", "--data", str(directory))
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused
+        assert f"cannot use {directory} as a data directory" in refused.stderr
+        assert "Read-only file system" in refused.stderr
