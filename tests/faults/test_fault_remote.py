@@ -1,6 +1,7 @@
 """``dspex.Remote`` workers under faults of the processes around them: the parent killed with
 ``kill -9`` while every worker is in the middle of a long call; the session's ``dspex serve``
-store killed and restarted while a map runs.
+store killed and restarted while a map runs; a worker stopped (SIGSTOP) mid-call or while idle;
+``close()`` from another thread while a map runs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from fault_targets import ReadsX
+from fault_targets import ReadsX, SleepsLong
 from support.faults import WAIT, record_figures
 from support.serve_process import ServeProcess
 
@@ -147,3 +148,79 @@ def test_a_map_across_a_store_restart_fails_clearly_then_reads_new_values(
         )  # fmt: skip
     finally:
         server.kill()
+
+
+def _wait_for_markers(markers: Path, count: int) -> list[int]:
+    """The pids of the first ``count`` workers that started a :class:`SleepsLong` call."""
+    deadline = time.monotonic() + WAIT
+    while len(found := list(markers.iterdir())) < count:
+        assert time.monotonic() < deadline, "the calls never started"
+        time.sleep(0.02)
+    return [int(path.name) for path in found]
+
+
+def test_a_stopped_worker_times_out_is_replaced_and_close_does_not_hang(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with (
+        dspex.Session(),
+        dspex.Remote(SleepsLong(), workers=2, timeout=3.0, progress=False) as remote,
+    ):
+        pids = list(remote.pids)
+        running: list[list[Any]] = []
+        calls = [{"markers": str(markers), "seconds": 1.0}] * 2
+        mapping = threading.Thread(
+            target=lambda: running.append(remote.map(calls, return_exceptions=True))
+        )
+        mapping.start()
+        victim = _wait_for_markers(markers, 1)[0]
+        os.kill(victim, signal.SIGSTOP)  # mid-call: it can neither answer nor exit
+        mapping.join(WAIT)
+        assert running, "the map never returned"
+        [timed_out] = [result for result in running[0] if isinstance(result, Exception)]
+        assert isinstance(timed_out, errors.WorkerTimeoutError), timed_out
+        assert f"pid {victim}" in str(timed_out)
+        assert [result for result in running[0] if not isinstance(result, Exception)] == [
+            pid for pid in pids if pid != victim
+        ]
+        assert not _running(victim), "the stopped worker was not killed"
+        assert victim not in remote.pids and None not in remote.pids  # replaced
+        for path in markers.iterdir():
+            path.unlink()
+        idle = [pid for pid in remote.pids if pid is not None]
+        os.kill(idle[0], signal.SIGSTOP)  # stopped while idle: ignores the stop message
+        started = time.monotonic()
+        remote.close(grace=0.5)
+        took = time.monotonic() - started
+    assert took < 0.5 + 2.0 + 2.0, f"close took {took:.1f} s with a stopped worker"
+    assert not any(_running(pid) for pid in idle)
+    record_figures("remote_stopped_worker", timeout_s=3.0, close_s=round(took, 2))
+
+
+def test_close_during_a_map_fails_its_calls_and_leaves_no_worker(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with dspex.Session():
+        remote = dspex.Remote(SleepsLong(), workers=2, progress=False)
+        pids = list(remote.pids)
+        outcome: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                remote.map([{"markers": str(markers), "seconds": 60.0}] * 4)
+            except BaseException as exc:  # the map must end, with an error
+                outcome.append(exc)
+
+        mapping = threading.Thread(target=run)
+        mapping.start()
+        _wait_for_markers(markers, 2)
+        stopped = _wait_for_markers(markers, 1)[0]
+        os.kill(stopped, signal.SIGSTOP)  # one busy worker cannot even be terminated
+        remote.close(grace=0.5)
+        mapping.join(WAIT)
+    assert not mapping.is_alive(), "the map is still blocked after close()"
+    [error] = outcome
+    assert isinstance(error, errors.WorkerError) and "closed" in str(error), error
+    assert not any(_running(pid) for pid in pids if pid is not None)
+    with pytest.raises(errors.WorkerError, match="closed"):
+        remote.map([{"markers": str(markers)}])
