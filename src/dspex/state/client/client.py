@@ -134,7 +134,7 @@ class SessionStoreProvider:
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
-        self._reconnecting: Any = None  # the channel reconnect_in_background drives
+        self._reconnecting: Any = None  # the channel a reconnect_in_background thread pings
         self._streams: set[StoreWatchReader] = set()
         self._shared: dict[str, SharedWatchStream] = {}
         self._stream_loop: StreamLoop | None = None
@@ -224,8 +224,8 @@ class SessionStoreProvider:
         """After a call found the store unreachable: make the channel find it again as soon as
         it listens (see :func:`~dspex.state.wire.channel.reconnect_in_background`)."""
         with self._lock:
-            channel = self._channel
-            if channel is None or self._reconnecting is channel:
+            channel, stub = self._channel, self._stub
+            if stub is None or self._reconnecting is channel:
                 return
             self._reconnecting = channel
 
@@ -234,7 +234,7 @@ class SessionStoreProvider:
                 if self._reconnecting is channel:
                     self._reconnecting = None
 
-        reconnect_in_background(channel, reconnected)
+        reconnect_in_background(stub, lambda: self._channel is channel, reconnected)
 
     # -- sessions -------------------------------------------------------------------------
 
