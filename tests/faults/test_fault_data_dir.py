@@ -33,22 +33,26 @@ def _serving(directory: Path) -> Iterator[tuple[ServeProcess, SessionStoreProvid
             client.close()
 
 
-@pytest.mark.parametrize("how", ["removed", "moved"])
+@pytest.mark.parametrize("how", ["removed", "moved", "wal-deleted"])
 def test_writes_to_a_data_directory_taken_away_are_refused(tmp_path: Path, how: str) -> None:
     directory, aside = tmp_path / "data", tmp_path / "aside"
     with _serving(directory) as (server, client):
         client.create_session("s")
         client.register_variable("s", "v", TEXT, "before")
+        gone = directory / "dspex.sqlite3"
         if how == "removed":
             shutil.rmtree(directory)
-        else:
+        elif how == "moved":
             directory.rename(aside)
+        else:  # a "cleanup" of -wal files: the writes since the last checkpoint are lost
+            gone = directory / "dspex.sqlite3-wal"
+            gone.unlink()
         with pytest.raises(errors.StoreDataError) as refused:
             client.set_variable("s", "v", "while away")  # acknowledged and lost, before
-        assert "was removed or replaced while the server ran" in str(refused.value)
+        assert f"{gone} was removed or replaced while the server ran" in str(refused.value)
         assert "The change was not applied" in str(refused.value)
         assert client.get_variable("s", "v").value == "before"  # nothing half applied
-        if how == "removed":
+        if how != "moved":
             return
         aside.rename(directory)  # put back: writes go on
         acked = client.set_variable("s", "v", "after").revision

@@ -27,10 +27,11 @@ checked at start with SQLite's own page check, and the seal file ``dspex.seal`` 
 acknowledged changes, so a data file that lost some (damaged or deleted WAL, restored copy) is
 refused at start unless ``accept_loss`` begins a new store generation.
 
-A data file removed or replaced while the server runs (its directory deleted or moved away) is
-noticed before each commit: SQLite would go on writing to the file it holds open, which nobody
-can reach any more, so every write would be acknowledged and then lost at the next start. Such
-writes are refused instead (``StoreDataError``) until the file is back where it was.
+A data file or write-ahead log removed or replaced while the server runs (the directory deleted
+or moved away, a "cleanup" of ``-wal`` files) is noticed before each commit: SQLite would go on
+writing to the files it holds open, which nobody can reach any more, so every write would be
+acknowledged and then lost at the next start. Such writes are refused instead
+(``StoreDataError``) until the files are back where they were.
 
 One server per data directory: an exclusive ``flock`` on ``dspex.lock`` (holding the server's
 pid) refuses a second server on the same directory. ``flock`` is advisory and local: do not put
@@ -188,13 +189,13 @@ class SQLiteEngine(MemoryEngine):
         self._lock_fd = _lock_directory(self.directory)
         try:
             self._db, version = _open_database(self.path)
-            self._identity = _identity(self.path)
             try:
                 self._seal = Seal(self.directory)
                 try:
                     _prepare(self._db, self.path, fsync, version)
                     self._load()
                     self._check_loss(new_file=version is None, accept=accept_loss)
+                    self._identities = _identities(self.path)
                 except BaseException:
                     self._seal.close()
                     raise
@@ -428,21 +429,19 @@ class SQLiteEngine(MemoryEngine):
         )
 
     def _moved_error(self) -> errors.StoreDataError | None:
-        """The refusal of a commit while the data file is not the one this engine opened
-        (removed, moved away or replaced); None while it is in place."""
-        try:
-            found = _identity(self.path)
-        except OSError as exc:
-            found, reason = None, f"it is gone ({exc.strerror or exc})"
-        else:
-            reason = "another file took its place"
-        if found == self._identity:
+        """The refusal of a commit while the data file or its write-ahead log is not the one
+        this engine opened (removed, moved away or replaced); None while both are in place."""
+        found = _identities(self.path)
+        if found == self._identities:
             return None
+        changed = zip(_files(self.path), found, self._identities, strict=True)
+        path, now = next((path, now) for path, now, then in changed if now != then)
+        reason = "it is gone" if now is None else "another file took its place"
         return errors.StoreDataError(
-            f"the data file {self.path} was removed or replaced while the server ran: "
-            f"{reason}. The change was not applied (it would have been lost at the next "
-            "start), and no write will be until the file is back: put the data directory back "
-            "as it was, or restart the server on a restored directory",
+            f"{path} was removed or replaced while the server ran: {reason}. The change was "
+            "not applied (it would have been lost at the next start), and no write will be "
+            "until the file is back: put the data directory back as it was, or restart the "
+            "server on a restored directory",
             directory=str(self.directory),
         )
 
@@ -691,10 +690,23 @@ def _data_error(path: Path, exc: BaseException, consequence: str) -> errors.Stor
     return errors.StoreDataError(f"{what}; {consequence}", directory=str(path.parent))
 
 
-def _identity(path: Path) -> tuple[int, int]:
-    """Which file ``path`` names now: its device and inode numbers."""
-    found = os.stat(path)
-    return found.st_dev, found.st_ino
+def _files(path: Path) -> tuple[Path, Path]:
+    """The data file and its write-ahead log."""
+    return path, path.with_name(path.name + "-wal")
+
+
+def _identities(path: Path) -> tuple[tuple[int, int] | None, ...]:
+    """Which files the data file and its write-ahead log are now: device and inode numbers
+    (None for one that does not exist)."""
+    found: list[tuple[int, int] | None] = []
+    for file in _files(path):
+        try:
+            status = os.stat(file)
+        except FileNotFoundError:
+            found.append(None)
+        else:
+            found.append((status.st_dev, status.st_ino))
+    return tuple(found)
 
 
 def _lock_directory(directory: Path) -> int:
