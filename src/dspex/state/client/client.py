@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -222,19 +223,27 @@ class SessionStoreProvider:
 
     def _reconnect(self) -> None:
         """After a call found the store unreachable: make the channel find it again as soon as
-        it listens (see :func:`~dspex.state.wire.channel.reconnect_in_background`)."""
+        it listens (see :func:`~dspex.state.wire.channel.reconnect_in_background`). The thread
+        holds the client weakly: one dropped without ``close()`` stops it too."""
         with self._lock:
             channel, stub = self._channel, self._stub
             if stub is None or self._reconnecting is channel:
                 return
             self._reconnecting = channel
+        client = weakref.ref(self)
+
+        def current() -> bool:
+            alive = client()
+            return alive is not None and alive._channel is channel
 
         def reconnected() -> None:
-            with self._lock:
-                if self._reconnecting is channel:
-                    self._reconnecting = None
+            alive = client()
+            if alive is not None:
+                with alive._lock:
+                    if alive._reconnecting is channel:
+                        alive._reconnecting = None
 
-        reconnect_in_background(stub, lambda: self._channel is channel, reconnected)
+        reconnect_in_background(stub, current, reconnected)
 
     # -- sessions -------------------------------------------------------------------------
 
