@@ -19,7 +19,6 @@ import dspex.errors as errors
 from dspex._model import BatchMark, VariableRecord, VariableSpec, VariableUpdate
 
 __all__ = [
-    "write_deadline",
     "Engine",
     "EngineConflict",
     "EngineListener",
@@ -29,6 +28,7 @@ __all__ = [
     "Write",
     "check_sizes",
     "mark_batch",
+    "write_deadline",
 ]
 
 write_deadline: ContextVar[float | None] = ContextVar("dspex_write_deadline", default=None)
