@@ -17,15 +17,24 @@ The entry point adds only the standard library and cloudpickle to what ``import 
 so workers start fast; whatever the handler needs is imported by the setup callable. Fd 0 is
 pointed at the null device (``multiprocessing`` only swaps the ``sys.stdin`` object), and SIGINT
 is ignored: Ctrl-C belongs to the parent, which then closes the pool.
+
+A worker never outlives its parent: a daemon thread waits on the parent's sentinel (the pipe
+``multiprocessing`` leaves open while the parent lives) and ends the worker at once when the
+parent dies, even in the middle of a call that would run for hours (:func:`exit_with_parent`).
+Without it, a parent killed with ``kill -9`` left every busy worker running its call to the end,
+holding its memory, its store connection and whatever the call held.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from multiprocessing import parent_process
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from dspex.runtime._pickling import dumps, explain_unpicklable, loads
@@ -36,6 +45,8 @@ SETUP_FAILED = "setup_failed"
 RESULT = "result"
 RAISED = "raised"
 STOP = b""
+ORPHANED = 70
+"""Exit code of a worker that ended because its parent died (``EX_SOFTWARE``)."""
 
 Handler = Callable[[Any], Any]
 
@@ -48,12 +59,40 @@ def main(conn: Connection, setup_blob: bytes) -> None:
         setup_blob: the cloudpickled setup callable; called once, it returns the handler.
     """
     conn.send_bytes(dumps((STARTED, os.getpid())))
+    exit_with_parent()
     _detach_stdin()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's decision
     handler = _set_up(conn, setup_blob)
     if handler is None:
         return
     _serve(conn, handler)
+
+
+def exit_with_parent() -> None:
+    """End this process as soon as its parent dies, whatever its main thread is doing.
+
+    A daemon thread waits on the parent's sentinel and then calls ``os._exit``: no cleanup
+    runs (the call in progress has nobody to answer to, and a handler blocked in a C call or
+    an LM request would never notice otherwise). A process that is not a spawned child (no
+    parent sentinel) is left alone.
+    """
+    parent = parent_process()
+    sentinel = None if parent is None else parent.sentinel
+    if sentinel is None:
+        return
+
+    def watch() -> None:
+        wait([sentinel])
+        try:
+            sys.stderr.write(
+                f"dspex worker pid {os.getpid()}: its parent process went away; exiting\n"
+            )
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr closed with the parent's terminal
+            pass
+        os._exit(ORPHANED)
+
+    threading.Thread(target=watch, name="dspex-worker-parent-watch", daemon=True).start()
 
 
 def _detach_stdin() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ from dspex.state.wire.channel import (
     connect,
     encoded_unary,
     parse_address,
+    reconnect_in_background,
     wait_ready,
 )
 from dspex.state.wire.status import translate_rpc_errors
@@ -129,9 +131,11 @@ class SessionStoreProvider:
             (("authorization", f"Bearer {self.token}"),) if self.token else ()
         )
         self._errors = translate_rpc_errors(self.address)
+        self._write_errors = translate_rpc_errors(self.address, writes=True)
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
+        self._reconnecting: Any = None  # the channel a reconnect_in_background thread pings
         self._streams: set[StoreWatchReader] = set()
         self._shared: dict[str, SharedWatchStream] = {}
         self._stream_loop: StreamLoop | None = None
@@ -209,8 +213,37 @@ class SessionStoreProvider:
             mine = ((LOCK_OWNER_KEY, owner),) if owner else ()
             metadata = ((WRITER_KEY, current_writer.get()), *mine, *extra, *self._auth)
         deadline = self.timeout if isinstance(timeout, _Default) else timeout
-        with self._errors:
-            return getattr(stub, method)(request, timeout=deadline, metadata=metadata or None)
+        try:
+            with self._write_errors if writes else self._errors:
+                return getattr(stub, method)(request, timeout=deadline, metadata=metadata or None)
+        except StoreUnavailableError as exc:
+            if not exc.details.get("closed"):
+                self._reconnect()
+            raise
+
+    def _reconnect(self) -> None:
+        """After a call found the store unreachable: make the channel find it again as soon as
+        it listens (see :func:`~dspex.state.wire.channel.reconnect_in_background`). The thread
+        holds the client weakly: one dropped without ``close()`` stops it too."""
+        with self._lock:
+            channel, stub = self._channel, self._stub
+            if stub is None or self._reconnecting is channel:
+                return
+            self._reconnecting = channel
+        client = weakref.ref(self)
+
+        def current() -> bool:
+            alive = client()
+            return alive is not None and alive._channel is channel
+
+        def reconnected() -> None:
+            alive = client()
+            if alive is not None:
+                with alive._lock:
+                    if alive._reconnecting is channel:
+                        alive._reconnecting = None
+
+        reconnect_in_background(stub, current, reconnected)
 
     # -- sessions -------------------------------------------------------------------------
 

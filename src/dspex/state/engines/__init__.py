@@ -16,6 +16,7 @@ from dspex.state.engines.contract import (
     SessionMeta,
     UnknownSession,
     Write,
+    write_deadline,
 )
 from dspex.state.engines.memory import MemoryEngine
 
@@ -35,6 +36,7 @@ __all__ = [
     "UnknownSession",
     "Write",
     "open_engine",
+    "write_deadline",
 ]
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

@@ -12,6 +12,7 @@ Engines: ``MemoryEngine`` (default), ``SQLiteEngine`` (durable, one server),
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, NamedTuple, Protocol
 
 import dspex.errors as errors
@@ -27,7 +28,14 @@ __all__ = [
     "Write",
     "check_sizes",
     "mark_batch",
+    "write_deadline",
 ]
+
+write_deadline: ContextVar[float | None] = ContextVar("dspex_write_deadline", default=None)
+"""When the caller of the write in progress stops waiting for it (``time.monotonic()``; None:
+never). The store server sets it from the call's deadline. An engine whose commit can wait
+outside this process (Redis, stalled) refuses to apply a commit that arrives later than this,
+so a write its caller gave up on never lands after writes the caller made since."""
 
 
 def check_sizes(**sizes: int | None) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, cast
@@ -40,6 +41,7 @@ from dspex.state.engines.contract import (
     UnknownSession,
     Write,
     check_sizes,
+    write_deadline,
 )
 from dspex.state.engines.sizes import (
     HISTORY_BYTES,
@@ -121,6 +123,7 @@ class RedisEngine:
         self.feed_key = f"{prefix}:feed"
         self.sessions_key = f"{prefix}:sessions"
         self.bytes_key = f"{prefix}:bytes"
+        self.mark_key = f"{prefix}:mark"
         self._safe_url = _redact(url)
         self._feed: Any = None  # the _FeedReader, started by the first listen()
         # No automatic retry: a resent commit could apply twice; callers get a clear error.
@@ -172,6 +175,26 @@ class RedisEngine:
                 f"bad Redis URL {self._safe_url!r}: {exc}; use redis://HOST:PORT/DB",
                 url=self._safe_url,
             ) from exc
+
+    @property
+    def safe_url(self) -> str:
+        """The Redis URL without its password, for messages and logs."""
+        return self._safe_url
+
+    def mark(self) -> str:
+        """This Redis's data mark, created by the first server to find none.
+
+        A random id kept under ``PREFIX:mark``: it changes only when Redis lost its data
+        (``FLUSHALL``, a restart without persistence, a failover to an empty replica). The
+        feed reader compares it with the one it started with, to tell lost data from a quiet
+        feed (:mod:`dspex.state.engines.redis_feed`).
+        """
+        with self.guard("read the store's data mark"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self.mark_key, uuid.uuid4().hex, nx=True)
+            pipe.get(self.mark_key)
+            _, found = pipe.execute()
+        return cast(str, found)
 
     def _check_format(self) -> None:
         key = f"{self.prefix}:format"
@@ -321,6 +344,7 @@ class RedisEngine:
         args: list[Any] = [session_id, self.base(session_id), self.history_size]
         args += [self.log_size, self.feed_size, len(writes), self.history_bytes, self.log_bytes]
         args += [_limit(self.max_session_bytes), _limit(self.max_store_bytes), FEED_INLINE_BYTES]
+        args.append(self._deadline(now))
         for write in writes:
             args += _write_args(write, now)
         try:
@@ -339,12 +363,8 @@ class RedisEngine:
                     outcome_unknown=True,
                 ) from exc
             raise
-        if reply[0] == -1:
-            raise UnknownSession(session_id)
-        if reply[0] == 0:
-            raise EngineConflict(reply[1])
-        if reply[0] == -2:
-            raise budget_exceeded(session_id if reply[1] == "session" else None, int(reply[2]))
+        if reply[0] != 1:
+            raise self._refused(session_id, reply)
         deleted = iter(reply[2:])
         updates = []
         for revision, write in enumerate(writes, start=reply[1]):
@@ -357,6 +377,28 @@ class RedisEngine:
                 )  # fmt: skip
             updates.append(VariableUpdate(revision, write.kind, write.name, record))
         return updates
+
+    def _refused(self, session_id: str, reply: Sequence[Any]) -> Exception:
+        """What the commit script's refusal ``reply`` stands for (nothing was applied)."""
+        if reply[0] == -1:
+            return UnknownSession(session_id)
+        if reply[0] == 0:
+            return EngineConflict(reply[1])
+        if reply[0] == -2:
+            return budget_exceeded(session_id if reply[1] == "session" else None, int(reply[2]))
+        return errors.StoreUnavailableError(
+            f"the write to session {session_id!r} reached Redis at {self._safe_url} after its "
+            "caller had stopped waiting (Redis was stalled), so it was not applied",
+            url=self._safe_url,
+        )
+
+    def _deadline(self, now: float) -> str:
+        """The commit script's deadline: the caller's (:data:`write_deadline`) on Redis's
+        clock, '' for none. A script that Redis runs later (it was stalled with the script
+        in its buffer) applies nothing, so a write reported as timed out cannot land after
+        writes its caller made once Redis was back."""
+        deadline = write_deadline.get()
+        return "" if deadline is None else repr(now + deadline - time.monotonic())
 
     def changes(self, session_id: str, after_revision: int) -> list[VariableUpdate]:
         keys = self._keys(session_id, "meta", "log")

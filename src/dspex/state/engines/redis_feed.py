@@ -14,6 +14,12 @@ session ends with ``watch_lagged`` at the gap (the hub's watchers check every re
 reconnect it takes a fresh snapshot: a session that vanished (dropped, or Redis restarted
 without persistence) is delivered as closed; one recreated under the same id is closed and
 replayed from its start.
+
+Redis can also lose its data without the connection breaking (``FLUSHALL``, a failover to an
+empty replica): the feed then just goes quiet, and watchers and read caches would go on serving
+sessions that no longer exist. So every second the reader also compares the store's data mark
+(:meth:`RedisEngine.mark`) with the one it started with, and resyncs as after a reconnect when
+it changed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +47,8 @@ _log = logging.getLogger("dspex.state.redis")
 
 _BLOCK_MS = 500
 _MAX_BACKOFF = 2.0
+_MARK_CHECK = 1.0
+"""Seconds between checks that Redis still holds the data the reader started from."""
 
 
 class FeedReader(threading.Thread):
@@ -54,6 +63,8 @@ class FeedReader(threading.Thread):
         # session id -> (last delivered revision, created_at: tells a recreated session apart)
         self._sessions: dict[str, tuple[int, str]]
         self.last_id, self._sessions = engine.snapshot()  # raises StoreUnavailableError
+        self._mark = engine.mark()
+        self._marked = time.monotonic()  # when the mark was last compared
 
     def add(self, listener: EngineListener) -> None:
         """Deliver to ``listener`` too."""
@@ -88,6 +99,10 @@ class FeedReader(threading.Thread):
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 
     def _read_once(self) -> None:
+        if time.monotonic() - self._marked >= _MARK_CHECK:
+            self._marked = time.monotonic()
+            if self.client.get(self.engine.mark_key) != self._mark:
+                self._resync()  # Redis lost its data: close the sessions it no longer holds
         feed = self.engine.feed_key
         reply: Any = self.client.xread({feed: self.last_id}, count=256, block=_BLOCK_MS)
         for _stream, entries in reply or ():
@@ -175,6 +190,14 @@ class FeedReader(threading.Thread):
 
     def _resync(self) -> None:
         """After a reconnect: compare a fresh snapshot with what was delivered, fill the gaps."""
+        mark = self.engine.mark()
+        if mark != self._mark:
+            _log.warning(
+                "Redis at %s lost its data (flushed, or restarted without persistence): the "
+                "sessions it no longer holds are closed for their watchers",
+                self.engine.safe_url,
+            )
+            self._mark = mark
         last_id, now = self.engine.snapshot()
         for session_id, (last, created) in list(self._sessions.items()):
             current = now.get(session_id)

@@ -69,12 +69,16 @@ COMMIT: Final = """
 -- KEYS: meta, vars, revs, vers, log, feed, log sizes, history bytes, store bytes
 -- ARGV: session_id, key base, history_size, log_size, feed_size, n, history_bytes, log_bytes,
 --       max_session_bytes ('' = none), max_store_bytes ('' = none), feed_inline_bytes,
---       then per write:
+--       deadline (Redis TIME seconds; '' = none), then per write:
 --       name, expected revision ('' = absent), kind, version, value size in bytes,
 --       record JSON up to its revision
 -- Returns {-1} unknown session, {0, name} conflict, {-2, 'session' or 'store', limit} over a
--- byte budget (nothing applied), {1, first revision, deleted records...}.
-local W, FIRST = 6, 12
+-- byte budget, {-3} past the deadline (nothing applied), {1, first revision, deleted records...}.
+local W, FIRST = 6, 13
+if ARGV[12] ~= '' then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) + tonumber(now[2]) / 1000000 > tonumber(ARGV[12]) then return {-3} end
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local n = tonumber(ARGV[6])
 for i = 0, n - 1 do

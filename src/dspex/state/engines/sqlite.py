@@ -27,6 +27,12 @@ checked at start with SQLite's own page check, and the seal file ``dspex.seal`` 
 acknowledged changes, so a data file that lost some (damaged or deleted WAL, restored copy) is
 refused at start unless ``accept_loss`` begins a new store generation.
 
+A data file or write-ahead log removed or replaced while the server runs (the directory deleted
+or moved away, a "cleanup" of ``-wal`` files) is noticed before each commit: SQLite would go on
+writing to the files it holds open, which nobody can reach any more, so every write would be
+acknowledged and then lost at the next start. Such writes are refused instead
+(``StoreDataError``) until the files are back where they were.
+
 One server per data directory: an exclusive ``flock`` on ``dspex.lock`` (holding the server's
 pid) refuses a second server on the same directory. ``flock`` is advisory and local: do not put
 the directory on a network file system shared by several machines (use Redis for that).
@@ -189,6 +195,7 @@ class SQLiteEngine(MemoryEngine):
                     _prepare(self._db, self.path, fsync, version)
                     self._load()
                     self._check_loss(new_file=version is None, accept=accept_loss)
+                    self._identities = _identities(self.path)
                 except BaseException:
                     self._seal.close()
                     raise
@@ -421,6 +428,23 @@ class SQLiteEngine(MemoryEngine):
             directory=str(self.directory),
         )
 
+    def _moved_error(self) -> errors.StoreDataError | None:
+        """The refusal of a commit while the data file or its write-ahead log is not the one
+        this engine opened (removed, moved away or replaced); None while both are in place."""
+        found = _identities(self.path)
+        if found == self._identities:
+            return None
+        changed = zip(_files(self.path), found, self._identities, strict=True)
+        path, now = next((path, now) for path, now, then in changed if now != then)
+        reason = "it is gone" if now is None else "another file took its place"
+        return errors.StoreDataError(
+            f"{path} was removed or replaced while the server ran: {reason}. The change was "
+            "not applied (it would have been lost at the next start), and no write will be "
+            "until the file is back: put the data directory back as it was, or restart the "
+            "server on a restored directory",
+            directory=str(self.directory),
+        )
+
     def _interrupted(self) -> errors.StoreDataError:
         return errors.StoreDataError(
             f"the write to {self.path} was interrupted; the change was not applied",
@@ -431,6 +455,10 @@ class SQLiteEngine(MemoryEngine):
         """Commit ``batch`` in one transaction (the caller holds ``_db_lock``)."""
         if self._closed:
             finish(batch, self._closed_error())
+            return
+        moved = self._moved_error()
+        if moved is not None:
+            finish(batch, moved)
             return
         try:
             applied = self._commit_batch(batch)
@@ -660,6 +688,25 @@ def _data_error(path: Path, exc: BaseException, consequence: str) -> errors.Stor
     else:
         what = f"the data file {path} failed: {exc}"
     return errors.StoreDataError(f"{what}; {consequence}", directory=str(path.parent))
+
+
+def _files(path: Path) -> tuple[Path, Path]:
+    """The data file and its write-ahead log."""
+    return path, path.with_name(path.name + "-wal")
+
+
+def _identities(path: Path) -> tuple[tuple[int, int] | None, ...]:
+    """Which files the data file and its write-ahead log are now: device and inode numbers
+    (None for one that does not exist)."""
+    found: list[tuple[int, int] | None] = []
+    for file in _files(path):
+        try:
+            status = os.stat(file)
+        except FileNotFoundError:
+            found.append(None)
+        else:
+            found.append((status.st_dev, status.st_ino))
+    return tuple(found)
 
 
 def _lock_directory(directory: Path) -> int:

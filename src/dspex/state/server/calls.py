@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 
 from dspex.errors import DspexError, StoreProtocolError
 from dspex.state.core.identity import current_lock_owner, current_principal, current_writer
+from dspex.state.engines import write_deadline
 from dspex.state.server.guard import AUTHORIZATION_KEY, AccessGuard
 from dspex.state.server.handlers import Malformed
 from dspex.state.wire.channel import HOLDER_KEY, LOCK_OWNER_KEY, WRITER_KEY
@@ -96,13 +97,14 @@ def enter_call(
     if guard is not None:
         principal = guard.authenticate(authorization)
         resets.append((current_principal, current_principal.set(principal)))
+    remaining = context.time_remaining()
+    deadline = None if remaining is None else time.monotonic() + remaining
     if writes:
         who = str(writer) if writer else str(context.peer())
         who = f"{principal}@{who}" if principal else who  # the store vouches for the principal
         resets.append((current_writer, current_writer.set(who)))
         resets.append((current_lock_owner, current_lock_owner.set(owner)))
-    remaining = context.time_remaining()
-    deadline = None if remaining is None else time.monotonic() + remaining
+        resets.append((write_deadline, write_deadline.set(deadline)))
     return CallInfo(principal, holder, deadline), resets
 
 

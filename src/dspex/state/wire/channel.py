@@ -9,6 +9,8 @@ accepts.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,6 +26,7 @@ __all__ = [
     "CONNECT_TIMEOUT_MS",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "HOLDER_KEY",
+    "RECONNECT_POLL",
     "LOCK_OWNER_KEY",
     "WRITER_KEY",
     "StoreAddress",
@@ -32,6 +35,7 @@ __all__ = [
     "connect",
     "encoded_unary",
     "parse_address",
+    "reconnect_in_background",
     "server_options",
     "wait_ready",
 ]
@@ -206,3 +210,44 @@ def wait_ready(channel: grpc.Channel, address: StoreAddress, timeout: float) -> 
             "check the address and that `dspex serve` is running",
             address=address.url,
         ) from None
+
+
+RECONNECT_POLL: Final = 0.5
+"""Seconds each background ping waits for a channel that lost its store to connect again."""
+
+
+def reconnect_in_background(
+    stub: Any, current: Callable[[], bool], done: Callable[[], None]
+) -> None:
+    """Keep a channel that lost its store trying to reach it again; ``done()`` once it did,
+    or once ``current()`` says the channel was given up (its client closed).
+
+    Called after a call failed because the store was unreachable. gRPC's poll-based client
+    transport, which spawned ``dspex.Remote`` workers use (see :mod:`dspex.remote._transport`),
+    moves a reconnection attempt on only while some thread waits on the channel, and calls
+    that fail at once while it backs off do not: a restarted store was found again 6-8 s
+    after it listened, not within the reconnect backoff's 1 s, and every call in between
+    failed. A background thread pings with ``wait_for_ready`` (so it waits on the channel)
+    until the store answers. (gRPC's connectivity subscription would poll too, but its thread
+    raises when the channel is closed under it.)
+    """
+    threading.Thread(
+        target=_until_reachable, args=(stub, current, done), name="dspex-reconnect", daemon=True
+    ).start()
+
+
+def _until_reachable(stub: Any, current: Callable[[], bool], done: Callable[[], None]) -> None:
+    request = store_pb2.PingRequest()
+    waiting = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+    try:
+        while current():
+            try:
+                stub.Ping(request, timeout=RECONNECT_POLL, wait_for_ready=True)
+            except grpc.RpcError as exc:
+                if exc.code() in waiting:
+                    continue
+            except ValueError:  # the channel was closed meanwhile
+                pass
+            return  # answered (an error status too: the store is there), or closed
+    finally:
+        done()

@@ -26,6 +26,7 @@ __all__ = [
     "STATUS_TABLE",
     "abort",
     "error_from_rpc",
+    "outcome_unknown",
     "status_for",
     "translate_rpc_errors",
 ]
@@ -275,6 +276,27 @@ def _transport_trouble(
     return None
 
 
+def _unanswered(exc: grpc.RpcError, error: errors.DspexError) -> bool:
+    """Whether a call may have reached the store and gone unanswered: its timeout passed, or
+    this client's ``close()`` ended it."""
+    status = exc.code() if callable(getattr(exc, "code", None)) else None
+    return status == _S.DEADLINE_EXCEEDED or bool(error.details.get("closed"))
+
+
+def outcome_unknown(error: errors.DspexError) -> errors.StoreUnavailableError:
+    """``error`` for a write the store may have applied although no answer came back.
+
+    A store stalled behind its engine (a paused Redis, a slow disk) applies a write it was sent
+    once it wakes, after the client stopped waiting: so the write did not fail, its outcome is
+    unknown, and retrying it blindly could apply it twice.
+    """
+    return errors.StoreUnavailableError(
+        f"{error.message.rstrip('.')}. The write was sent, so the store may still apply it "
+        "(or already did): its outcome is unknown. Read the variable back before retrying",
+        **{**error.details, "outcome_unknown": True},
+    )
+
+
 class translate_rpc_errors:  # noqa: N801 - used like a function: `with translate_rpc_errors(a):`
     """Context manager re-raising any ``grpc.RpcError`` as the matching dspex error (and
     grpc's refusal of a call on a closed channel as ``StoreUnavailableError``, ``closed``).
@@ -283,17 +305,23 @@ class translate_rpc_errors:  # noqa: N801 - used like a function: `with translat
     fraction of a generator-based manager.
     """
 
-    __slots__ = ("address",)
+    __slots__ = ("address", "writes")
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, *, writes: bool = False) -> None:
         self.address = address
+        self.writes = writes
+        """Calls that change the store: one that was sent and then not answered (its timeout
+        passed, or this client was closed meanwhile) may have been applied, and says so."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         if isinstance(exc, grpc.RpcError):
-            raise error_from_rpc(exc, self.address) from exc
+            error = error_from_rpc(exc, self.address)
+            if self.writes and _unanswered(exc, error):
+                error = outcome_unknown(error)
+            raise error from exc
         if _closed_channel(exc):
             # grpc refuses a call on a channel closed before it started: the client was closed
             raise errors.StoreUnavailableError.client_closed(self.address, f" ({exc})") from exc
