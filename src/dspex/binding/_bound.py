@@ -10,7 +10,7 @@ from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
 from dspex import _tracing
 from dspex._model import VariableRecord, VariableSpec
-from dspex.binding._classes import Hooked, add_kind, register_mixin
+from dspex.binding._classes import Hooked, add_kind, own_dict, register_mixin
 from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
 from dspex.binding._models import bound_lm, keywords_of, lm_for_key, share_lists
 from dspex.binding._predictor import HookedPredictor, hook_predictor, hooked_variables
@@ -65,9 +65,10 @@ class _Plan:
         """
         session = current_session()
         records = self._records(module, session)
-        _tracing.note_variables(
-            session.session_id, list(self.names), [records[n].version for n in self.names]
-        )
+        if _tracing.enabled():
+            _tracing.note_variables(
+                session.session_id, list(self.names), [records[n].version for n in self.names]
+            )
         values: dict[str, Any] = {}
         config: dict[str, Any] = {}
         chosen: Any = None
@@ -157,12 +158,12 @@ class BoundModule(SavedVariables, Hooked):
     @property
     def bindings(self) -> dict[str, str]:
         """Hook name -> bound variable name, for the hooks bound on this module."""
-        return {b.hook: b.name for b in self.__dict__["_dspex_plan"].bindings}
+        return {b.hook: b.name for b in own_dict(self)["_dspex_plan"].bindings}
 
     def named_variables(self) -> list[tuple[str, Variable | None]]:
         """The bound variables: (name, declaration or None when bound by name)."""
         seen: dict[str, Variable | None] = {}
-        for b in self.__dict__["_dspex_plan"].bindings:
+        for b in own_dict(self)["_dspex_plan"].bindings:
             if seen.get(b.name) is None:
                 seen[b.name] = b.declared
         for name, declared in bound_variables(self):
@@ -195,7 +196,7 @@ class BoundModule(SavedVariables, Hooked):
         return await self._acall_bound(*args, **kwargs)
 
     def _call_bound(self, *args: Any, **kwargs: Any) -> Any:
-        d = self.__dict__
+        d = own_dict(self)
         if "_dspex_pending" in d:
             self.apply_pending()
         token = thread_local_overrides.set(d["_dspex_plan"].call_overlay(self))
@@ -205,7 +206,7 @@ class BoundModule(SavedVariables, Hooked):
             thread_local_overrides.reset(token)
 
     async def _acall_bound(self, *args: Any, **kwargs: Any) -> Any:
-        d = self.__dict__
+        d = own_dict(self)
         if "_dspex_pending" in d:
             self.apply_pending()
         token = thread_local_overrides.set(d["_dspex_plan"].call_overlay(self))

@@ -38,7 +38,7 @@ from typing import Any
 
 from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
 
-from dspex.binding._classes import Hooked, add_kind, register_mixin
+from dspex.binding._classes import Hooked, add_kind, own_dict, register_mixin
 from dspex.binding._models import bound_lm, lm_for_key
 from dspex.binding._state import (
     SECTION,
@@ -201,11 +201,11 @@ def _read(
     suffix: str | None,
 ) -> Any:
     """A hooked ``signature`` (``suffix`` given) or ``demos`` read: own, assigned or bound."""
-    d = predictor.__dict__
+    d = own_dict(predictor)
     if binding is None or _LOCAL.get():
         return d[f"_dspex_{attr}"]
     if suffix is not None:
-        _settle(predictor)
+        _settle(predictor, d)
     own = d[f"_dspex_{attr}"]
     if attr in d["_dspex_assigned"]:  # assigned after bind: it wins; say when it hides a value
         value = value_of(binding) if call_values() is not None else UNSET
@@ -222,7 +222,7 @@ def _read(
         return own
     if suffix is None:
         return AdoptedList(value, predictor)
-    return _signature_view(predictor, own, value, suffix)
+    return _signature_view(predictor, d, own, value, suffix)
 
 
 # Bound signatures read from a predictor are classes of its own (a few per predictor, one per
@@ -236,10 +236,10 @@ _VIEWS = "_dspex_signature_views"
 _MAX_VIEWS = 8
 
 
-def _signature_view(predictor: Any, own: Any, text: str, suffix: str) -> Any:
-    """The predictor's own class for ``own`` with the bound ``text`` (built on first read)."""
-    d = predictor.__dict__
-    views = _views(predictor)
+def _signature_view(predictor: Any, d: dict[str, Any], own: Any, text: str, suffix: str) -> Any:
+    """The predictor's own class for ``own`` with the bound ``text`` (built on first read);
+    ``d`` is the predictor's instance dict."""
+    views = _views(predictor, d)
     if views is None:
         views = {}
         d[_VIEWS] = (id(predictor), views)
@@ -254,18 +254,22 @@ def _signature_view(predictor: Any, own: Any, text: str, suffix: str) -> Any:
     return entry[0]
 
 
-def _settle(predictor: Any) -> None:
-    """Adopt a bound signature read from ``predictor`` that was edited in place since."""
-    for made, doc in list((_views(predictor) or {}).values()):
+def _settle(predictor: Any, d: dict[str, Any]) -> None:
+    """Adopt a bound signature read from ``predictor`` (instance dict ``d``) that was edited in
+    place since."""
+    for made, doc in list((_views(predictor, d) or {}).values()):
         if made.__dict__.get("__doc__") != doc:
-            predictor.__dict__.pop(_VIEWS, None)
+            d.pop(_VIEWS, None)
             _assign(predictor, "signature", made)
             return
 
 
-def _views(predictor: Any) -> dict[tuple[Any, str, str], tuple[Any, Any]] | None:
-    """The predictor's bound signature classes; None when it has none, or only a copy's."""
-    entry = predictor.__dict__.get(_VIEWS)
+def _views(
+    predictor: Any, d: dict[str, Any]
+) -> dict[tuple[Any, str, str], tuple[Any, Any]] | None:
+    """The predictor's (instance dict ``d``) bound signature classes; None when it has none,
+    or only a copy's."""
+    entry = d.get(_VIEWS)
     if entry is None or entry[0] != id(predictor):  # copied over by DSPy's attribute-wise copy
         return None
     views: dict[tuple[Any, str, str], tuple[Any, Any]] = entry[1]
@@ -274,7 +278,7 @@ def _views(predictor: Any) -> dict[tuple[Any, str, str], tuple[Any, Any]] | None
 
 def _assign(predictor: Any, attr: str, value: Any) -> None:
     """Make ``value`` the predictor's own ``attr``, assigned after bind (so it wins on reads)."""
-    d = predictor.__dict__
+    d = own_dict(predictor)
     d[f"_dspex_{attr}"] = value
     d["_dspex_assigned"] |= {attr}
 
@@ -345,7 +349,7 @@ class HookedPredictor(Hooked):
 
     @property
     def signature(self) -> Any:
-        d = self.__dict__
+        d = own_dict(self)
         hooks = d["_dspex_hooks"]
         return _read(self, "signature", hooks.instructions, _has_instructions, hooks.suffix)
 
@@ -355,7 +359,7 @@ class HookedPredictor(Hooked):
 
     @property
     def demos(self) -> Any:
-        return _read(self, "demos", self.__dict__["_dspex_hooks"].demos, _same_demos, None)
+        return _read(self, "demos", own_dict(self)["_dspex_hooks"].demos, _same_demos, None)
 
     @demos.setter
     def demos(self, value: Any) -> None:
@@ -363,7 +367,7 @@ class HookedPredictor(Hooked):
 
     @property
     def config(self) -> Any:
-        d = self.__dict__
+        d = own_dict(self)
         own = d["_dspex_config"]
         names = d["_dspex_hooks"].config_names
         if not names or "config" in d["_dspex_assigned"] or _LOCAL.get():
@@ -381,7 +385,7 @@ class HookedPredictor(Hooked):
 
     @property
     def lm(self) -> Any:
-        d = self.__dict__
+        d = own_dict(self)
         own = d["_dspex_lm"]
         hooks = d["_dspex_hooks"]
         if _LOCAL.get() or (hooks.lm is None and not hooks.config):
@@ -398,7 +402,7 @@ class HookedPredictor(Hooked):
 
     @lm.setter
     def lm(self, value: Any) -> None:
-        self.__dict__["_dspex_lm"] = value
+        own_dict(self)["_dspex_lm"] = value
 
     def _forward_preprocess(self, **kwargs: Any) -> Any:
         """``Predict``'s per-call preprocessing; a per-call ``lm=`` gets the bound keywords.
@@ -408,7 +412,7 @@ class HookedPredictor(Hooked):
         """
         lm = kwargs.get("lm")
         if lm is not None:
-            hooks = self.__dict__["_dspex_hooks"]
+            hooks = own_dict(self)["_dspex_hooks"]
             values = call_values()
             if hooks.config and values is not None:
                 kwargs["lm"] = _keyed_lm(lm, hooks, values)
@@ -440,7 +444,7 @@ class HookedPredictor(Hooked):
                 state[SECTION] = dump_variables(variables)
         finally:
             _DUMPING.reset(token)
-        own_lm = self.__dict__["_dspex_lm"]
+        own_lm = own_dict(self)["_dspex_lm"]
         state["lm"] = own_lm.dump_state() if own_lm else None
         return state
 
@@ -457,7 +461,7 @@ class HookedPredictor(Hooked):
         declared = {b.name: b.declared for b in hooks.bindings() if b.declared}
         commit = prepare_load(section, declared) if section else None
         saved = section or loading_section()
-        d = self.__dict__
+        d = own_dict(self)
         before = (d["_dspex_signature"], d["_dspex_demos"], d["_dspex_assigned"])
         super().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)  # type: ignore[misc]
         assigned = set(before[2])
@@ -516,7 +520,7 @@ def _same_signature(a: Any, b: Any) -> bool:
 def hooked_variables(predictor: Any) -> list[tuple[str, Variable | None]]:
     """(name, declaration) of every variable bound to ``predictor``."""
     seen: dict[str, Variable | None] = {}
-    for b in predictor.__dict__["_dspex_hooks"].bindings():
+    for b in own_dict(predictor)["_dspex_hooks"].bindings():
         if seen.get(b.name) is None:
             seen[b.name] = b.declared
     return list(seen.items())
@@ -530,7 +534,7 @@ register_mixin("predictor", HookedPredictor)
 
 def hook_predictor(predictor: Any, layer: Layer) -> None:
     """Install the per-call hooks on ``predictor`` (in place) and add ``layer``'s bindings."""
-    d = predictor.__dict__
+    d = own_dict(predictor)
     if "_dspex_hooks" not in d:
         for attr in ("signature", "demos", "config", "lm"):
             d[f"_dspex_{attr}"] = d.pop(attr)
@@ -542,19 +546,20 @@ def hook_predictor(predictor: Any, layer: Layer) -> None:
 
 def assigned_hooks(predictor: Any) -> frozenset[str]:
     """The hooked attributes assigned on ``predictor`` after bind (or edited in place)."""
-    if "_dspex_hooks" in predictor.__dict__:
-        _settle(predictor)
-    result: frozenset[str] = predictor.__dict__.get("_dspex_assigned", frozenset())
+    d = own_dict(predictor)
+    if "_dspex_hooks" in d:
+        _settle(predictor, d)
+    result: frozenset[str] = d.get("_dspex_assigned", frozenset())
     return result
 
 
 def release(predictor: Any, hooks: frozenset[str]) -> None:
     """Hand ``hooks`` back to their variables (after :func:`dspex.publish`)."""
-    d = predictor.__dict__
+    d = own_dict(predictor)
     d["_dspex_assigned"] = d["_dspex_assigned"] - hooks
 
 
 def winning(predictor: Any) -> _Hooks:
     """The predictor's hooks (which binding wins per hook)."""
-    hooks: _Hooks = predictor.__dict__["_dspex_hooks"]
+    hooks: _Hooks = own_dict(predictor)["_dspex_hooks"]
     return hooks

@@ -238,6 +238,13 @@ class EngineProvider:
     def get_variables(self, session_id: str, names: Collection[str]) -> dict[str, VariableRecord]:
         if isinstance(names, str):  # one name, not its characters
             names = (names,)
+        space = self._spaces.get(session_id)
+        if space is not None:  # the engine's memory image: only the names asked for
+            with space.lock:  # one revision, as the engine's records() reads it
+                variables = space.variables
+                found = {name: variables[name] for name in names if name in variables}
+            if len(found) == len(names):
+                return found
         records = {r.name: r for r in self._records(session_id)}
         missing = [name for name in names if name not in records]
         if missing:
