@@ -243,3 +243,35 @@ def test_bound_module_is_the_same_dspy_module(
         clone(question="q")
     assert recorder.calls[-1].kwargs["temperature"] == 0.7
     assert objective(recorder.calls[-1].system) == "Be brief."
+
+
+def test_copies_made_inside_a_bound_call_reuse_the_bound_signature_classes(
+    session: dspex.Session, recorder: CallRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BestOfN copies its module per attempt, inside the call: after the first call, no bound
+    signature class is built again (each one is a pydantic model, about 1 ms), and every
+    attempt still sends the bound instructions; a change of the value builds one class more."""
+    from dspex.binding import _predictor
+
+    built: list[str] = []
+    build = _predictor.instructed
+
+    def counted(own: Any, text: str, suffix: str) -> Any:
+        built.append(text)
+        return build(own, text, suffix)
+
+    monkeypatch.setattr(_predictor, "instructed", counted)
+    best = dspy.BestOfN(dspy.Predict("question -> answer"), N=3, reward_fn=lambda a, p: 0.0,
+                        threshold=1.0)  # fmt: skip
+    bound = dspex.bind(best, instructions=INSTRUCTIONS, temperature=TEMPERATURE)
+    with dspy.context(lm=DummyLM({"": {"answer": "Paris"}}), callbacks=[recorder]):
+        bound(question="Capital of France?")
+        first = len(built)
+        for _ in range(3):
+            bound(question="Capital of France?")
+        assert len(built) == first == 1
+        session.set("instructions", "Name the city only.")
+        bound(question="Capital of France?")
+    assert built == ["Answer in one word.", "Name the city only."]
+    systems = [objective(c.system) for c in recorder.calls]
+    assert systems == ["Answer in one word."] * 12 + ["Name the city only."] * 3

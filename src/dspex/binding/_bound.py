@@ -15,7 +15,14 @@ from dspex.binding._hooks import HOOK_KINDS, HOOKS, check_fit, check_hook
 from dspex.binding._models import bound_lm, keywords_of, lm_for_key, share_lists
 from dspex.binding._predictor import HookedPredictor, hook_predictor, hooked_variables
 from dspex.binding._state import SavedVariables, dump_variables, register_saved
-from dspex.binding._values import VALUES_KEY, Binding, Layer, check_travel, demos_value
+from dspex.binding._values import (
+    BOUND_LM_KEY,
+    VALUES_KEY,
+    Binding,
+    Layer,
+    check_travel,
+    demos_value,
+)
 from dspex.errors import BindingError, SessionError, VariableNotFoundError
 from dspex.session import Session, current_session
 from dspex.variables import Variable
@@ -96,7 +103,7 @@ class _Plan:
             current = overlay["lm"] if "lm" in overlay else main_thread_config.get("lm")
             lm = self._bound_lm(current, chosen, config)
             if lm is not None:
-                new["lm"] = lm
+                new["lm"] = new[BOUND_LM_KEY] = lm
         return new
 
     def _bound_lm(self, current: Any, chosen: Any, config: dict[str, Any]) -> Any:

@@ -20,6 +20,7 @@ from dspex.variables import Variable
 
 __all__ = [
     "UNSET",
+    "BOUND_LM_KEY",
     "VALUES_KEY",
     "Binding",
     "Layer",
@@ -33,6 +34,10 @@ __all__ = [
 
 VALUES_KEY: Final = "dspex_values"
 """The ``dspy.context`` key holding a bound call's values (variable name -> value)."""
+
+BOUND_LM_KEY: Final = "dspex_lm"
+"""The ``dspy.context`` key holding the LM copy a bind boundary made for its call: the ``lm``
+it set, with every bound LM keyword of the call applied (see ``_Plan.call_overlay``)."""
 
 UNSET: Final = object()
 """No value: the variable is neither in the bound call nor in a session."""
