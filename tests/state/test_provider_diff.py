@@ -31,7 +31,7 @@ from hypothesis.stateful import (
 )
 from support import wait_until
 from support.providers import PROVIDER_KINDS, engine_of, provide
-from support.statediff import Outcome, attempt, drain
+from support.statediff import Outcome, attempt, drain, error
 
 from dspex._model import Choice, VariableSpec, make_spec
 from dspex.state import StateProvider, VariableWatch, current_lock_owner
@@ -111,6 +111,23 @@ class Twin:
         self.ids = {slot: f"{prefix}-{slot}" for slot in SLOTS}
         self.watch: VariableWatch | None = None
         self.seen: list[Any] = []
+
+
+def _replay(
+    twin: Twin, names: tuple[str, ...], after: int | None, initial: bool, *, want: int
+) -> Outcome:
+    """What a watch opened now on ``twin``'s main session delivers (at least ``want`` updates,
+    waited for within a bound), or the error opening it raised."""
+    try:
+        opened = twin.provider.watch_variables(
+            twin.ids["main"], names, after_revision=after, include_initial=initial
+        )
+    except Exception as exc:
+        return ("error", error(exc))
+    updates: list[Any] = []
+    with opened:
+        drain(opened, updates, want=want, more=0.05)
+    return ("ok", updates)
 
 
 class ProviderDiff(RuleBasedStateMachine):
@@ -264,12 +281,25 @@ class ProviderDiff(RuleBasedStateMachine):
     def dependents(self, name: str) -> None:
         self.both(lambda p, ids: p.get_dependents(ids["main"], name))
 
+    # -- watches opened later -------------------------------------------------------------
+
+    @rule(after=st.sampled_from((None, 0, 1, 3, 99)), initial=st.booleans(),
+          picked=st.sampled_from(((), ("a",), ("a", "zz"))))  # fmt: skip
+    def replay(self, after: int | None, initial: bool, picked: tuple[str, ...]) -> None:
+        """A watch opened now (resumed, with initial records, filtered): the same updates."""
+        reference, other = self.twins
+        args = (picked, after, initial)
+        want = _replay(reference, *args, want=0)
+        got = _replay(other, *args, want=len(want[1]) if want[0] == "ok" else 0)
+        assert got == want, f"replay: reference {want!r}\n other {got!r}"
+
     # -- after every step ------------------------------------------------------------------
 
     def state(self, twin: Twin) -> list[Outcome]:
         """Every read of ``twin``'s sessions that a step may have changed."""
-        p, main = twin.provider, twin.ids["main"]
+        p, main, ids = twin.provider, twin.ids["main"], set(twin.ids.values())
         seen = [attempt(partial(p.get_session, sid)) for sid in twin.ids.values()]
+        seen.append(attempt(lambda: [i for i in p.list_sessions() if i.session_id in ids]))
         seen += [
             attempt(partial(p.list_variables, main)),
             attempt(partial(p.get_dependencies, main)),

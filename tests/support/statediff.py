@@ -15,7 +15,7 @@ from dspex import errors
 from dspex._model import SessionInfo, VariableRecord, VariableUpdate
 from dspex.state import VariableWatch
 
-__all__ = ["Outcome", "attempt", "drain", "observe"]
+__all__ = ["Outcome", "attempt", "drain", "error", "observe", "record"]
 
 Outcome = tuple[str, Any]
 """``("ok", observation)`` or ``("error", (class name, code, details))``."""
