@@ -63,8 +63,8 @@ SLOTS = ("main", "alt")
 
 EXAMPLES = int(os.environ.get("DSPEX_STATEDIFF_EXAMPLES", "0"))
 SETTINGS = settings(
-    max_examples=EXAMPLES or 6,
-    stateful_step_count=25,
+    max_examples=EXAMPLES or 10,
+    stateful_step_count=30,
     deadline=None,
     derandomize=not EXAMPLES,
     suppress_health_check=list(HealthCheck),
@@ -113,6 +113,13 @@ class Twin:
         self.seen: list[Any] = []
 
 
+def _register(
+    name: str, spec: VariableSpec, value: Any, metadata: Any
+) -> Callable[[StateProvider, dict[str, str]], Any]:
+    """The call registering ``name`` in the main session (for :meth:`ProviderDiff.both`)."""
+    return lambda p, ids: p.register_variable(ids["main"], name, spec, value, metadata=metadata)
+
+
 def _replay(
     twin: Twin, names: tuple[str, ...], after: int | None, initial: bool, *, want: int
 ) -> Outcome:
@@ -138,6 +145,7 @@ class ProviderDiff(RuleBasedStateMachine):
     other: ClassVar[StateProvider]
     cached: ClassVar[bool] = False
     """The other kind reads through a cache, which catches up through its watch."""
+    steps = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -158,6 +166,7 @@ class ProviderDiff(RuleBasedStateMachine):
             finally:
                 current_lock_owner.reset(token)
         want, got = outcomes
+        self.steps += 1
         if sendable is False and _refused_before_sending(want, got):
             return want
         assert got == want, f"reference {want!r}\n    other {got!r}"
@@ -167,21 +176,27 @@ class ProviderDiff(RuleBasedStateMachine):
 
     @initialize()
     def start(self) -> None:
+        """The main session, watched from the start, with one variable per name (so most
+        steps act on something; ``delete`` and ``register`` change that)."""
         self.both(lambda p, ids: p.create_session(ids["main"]))
         for twin in self.twins:
             twin.watch = twin.provider.watch_variables(twin.ids["main"])
+        for name, spec, value in zip(NAMES, SPECS, (0.5, 1, "x", True), strict=False):
+            self.both(_register(name, spec, value, {"role": name}))
 
-    @rule(slot=slots, ttl=st.sampled_from((None, 600.0)))
-    def create_session(self, slot: str, ttl: float | None) -> None:
-        self.both(lambda p, ids: p.create_session(ids[slot], ttl=ttl))
+    @rule(slot=slots, ttl=st.sampled_from((None, 600.0)), close=st.booleans())
+    def create_or_close(self, slot: str, ttl: float | None, close: bool) -> None:
+        """Create (or join) a session, or close the second one (main: :meth:`close_main`)."""
+        if close and slot == "alt":
+            self.both(lambda p, ids: p.close_session(ids["alt"]))
+        else:
+            self.both(lambda p, ids: p.create_session(ids[slot], ttl=ttl))
 
-    @precondition(lambda self: self.steps_closed < 2)
-    @rule(slot=slots)
-    def close_session(self, slot: str) -> None:
-        self.steps_closed += 1
-        self.both(lambda p, ids: p.close_session(ids[slot]))
-
-    steps_closed = 0
+    @precondition(lambda self: self.steps >= 20)
+    @rule()
+    def close_main(self) -> None:
+        """Late in a run only: every later step then meets a closed session."""
+        self.both(lambda p, ids: p.close_session(ids["main"]))
 
     @rule(slot=slots)
     def heartbeat(self, slot: str) -> None:
@@ -193,8 +208,7 @@ class ProviderDiff(RuleBasedStateMachine):
         name=names, spec=st.sampled_from(SPECS), value=values, metadata=st.sampled_from(METADATA)
     )
     def register(self, name: str, spec: VariableSpec, value: Any, metadata: Any) -> None:
-        self.both(lambda p, ids: p.register_variable(ids["main"], name, spec, value,
-                                                     metadata=metadata),
+        self.both(_register(name, spec, value, metadata),
                   sendable=_sendable(value))  # fmt: skip
 
     @rule(name=names, spec=st.sampled_from(SPECS[:9]))
@@ -203,7 +217,7 @@ class ProviderDiff(RuleBasedStateMachine):
                    "json": [1, 2], "embedding": [0.5, 1.5]}[spec.type]  # fmt: skip
         if spec.type == "json" and "max_length" in spec.constraints:
             initial = {"k": [1, 2]}
-        self.both(lambda p, ids: p.register_variable(ids["main"], name, spec, initial))
+        self.both(_register(name, spec, initial, None))
 
     @rule(name=names, value=values, expected=st.sampled_from((None, None, 1, 2, 3)),
           owner=owners)  # fmt: skip
