@@ -393,6 +393,34 @@ class StateProviderContract:
         assert again == current
         assert again.value == 0.9
 
+    def test_register_variable_again_still_checks_the_initial_value(
+        self, provider: StateProvider, session_id: str
+    ) -> None:
+        """An equal spec returns the record, but a bad initial value is refused on every kind
+        (a session-store client cannot even send ``{1, 2}``; the local provider returned the
+        record for it)."""
+        provider.register_variable(session_id, "t", FLOAT, 0.7)
+        with unchanged(provider, session_id):
+            with pytest.raises(errors.VariableTypeError) as caught:
+                provider.register_variable(session_id, "t", FLOAT, {1, 2})
+            assert caught.value.details == {"name": "t", "value": "{1, 2}"}
+            with pytest.raises(errors.VariableValueError, match=r"3\.5.*max=2\.0"):
+                provider.register_variable(session_id, "t", FLOAT, 3.5)
+
+    def test_register_variable_checks_metadata_before_the_value_and_the_session(
+        self, provider: StateProvider, session_id: str
+    ) -> None:
+        """Metadata no store can keep is the error named first, wherever the session lives (a
+        client refuses it before sending; the local provider named the value or the session)."""
+        bad = {"tags": {1, 2}}
+        with unchanged(provider, session_id):
+            with pytest.raises(errors.VariableValueError, match="metadata") as caught:
+                provider.register_variable(session_id, "t", FLOAT, "hot", metadata=bad)
+            assert not isinstance(caught.value, errors.VariableTypeError)
+        closed = self.closed_session(provider)
+        with pytest.raises(errors.VariableValueError, match="metadata"):
+            provider.register_variable(closed, "t", FLOAT, 0.5, metadata=bad)
+
     @pytest.mark.parametrize(
         "other_spec",
         [make_spec(float, min=0.0, max=3.0), make_spec(int), make_spec(str)],
@@ -631,6 +659,26 @@ class StateProviderContract:
         assert provider.get_variable(session_id, "a").value == 0.5
         assert provider.get_variable(session_id, "b").value == 0.2
         assert provider.get_session(session_id).revision == 5
+
+    def test_update_variables_refuses_a_value_no_store_can_carry_per_name(
+        self, provider: StateProvider, session_id: str
+    ) -> None:
+        """A value that cannot be encoded fails its own name, as a bad value does; through a
+        store the whole call raised, so the other names of a non-atomic batch were lost."""
+        self._three(provider, session_id)
+        results = provider.update_variables(session_id, {"a": 0.5, "b": {1, 2}}, atomic=False)
+        assert isinstance(results["a"], VariableRecord) and results["a"].version == 2
+        assert isinstance(results["b"], errors.VariableTypeError)
+        assert results["b"].details == {"name": "b", "value": "{1, 2}"}
+        assert provider.get_variable(session_id, "a").value == 0.5
+        with unchanged(provider, session_id):
+            results = provider.update_variables(session_id, {"a": 0.7, "b": {1, 2}}, atomic=True)
+        assert list(results) == ["a", "b"]
+        assert isinstance(results["a"], errors.BatchUpdateError)
+        assert isinstance(results["b"], errors.VariableTypeError)
+        closed = self.closed_session(provider)
+        with pytest.raises(errors.SessionClosedError):
+            provider.update_variables(closed, {"x": {1, 2}}, atomic=True)
 
     def test_update_variables_empty_batch_changes_nothing(
         self, provider: StateProvider, session_id: str

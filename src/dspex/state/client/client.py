@@ -31,6 +31,7 @@ from dspex.errors import (
     StoreError,
     StoreProtocolError,
     StoreUnavailableError,
+    VariableTypeError,
 )
 from dspex.state.client import convert
 from dspex.state.client.shared_watch import SharedWatchStream
@@ -39,6 +40,7 @@ from dspex.state.client.watch import StoreWatchReader
 from dspex.state.core.contract import UpdateResults
 from dspex.state.core.identity import current_lock_owner, current_writer
 from dspex.state.core.watch import VariableWatch
+from dspex.state.core.writes import abort_batch
 from dspex.state.wire.channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     HOLDER_KEY,
@@ -323,8 +325,33 @@ class SessionStoreProvider:
         atomic: bool = False,
         expected_versions: Mapping[str, int] | None = None,
     ) -> UpdateResults:
-        request = convert.update_variables_request(session_id, values, atomic, expected_versions)
+        try:
+            request = convert.update_variables_request(
+                session_id, values, atomic, expected_versions
+            )
+        except VariableTypeError:  # a value no store can be sent: refuse it per name
+            unsendable = convert.unsendable_values(values)
+            return self._update_unsendable(session_id, values, unsendable, atomic,
+                                           expected_versions)  # fmt: skip
         return convert.update_results(self._call("UpdateVariables", request, writes=True))
+
+    def _update_unsendable(
+        self,
+        session_id: str,
+        values: Mapping[str, Any],
+        unsendable: UpdateResults,
+        atomic: bool,
+        expected_versions: Mapping[str, int] | None,
+    ) -> UpdateResults:
+        """A batch with values no store can be sent: those names fail with their
+        ``VariableTypeError`` per name, as in a local provider, not the whole call. An atomic
+        batch applies nothing; the others are applied independently."""
+        rest = {name: value for name, value in values.items() if name not in unsendable}
+        if atomic or not rest:
+            self.get_session(session_id)  # a session that is not open fails the whole call
+            return abort_batch(values, unsendable) if atomic else dict(unsendable)
+        applied = self.update_variables(session_id, rest, expected_versions=expected_versions)
+        return {name: unsendable.get(name) or applied[name] for name in values}
 
     def list_variables(self, session_id: str, pattern: str = "*") -> list[VariableRecord]:
         request = convert.list_variables_request(session_id, pattern)

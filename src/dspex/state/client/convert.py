@@ -75,13 +75,14 @@ def sessions_result(response: Any) -> tuple[list[SessionInfo], str]:
 def register_variable_request(
     session_id: str, name: str, spec: VariableSpec, value: Any, metadata: Mapping[str, Any] | None
 ) -> Any:
+    metadata_json = _encode_metadata(metadata)  # first, as a local provider checks it
     return pb.RegisterVariableRequest(
         session_id=session_id,
         name=name,
         type=spec.type,
         constraints_json=spec_to_json(spec),
         value=encode_value(value, name),
-        metadata_json=_encode_metadata(metadata),
+        metadata_json=metadata_json,
     )
 
 
@@ -181,6 +182,17 @@ def update_variables_request(
             entry.expected_version = expected[name]
         entries.append(entry)
     return pb.UpdateVariablesRequest(session_id=session_id, values=entries, atomic=atomic)
+
+
+def unsendable_values(values: Mapping[str, Any]) -> dict[str, VariableRecord | errors.DspexError]:
+    """The ``VariableTypeError`` of each value in ``values`` that cannot be encoded."""
+    refused: dict[str, VariableRecord | errors.DspexError] = {}
+    for name, value in values.items():
+        try:
+            encode_value(value, name)
+        except errors.VariableTypeError as exc:
+            refused[name] = exc
+    return refused
 
 
 def list_variables_request(session_id: str, pattern: str) -> Any:

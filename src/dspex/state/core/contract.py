@@ -86,10 +86,11 @@ class StateProvider(Protocol):
     ) -> VariableRecord:
         """Register ``name`` with ``spec`` and an initial ``value`` (version 1).
 
-        Registering the same name with an equal spec returns the existing record unchanged.
-        The provider re-checks ``spec`` (it may not come from ``make_spec``). ``metadata`` is
-        kept as a JSON object, as its JSON text reads back (string keys, numpy values as
-        lists), by every provider alike.
+        Registering the same name with an equal spec returns the existing record unchanged
+        (``value`` must still fit the spec). The provider re-checks ``spec`` (it may not come
+        from ``make_spec``). ``metadata`` is kept as a JSON object, as its JSON text reads back
+        (string keys, numpy values as lists), by every provider alike, and is checked first,
+        before the name, the spec, the session and the value.
 
         Raises:
             SessionNotFoundError, SessionClosedError: the session is not open.
@@ -146,7 +147,9 @@ class StateProvider(Protocol):
 
         With ``atomic=True`` either every name is applied or none is: on any failure, the
         failing names map to their errors and the others to a ``BatchUpdateError`` saying they
-        were not applied. With ``atomic=False`` each name is applied independently.
+        were not applied. With ``atomic=False`` each name is applied independently. A value
+        no session store can carry (not JSON, not a numeric array) fails its own name with
+        ``VariableTypeError`` like any value of the wrong type.
 
         Raises:
             SessionNotFoundError, SessionClosedError: the session is not open.

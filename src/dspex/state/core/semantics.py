@@ -204,6 +204,9 @@ class EngineProvider:
         *,
         metadata: Mapping[str, Any] | None = None,
     ) -> VariableRecord:
+        # Metadata first, as a session-store client must (it cannot send metadata that is not
+        # JSON), so every provider refuses such a call alike, whatever else is wrong with it.
+        meta = freeze(plain_metadata(metadata)) if metadata is not None else EMPTY
         check_name(name)
         # Re-check the spec: it may come from the wire or be built by hand, not by make_spec.
         # The canonical form also makes equal specs compare equal (choices list vs tuple).
@@ -211,10 +214,13 @@ class EngineProvider:
         for _ in range(_CAS_ATTEMPTS):
             existing = self._lookup(session_id, name)
             if existing is not None:
-                return same_spec(existing, spec, session_id)
-            self.limits.check_variables(self._meta(session_id).variable_count)
+                existing = same_spec(existing, spec, session_id)
+            # The initial value is checked even when the record exists (and is returned): a
+            # bad value is refused wherever the session lives (a client cannot send some).
             checked = self.limits.check_value(spec, _validate(spec, value, name), name)
-            meta = freeze(plain_metadata(metadata)) if metadata is not None else EMPTY
+            if existing is not None:
+                return existing
+            self.limits.check_variables(self._meta(session_id).variable_count)
             write = Write(name, None, "register", spec, checked, 1, current_writer.get(), meta)
             try:
                 return self._apply(session_id, write)

@@ -18,7 +18,7 @@ import dspex.errors as errors
 from dspex._model import EMPTY, SessionInfo, VariableRecord, VariableSpec, freeze, make_spec
 from dspex._proto.bridge.v1 import store_pb2 as pb
 from dspex._spec import DTYPES, dtype_name
-from dspex._validate import json_default
+from dspex._validate import json_default, plain_detail
 
 __all__ = [
     "decode_value",
@@ -69,6 +69,7 @@ def json_text(value: Any, name: str = "?") -> str:
             f"variable {name!r}: a value of type {type(value).__name__} cannot be sent to the "
             f"session store ({exc}); use JSON-compatible values or numeric numpy arrays",
             name=name,
+            value=plain_detail(value),  # the detail a local provider's type error carries
         ) from exc
 
 
