@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["CallPayload", "RemoteHandler", "RemoteSetup", "connect_timeout"]
 
 CATCH_UP_TIMEOUT = 5.0
-"""Longest a worker waits for its cache to reach the caller's revision before reading through."""
+"""Longest a worker waits for its cache to reach the caller's revision before reading through
+to the store (see :meth:`RemoteHandler._catch_up`)."""
 
 CONNECT_TIMEOUT = 30.0
 """Longest a starting worker waits to first reach the store (at most half the pool's setup
@@ -181,7 +182,8 @@ class RemoteHandler:
         (briefly) for the stream: it wakes this thread when it applies the revision (no
         polling: with a hundred workers on two cores every needless wake-up delays the others).
         Returns at once when the cache does not serve the session live (reads then go to the
-        store).
+        store). A stream still behind after ``CATCH_UP_TIMEOUT`` loses its view, so the call's
+        reads go to the store, never to the older values the cache holds.
         """
         cache, session_id = self.cache, self.session.session_id
         if (cache.revision(session_id) or 0) >= revision:
@@ -195,4 +197,5 @@ class RemoteHandler:
                 cache.catch_up(session_id, changes.after, updates, revision)
             ):
                 return
-        cache.wait_revision(session_id, revision, max(0.0, deadline - time.monotonic()))
+        if not cache.wait_revision(session_id, revision, max(0.0, deadline - time.monotonic())):
+            cache.resync(session_id)  # still behind: this call reads from the store

@@ -364,6 +364,17 @@ class CachedProvider:
         view = self._views.get(session_id)
         return view is not None and view.live
 
+    def resync(self, session_id: str) -> None:
+        """Stop serving ``session_id`` from a view that fell behind: the next read asks the
+        store and follows the session again (a fresh stream, from the store's current state).
+
+        For a reader that must see a revision the cache's stream has not delivered in time
+        (a ``dspex.Remote`` worker catching up to its caller's revision).
+        """
+        view = self._views.get(session_id)
+        if view is not None:
+            self._drop(view)
+
     def revision(self, session_id: str) -> int | None:
         """The session revision the cache has caught up to (None when not following it)."""
         view = self._views.get(session_id)
